@@ -1,0 +1,1 @@
+"""Benchmarks that print figures (run through `python mycelium_net.py bench ...`)."""

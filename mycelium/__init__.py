@@ -1,0 +1,1 @@
+"""Mycelium Net shared code: learning core, registry storage and client, Flower glue."""

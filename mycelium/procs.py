@@ -1,0 +1,193 @@
+"""Child processes, ports and deadlines shared by the registry, nodes, groups, demo and tests.
+
+Every child is started on a known port and stopped with :meth:`ManagedProcess.stop`
+(SIGTERM, wait with a deadline, then SIGKILL). Readiness is polled with a deadline,
+never waited for with a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import IO, TypeVar
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+Clock = Callable[[], float]
+
+
+class DeadlineExceeded(TimeoutError):
+    """A condition polled by :func:`wait_for` did not hold before its deadline."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port that is free on ``host`` right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """True when ``port`` can be bound on ``host``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def port_is_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
+    """True when something accepts TCP connections on ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for(
+    condition: Callable[[], T | None],
+    *,
+    timeout: float,
+    interval: float = 0.1,
+    what: str = "condition",
+    clock: Clock = time.monotonic,
+) -> T:
+    """Poll ``condition`` until it returns a truthy value, or raise :class:`DeadlineExceeded`.
+
+    Exceptions raised by ``condition`` count as "not yet" until the deadline.
+    """
+    deadline = clock() + timeout
+    last_error: Exception | None = None
+    while True:
+        try:
+            value = condition()
+        except Exception as exc:  # noqa: BLE001 - polled conditions fail until ready
+            last_error = exc
+            value = None
+        if value:
+            return value
+        if clock() >= deadline:
+            detail = f" (last error: {last_error})" if last_error else ""
+            raise DeadlineExceeded(f"{what} not met within {timeout:.1f}s{detail}")
+        time.sleep(interval)
+
+
+def flower_env(flwr_home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment for a Flower process: no telemetry, no update check, a private FLWR_HOME.
+
+    The project root is put on PYTHONPATH so that our Flower app can import ``mycelium``.
+    """
+    flwr_home.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    env.update(
+        {
+            "FLWR_TELEMETRY_ENABLED": "0",
+            "FLWR_DISABLE_UPDATE_CHECK": "1",
+            "FLWR_HOME": str(flwr_home),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    if extra:
+        env.update(extra)
+    return env
+
+
+class ManagedProcess:
+    """A child process with a name, a log file and a stop that always finishes.
+
+    The child runs in its own session (process group), so :meth:`stop` also ends the
+    grandchildren it started (a SuperLink's superexec, a SuperNode's ClientApps).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        args: Sequence[str],
+        *,
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        self.name = name
+        self.args = list(args)
+        self.log_path = log_path
+        self._env = dict(env) if env is not None else None
+        self._cwd = cwd
+        self._popen: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def start(self) -> ManagedProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self._popen = subprocess.Popen(
+            self.args,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=self._env,
+            cwd=self._cwd,
+            start_new_session=True,
+        )
+        logger.debug("started %s pid=%s: %s", self.name, self._popen.pid, " ".join(self.args))
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return self._popen.pid if self._popen else None
+
+    def is_running(self) -> bool:
+        return self._popen is not None and self._popen.poll() is None
+
+    def returncode(self) -> int | None:
+        return self._popen.poll() if self._popen else None
+
+    def read_log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM the child's process group, wait up to ``timeout``, then SIGKILL it."""
+        if self._popen is None:
+            return None
+        try:
+            if self._popen.poll() is None:
+                self._signal_group(signal.SIGTERM)
+                try:
+                    self._popen.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    logger.warning("%s did not stop in %.0fs; killing it", self.name, timeout)
+            # Grandchildren may outlive a child that exited on SIGTERM: end the group.
+            self._signal_group(signal.SIGKILL)
+            self._popen.wait(timeout=5)
+        finally:
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+        return self._popen.returncode
+
+    def kill(self) -> None:
+        """SIGKILL the child alone (used by failure tests to simulate a crash)."""
+        if self._popen is not None and self._popen.poll() is None:
+            self._popen.kill()
+            self._popen.wait(timeout=5)
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        assert self._popen is not None
+        try:
+            os.killpg(self._popen.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass

@@ -1,0 +1,165 @@
+"""Mycelium Net: a network of federated-learning networks.
+
+One Typer entrypoint. Heavy modules (torch, flwr, fastapi) are imported inside the
+commands that need them, so ``--help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="Mycelium Net: learning groups on Flower, found through a global registry.",
+)
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print measured figures.")
+app.add_typer(bench_app, name="bench")
+
+LogLevel = Annotated[
+    str, typer.Option(help="Logging level.", envvar="MYCELIUM_LOG_LEVEL", case_sensitive=False)
+]
+
+
+def _setup_logging(level: str) -> None:
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        raise typer.BadParameter(f"unknown log level {level!r}", param_hint="--log-level")
+    logging.basicConfig(
+        level=numeric,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def _fail(message: str) -> typer.Exit:
+    """Print a one-line error and return the exit to raise (code 1)."""
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code=1)
+
+
+@app.command()
+def registry(
+    host: Annotated[str, typer.Option(help="Interface to bind.", envvar="MYCELIUM_HOST")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[
+        int, typer.Option(help="TCP port.", envvar="MYCELIUM_PORT", min=1, max=65535)
+    ] = 8000,
+    db: Annotated[
+        Path, typer.Option(help="SQLite database file.", envvar="MYCELIUM_DB")
+    ] = Path("mycelium.db"),
+    node_ttl: Annotated[
+        float,
+        typer.Option(help="Seconds without heartbeat before a node counts as dead.", min=0.1,
+                     envvar="MYCELIUM_NODE_TTL"),
+    ] = 90.0,
+    group_ttl: Annotated[
+        float,
+        typer.Option(help="Seconds without a coordinator report before a group has failed.",
+                     min=0.1, envvar="MYCELIUM_GROUP_TTL"),
+    ] = 120.0,
+    max_model_mb: Annotated[
+        float, typer.Option(help="Largest model upload in MiB.", min=0.001,
+                            envvar="MYCELIUM_MAX_MODEL_MB")
+    ] = 64.0,
+    log_level: LogLevel = "info",
+) -> None:
+    """Serve the global registry of learning groups (Swagger UI at /docs)."""
+    _setup_logging(log_level)
+    import registry as registry_module
+
+    try:
+        registry_module.serve(
+            host=host,
+            port=port,
+            db_path=db,
+            node_ttl=node_ttl,
+            group_ttl=group_ttl,
+            max_model_mb=max_model_mb,
+            log_level=log_level,
+        )
+    except registry_module.RegistryStartError as exc:
+        raise _fail(str(exc)) from None
+
+
+@bench_app.command("registry")
+def bench_registry(
+    nodes: Annotated[int, typer.Option(help="Registered nodes.", min=1)] = 10_000,
+    groups: Annotated[int, typer.Option(help="Groups the nodes are spread over.", min=1)] = 1_000,
+    connections: Annotated[int, typer.Option(help="Concurrent clients.", min=1)] = 64,
+    duration: Annotated[float, typer.Option(help="Seconds per measurement.", min=1)] = 10.0,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the figures as JSON here.")
+    ] = None,
+    log_level: LogLevel = "warning",
+) -> None:
+    """Measure registry heartbeat and discovery throughput against a bare endpoint."""
+    _setup_logging(log_level)
+    from bench import registry_bench
+
+    try:
+        report = registry_bench.run(
+            nodes=nodes,
+            groups=groups,
+            connections=connections,
+            duration=duration,
+            json_path=json_path,
+        )
+    except registry_bench.BenchError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(report)
+
+
+@bench_app.command("learning")
+def bench_learning(
+    scenario: Annotated[
+        list[str] | None,
+        typer.Option(help="rotate, permute or mixed; repeat for several (default: all three)."),
+    ] = None,
+    clusters: Annotated[int, typer.Option(help="Latent clusters K.", min=1)] = 4,
+    clients: Annotated[int, typer.Option(help="Clients N.", min=1)] = 24,
+    rounds: Annotated[int, typer.Option(help="Rounds R.", min=1)] = 30,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    max_capacity: Annotated[
+        int | None, typer.Option(help="Group capacity (default: number of clients).", min=1)
+    ] = None,
+    algorithms: Annotated[
+        list[str] | None,
+        typer.Option(help="local, global, oracle, ifca, naive, mycelium; repeat (default: all)."),
+    ] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write results as JSON.")] = (
+        None
+    ),
+    plot_path: Annotated[
+        Path | None, typer.Option("--plot", help="Write accuracy-per-round PNG.")
+    ] = None,
+    log_level: LogLevel = "warning",
+) -> None:
+    """Simulate migration policies on clustered non-IID digits, in one process."""
+    _setup_logging(log_level)
+    from mycelium import sim
+
+    try:
+        table = sim.run_cli(
+            scenarios=scenario,
+            clusters=clusters,
+            clients=clients,
+            rounds=rounds,
+            seed=seed,
+            max_capacity=max_capacity,
+            algorithms=algorithms,
+            json_path=json_path,
+            plot_path=plot_path,
+        )
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(table)
+
+
+if __name__ == "__main__":
+    app()
