@@ -50,22 +50,30 @@ def registry(
     port: Annotated[
         int, typer.Option(help="TCP port.", envvar="MYCELIUM_PORT", min=1, max=65535)
     ] = 8000,
-    db: Annotated[
-        Path, typer.Option(help="SQLite database file.", envvar="MYCELIUM_DB")
-    ] = Path("mycelium.db"),
+    db: Annotated[Path, typer.Option(help="SQLite database file.", envvar="MYCELIUM_DB")] = Path(
+        "mycelium.db"
+    ),
     node_ttl: Annotated[
         float,
-        typer.Option(help="Seconds without heartbeat before a node counts as dead.", min=0.1,
-                     envvar="MYCELIUM_NODE_TTL"),
+        typer.Option(
+            help="Seconds without heartbeat before a node counts as dead.",
+            min=0.1,
+            envvar="MYCELIUM_NODE_TTL",
+        ),
     ] = 90.0,
     group_ttl: Annotated[
         float,
-        typer.Option(help="Seconds without a coordinator report before a group has failed.",
-                     min=0.1, envvar="MYCELIUM_GROUP_TTL"),
+        typer.Option(
+            help="Seconds without a coordinator report before a group has failed.",
+            min=0.1,
+            envvar="MYCELIUM_GROUP_TTL",
+        ),
     ] = 120.0,
     max_model_mb: Annotated[
-        float, typer.Option(help="Largest model upload in MiB.", min=0.001,
-                            envvar="MYCELIUM_MAX_MODEL_MB")
+        float,
+        typer.Option(
+            help="Largest model upload in MiB.", min=0.001, envvar="MYCELIUM_MAX_MODEL_MB"
+        ),
     ] = 64.0,
     log_level: LogLevel = "info",
 ) -> None:
@@ -85,6 +93,166 @@ def registry(
         )
     except registry_module.RegistryStartError as exc:
         raise _fail(str(exc)) from None
+
+
+def _parse_partition(value: str) -> tuple[int, int]:
+    """Parse ``i/N`` (0 <= i < N) or raise a one-line BadParameter."""
+    try:
+        index_text, count_text = value.split("/")
+        index, count = int(index_text), int(count_text)
+    except ValueError:
+        raise typer.BadParameter(f"expected i/N, got {value!r}", param_hint="--partition") from None
+    if not 0 <= index < count:
+        raise typer.BadParameter(f"need 0 <= i < N, got {value!r}", param_hint="--partition")
+    return index, count
+
+
+@app.command()
+def node(
+    name: Annotated[
+        str, typer.Option(help="Node name shown in the registry.", envvar="MYCELIUM_NAME")
+    ] = "node",
+    registry_url: Annotated[
+        str, typer.Option(help="Registry base URL.", envvar="MYCELIUM_REGISTRY_URL")
+    ] = ("http://localhost:8000"),
+    address: Annotated[
+        str | None,
+        typer.Option(help="Address others may reach this node at.", envvar="MYCELIUM_ADDRESS"),
+    ] = None,
+    task: Annotated[
+        str, typer.Option(help="Task name; groups are per task.", envvar="MYCELIUM_TASK")
+    ] = "digits",
+    scenario: Annotated[
+        str, typer.Option(help="rotate, permute or mixed.", envvar="MYCELIUM_SCENARIO")
+    ] = "rotate",
+    clusters: Annotated[
+        int,
+        typer.Option(help="Latent clusters K of the scenario.", min=1, envvar="MYCELIUM_CLUSTERS"),
+    ] = 3,
+    cluster: Annotated[
+        int,
+        typer.Option(help="This node's cluster c (0 <= c < K).", min=0, envvar="MYCELIUM_CLUSTER"),
+    ] = 0,
+    partition: Annotated[
+        str, typer.Option(help="This node's data shard i/N.", envvar="MYCELIUM_PARTITION")
+    ] = "0/6",
+    seed: Annotated[
+        int, typer.Option(help="Seed of the data split and model.", envvar="MYCELIUM_SEED")
+    ] = 0,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Your own .npz with arrays x and y (replaces the scenario options).",
+            envvar="MYCELIUM_DATA",
+        ),
+    ] = None,
+    heartbeat_interval: Annotated[
+        float,
+        typer.Option(
+            help="Seconds between heartbeats.", min=0.1, envvar="MYCELIUM_HEARTBEAT_INTERVAL"
+        ),
+    ] = 30.0,
+    group_evaluation_interval: Annotated[
+        float,
+        typer.Option(
+            help="Seconds between probes of other groups.",
+            min=0.1,
+            envvar="MYCELIUM_GROUP_EVALUATION_INTERVAL",
+        ),
+    ] = 60.0,
+    performance_threshold: Annotated[
+        float,
+        typer.Option(
+            help="Minimum accuracy gain (on own data) to migrate.",
+            min=0,
+            max=1,
+            envvar="MYCELIUM_PERFORMANCE_THRESHOLD",
+        ),
+    ] = 0.05,
+    cooldown: Annotated[
+        float,
+        typer.Option(
+            help="Seconds after a move before the next.", min=0, envvar="MYCELIUM_COOLDOWN"
+        ),
+    ] = 120.0,
+    max_capacity: Annotated[
+        int,
+        typer.Option(
+            help="Capacity of a group this node founds.", min=1, envvar="MYCELIUM_MAX_CAPACITY"
+        ),
+    ] = 10,
+    join_policy: Annotated[
+        str,
+        typer.Option(
+            help="open or invite-only, for a founded group.", envvar="MYCELIUM_JOIN_POLICY"
+        ),
+    ] = "open",
+    invite: Annotated[
+        str | None,
+        typer.Option(help="Invite code for an invite-only group.", envvar="MYCELIUM_INVITE"),
+    ] = None,
+    join: Annotated[
+        int | None,
+        typer.Option(
+            help="Start in this group id regardless of the "
+            "probe (the policy may move the node later).",
+            envvar="MYCELIUM_JOIN",
+        ),
+    ] = None,
+    warmup_epochs: Annotated[
+        int,
+        typer.Option(
+            help="Local epochs before the first decision.", min=0, envvar="MYCELIUM_WARMUP_EPOCHS"
+        ),
+    ] = 20,
+    work_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder for Flower homes and logs (default runs/node-NAME).",
+            envvar="MYCELIUM_WORK_DIR",
+        ),
+    ] = None,
+    log_level: LogLevel = "info",
+) -> None:
+    """Run a learning node: discover, join or found a group, train, migrate."""
+    _setup_logging(log_level)
+    if join_policy not in ("open", "invite-only"):
+        raise _fail(f"--join-policy must be open or invite-only, not {join_policy!r}")
+    if data is None and not 0 <= cluster < clusters:
+        raise _fail(f"--cluster must be in [0, {clusters}), got {cluster}")
+    if data is not None and not data.is_file():
+        raise _fail(f"--data {data} is not a file")
+    index, count = _parse_partition(partition)
+    import mycelium_node
+
+    config = mycelium_node.NodeConfig(
+        name=name,
+        registry_url=registry_url,
+        node_address=address,
+        task=task,
+        scenario=scenario,
+        clusters=clusters,
+        cluster=cluster,
+        partition_index=index,
+        partition_count=count,
+        seed=seed,
+        data_path=data,
+        heartbeat_interval=heartbeat_interval,
+        group_evaluation_interval=group_evaluation_interval,
+        performance_threshold=performance_threshold,
+        cooldown=cooldown,
+        max_capacity=max_capacity,
+        join_policy=join_policy,
+        invite_code=invite,
+        join_group=join,
+        warmup_epochs=warmup_epochs,
+        work_dir=work_dir or Path("runs") / f"node-{name}",
+    )
+    try:
+        code = mycelium_node.run_node(config)
+    except ValueError as exc:  # bad data file or scenario
+        raise _fail(str(exc)) from None
+    raise typer.Exit(code)
 
 
 @bench_app.command("registry")
