@@ -255,6 +255,82 @@ def node(
     raise typer.Exit(code)
 
 
+@app.command()
+def demo(
+    nodes: Annotated[int, typer.Option(help="Number of nodes.", min=2, max=32)] = 6,
+    scenario: Annotated[str, typer.Option(help="rotate, permute or mixed.")] = "rotate",
+    clusters: Annotated[int, typer.Option(help="Latent clusters.", min=1, max=8)] = 3,
+    duration: Annotated[
+        float, typer.Option(help="Stop after this many seconds at most.", min=10)
+    ] = 180.0,
+    seed: Annotated[int, typer.Option(help="Seed of the data split.")] = 0,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            help="Registry port (default 8000 when free, else any free port).", min=1, max=65535
+        ),
+    ] = None,
+    keep_running: Annotated[
+        bool, typer.Option(help="Leave the network up after the summary, until Ctrl-C.")
+    ] = False,
+    run_dir: Annotated[
+        Path | None,
+        typer.Option(help="Folder for logs, report and figure (default: a new ./mycelium-demo-*)."),
+    ] = None,
+    report: Annotated[Path | None, typer.Option(help="Write the JSON report here.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write the PNG figure here.")] = None,
+    log_level: LogLevel = "warning",
+) -> None:
+    """Start a registry and N nodes; watch groups form, learn and migrate."""
+    _setup_logging(log_level)
+    if scenario not in ("rotate", "permute", "mixed"):
+        raise _fail(f"--scenario must be rotate, permute or mixed, not {scenario!r}")
+    if port is not None and not _port_free(port):
+        raise _fail(f"port {port} is already in use")
+    import signal
+
+    from rich.console import Console
+
+    import demo as demo_module
+    from mycelium.demo_view import LiveView
+
+    def _sigterm(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _sigterm)
+    config = demo_module.DemoConfig(
+        nodes=nodes,
+        scenario=scenario,
+        clusters=clusters,
+        duration=duration,
+        seed=seed,
+        port=port,
+        keep_running=keep_running,
+        run_dir=run_dir,
+        report_path=report,
+        plot_path=plot,
+    )
+    console = Console()
+    view = LiveView(console)
+    try:
+        result = demo_module.run_demo(config, view)
+    except KeyboardInterrupt:
+        view.close()
+        raise _fail("interrupted; every process was stopped") from None
+    except (RuntimeError, ValueError) as exc:
+        view.close()
+        raise _fail(str(exc)) from None
+    view.close()
+    if result["groups"] == []:
+        raise _fail("no group formed; see the logs in the run folder")
+
+
+def _port_free(port: int) -> bool:
+    from mycelium.procs import port_is_free
+
+    return port_is_free(port)
+
+
 @bench_app.command("registry")
 def bench_registry(
     nodes: Annotated[int, typer.Option(help="Registered nodes.", min=1)] = 10_000,

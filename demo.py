@@ -1,0 +1,408 @@
+"""One-command demo: a registry and N nodes form groups, learn and migrate.
+
+Everything runs as real processes (the registry, node agents, and the SuperLinks,
+SuperNodes and Flower apps they start). The demo only watches the registry, draws a
+live view, and writes a report and a figure at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mycelium.client import RegistryClient, RegistryError
+from mycelium.procs import ManagedProcess, free_port, port_is_free, wait_for
+
+logger = logging.getLogger(__name__)
+
+ENTRYPOINT = Path(__file__).resolve().parent / "mycelium_net.py"
+DEFAULT_PORT = 8000
+POLL_S = 1.0
+STABLE_CYCLES = 3
+FLAT_ACCURACY = 0.01
+START_GAP_S = 3.0
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    nodes: int = 6
+    scenario: str = "rotate"
+    clusters: int = 3
+    duration: float = 180.0
+    seed: int = 0
+    port: int | None = None
+    keep_running: bool = False
+    run_dir: Path | None = None
+    report_path: Path | None = None
+    plot_path: Path | None = None
+    heartbeat_interval: float = 2.0
+    evaluation_interval: float = 10.0
+    cooldown: float = 30.0
+    node_ttl: float = 10.0
+    group_ttl: float = 40.0
+    misplace: bool = True
+    live: bool = True
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One demo node: its name, latent cluster and data shard."""
+
+    name: str
+    cluster: int
+    index: int
+    misplaced: bool = False
+
+
+def plan_nodes(config: DemoConfig) -> list[NodeSpec]:
+    """Nodes round-robin over clusters; the last one starts in a wrong group."""
+    if config.nodes < 1 or config.clusters < 1:
+        raise ValueError("need at least one node and one cluster")
+    specs = [NodeSpec(f"n{i}", i % config.clusters, i) for i in range(config.nodes)]
+    can_misplace = config.misplace and config.clusters > 1 and config.nodes > config.clusters
+    if can_misplace:
+        last = specs[-1]
+        specs[-1] = NodeSpec(last.name, last.cluster, last.index, misplaced=True)
+    return specs
+
+
+@dataclass
+class Snapshot:
+    """What the registry says at one moment, plus the nodes' true clusters."""
+
+    at: float
+    groups: list[dict[str, Any]]
+    nodes: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+
+
+@dataclass
+class DemoRun:
+    """The state of a running demo: its processes and what it has observed."""
+
+    config: DemoConfig
+    run_dir: Path
+    registry_url: str = ""
+    specs: list[NodeSpec] = field(default_factory=list)
+    processes: list[ManagedProcess] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+    started_unix: float = field(default_factory=time.time)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+# ---------------------------------------------------------------------- processes
+def _python(*args: str) -> list[str]:
+    return [sys.executable, str(ENTRYPOINT), *args]
+
+
+def start_registry(run: DemoRun) -> ManagedProcess:
+    cfg = run.config
+    port = cfg.port or (DEFAULT_PORT if port_is_free(DEFAULT_PORT) else free_port())
+    proc = ManagedProcess(
+        "registry",
+        _python(
+            "registry",
+            "--port",
+            str(port),
+            "--db",
+            str(run.run_dir / "registry.db"),
+            "--node-ttl",
+            str(cfg.node_ttl),
+            "--group-ttl",
+            str(cfg.group_ttl),
+            "--log-level",
+            "warning",
+        ),
+        log_path=run.run_dir / "logs" / "registry.log",
+    ).start()
+    run.processes.append(proc)
+    run.registry_url = f"http://127.0.0.1:{port}"
+    client = RegistryClient(run.registry_url, timeout=2.0)
+    try:
+        wait_for(lambda: proc.is_running() and client.health(), timeout=30, what="registry /health")
+    except TimeoutError:
+        raise RuntimeError(f"registry did not start; see {proc.log_path}") from None
+    finally:
+        client.close()
+    return proc
+
+
+def start_node(run: DemoRun, spec: NodeSpec, join_group: int | None) -> ManagedProcess:
+    cfg = run.config
+    args = [
+        "node",
+        "--name",
+        spec.name,
+        "--registry-url",
+        run.registry_url,
+        "--scenario",
+        cfg.scenario,
+        "--clusters",
+        str(cfg.clusters),
+        "--cluster",
+        str(spec.cluster),
+        "--partition",
+        f"{spec.index}/{cfg.nodes}",
+        "--seed",
+        str(cfg.seed),
+        "--heartbeat-interval",
+        str(cfg.heartbeat_interval),
+        "--group-evaluation-interval",
+        str(cfg.evaluation_interval),
+        "--cooldown",
+        str(cfg.cooldown),
+        "--max-capacity",
+        str(max(2, cfg.nodes)),
+        "--work-dir",
+        str(run.run_dir / spec.name),
+    ]
+    if join_group is not None:
+        args += ["--join", str(join_group)]
+    proc = ManagedProcess(
+        spec.name, _python(*args), log_path=run.run_dir / "logs" / f"{spec.name}.log"
+    ).start()
+    run.processes.append(proc)
+    return proc
+
+
+def stop_all(run: DemoRun) -> None:
+    """Stop nodes first (they leave their groups and stop their Flower children), then the
+    registry; each stop ends the child's whole process group."""
+    for proc in reversed(run.processes):
+        proc.stop(timeout=15)
+
+
+# ---------------------------------------------------------------------- observing
+def snapshot(client: RegistryClient, run: DemoRun) -> Snapshot:
+    groups = client.list_groups(limit=100)
+    details = [client.get_group(g["group_id"]) for g in groups]
+    nodes = client.list_nodes()
+    since = run.events[-1]["id"] if run.events else 0
+    run.events.extend(client.events(since=since, limit=500))
+    return Snapshot(at=run.elapsed(), groups=details, nodes=nodes, events=run.events)
+
+
+def cluster_of(run: DemoRun) -> dict[str, int]:
+    return {s.name: s.cluster for s in run.specs}
+
+
+def purity(members: list[str], clusters: dict[str, int]) -> float | None:
+    """Share of a group's members from its majority cluster (None for an empty group)."""
+    known = [clusters[m] for m in members if m in clusters]
+    if not known:
+        return None
+    return max(known.count(c) for c in set(known)) / len(known)
+
+
+def migrations(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in events if e["type"] == "migrated"]
+
+
+def is_stable(history: list[tuple[float, int, dict[int, float]]], window: float) -> bool:
+    """No migration and no group accuracy change beyond FLAT_ACCURACY within ``window`` s.
+
+    ``history`` holds (elapsed, migration count, {group_id: accuracy}) samples.
+    """
+    if not history or history[-1][0] - history[0][0] < window:
+        return False
+    now, moves, accs = history[-1]
+    recent = [h for h in history if now - h[0] <= window]
+    if any(h[1] != moves for h in recent) or not accs:
+        return False
+    first = recent[0][2]
+    return all(gid in first and abs(acc - first[gid]) <= FLAT_ACCURACY for gid, acc in accs.items())
+
+
+# ---------------------------------------------------------------------- the run
+def _wait_for_group_of_other_cluster(
+    client: RegistryClient, run: DemoRun, spec: NodeSpec
+) -> int | None:
+    """A live group whose members all come from a cluster other than ``spec``'s."""
+    clusters = cluster_of(run)
+
+    def find() -> int | None:
+        for node in client.list_nodes(alive=True):
+            gid, cluster = node.get("group_id"), clusters.get(node["name"])
+            if gid is not None and cluster is not None and cluster != spec.cluster:
+                return int(gid)
+        return None
+
+    try:
+        return wait_for(find, timeout=120, interval=POLL_S, what="a group to misplace into")
+    except TimeoutError:
+        logger.warning("no group to misplace %s into; it chooses freely", spec.name)
+        return None
+
+
+def start_nodes(run: DemoRun, client: RegistryClient, on_tick: Callable[[], None]) -> None:
+    for spec in run.specs:
+        join = _wait_for_group_of_other_cluster(client, run, spec) if spec.misplaced else None
+        start_node(run, spec, join)
+        deadline = time.monotonic() + START_GAP_S
+        while time.monotonic() < deadline:
+            on_tick()
+            time.sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))
+
+
+def watch(
+    run: DemoRun, client: RegistryClient, on_snapshot: Callable[[Snapshot], None]
+) -> Snapshot:
+    """Poll the registry until the network is stable or the duration is over."""
+    history: list[tuple[float, int, dict[int, float]]] = []
+    window = STABLE_CYCLES * run.config.evaluation_interval
+    last = snapshot(client, run)
+    all_started_at = run.elapsed()
+    while run.elapsed() < run.config.duration:
+        _check_children(run)
+        try:
+            last = snapshot(client, run)
+        except RegistryError as exc:
+            logger.warning("registry poll failed: %s", exc)
+        on_snapshot(last)
+        accs = {
+            g["group_id"]: g["accuracy"]
+            for g in last.groups
+            if g.get("accuracy") is not None and g["num_members"] > 0
+        }
+        history.append((last.at, len(migrations(run.events)), accs))
+        settled = run.elapsed() - all_started_at > window
+        if settled and _everyone_placed(run, last) and is_stable(history, window):
+            run.timings["stable_at_s"] = round(last.at, 1)
+            break
+        time.sleep(POLL_S)
+    return last
+
+
+def _everyone_placed(run: DemoRun, snap: Snapshot) -> bool:
+    placed = {n["name"] for n in snap.nodes if n.get("group_id") is not None and n["alive"]}
+    return all(s.name in placed for s in run.specs)
+
+
+def _check_children(run: DemoRun) -> None:
+    for proc in run.processes:
+        if not proc.is_running():
+            raise RuntimeError(f"{proc.name} exited with {proc.returncode()}; see {proc.log_path}")
+
+
+# ---------------------------------------------------------------------- summary
+def read_node_status(run: DemoRun) -> dict[str, dict[str, Any]]:
+    """Each agent writes status.json in its work dir (local-only vs group accuracy)."""
+    status: dict[str, dict[str, Any]] = {}
+    for spec in run.specs:
+        path = run.run_dir / spec.name / "status.json"
+        try:
+            status[spec.name] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            status[spec.name] = {}
+    return status
+
+
+def build_report(run: DemoRun, snap: Snapshot) -> dict[str, Any]:
+    clusters = cluster_of(run)
+    status = read_node_status(run)
+    groups = []
+    for g in snap.groups:
+        members = [m["name"] for m in g.get("members", [])]
+        groups.append(
+            {
+                "group_id": g["group_id"],
+                "name": g["name"],
+                "status": g["status"],
+                "members": [{"name": m, "cluster": clusters.get(m)} for m in members],
+                "purity": purity(members, clusters),
+                "accuracy": g.get("accuracy"),
+                "round": g.get("round"),
+                "rounds": [
+                    {
+                        "round": r["round"],
+                        "accuracy": r["accuracy"],
+                        "loss": r["loss"],
+                        "num_nodes": r["num_nodes"],
+                        "at": r["reported_at"],
+                    }
+                    for r in g.get("rounds", [])
+                ],
+            }
+        )
+    nodes = []
+    for spec in run.specs:
+        st = status.get(spec.name, {})
+        nodes.append(
+            {
+                "name": spec.name,
+                "cluster": spec.cluster,
+                "misplaced": spec.misplaced,
+                "group_id": st.get("group_id"),
+                "local_test_accuracy": st.get("local_test_accuracy"),
+                "group_test_accuracy": st.get("group_test_accuracy"),
+            }
+        )
+    return {
+        "config": {
+            k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(run.config).items()
+        },
+        "registry_url": run.registry_url,
+        "groups": groups,
+        "nodes": nodes,
+        "migrations": [
+            {"node_id": e.get("node_id"), "at": e["at"], **e.get("data", {})}
+            for e in migrations(run.events)
+        ],
+        "events": run.events,
+        "started_unix": run.started_unix,
+        "timings": {**run.timings, "wall_s": round(run.elapsed(), 1)},
+    }
+
+
+@contextmanager
+def _registry_client(url: str) -> Iterator[RegistryClient]:
+    client = RegistryClient(url, timeout=5.0)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def run_demo(config: DemoConfig, view: Any = None) -> dict[str, Any]:
+    """Run the demo to the end; every child is stopped before this returns."""
+    run_dir = config.run_dir or Path(tempfile.mkdtemp(prefix="mycelium-demo-", dir="."))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run = DemoRun(config=config, run_dir=run_dir, specs=plan_nodes(config))
+    try:
+        start_registry(run)
+        if view is not None:
+            view.started(run)
+        with _registry_client(run.registry_url) as client:
+            tick = (lambda: view.update(run, snapshot(client, run))) if view else (lambda: None)
+            start_nodes(run, client, tick)
+            run.timings["nodes_started_s"] = round(run.elapsed(), 1)
+            last = watch(run, client, (lambda s: view.update(run, s)) if view else (lambda s: None))
+            report = build_report(run, last)
+        _write_outputs(run, report)
+        if view is not None:
+            view.finished(run, report)
+        return report
+    finally:
+        stop_all(run)
+
+
+def _write_outputs(run: DemoRun, report: dict[str, Any]) -> None:
+    report_path = run.config.report_path or run.run_dir / "report.json"
+    plot_path = run.config.plot_path or run.run_dir / "demo.png"
+    report["report_path"], report["plot_path"] = str(report_path), str(plot_path)
+    report_path.write_text(json.dumps(report, indent=2))
+    from mycelium.demo_plot import plot_report
+
+    plot_report(report, plot_path)
