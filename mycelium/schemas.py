@@ -1,0 +1,204 @@
+"""Pydantic models of the registry API, one family per resource (see docs/api.md)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+UINT64_MAX = 2**64 - 1
+INT64_MAX = 2**63 - 1
+
+Name = Annotated[str, Field(min_length=1, max_length=100)]
+Address = Annotated[str, Field(min_length=1, max_length=200)]
+Count = Annotated[int, Field(ge=0, le=INT64_MAX)]
+Accuracy = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+Loss = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+FlowerNodeId = Annotated[int, Field(ge=0, le=UINT64_MAX)]
+Id = Annotated[int, Field(ge=1, le=INT64_MAX)]
+JoinPolicy = Literal["open", "invite-only"]
+GroupStatus = Literal["active", "failed", "dissolved"]
+
+
+class _In(BaseModel):
+    """Request bodies refuse unknown fields, so a typo is a 422 and not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- nodes ------------------------------------------------------------------------------------
+
+
+class NodeCreate(_In):
+    name: Name
+    address: Address | None = None
+    num_samples: Count
+    task: Name = "digits"
+
+
+class NodeCreated(BaseModel):
+    node_id: int
+    token: str
+
+
+class NodePublic(BaseModel):
+    node_id: int
+    name: str
+    address: str | None
+    task: str
+    num_samples: int
+    group_id: int | None
+    flower_node_id: int | None
+    accuracy: float | None
+    loss: float | None
+    round: int | None
+    last_seen: float
+    alive: bool
+    created_at: float
+
+
+class HeartbeatIn(_In):
+    group_id: Id | None
+    accuracy: Accuracy | None = None
+    loss: Loss | None = None
+    num_samples: Count = 0
+    round: Count | None = None
+    flower_node_id: FlowerNodeId | None = None
+
+
+class HeartbeatOut(BaseModel):
+    node_id: int
+    group_id: int | None
+    alive: bool = True
+
+
+# -- groups -----------------------------------------------------------------------------------
+
+
+class GroupCreate(_In):
+    name: Name
+    fleet_address: Annotated[str, Field(min_length=3, max_length=200, pattern=r"^\S+:\d{1,5}$")]
+    task: Name = "digits"
+    max_capacity: Annotated[int, Field(ge=1, le=10_000)] = 10
+    join_policy: JoinPolicy = "open"
+    performance_threshold: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] = 0.05
+
+
+class GroupCreated(BaseModel):
+    group_id: int
+    group_token: str
+    invite_code: str | None
+
+
+class GroupPublic(BaseModel):
+    group_id: int
+    name: str
+    fleet_address: str
+    task: str
+    max_capacity: int
+    join_policy: JoinPolicy
+    performance_threshold: float
+    status: GroupStatus
+    alive: bool
+    num_members: int
+    accuracy: float | None
+    loss: float | None
+    round: int | None
+    has_model: bool
+    model_sha256: str | None
+    last_report: float
+    created_at: float
+
+
+class RoundIn(_In):
+    round: Count
+    accuracy: Accuracy
+    loss: Loss
+    num_nodes: Count
+    num_examples: Count
+
+
+class RoundPublic(BaseModel):
+    round: int
+    accuracy: float
+    loss: float
+    num_nodes: int
+    num_examples: int
+    reported_at: float
+
+
+class GroupDetail(GroupPublic):
+    members: list[NodePublic]
+    rounds: list[RoundPublic]
+
+
+class GroupHeartbeatIn(_In):
+    """The coordinator's liveness signal carries no fields."""
+
+
+# -- membership -------------------------------------------------------------------------------
+
+
+class JoinIn(_In):
+    node_id: Id
+    invite_code: Annotated[str, Field(max_length=200)] | None = None
+    flower_node_id: FlowerNodeId | None = None
+
+
+class LeaveIn(_In):
+    node_id: Id
+
+
+class MembershipOut(BaseModel):
+    group_id: int | None
+    node_id: int
+
+
+class MigrateIn(_In):
+    to_group_id: Id
+    invite_code: Annotated[str, Field(max_length=200)] | None = None
+    reason: Annotated[str, Field(max_length=500)] = ""
+    expected_gain: Annotated[float, Field(allow_inf_nan=False)]
+
+
+class MigrateOut(BaseModel):
+    node_id: int
+    from_group_id: int | None
+    to_group_id: int
+
+
+# -- events -----------------------------------------------------------------------------------
+
+EventType = Literal[
+    "node_registered",
+    "node_deleted",
+    "group_created",
+    "joined",
+    "left",
+    "migrated",
+    "evicted",
+    "dissolved",
+    "group_failed",
+]
+
+
+class EventPublic(BaseModel):
+    id: int
+    type: EventType
+    at: float
+    node_id: int | None
+    group_id: int | None
+    data: dict[str, Any]
+
+
+class EventPage(BaseModel):
+    events: list[EventPublic]
+    next_since: int
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class ErrorOut(BaseModel):
+    detail: Any
