@@ -1,0 +1,256 @@
+"""Hosts one learning group: a ``flower-superlink``, the group's registry entry, the open-ended
+``flwr run`` of our Flower app, and a heartbeat thread telling the registry the host lives.
+
+The group token travels to the ServerApp in the run config; the SuperLink's Control API is
+on loopback only, so only local users can read it (see docs/flower.md).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from mycelium.client import GroupCredentials, RegistryClient, RegistryError
+from mycelium.procs import DeadlineExceeded, ManagedProcess, flower_env, free_port, port_is_open
+from mycelium.supernode import (
+    ChildExited,
+    ConfigValue,
+    flower_executable,
+    format_node_config,
+    wait_while_running,
+)
+
+logger = logging.getLogger(__name__)
+
+APP_DIR = Path(__file__).resolve().parent.parent / "flower_app"
+CONNECTION = "group"
+SUPERLINK_READY_TIMEOUT = 30.0
+FLWR_CLI_TIMEOUT = 120.0
+DEFAULT_HEARTBEAT_INTERVAL = 10.0
+
+
+class GroupHostError(RuntimeError):
+    """The group could not be started (message is one line)."""
+
+
+class GroupHost:
+    """One group's Flower side plus its registry registration; see the module docstring."""
+
+    def __init__(
+        self,
+        registry_url: str,
+        *,
+        name: str,
+        task: str = "digits",
+        max_capacity: int = 10,
+        join_policy: str = "open",
+        performance_threshold: float = 0.05,
+        work_dir: Path,
+        seed_model: bytes | None = None,
+        run_config: Mapping[str, ConfigValue] | None = None,
+        heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
+        node_token: str | None = None,
+        registry_timeout: float = 5.0,
+        app_dir: Path = APP_DIR,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.registry_url = registry_url
+        self.name = name
+        self.task = task
+        self.max_capacity = max_capacity
+        self.join_policy = join_policy
+        self.performance_threshold = performance_threshold
+        self.work_dir = Path(work_dir)
+        self.seed_model = seed_model
+        self.run_config = dict(run_config or {})
+        self.heartbeat_interval = heartbeat_interval
+        self.app_dir = app_dir
+        self._clock = clock
+        self._client = RegistryClient(registry_url, token=node_token, timeout=registry_timeout)
+        self._flwr_home = self.work_dir / "superlink.flwr"
+        self._superlink: ManagedProcess | None = None
+        self._credentials: GroupCredentials | None = None
+        self._port: int | None = None
+        self.run_id: int | None = None
+        self.last_heartbeat_at: float | None = None
+        self._stop = threading.Event()
+        self._heartbeat: threading.Thread | None = None
+
+    # -- public state -------------------------------------------------------------------
+    @property
+    def credentials(self) -> GroupCredentials | None:
+        return self._credentials
+
+    @property
+    def group_id(self) -> int | None:
+        return self._credentials.group_id if self._credentials else None
+
+    @property
+    def invite_code(self) -> str | None:
+        return self._credentials.invite_code if self._credentials else None
+
+    @property
+    def fleet_address(self) -> str | None:
+        return f"127.0.0.1:{self._port}" if self._port else None
+
+    @property
+    def superlink_pid(self) -> int | None:
+        return self._superlink.pid if self._superlink else None
+
+    def is_healthy(self) -> bool:
+        """True while the SuperLink runs and the run was started."""
+        return bool(self._superlink and self._superlink.is_running() and self.run_id is not None)
+
+    # -- life cycle -----------------------------------------------------------------------
+    def start(self) -> GroupCredentials:
+        """Start the SuperLink, register the group, start the run and the heartbeats.
+
+        Raises :class:`GroupHostError` or :class:`mycelium.client.RegistryError`; whatever
+        was started is stopped again before raising.
+        """
+        try:
+            self._start_superlink()
+            self._register()
+            self._write_connection()
+            self.run_id = self._start_run()
+            self._heartbeat = threading.Thread(
+                target=self._heartbeat_loop, name=f"group-{self.group_id}-heartbeat", daemon=True
+            )
+            self._heartbeat.start()
+        except BaseException:
+            self.stop()
+            raise
+        assert self._credentials is not None
+        logger.info(
+            "group %s (%s) hosted at %s, run %s",
+            self.group_id,
+            self.name,
+            self.fleet_address,
+            self.run_id,
+        )
+        return self._credentials
+
+    def stop(self) -> None:
+        """Stop the run, the SuperLink and the heartbeats; nothing is left running."""
+        self._stop.set()
+        try:
+            if self.run_id is not None and self._superlink and self._superlink.is_running():
+                self._flwr("stop", str(self.run_id), CONNECTION, timeout=30.0, check=False)
+        finally:
+            try:
+                if self._superlink is not None:
+                    self._superlink.stop()
+            finally:
+                if self._heartbeat is not None:
+                    self._heartbeat.join(timeout=self._client.timeout + 1)
+                self._client.close()
+
+    # -- steps ----------------------------------------------------------------------------
+    def _start_superlink(self) -> None:
+        self._port = free_port()
+        args = [
+            flower_executable("flower-superlink"),
+            "--insecure",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self._port),
+            "--disable-runtime-dependency-installation",
+        ]
+        self._superlink = ManagedProcess(
+            f"superlink:{self.name}",
+            args,
+            log_path=self.work_dir / "superlink.log",
+            env=flower_env(self._flwr_home),
+            cwd=self.work_dir,
+        ).start()
+        port = self._port
+        try:
+            wait_while_running(
+                self._superlink,
+                lambda: port_is_open(port),
+                timeout=SUPERLINK_READY_TIMEOUT,
+                what=f"flower-superlink on port {port}",
+            )
+        except (ChildExited, DeadlineExceeded) as exc:
+            raise GroupHostError(str(exc)) from None
+
+    def _register(self) -> None:
+        assert self.fleet_address is not None
+        self._credentials = self._client.create_group(
+            name=self.name,
+            fleet_address=self.fleet_address,
+            task=self.task,
+            max_capacity=self.max_capacity,
+            join_policy=self.join_policy,
+            performance_threshold=self.performance_threshold,
+        )
+        self._client.token = self._credentials.group_token
+        if self.seed_model is not None:
+            self._client.put_model(self._credentials.group_id, self.seed_model)
+
+    def _write_connection(self) -> None:
+        (self._flwr_home / "config.toml").write_text(
+            f'[superlink]\ndefault = "{CONNECTION}"\n\n'
+            f'[superlink.{CONNECTION}]\naddress = "{self.fleet_address}"\ninsecure = true\n'
+        )
+
+    def _start_run(self) -> int:
+        assert self._credentials is not None
+        config: dict[str, ConfigValue] = {
+            **self.run_config,
+            "registry-url": self.registry_url,
+            "group-id": self._credentials.group_id,
+            "group-token": self._credentials.group_token,
+        }
+        out = self._flwr(
+            "run",
+            str(self.app_dir),
+            CONNECTION,
+            "--run-config",
+            format_node_config(config),
+            "--format",
+            "json",
+        )
+        try:
+            return int(json.loads(out)["run-id"])
+        except (ValueError, KeyError, TypeError):
+            raise GroupHostError(f"flwr run gave no run id: {out.strip()[:300]}") from None
+
+    def _flwr(self, *args: str, timeout: float = FLWR_CLI_TIMEOUT, check: bool = True) -> str:
+        try:
+            proc = subprocess.run(
+                [flower_executable("flwr"), *args],
+                env=flower_env(self._flwr_home),
+                cwd=self.work_dir,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                stdin=subprocess.DEVNULL,
+            )
+        except subprocess.TimeoutExpired:
+            raise GroupHostError(f"flwr {args[0]} did not finish in {timeout:.0f}s") from None
+        if check and proc.returncode != 0:
+            tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
+            raise GroupHostError(f"flwr {args[0]} failed: {' | '.join(tail)[:300]}")
+        if proc.returncode != 0:
+            logger.warning("flwr %s exited %s", args[0], proc.returncode)
+        return proc.stdout
+
+    def _heartbeat_loop(self) -> None:
+        assert self._credentials is not None
+        gid = self._credentials.group_id
+        while not self._stop.wait(self.heartbeat_interval):
+            if not (self._superlink and self._superlink.is_running()):
+                logger.warning("group %s: superlink is down; heartbeats stop", gid)
+                return
+            try:
+                self._client.group_heartbeat(gid)
+                self.last_heartbeat_at = self._clock()
+            except RegistryError as exc:
+                logger.warning("group %s heartbeat failed: %s", gid, exc)
