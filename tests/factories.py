@@ -7,8 +7,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
+from fastapi.testclient import TestClient
 
 from mycelium.client import GroupCredentials, NodeCredentials, RegistryClient
 from mycelium.procs import ManagedProcess, free_port, wait_for
@@ -130,3 +132,40 @@ def create_group(
         join_policy=join_policy,
     )
     return creds, RegistryClient(url, token=creds.group_token, http=http)
+
+
+class FakeClock:
+    """A settable clock to inject as ``Settings.clock`` (unix seconds)."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@contextmanager
+def registry_app(db_path: Path, **settings: Any) -> Iterator[TestClient]:
+    """The registry app in-process (lifespan run) behind a starlette TestClient.
+
+    ``settings`` are :class:`registry.Settings` fields; the sweeper only runs when a test
+    calls :func:`sweep` unless ``sweep_interval`` is given.
+    """
+    import registry
+
+    settings.setdefault("sweep_interval", 3600.0)
+    app = registry.create_app(registry.Settings(db_path=db_path, **settings))
+    with TestClient(app) as client:
+        yield client
+
+
+def sweep(client: TestClient) -> None:
+    """Run one liveness sweep of the app behind ``client`` now."""
+    client.portal.call(client.app.state.storage.sweep)
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
