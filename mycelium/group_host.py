@@ -106,6 +106,12 @@ class GroupHost:
         """True while the SuperLink runs and the run was started."""
         return bool(self._superlink and self._superlink.is_running() and self.run_id is not None)
 
+    def run_log(self, timeout: float = 30.0) -> str:
+        """The ServerApp's log so far (``flwr log RUN --show``); one line per round."""
+        if self.run_id is None:
+            return ""
+        return self._flwr("log", str(self.run_id), CONNECTION, "--show", timeout=timeout)
+
     # -- life cycle -----------------------------------------------------------------------
     def start(self) -> GroupCredentials:
         """Start the SuperLink, register the group, start the run and the heartbeats.

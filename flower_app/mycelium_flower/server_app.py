@@ -156,7 +156,7 @@ def select_targets(
     return [
         nid
         for nid in online_ids
-        if nid in live or (nid not in claimed and now - first_seen.get(nid, now) <= grace)
+        if nid in live or (nid not in claimed and now - first_seen.get(nid, now) < grace)
     ]
 
 
