@@ -331,6 +331,99 @@ def _port_free(port: int) -> bool:
     return port_is_free(port)
 
 
+@app.command()
+def group(
+    registry_url: Annotated[
+        str, typer.Option(help="Registry base URL.", envvar="MYCELIUM_REGISTRY_URL")
+    ] = "http://localhost:8000",
+    name: Annotated[
+        str, typer.Option(help="Group name shown in the registry.", envvar="MYCELIUM_NAME")
+    ] = "group",
+    task: Annotated[str, typer.Option(help="Task name.", envvar="MYCELIUM_TASK")] = "digits",
+    max_capacity: Annotated[
+        int, typer.Option(help="Most live members.", min=1, envvar="MYCELIUM_MAX_CAPACITY")
+    ] = 10,
+    join_policy: Annotated[
+        str, typer.Option(help="open or invite-only.", envvar="MYCELIUM_JOIN_POLICY")
+    ] = "open",
+    performance_threshold: Annotated[
+        float,
+        typer.Option(
+            help="Gain members need to leave for another group (published).",
+            min=0,
+            max=1,
+            envvar="MYCELIUM_PERFORMANCE_THRESHOLD",
+        ),
+    ] = 0.05,
+    work_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder for the Flower home and logs (default runs/group-NAME).",
+            envvar="MYCELIUM_WORK_DIR",
+        ),
+    ] = None,
+    heartbeat_interval: Annotated[
+        float,
+        typer.Option(
+            help="Seconds between group heartbeats.", min=0.1, envvar="MYCELIUM_HEARTBEAT_INTERVAL"
+        ),
+    ] = 10.0,
+    local_epochs: Annotated[
+        int, typer.Option(help="Local epochs per round.", min=0, envvar="MYCELIUM_LOCAL_EPOCHS")
+    ] = 1,
+    lr: Annotated[
+        float, typer.Option(help="Local learning rate.", min=1e-9, envvar="MYCELIUM_LR")
+    ] = 0.1,
+    batch_size: Annotated[
+        int, typer.Option(help="Local batch size.", min=1, envvar="MYCELIUM_BATCH_SIZE")
+    ] = 32,
+    num_rounds: Annotated[
+        int,
+        typer.Option(
+            help="Rounds to run (0 = until stopped).", min=0, envvar="MYCELIUM_NUM_ROUNDS"
+        ),
+    ] = 0,
+    min_round_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Lower bound of the adaptive round timeout (s).",
+            min=1,
+            envvar="MYCELIUM_MIN_ROUND_TIMEOUT",
+        ),
+    ] = 30.0,
+    log_level: LogLevel = "info",
+) -> None:
+    """Host a learning group (SuperLink + ServerApp) without a local learner, until Ctrl-C."""
+    _setup_logging(log_level)
+    if join_policy not in ("open", "invite-only"):
+        raise _fail(f"--join-policy must be open or invite-only, not {join_policy!r}")
+    from mycelium.client import RegistryError
+    from mycelium.group_host import GroupHost, GroupHostError, host_until_signalled
+
+    host = GroupHost(
+        registry_url,
+        name=name,
+        task=task,
+        max_capacity=max_capacity,
+        join_policy=join_policy,
+        performance_threshold=performance_threshold,
+        work_dir=work_dir or Path("runs") / f"group-{name}",
+        heartbeat_interval=heartbeat_interval,
+        run_config={
+            "local-epochs": local_epochs,
+            "lr": lr,
+            "batch-size": batch_size,
+            "num-rounds": num_rounds,
+            "min-round-timeout": min_round_timeout,
+        },
+    )
+    try:
+        code = host_until_signalled(host)
+    except (GroupHostError, RegistryError, OSError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    raise typer.Exit(code)
+
+
 @bench_app.command("registry")
 def bench_registry(
     nodes: Annotated[int, typer.Option(help="Registered nodes.", min=1)] = 10_000,

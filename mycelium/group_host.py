@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import subprocess
 import threading
 import time
@@ -119,6 +120,8 @@ class GroupHost:
         Raises :class:`GroupHostError` or :class:`mycelium.client.RegistryError`; whatever
         was started is stopped again before raising.
         """
+        if not self._client.health():
+            raise GroupHostError(f"registry at {self.registry_url} is unreachable")
         try:
             self._start_superlink()
             self._register()
@@ -260,3 +263,25 @@ class GroupHost:
                 self.last_heartbeat_at = self._clock()
             except RegistryError as exc:
                 logger.warning("group %s heartbeat failed: %s", gid, exc)
+
+
+def host_until_signalled(host: GroupHost, *, check_interval: float = 1.0) -> int:
+    """Start ``host`` and keep it until SIGINT/SIGTERM (returns 0) or until its SuperLink
+    dies (returns 1). Always stops it. Start-up errors propagate."""
+    stop = threading.Event()
+    handled = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in handled}
+    try:
+        host.start()
+        while not stop.wait(check_interval):
+            if not host.is_healthy():
+                logger.error("group %s: the superlink exited; see %s", host.group_id, host.work_dir)
+                return 1
+        logger.info("group %s: stopping on signal", host.group_id)
+        return 0
+    finally:
+        try:
+            host.stop()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)

@@ -38,9 +38,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_EPOCHS = 1
-DEFAULT_LR = 0.1
-DEFAULT_BATCH_SIZE = 32
 MAX_BODY_BYTES = 64 * 1024 * 1024
 REQUEST_SOCKET_TIMEOUT = 30.0
 DEFAULT_FIT_TIMEOUT = 120.0
@@ -97,6 +94,8 @@ class FitParams:
 class LocalTrainer:
     """A node's warm trainer: its data, its own local model and a scratch group model.
 
+    ``epochs``/``lr``/``batch_size`` default to :mod:`mycelium.model`'s constants.
+
     Thread-safe: one lock serialises fits, probes and warm-up.
     """
 
@@ -105,9 +104,9 @@ class LocalTrainer:
         data: ClientData,
         *,
         seed: int,
-        epochs: int = DEFAULT_EPOCHS,
-        lr: float = DEFAULT_LR,
-        batch_size: int = DEFAULT_BATCH_SIZE,
+        epochs: int | None = None,
+        lr: float | None = None,
+        batch_size: int | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         from mycelium import model as model_lib  # torch: only where training happens
@@ -115,7 +114,11 @@ class LocalTrainer:
         self._lib = model_lib
         self._data = data
         self._seed = seed
-        self._defaults = FitParams.from_config({}, FitParams(epochs, lr, batch_size))
+        core = FitParams(model_lib.EPOCHS, model_lib.LEARNING_RATE, model_lib.BATCH_SIZE)
+        given = {CONFIG_EPOCHS: epochs, CONFIG_LR: lr, CONFIG_BATCH_SIZE: batch_size}
+        self._defaults = FitParams.from_config(
+            {k: v for k, v in given.items() if v is not None}, core
+        )
         self._clock = clock
         self._lock = threading.Lock()
         self._local_model = model_lib.create_model(seed)
@@ -129,6 +132,12 @@ class LocalTrainer:
         self._last_group_arrays: list[np.ndarray] | None = None
 
     # -- read-only status (updated on each fit) ---------------------------------------
+    @property
+    def defaults(self) -> FitParams:
+        """Hyper-parameters used when a fit config leaves them out (the learning core's
+        constants unless given)."""
+        return self._defaults
+
     @property
     def num_examples(self) -> int:
         return int(len(self._data.y_train))

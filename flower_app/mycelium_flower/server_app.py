@@ -76,13 +76,13 @@ TERMINAL_STATUSES = frozenset({"failed", "dissolved"})
 
 @dataclass(frozen=True)
 class Settings:
-    """The run config, typed."""
+    """The run config, typed (defaults = flower_app/pyproject.toml's, checked by a test)."""
 
     registry_url: str = ""
     group_id: int = 0
     group_token: str = ""
     local_epochs: int = 1
-    lr: float = 0.1
+    lr: float = 0.5
     batch_size: int = 32
     num_rounds: int = 0
     min_round_timeout: float = 30.0
