@@ -34,6 +34,8 @@ def _setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    # One line per request is noise next to the node's state changes.
+    logging.getLogger("httpx").setLevel(max(numeric, logging.WARNING))
 
 
 def _fail(message: str) -> typer.Exit:
@@ -496,6 +498,34 @@ def bench_learning(
     except ValueError as exc:
         raise _fail(str(exc)) from None
     typer.echo(table)
+
+
+@bench_app.command("flower")
+def bench_flower(
+    rounds: Annotated[int, typer.Option(help="Measured rounds per mode.", min=1)] = 4,
+    mode: Annotated[
+        list[str] | None,
+        typer.Option(help="warm and/or cold; repeat for both (default: both)."),
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the figures as JSON here.")
+    ] = None,
+    work_dir: Annotated[
+        Path | None, typer.Option(help="Keep logs here (default: a temporary folder).")
+    ] = None,
+    log_level: LogLevel = "warning",
+) -> None:
+    """Round time of a 3-node group, warm-trainer vs quickstart ClientApp; RSS; start-up."""
+    _setup_logging(log_level)
+    from bench import flower_bench
+
+    try:
+        report = flower_bench.run(
+            rounds=rounds, modes=mode or ("warm", "cold"), json_path=json_path, workdir=work_dir
+        )
+    except (flower_bench.BenchError, OSError, RuntimeError) as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(report)
 
 
 if __name__ == "__main__":

@@ -7,11 +7,13 @@ never waited for with a fixed sleep.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -22,10 +24,28 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 Clock = Callable[[], float]
+PR_SET_PDEATHSIG = 1
 
 
 class DeadlineExceeded(TimeoutError):
     """A condition polled by :func:`wait_for` did not hold before its deadline."""
+
+
+def _load_libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+    except OSError:
+        return None
+
+
+_LIBC = _load_libc()  # loaded up front: the child must not import between fork and exec
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the parent dies (Linux prctl), so a
+    crashed agent (kill -9) does not leave its SuperLink or SuperNode behind."""
+    if _LIBC is not None:
+        _LIBC.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -104,6 +124,60 @@ def flower_env(flwr_home: Path, extra: Mapping[str, str] | None = None) -> dict[
     return env
 
 
+def _parent_of(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Field 4 is the parent pid; the command name (field 2) may contain spaces.
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def descendant_pids(pid: int) -> list[int]:
+    """All live descendants of ``pid`` (Linux /proc; empty elsewhere)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        parent = _parent_of(int(entry.name))
+        if parent is not None:
+            children.setdefault(parent, []).append(int(entry.name))
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def terminate_pids(pids: Sequence[int], *, timeout: float) -> None:
+    """SIGTERM the still-living ``pids``, wait up to ``timeout``, then SIGKILL the rest."""
+    living = [p for p in pids if _alive(p)]
+    for pid in living:
+        _send(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while living and time.monotonic() < deadline:
+        time.sleep(0.1)
+        living = [p for p in living if _alive(p)]
+    for pid in living:
+        logger.warning("pid %s ignored SIGTERM; killing it", pid)
+        _send(pid, signal.SIGKILL)
+
+
+def _send(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 class ManagedProcess:
     """A child process with a name, a log file and a stop that always finishes.
 
@@ -139,6 +213,7 @@ class ManagedProcess:
             env=self._env,
             cwd=self._cwd,
             start_new_session=True,
+            preexec_fn=_die_with_parent if _LIBC is not None else None,
         )
         logger.debug("started %s pid=%s: %s", self.name, self._popen.pid, " ".join(self.args))
         return self
@@ -160,10 +235,16 @@ class ManagedProcess:
             return ""
 
     def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM the child's process group, wait up to ``timeout``, then SIGKILL it."""
+        """SIGTERM the child's process group, wait up to ``timeout``, then SIGKILL it.
+
+        Descendants that moved to a session of their own (Flower's superexec does, and
+        its ServerApp/ClientApp processes with it) are found through /proc before the
+        signal and get the same treatment, so nothing outlives the stop.
+        """
         if self._popen is None:
             return None
         try:
+            descendants = descendant_pids(self._popen.pid)
             if self._popen.poll() is None:
                 self._signal_group(signal.SIGTERM)
                 try:
@@ -173,6 +254,7 @@ class ManagedProcess:
             # Grandchildren may outlive a child that exited on SIGTERM: end the group.
             self._signal_group(signal.SIGKILL)
             self._popen.wait(timeout=5)
+            terminate_pids(descendants, timeout=timeout)
         finally:
             if self._log is not None:
                 self._log.close()
