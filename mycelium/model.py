@@ -21,7 +21,7 @@ from torch import nn
 INPUT_SIZE = 64
 HIDDEN_SIZE = 64
 NUM_CLASSES = 10
-EPOCHS = 1
+EPOCHS = 2
 LEARNING_RATE = 0.5
 BATCH_SIZE = 32
 _EVAL_CHUNK_ELEMENTS = 8_000_000  # hidden activations per evaluation chunk (32 MB)
@@ -149,11 +149,23 @@ def evaluate_matrix(
 def evaluate_pairs(
     models: Sequence[Weights], xs: Sequence[np.ndarray], ys: Sequence[np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(loss, accuracy) of model b on dataset b, for each b."""
-    if len(models) != len(xs):
+    """(loss, accuracy) of model b on dataset b, for each b, in one batched computation."""
+    if not len(models) == len(xs) == len(ys):
         raise ValueError("models and datasets must have the same length")
-    pairs = [evaluate_matrix([m], [x], [y]) for m, x, y in zip(models, xs, ys, strict=True)]
-    return np.array([p[0][0, 0] for p in pairs]), np.array([p[1][0, 0] for p in pairs])
+    if min(len(y) for y in ys) < 1:
+        raise ValueError("every dataset needs at least one sample")
+    w1, b1, w2, b2 = _stack(models)
+    x_pad, y_pad = _pad(xs, ys)
+    sizes = torch.tensor([len(y) for y in ys], dtype=torch.float64)
+    mask = torch.arange(x_pad.shape[1])[None, :] < sizes[:, None]
+    with torch.no_grad():
+        hidden = torch.relu(torch.baddbmm(b1[:, None], x_pad, w1))
+        logits = torch.baddbmm(b2[:, None], hidden, w2)
+        ce = nn.functional.cross_entropy(logits.transpose(1, 2), y_pad, reduction="none")
+        hits = (logits.argmax(dim=2) == y_pad) & mask
+        loss = (ce.double() * mask).sum(dim=1) / sizes
+        accuracy = hits.double().sum(dim=1) / sizes
+    return loss.numpy(), accuracy.numpy()
 
 
 def _sgd_step(

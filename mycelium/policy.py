@@ -31,6 +31,7 @@ score, the largest (then the higher score, then the lower group id).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -56,13 +57,15 @@ class PolicyConfig:
     """Thresholds of :func:`decide` (accuracies in [0, 1], times in seconds)."""
 
     performance_threshold: float = 0.05
-    found_margin: float = 0.10
-    consolidation_epsilon: float = 0.02
-    cooldown_s: float = 90.0
+    found_margin: float = 0.20
+    consolidation_epsilon: float = 0.05
+    cooldown_s: float = 60.0
     warmup_s: float = 60.0
     flap_penalty: float = 1.0
     flap_half_life_s: float = 600.0
     flap_suppress: float = 2.5
+    noise_z: float = 2.0
+    leave_margin: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,7 @@ class NodeState:
     last_move_at: float | None
     started_at: float
     penalty: float = 0.0
+    val_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +139,18 @@ def best_candidate(candidates: Sequence[Candidate], epsilon: float) -> Candidate
     return max(near, key=lambda c: (c.size, c.score, -c.group_id))
 
 
+def near_equal_margin(state: NodeState, config: PolicyConfig) -> float:
+    """``consolidation_epsilon``, widened to ``noise_z`` standard errors of an accuracy
+    measured on ``val_size`` samples: differences inside it are noise, so size decides."""
+    if not state.val_size:
+        return config.consolidation_epsilon
+    score = state.current_score if state.current_score is not None else state.local_score
+    p = (score * state.val_size + 1) / (state.val_size + 2)
+    return max(
+        config.consolidation_epsilon, config.noise_z * math.sqrt(p * (1 - p) / state.val_size)
+    )
+
+
 def _eligible(candidate: Candidate, current_group_id: int | None) -> bool:
     if candidate.group_id == current_group_id or candidate.size >= candidate.capacity:
         return False
@@ -145,7 +161,7 @@ def _eligible(candidate: Candidate, current_group_id: int | None) -> bool:
 
 def _home(state: NodeState, eligible: list[Candidate], config: PolicyConfig, why: str) -> Decision:
     """Join the best acceptable candidate, else found a group."""
-    best = best_candidate(eligible, config.consolidation_epsilon)
+    best = best_candidate(eligible, near_equal_margin(state, config))
     if best is not None and best.score >= state.local_score - config.found_margin:
         action: Action = "join" if state.current_group_id is None else "migrate"
         gain = best.score - state.local_score
@@ -170,19 +186,21 @@ def _reconsider(
     config: PolicyConfig,
 ) -> Decision:
     """Rules 6-8 for a node in a live group, outside its cooldown."""
-    best = best_candidate(eligible, config.consolidation_epsilon)
+    best = best_candidate(eligible, near_equal_margin(state, config))
     if best is not None and best.score - current >= config.performance_threshold:
         return Decision("migrate", best.group_id, "better group", best.score - current)
     size = next((c.size for c in candidates if c.group_id == state.current_group_id), None)
     larger = [
         c
         for c in eligible
-        if size is not None and c.size > size and c.score >= current - config.consolidation_epsilon
+        if size is not None
+        and c.size > size
+        and c.score >= current - near_equal_margin(state, config)
     ]
     if larger:
         target = max(larger, key=lambda c: (c.size, c.score, -c.group_id))
         return Decision("migrate", target.group_id, "consolidate", target.score - current)
-    if current < state.local_score - config.found_margin and (
+    if current < state.local_score - config.leave_margin and (
         best is None or best.score < state.local_score - config.found_margin
     ):
         return Decision("found", None, "group serves worse than local model", 0.0)
