@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import math
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,11 +113,12 @@ def load_npz(path: Path | str, *, seed: int) -> ClientData:
 def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as npz:
-            if "x" not in npz.files or "y" not in npz.files:
-                raise ValueError(f"{path}: needs arrays 'x' and 'y', found {sorted(npz.files)}")
-            x, y = npz["x"], npz["y"]
-    except (OSError, EOFError) as exc:
-        raise ValueError(f"{path}: cannot read as .npz ({exc})") from exc
+            arrays = {name: npz[name] for name in npz.files if name in ("x", "y")}
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, AttributeError) as exc:
+        raise ValueError(f"{path}: cannot read as .npz without pickle ({exc})") from exc
+    if set(arrays) != {"x", "y"}:
+        raise ValueError(f"{path}: needs arrays 'x' and 'y', found {sorted(arrays)}")
+    x, y = arrays["x"], arrays["y"]
     x = x.reshape(len(x), -1) if x.ndim == 3 else x
     if x.ndim != 2 or x.shape[1] != NUM_FEATURES:
         raise ValueError(f"{path}: x must have shape (n, 64) or (n, 8, 8), got {x.shape}")
