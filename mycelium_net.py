@@ -371,14 +371,25 @@ def group(
         ),
     ] = 10.0,
     local_epochs: Annotated[
-        int, typer.Option(help="Local epochs per round.", min=0, envvar="MYCELIUM_LOCAL_EPOCHS")
-    ] = 1,
+        int | None,
+        typer.Option(
+            help="Local epochs per round (default: the members').",
+            min=0,
+            envvar="MYCELIUM_LOCAL_EPOCHS",
+        ),
+    ] = None,
     lr: Annotated[
-        float, typer.Option(help="Local learning rate.", min=1e-9, envvar="MYCELIUM_LR")
-    ] = 0.1,
+        float | None,
+        typer.Option(
+            help="Local learning rate (default: the members').", min=1e-9, envvar="MYCELIUM_LR"
+        ),
+    ] = None,
     batch_size: Annotated[
-        int, typer.Option(help="Local batch size.", min=1, envvar="MYCELIUM_BATCH_SIZE")
-    ] = 32,
+        int | None,
+        typer.Option(
+            help="Local batch size (default: the members').", min=1, envvar="MYCELIUM_BATCH_SIZE"
+        ),
+    ] = None,
     num_rounds: Annotated[
         int,
         typer.Option(
@@ -412,9 +423,9 @@ def group(
         work_dir=work_dir or Path("runs") / f"group-{name}",
         heartbeat_interval=heartbeat_interval,
         run_config={
-            "local-epochs": local_epochs,
-            "lr": lr,
-            "batch-size": batch_size,
+            "local-epochs": -1 if local_epochs is None else local_epochs,
+            "lr": -1.0 if lr is None else lr,
+            "batch-size": -1 if batch_size is None else batch_size,
             "num-rounds": num_rounds,
             "min-round-timeout": min_round_timeout,
         },

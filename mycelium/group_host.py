@@ -33,6 +33,7 @@ CONNECTION = "group"
 SUPERLINK_READY_TIMEOUT = 30.0
 FLWR_CLI_TIMEOUT = 120.0
 DEFAULT_HEARTBEAT_INTERVAL = 10.0
+SERVERAPP_PROCESS = "flwr-serverapp"
 
 
 class GroupHostError(RuntimeError):
@@ -78,6 +79,8 @@ class GroupHost:
         self._credentials: GroupCredentials | None = None
         self._port: int | None = None
         self.run_id: int | None = None
+        self.superlink_ready_s: float | None = None
+        self._serverapp_seen = False
         self.last_heartbeat_at: float | None = None
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
@@ -104,8 +107,19 @@ class GroupHost:
         return self._superlink.pid if self._superlink else None
 
     def is_healthy(self) -> bool:
-        """True while the SuperLink runs and the run was started."""
-        return bool(self._superlink and self._superlink.is_running() and self.run_id is not None)
+        """True while the SuperLink runs and the run's ServerApp has not ended."""
+        running = bool(self._superlink and self._superlink.is_running() and self.run_id)
+        return running and not self._serverapp_ended()
+
+    def _serverapp_ended(self) -> bool:
+        """True once the ServerApp process was seen under the SuperLink and is gone (it
+        ended: stopped, ``num-rounds`` reached, or the group failed/dissolved)."""
+        pid = self.superlink_pid
+        alive = pid is not None and any(
+            SERVERAPP_PROCESS in _cmdline(p) for p in descendant_pids(pid)
+        )
+        self._serverapp_seen = self._serverapp_seen or alive
+        return self._serverapp_seen and not alive
 
     def run_log(self, timeout: float = 30.0) -> str:
         """The ServerApp's log so far (``flwr log RUN --show``); one line per round."""
@@ -179,6 +193,7 @@ class GroupHost:
             cwd=self.work_dir,
         ).start()
         port = self._port
+        started = time.monotonic()
         try:
             wait_while_running(
                 self._superlink,
@@ -188,6 +203,7 @@ class GroupHost:
             )
         except (ChildExited, DeadlineExceeded) as exc:
             raise GroupHostError(str(exc)) from None
+        self.superlink_ready_s = time.monotonic() - started
 
     def _register(self) -> None:
         assert self.fleet_address is not None
@@ -255,14 +271,44 @@ class GroupHost:
         assert self._credentials is not None
         gid = self._credentials.group_id
         while not self._stop.wait(self.heartbeat_interval):
-            if not (self._superlink and self._superlink.is_running()):
-                logger.warning("group %s: superlink is down; heartbeats stop", gid)
+            if not self.is_healthy():
+                logger.warning("group %s: superlink or serverapp ended; heartbeats stop", gid)
                 return
             try:
                 self._client.group_heartbeat(gid)
                 self.last_heartbeat_at = self._clock()
             except RegistryError as exc:
                 logger.warning("group %s heartbeat failed: %s", gid, exc)
+
+
+def children_map() -> dict[int, list[int]]:
+    """Parent pid -> child pids of every process, from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    return children
+
+
+def descendant_pids(pid: int, children: dict[int, list[int]] | None = None) -> list[int]:
+    """All descendants of ``pid`` (not ``pid`` itself)."""
+    children = children if children is not None else children_map()
+    out, stack = [], list(children.get(pid, []))
+    while stack:
+        current = stack.pop()
+        out.append(current)
+        stack.extend(children.get(current, []))
+    return out
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
 
 
 def host_until_signalled(host: GroupHost, *, check_interval: float = 1.0) -> int:
@@ -275,7 +321,12 @@ def host_until_signalled(host: GroupHost, *, check_interval: float = 1.0) -> int
         host.start()
         while not stop.wait(check_interval):
             if not host.is_healthy():
-                logger.error("group %s: the superlink exited; see %s", host.group_id, host.work_dir)
+                logger.error(
+                    "group %s: its superlink or serverapp ended (stopped, or the registry "
+                    "failed/dissolved the group); see %s",
+                    host.group_id,
+                    host.work_dir,
+                )
                 return 1
         logger.info("group %s: stopping on signal", host.group_id)
         return 0

@@ -9,11 +9,14 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
+from mycelium import model as model_lib
 from mycelium.client import RegistryClient, RegistryError
-from mycelium.codec import sha256_hex
+from mycelium.codec import sha256_hex, weights_to_bytes
 from mycelium.data import make_partition
 from mycelium.group_host import GroupHost
 from mycelium.procs import wait_for
@@ -87,19 +90,21 @@ def join(member: Member, group_id: int) -> None:
     member.group_id = group_id
 
 
+def host_group(stack: ExitStack, url: str, work: Path, **kwargs: Any) -> GroupHost:
+    config = {**RUN_CONFIG, **kwargs.pop("run_config", {})}
+    host = GroupHost(
+        url, name="g", work_dir=work, run_config=config, heartbeat_interval=1.0, **kwargs
+    )
+    stack.callback(host.stop)
+    host.start()
+    return host
+
+
 @pytest.fixture
-def group(tmp_path: Path) -> Iterator[tuple[str, GroupHost, list[Member], ExitStack]]:
+def registry(tmp_path: Path) -> Iterator[tuple[str, list[Member], ExitStack]]:
+    """A registry with a short node TTL, and heartbeats for the members a test adds."""
     with ExitStack() as stack:
         url, _ = stack.enter_context(start_registry(tmp_path, node_ttl=NODE_TTL))
-        host = GroupHost(
-            url,
-            name="g",
-            work_dir=tmp_path / "group",
-            run_config=RUN_CONFIG,
-            heartbeat_interval=1.0,
-        )
-        host.start()
-        stack.callback(host.stop)
         members: list[Member] = []
         stop = threading.Event()
 
@@ -111,7 +116,7 @@ def group(tmp_path: Path) -> Iterator[tuple[str, GroupHost, list[Member], ExitSt
         beater = threading.Thread(target=heartbeats, daemon=True)
         beater.start()
         try:
-            yield url, host, members, stack
+            yield url, members, stack
         finally:  # before the stack closes the members' clients
             stop.set()
             beater.join(5)
@@ -124,6 +129,12 @@ def wait_round(client: RegistryClient, gid: int, at_least: int, timeout: float =
         interval=0.5,
         what=f"group {gid} at round {at_least}",
     )
+
+
+@pytest.fixture
+def group(registry, tmp_path: Path) -> tuple[str, GroupHost, list[Member], ExitStack]:
+    url, members, stack = registry
+    return url, host_group(stack, url, tmp_path / "group"), members, stack
 
 
 def test_rounds_train_live_members_and_publish_model(group, tmp_path: Path) -> None:
@@ -185,3 +196,29 @@ def test_killed_member_does_not_stall_rounds(group, tmp_path: Path) -> None:
     assert re.search(r"round \d+: 2/2 nodes", log), log[-2000:]
     assert members[0].trainer.last_round is not None
     assert members[0].trainer.last_round > before
+
+
+def test_group_resumes_from_the_registry_model_and_ends_after_num_rounds(
+    registry, tmp_path: Path
+) -> None:
+    url, members, stack = registry
+    seed = model_lib.get_weights(model_lib.create_model(42))
+    host = host_group(
+        stack,
+        url,
+        tmp_path / "group",
+        seed_model=weights_to_bytes(seed),
+        run_config={"num-rounds": 1},
+    )
+    assert host.group_id is not None and host.fleet_address is not None
+    member = start_member(stack, url, host.fleet_address, tmp_path, "r0", 0)
+    members.append(member)
+    join(member, host.group_id)
+    reader = stack.enter_context(RegistryClient(url))
+    wait_round(reader, host.group_id, 1)
+    wait_for(lambda: not host.is_healthy(), timeout=60, what="serverapp ended after 1 round")
+
+    assert [r["round"] for r in reader.get_group(host.group_id)["rounds"]] == [1]
+    received = member.trainer.last_group_arrays
+    assert member.trainer.last_round == 1 and received is not None
+    assert all(np.array_equal(a, b) for a, b in zip(received, seed, strict=True))

@@ -93,7 +93,10 @@ def test_hyper_parameter_defaults_are_the_learning_cores(trainer: LocalTrainer) 
     run_config = app_config["tool"]["flwr"]["app"]["config"]
     settings = server_app.Settings.from_run_config(run_config)
     assert settings == server_app.Settings()  # the ServerApp's defaults are the app's
-    assert (settings.local_epochs, settings.lr, settings.batch_size) == core
+    # By default a group sends no hyper-parameters: members use the learning core's.
+    assert dict(settings.train_config(3)) == {"server-round": 3}
+    chosen = server_app.Settings(local_epochs=3, lr=0.2, batch_size=-1).train_config(1)
+    assert dict(chosen) == {"server-round": 1, "local-epochs": 3, "lr": 0.2}
 
 
 def test_fit_scores_incoming_model_then_trains(trainer: LocalTrainer) -> None:
