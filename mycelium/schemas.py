@@ -84,6 +84,16 @@ class GroupCreate(_In):
     performance_threshold: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] = 0.05
 
 
+class GroupQuery(BaseModel):
+    """Query of ``GET /groups`` (parsed by hand on this hot path, see registry.py)."""
+
+    task: Name | None = None
+    has_capacity: bool | None = None
+    limit: Annotated[int, Field(ge=1, le=1000)] = 20
+    offset: Annotated[int, Field(ge=0, le=INT64_MAX)] = 0
+    include_dead: bool = False
+
+
 class GroupCreated(BaseModel):
     group_id: int
     group_token: str

@@ -2,14 +2,16 @@
 
 Design (see docs/registry.md):
 
-* One writer thread owns one connection; every change runs there as ``BEGIN IMMEDIATE`` ...
-  ``COMMIT`` before the caller gets an answer, so capacity checks are atomic.
+* The event loop's thread is the single writer: every change runs there as one
+  ``BEGIN IMMEDIATE`` ... ``COMMIT`` before the caller gets an answer, and nothing can
+  interleave with it, so capacity checks are atomic. (A writer thread measured slower: the
+  sqlite3 module hands the GIL back and forth around every row, against a busy loop.)
 * Heartbeats are checked against an in-memory mirror of (token hash, group, last_seen) and
-  queued; the writer commits the queue in one transaction at least every ``flush_interval``
-  seconds, and before any other change or fresh read.
-* Reads run on a reader thread with its own connection (WAL lets them run beside the writer).
-  Discovery (``list_groups``) is answered from a snapshot of live groups rebuilt after any
+  queued; the queue is committed as one statement at least every ``flush_interval`` seconds,
+  and before any other change or read.
+* Discovery (``list_groups``) is answered from a snapshot of live groups rebuilt after any
   change, and at most ``max_age`` seconds old (liveness changes with time alone).
+* WAL checkpoints (which may fsync) and model blobs run on one helper thread.
 * Liveness is derived at read time from ``last_seen`` / ``last_report``.
 
 Routes only see :class:`Storage`, so a PostgreSQL backend can be added beside
@@ -19,13 +21,13 @@ Routes only see :class:`Storage`, so a PostgreSQL backend can be added beside
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
 import logging
 import secrets
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -113,6 +115,13 @@ GROUP_COLUMNS = (
     "g.id, g.name, g.fleet_address, g.task, g.max_capacity, g.join_policy, "
     "g.performance_threshold, g.status, g.accuracy, g.loss, g.round, g.model_sha256, "
     "g.last_report, g.created_at"
+)
+FLUSH_SQL = (
+    "UPDATE nodes SET last_seen = b.value ->> 0, "
+    "accuracy = COALESCE(b.value ->> 1, accuracy), loss = COALESCE(b.value ->> 2, loss), "
+    "num_samples = b.value ->> 3, round = COALESCE(b.value ->> 4, round), "
+    "flower_node_id = COALESCE(b.value ->> 5, flower_node_id) "
+    "FROM json_each(?) AS b WHERE nodes.id = b.value ->> 6"
 )
 LIVE_MEMBERS = (
     "(SELECT COUNT(*) FROM nodes n WHERE n.group_id = g.id AND n.last_seen >= :alive_cut)"
@@ -318,7 +327,7 @@ def _event(
 
 
 class SqliteStorage:
-    """:class:`Storage` on one SQLite file in WAL mode (one writer thread, one reader thread)."""
+    """:class:`Storage` on one SQLite file in WAL mode, written from the event loop alone."""
 
     def __init__(
         self,
@@ -328,41 +337,38 @@ class SqliteStorage:
         group_ttl: float,
         clock: Clock = time.time,
         flush_interval: float = 0.2,
+        checkpoint_interval: float = 5.0,
     ) -> None:
         self.db_path = Path(db_path)
         self.node_ttl = node_ttl
         self.group_ttl = group_ttl
         self.clock = clock
         self.flush_interval = min(flush_interval, 1.0)
+        self.checkpoint_interval = checkpoint_interval
         self.max_age = min(1.0, node_ttl / 4, group_ttl / 4)
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="registry-writer")
-        self._reader = ThreadPoolExecutor(1, thread_name_prefix="registry-reader")
-        self._wconn: sqlite3.Connection | None = None
-        self._rlocal = threading.local()
-        self._rconns: list[sqlite3.Connection] = []
+        self._blobs = ThreadPoolExecutor(1, thread_name_prefix="registry-blobs")
+        self._conn: sqlite3.Connection | None = None
+        self._blob_conn: sqlite3.Connection | None = None
         self._nodes: dict[int, _NodeState] = {}
         self._by_token: dict[str, int] = {}
         self._group_tokens: dict[int, str] = {}
         self._pending: dict[int, tuple[Any, ...]] = {}
         self._snapshot: tuple[float, list[Row]] | None = None
-        self._snapshot_lock = asyncio.Lock()
-        self._flusher: asyncio.Task[None] | None = None
+        self._views: dict[tuple[Any, ...], list[Row]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
 
     # -- lifecycle --------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Create the schema (WAL mode), load the in-memory mirror, start the flusher."""
-        await self._run_writer(self._open_sync)
-        self._flusher = asyncio.create_task(self._flush_forever(), name="heartbeat-flusher")
-
-    def _open_sync(self) -> None:
+        """Create the schema (WAL mode), load the in-memory mirror, start the background work."""
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
         conn = _connect(self.db_path)
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode.lower() != "wal":
             raise sqlite3.OperationalError(f"{self.db_path}: cannot enable WAL (got {mode})")
+        conn.execute("PRAGMA wal_autocheckpoint = 0")  # checkpoints run off the loop
         conn.executescript(SCHEMA)
-        self._wconn = conn
+        self._conn = conn
         for row in conn.execute("SELECT id, token_hash, group_id, last_seen FROM nodes"):
             self._nodes[row[0]] = _NodeState(row[1], row[2], row[3])
             self._by_token[row[1]] = row[0]
@@ -370,28 +376,25 @@ class SqliteStorage:
             self._group_tokens[row[0]] = row[1]
         nodes, groups = len(self._nodes), len(self._group_tokens)
         logger.info("storage %s: %d nodes, %d groups", self.db_path, nodes, groups)
+        self._tasks = [
+            asyncio.create_task(self._flush_forever(), name="heartbeat-flusher"),
+            asyncio.create_task(self._checkpoint_forever(), name="wal-checkpointer"),
+        ]
 
     async def close(self) -> None:
-        """Flush queued heartbeats and close the connections."""
-        if self._flusher is not None:
-            self._flusher.cancel()
-            try:
-                await self._flusher
-            except asyncio.CancelledError:
-                pass
-            self._flusher = None
-        if self._wconn is not None:
+        """Flush queued heartbeats, checkpoint and close the connections."""
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        if self._conn is not None:
             await self.flush()
-            await self._run_writer(self._wconn.close)
-            self._wconn = None
-        await asyncio.get_running_loop().run_in_executor(self._reader, self._close_readers)
-        self._writer.shutdown(wait=True)
-        self._reader.shutdown(wait=True)
-
-    def _close_readers(self) -> None:
-        for conn in self._rconns:
-            conn.close()
-        self._rconns.clear()
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._conn.close()
+            self._conn = None
+        await asyncio.get_running_loop().run_in_executor(self._blobs, self._close_blob_conn)
+        self._blobs.shutdown(wait=True)
 
     async def _flush_forever(self) -> None:
         while True:
@@ -402,29 +405,40 @@ class SqliteStorage:
                 except sqlite3.Error:
                     logger.exception("heartbeat flush failed; will retry")
 
-    # -- thread plumbing --------------------------------------------------------------------
+    async def _checkpoint_forever(self) -> None:
+        """Copy the WAL into the database on a thread: a checkpoint may fsync."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.checkpoint_interval)
+            try:
+                await loop.run_in_executor(self._blobs, self._checkpoint)
+            except sqlite3.Error:
+                logger.exception("WAL checkpoint failed; will retry")
 
-    async def _run_writer(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
+    def _checkpoint(self) -> None:
+        self._blob_connection().execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    # -- plumbing ---------------------------------------------------------------------------
+    # Every statement runs on the event loop's thread, the single writer: a change is a few
+    # short statements (no fsync at commit with WAL + synchronous=NORMAL), and nothing else
+    # can interleave, so capacity checks are atomic. A worker thread measured far slower:
+    # the sqlite3 module releases and retakes the GIL around every row, and each retake
+    # waits for the busy loop. Only single-step work (model blobs, checkpoints) goes to a
+    # thread.
 
     async def _write(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(conn, now, *args)`` in one writer transaction, after queued heartbeats."""
+        """Run ``fn(conn, now, *args)`` in one ``BEGIN IMMEDIATE`` transaction, after the
+        queued heartbeats."""
         batch = list(self._pending.values())
         self._pending = {}
-        return await self._run_writer(self._transaction, batch, fn, args)
+        return self._transaction(batch, fn, args)
 
     def _transaction(self, batch: list[tuple[Any, ...]], fn: Callable[..., T], args: Any) -> T:
-        conn = self._wconn
-        assert conn is not None, "storage is not open"
+        conn = self._connection()
         conn.execute("BEGIN IMMEDIATE")
         try:
             if batch:
-                conn.executemany(
-                    "UPDATE nodes SET last_seen = ?, accuracy = COALESCE(?, accuracy), "
-                    "loss = COALESCE(?, loss), num_samples = ?, round = COALESCE(?, round), "
-                    "flower_node_id = COALESCE(?, flower_node_id) WHERE id = ?",
-                    batch,
-                )
+                conn.execute(FLUSH_SQL, (json.dumps(batch),))
             conn.execute("SAVEPOINT op")
             try:
                 result = fn(conn, self.clock(), *args)
@@ -441,24 +455,33 @@ class SqliteStorage:
             raise
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(conn, now, *args)`` on the reader thread."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._reader, self._read_sync, fn, args)
+        """Run ``fn(conn, now, *args)`` after committing queued heartbeats."""
+        await self.flush()
+        return fn(self._connection(), self.clock(), *args)
 
-    def _read_sync(self, fn: Callable[..., T], args: Any) -> T:
-        conn = getattr(self._rlocal, "conn", None)
-        if conn is None:
-            conn = _connect(self.db_path)
-            self._rlocal.conn = conn
-            self._rconns.append(conn)
-        return fn(conn, self.clock(), *args)
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise sqlite3.ProgrammingError("storage is not open")
+        return self._conn
+
+    def _blob_connection(self) -> sqlite3.Connection:
+        if self._blob_conn is None:
+            self._blob_conn = _connect(self.db_path)
+        return self._blob_conn
+
+    def _close_blob_conn(self) -> None:
+        if self._blob_conn is not None:
+            self._blob_conn.close()
+            self._blob_conn = None
 
     async def flush(self) -> None:
         """Commit queued heartbeats now."""
-        await self._write(lambda conn, now: None)
+        if self._pending:
+            await self._write(lambda conn, now: None)
 
     def _invalidate(self) -> None:
         self._snapshot = None
+        self._views = {}
 
     # -- auth against the in-memory mirror --------------------------------------------------
 
@@ -531,14 +554,12 @@ class SqliteStorage:
         return state.group_id
 
     async def get_node(self, *, node_id: int) -> Row:
-        await self.flush()
         row = await self._read(_select_node, node_id, self.node_ttl)
         if row is None:
             raise NotFoundError(f"node {node_id} not found")
         return row
 
     async def list_nodes(self, *, group_id: int | None, alive: bool | None) -> list[Row]:
-        await self.flush()
         return await self._read(_select_nodes, group_id, alive, self.node_ttl)
 
     # -- groups -----------------------------------------------------------------------------
@@ -572,34 +593,35 @@ class SqliteStorage:
         offset: int,
         include_dead: bool,
     ) -> list[Row]:
-        """Groups best first; live ones come from a snapshot at most ``max_age`` old."""
+        """Groups best first; live ones come from a snapshot at most ``max_age`` old.
+
+        For live groups the same query returns the same list object while the snapshot
+        holds, so a caller may cache what it derived from it (the route caches the JSON).
+        """
         if include_dead:
-            await self.flush()
             groups = await self._read(_select_groups, True, self.node_ttl, self.group_ttl)
-        else:
-            groups = await self._live_groups()
-        if task is not None:
-            groups = [g for g in groups if g["task"] == task]
-        if has_capacity is not None:
-            groups = [g for g in groups if (g["num_members"] < g["max_capacity"]) == has_capacity]
-        return groups[offset : offset + limit]
+            return _filter_groups(groups, task, has_capacity)[offset : offset + limit]
+        groups = await self._live_groups()
+        key = (task, has_capacity, limit, offset)
+        view = self._views.get(key)
+        if view is None:
+            view = _filter_groups(groups, task, has_capacity)[offset : offset + limit]
+            self._views[key] = view
+        return view
 
     async def _live_groups(self) -> list[Row]:
         snapshot = self._snapshot
         if snapshot is not None and self.clock() - snapshot[0] <= self.max_age:
             return snapshot[1]
-        async with self._snapshot_lock:
-            snapshot = self._snapshot
-            if snapshot is not None and self.clock() - snapshot[0] <= self.max_age:
-                return snapshot[1]
-            taken_at = self.clock()
-            await self.flush()
-            groups = await self._read(_select_groups, False, self.node_ttl, self.group_ttl)
-            self._snapshot = (taken_at, groups)
-            return groups
+        started = time.perf_counter()
+        groups = await self._read(_select_groups, False, *self._ttls())
+        self._snapshot = (self.clock(), groups)
+        self._views = {}
+        elapsed_ms = 1000 * (time.perf_counter() - started)
+        logger.debug("discovery snapshot: %d groups in %.1f ms", len(groups), elapsed_ms)
+        return groups
 
     async def get_group(self, *, group_id: int) -> Row:
-        await self.flush()
         row = await self._read(_select_group_detail, group_id, self.node_ttl, self.group_ttl)
         if row is None:
             raise NotFoundError(f"group {group_id} not found")
@@ -664,10 +686,14 @@ class SqliteStorage:
     async def get_model(self, *, group_id: int) -> Model:
         if group_id not in self._group_tokens:
             raise NotFoundError(f"group {group_id} not found")
-        model = await self._read(_select_model, group_id)
+        loop = asyncio.get_running_loop()
+        model = await loop.run_in_executor(self._blobs, self._read_model, group_id)
         if model is None:
             raise NotFoundError(f"group {group_id} has no model yet")
         return model
+
+    def _read_model(self, group_id: int) -> Model | None:
+        return _select_model(self._blob_connection(), self.clock(), group_id)
 
     # -- liveness sweep, events -------------------------------------------------------------
 
@@ -687,7 +713,15 @@ class SqliteStorage:
         return await self._read(_select_events, since, limit)
 
 
-# -- writer-thread functions: fn(conn, now, *args) ---------------------------------------------
+def _filter_groups(groups: list[Row], task: str | None, has_capacity: bool | None) -> list[Row]:
+    if task is not None:
+        groups = [g for g in groups if g["task"] == task]
+    if has_capacity is not None:
+        groups = [g for g in groups if (g["num_members"] < g["max_capacity"]) == has_capacity]
+    return groups
+
+
+# -- changes, run inside one transaction: fn(conn, now, *args) -----------------------------
 
 
 def _insert_node(
@@ -948,7 +982,7 @@ def _sweep(
     return failed, dissolved
 
 
-# -- reader-thread functions: fn(conn, now, *args) ---------------------------------------------
+# -- reads: fn(conn, now, *args) -------------------------------------------------------------
 
 
 def _node_out(row: sqlite3.Row, now: float, node_ttl: float) -> Row:

@@ -1,0 +1,337 @@
+"""Registry benchmark: heartbeats and discovery next to a bare endpoint, measured with wrk.
+
+``python mycelium_net.py bench registry`` starts the REAL registry (uvicorn subprocess),
+loads ``nodes`` nodes into ``groups`` groups over HTTP, then runs Debian's ``wrk`` (a
+compiled load generator, installed here with apt-get if missing) against:
+
+* ``GET /ping`` of a bare FastAPI app served the same way (uvicorn, uvloop + httptools,
+  one worker, no access log), the ceiling;
+* ``POST /nodes/{id}/heartbeat`` cycling through every node with its own token;
+* ``GET /groups?has_capacity=true&limit=20``.
+
+It reports req/s, p50/p99 latency and the ratio to the bare endpoint. Figures, not asserts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from mycelium.procs import DeadlineExceeded, ManagedProcess, free_port, wait_for
+
+logger = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGETS = {"heartbeat": 0.45, "discovery": 0.30}
+P99_TARGET_MS = 50.0
+LOAD_CONCURRENCY = 32
+LOAD_TTL = 3600.0
+
+bare_app = FastAPI()
+
+
+@bare_app.get("/ping")
+async def ping() -> JSONResponse:
+    """The bare endpoint: no storage, no validation, small JSON."""
+    return JSONResponse({"status": "ok"})
+
+
+class BenchError(Exception):
+    """The benchmark could not run (no wrk, a server did not start, load failed)."""
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    requests: int
+
+
+# -- wrk -------------------------------------------------------------------------------------
+
+
+def ensure_wrk() -> str:
+    """Path of ``wrk``; installs Debian's package with apt-get when it is missing."""
+    found = shutil.which("wrk")
+    if found:
+        return found
+    logger.warning("wrk not found: installing it with apt-get (Debian package 'wrk')")
+    install = ["apt-get", "install", "-y", "wrk"]
+    _apt(install)
+    if not shutil.which("wrk"):
+        _apt(["apt-get", "update"])
+        _apt(install)
+    found = shutil.which("wrk")
+    if found:
+        return found
+    raise BenchError(
+        "the load generator wrk is missing and 'apt-get install -y wrk' did not work; "
+        "install wrk (Debian/Ubuntu package 'wrk') and run again"
+    )
+
+
+def _apt(cmd: list[str]) -> None:
+    try:
+        subprocess.run(cmd, capture_output=True, timeout=600, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        logger.warning("%s failed: %s", " ".join(cmd), exc)
+
+
+HEARTBEAT_LUA = """
+local lines = {}
+for line in io.lines("%(beats)s") do
+  local id, group, token = line:match("(%%d+) (%%d+) (%%S+)")
+  lines[#lines + 1] = {
+    "/nodes/" .. id .. "/heartbeat",
+    {["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. token},
+    '{"group_id": ' .. group .. ', "accuracy": 0.5, "loss": 0.7, "num_samples": 100, "round": 3}'
+  }
+end
+local counter = 1
+function setup(thread)
+  thread:set("offset", counter)
+  counter = counter + 7919
+end
+local i = 0
+function init(args)
+  i = tonumber(wrk.thread:get("offset")) or 0
+end
+function request()
+  i = i + 1
+  local b = lines[(i %% #lines) + 1]
+  return wrk.format("POST", b[1], b[2], b[3])
+end
+"""
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _latency_ms(text: str, percentile: str) -> float:
+    match = re.search(rf"^\s*{percentile}%\s+([\d.]+)(us|ms|s)\s*$", text, re.MULTILINE)
+    if not match:
+        raise BenchError(f"wrk printed no {percentile}% latency:\n{text}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def parse_wrk(name: str, text: str) -> Figure:
+    """Figures from ``wrk --latency`` output (req/s, p50, p99, non-2xx + socket errors)."""
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    total = re.search(r"(\d+) requests in", text)
+    if not rps or not total:
+        raise BenchError(f"cannot read wrk's output:\n{text}")
+    errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses:\s+(\d+)", text))
+    socket = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text
+    )
+    if socket:
+        errors += sum(int(n) for n in socket.groups())
+    return Figure(
+        name=name,
+        requests_per_s=float(rps.group(1)),
+        p50_ms=_latency_ms(text, "50"),
+        p99_ms=_latency_ms(text, "99"),
+        errors=errors,
+        requests=int(total.group(1)),
+    )
+
+
+def run_wrk(
+    wrk: str, name: str, url: str, *, connections: int, duration: float, script: Path | None
+) -> Figure:
+    args = [wrk, "-t2", f"-c{connections}", f"-d{duration:.0f}s", "--latency", "--timeout", "5s"]
+    if script is not None:
+        args += ["-s", str(script)]
+    logger.info("wrk %s: %s", name, " ".join(args + [url]))
+    done = subprocess.run(
+        args + [url], capture_output=True, text=True, timeout=duration + 60, check=False
+    )
+    if done.returncode != 0:
+        raise BenchError(f"wrk failed for {name}: {done.stderr.strip() or done.stdout.strip()}")
+    return parse_wrk(name, done.stdout)
+
+
+# -- servers ---------------------------------------------------------------------------------
+
+
+@contextmanager
+def _server(name: str, args: list[str], port: int, workdir: Path) -> Iterator[str]:
+    proc = ManagedProcess(name, args, log_path=workdir / f"{name}.log", cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        proc.start()
+        try:
+            wait_for(
+                lambda: not proc.is_running() or _answers(f"{url}/openapi.json"),
+                timeout=60,
+                what=f"{name} at {url}",
+            )
+        except DeadlineExceeded as exc:
+            raise BenchError(f"{exc}\n{proc.read_log()[-2000:]}") from None
+        if not proc.is_running():
+            raise BenchError(f"{name} exited at start-up:\n{proc.read_log()[-2000:]}")
+        yield url
+    finally:
+        proc.stop()
+
+
+def _answers(url: str) -> bool:
+    return httpx.get(url, timeout=1.0).status_code == 200
+
+
+def registry_server(workdir: Path) -> tuple[list[str], int]:
+    port = free_port()
+    args = [sys.executable, str(ROOT / "mycelium_net.py"), "registry", "--port", str(port)]
+    args += ["--db", str(workdir / "bench.db"), "--log-level", "warning"]
+    # Long TTLs: loading 10,000 nodes on busy shared cores can outlast the default 120 s,
+    # and the figures are about request cost, not about groups expiring mid-run.
+    return args + ["--node-ttl", str(LOAD_TTL), "--group-ttl", str(LOAD_TTL)], port
+
+
+def bare_server() -> tuple[list[str], int]:
+    """The bare app under the same uvicorn settings as the registry."""
+    port = free_port()
+    args = [sys.executable, "-m", "uvicorn", "bench.registry_bench:bare_app"]
+    args += ["--port", str(port), "--loop", "uvloop", "--http", "httptools"]
+    return args + ["--no-access-log", "--log-level", "warning"], port
+
+
+# -- loading 10,000 nodes into 1,000 groups ----------------------------------------------------
+
+
+async def _load(url: str, nodes: int, groups: int, seed: int = 0) -> list[tuple[int, int, str]]:
+    """Register groups and nodes, report a round per group, join every node to its group."""
+    rng = random.Random(seed)
+    limit = asyncio.Semaphore(LOAD_CONCURRENCY)
+    limits = httpx.Limits(max_connections=LOAD_CONCURRENCY)
+    async with httpx.AsyncClient(base_url=url, timeout=30.0, limits=limits) as http:
+
+        async def call(method: str, path: str, body: dict, token: str | None = None) -> dict:
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            async with limit:
+                r = await http.request(method, path, json=body, headers=headers)
+            if r.status_code >= 300:
+                raise BenchError(f"loading: {method} {path} -> {r.status_code} {r.text[:200]}")
+            return r.json()
+
+        async def node(i: int, gid: int) -> tuple[int, int, str]:
+            made = await call("POST", "/nodes", {"name": f"n{i}", "num_samples": 100})
+            await call("POST", f"/groups/{gid}/join", {"node_id": made["node_id"]}, made["token"])
+            return int(made["node_id"]), gid, str(made["token"])
+
+        async def group(i: int) -> list[tuple[int, int, str]]:
+            # Half the groups end up exactly full, so has_capacity filters for real.
+            members = range(i, nodes, groups)
+            capacity = len(members) if i % 2 == 0 else 2 * max(len(members), 1)
+            body = {"name": f"g{i}", "fleet_address": f"10.0.{i // 250}.{i % 250}:9092"}
+            made = await call("POST", "/groups", {**body, "max_capacity": max(capacity, 1)})
+            metrics = {"round": 1, "accuracy": rng.random(), "loss": 1.0}
+            metrics |= {"num_nodes": len(members), "num_examples": 100 * len(members)}
+            await call("POST", f"/groups/{made['group_id']}/rounds", metrics, made["group_token"])
+            return [await node(j, int(made["group_id"])) for j in members]
+
+        per_group = await asyncio.gather(*(group(i) for i in range(groups)))
+        return [entry for entries in per_group for entry in entries]
+
+
+# -- the run ---------------------------------------------------------------------------------
+
+
+def run(
+    *, nodes: int, groups: int, connections: int, duration: float, json_path: Path | None
+) -> str:
+    """Run the whole benchmark and return the report text (also JSON to ``json_path``)."""
+    wrk = ensure_wrk()
+    with tempfile.TemporaryDirectory(prefix="registry-bench-") as tmp:
+        workdir = Path(tmp)
+        bare_args, bare_port = bare_server()
+        with _server("bare", bare_args, bare_port, workdir) as url:
+            run_wrk(wrk, "warm-up", f"{url}/ping", connections=connections, duration=2, script=None)
+            bare = run_wrk(
+                wrk, "bare", f"{url}/ping", connections=connections, duration=duration, script=None
+            )
+        reg_args, reg_port = registry_server(workdir)
+        with _server("registry", reg_args, reg_port, workdir) as url:
+            loaded = asyncio.run(_load(url, nodes, groups))
+            beats = workdir / "beats.txt"
+            beats.write_text("".join(f"{n} {g} {t}\n" for n, g, t in loaded))
+            script = workdir / "heartbeat.lua"
+            script.write_text(HEARTBEAT_LUA % {"beats": beats})
+            figures = [bare]
+            for name, path, lua in (
+                ("heartbeat", "/", script),
+                ("discovery", "/groups?has_capacity=true&limit=20", None),
+            ):
+                common = {"connections": connections, "script": lua}
+                run_wrk(wrk, "warm-up", f"{url}{path}", duration=2, **common)
+                figures.append(run_wrk(wrk, name, f"{url}{path}", duration=duration, **common))
+            _check_after(url, loaded)
+    report = _report(figures, nodes=nodes, groups=groups, connections=connections)
+    if json_path is not None:
+        json_path.write_text(json.dumps(_as_json(figures, nodes, groups, connections), indent=2))
+    return report
+
+
+def _check_after(url: str, loaded: list[tuple[int, int, str]]) -> None:
+    """After the load every node is still registered, alive and in its group."""
+    listed = httpx.get(f"{url}/nodes", params={"alive": "true"}, timeout=60).json()
+    placed = {n["node_id"]: n["group_id"] for n in listed}
+    missing = [n for n, g, _ in loaded if placed.get(n) != g]
+    if missing:
+        raise BenchError(f"after the run {len(missing)} nodes are not alive in their group")
+
+
+def _ratio(figure: Figure, bare: Figure) -> float:
+    return figure.requests_per_s / bare.requests_per_s if bare.requests_per_s else 0.0
+
+
+def _report(figures: list[Figure], *, nodes: int, groups: int, connections: int) -> str:
+    bare = figures[0]
+    lines = [
+        f"registry benchmark: {nodes} nodes in {groups} groups, wrk -t2 -c{connections}, "
+        "one uvicorn worker (uvloop + httptools), load generator on the same cores",
+        f"{'endpoint':<12}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
+        f"{'vs bare':>9}{'target':>8}",
+    ]
+    for f in figures:
+        target = TARGETS.get(f.name)
+        verdict = "" if target is None else f"{target:.0%} " + _verdict(f, bare, target)
+        lines.append(
+            f"{f.name:<12}{f.requests_per_s:>10.0f}{f.p50_ms:>9.2f}{f.p99_ms:>9.2f}"
+            f"{f.errors:>8}{_ratio(f, bare):>9.0%}  {verdict}"
+        )
+    return "\n".join(lines)
+
+
+def _verdict(figure: Figure, bare: Figure, target: float) -> str:
+    ok = _ratio(figure, bare) >= target and figure.errors == 0
+    if figure.name == "heartbeat":
+        ok = ok and figure.p99_ms < P99_TARGET_MS
+    return "met" if ok else "MISSED"
+
+
+def _as_json(figures: list[Figure], nodes: int, groups: int, connections: int) -> dict:
+    bare = figures[0]
+    return {
+        "nodes": nodes,
+        "groups": groups,
+        "connections": connections,
+        "figures": [asdict(f) | {"ratio_to_bare": _ratio(f, bare)} for f in figures],
+    }
