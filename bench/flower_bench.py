@@ -30,8 +30,7 @@ from pathlib import Path
 import httpx
 
 from mycelium.client import RegistryClient, RegistryError
-from mycelium.group_host import children_map, descendant_pids
-from mycelium.procs import DeadlineExceeded, ManagedProcess, free_port, wait_for
+from mycelium.procs import DeadlineExceeded, ManagedProcess, descendant_pids, free_port, wait_for
 
 logger = logging.getLogger(__name__)
 
@@ -90,9 +89,9 @@ def _rss_kb(pid: int) -> int:
     return 0
 
 
-def tree_rss_mb(pid: int, children: dict[int, list[int]] | None = None) -> float:
+def tree_rss_mb(pid: int) -> float:
     """VmRSS of ``pid`` and all its descendants, in MB."""
-    return sum(_rss_kb(p) for p in [pid, *descendant_pids(pid, children)]) / 1024
+    return sum(_rss_kb(p) for p in [pid, *descendant_pids(pid)]) / 1024
 
 
 class RssSampler:
@@ -116,9 +115,8 @@ class RssSampler:
     def _loop(self) -> None:
         group_pid, node_pids = self._pids
         while not self._stop.wait(RSS_SAMPLE_INTERVAL):
-            children = children_map()
-            self.group.append(tree_rss_mb(group_pid, children))
-            self.node.extend(tree_rss_mb(p, children) for p in node_pids)
+            self.group.append(tree_rss_mb(group_pid))
+            self.node.extend(tree_rss_mb(p) for p in node_pids)
 
 
 # -- pieces ------------------------------------------------------------------------------------

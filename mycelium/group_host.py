@@ -17,7 +17,14 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from mycelium.client import GroupCredentials, RegistryClient, RegistryError
-from mycelium.procs import DeadlineExceeded, ManagedProcess, flower_env, free_port, port_is_open
+from mycelium.procs import (
+    DeadlineExceeded,
+    ManagedProcess,
+    descendant_pids,
+    flower_env,
+    free_port,
+    port_is_open,
+)
 from mycelium.supernode import (
     ChildExited,
     ConfigValue,
@@ -279,29 +286,6 @@ class GroupHost:
                 self.last_heartbeat_at = self._clock()
             except RegistryError as exc:
                 logger.warning("group %s heartbeat failed: %s", gid, exc)
-
-
-def children_map() -> dict[int, list[int]]:
-    """Parent pid -> child pids of every process, from /proc."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(stat.parent.name))
-    return children
-
-
-def descendant_pids(pid: int, children: dict[int, list[int]] | None = None) -> list[int]:
-    """All descendants of ``pid`` (not ``pid`` itself)."""
-    children = children if children is not None else children_map()
-    out, stack = [], list(children.get(pid, []))
-    while stack:
-        current = stack.pop()
-        out.append(current)
-        stack.extend(children.get(current, []))
-    return out
 
 
 def _cmdline(pid: int) -> str:
