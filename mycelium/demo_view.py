@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from demo import DemoRun, Snapshot
 
 EVENT_ROWS = 8
+PLAIN_EVERY_S = 10.0
 
 
 def _fmt(value: float | None, spec: str = ".3f") -> str:
@@ -76,12 +77,25 @@ def render(run: DemoRun, snap: Snapshot) -> Group:
     return Group(Panel(header), groups, nodes, Panel(events or "(no events yet)", title="events"))
 
 
+def plain_line(snap: Snapshot) -> str:
+    """One line of progress for a console that is not a terminal (logs, CI)."""
+    groups = "; ".join(
+        f"group {g['group_id']}: {g['num_members']} members, round {g.get('round') or 0}, "
+        f"acc {_fmt(g.get('accuracy'))}"
+        for g in snap.groups
+    )
+    moves = sum(1 for e in snap.events if e["type"] == "migrated")
+    summary = groups or "no group yet"
+    return f"[{snap.at:5.0f}s] {len(snap.nodes)} nodes; {summary}; {moves} migrations"
+
+
 class LiveView:
     """Draws the demo in the terminal; falls back to plain lines when not a TTY."""
 
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console()
         self._live: Live | None = None
+        self._last_line_at = -PLAIN_EVERY_S
 
     def started(self, run: DemoRun) -> None:
         self.console.print(f"registry up at {run.registry_url}  (browse {run.registry_url}/docs)")
@@ -93,6 +107,9 @@ class LiveView:
     def update(self, run: DemoRun, snap: Snapshot) -> None:
         if self._live is not None:
             self._live.update(render(run, snap))
+        elif snap.at - self._last_line_at >= PLAIN_EVERY_S:
+            self._last_line_at = snap.at
+            self.console.print(plain_line(snap))
 
     def close(self) -> None:
         if self._live is not None:

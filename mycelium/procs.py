@@ -201,6 +201,7 @@ class ManagedProcess:
         self._cwd = cwd
         self._popen: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self._descendants: set[int] = set()
 
     def start(self) -> ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -244,7 +245,7 @@ class ManagedProcess:
         if self._popen is None:
             return None
         try:
-            descendants = descendant_pids(self._popen.pid)
+            self._remember_descendants()
             if self._popen.poll() is None:
                 self._signal_group(signal.SIGTERM)
                 try:
@@ -254,12 +255,23 @@ class ManagedProcess:
             # Grandchildren may outlive a child that exited on SIGTERM: end the group.
             self._signal_group(signal.SIGKILL)
             self._popen.wait(timeout=5)
-            terminate_pids(descendants, timeout=timeout)
+            terminate_pids(sorted(self._descendants), timeout=timeout)
         finally:
             if self._log is not None:
                 self._log.close()
                 self._log = None
         return self._popen.returncode
+
+    def terminate(self) -> None:
+        """Send SIGTERM to the child's process group without waiting (see :meth:`stop`)."""
+        if self._popen is not None and self._popen.poll() is None:
+            self._remember_descendants()
+            self._signal_group(signal.SIGTERM)
+
+    def _remember_descendants(self) -> None:
+        """Record the child's descendants now: once it exits they are re-parented away."""
+        if self._popen is not None and self._popen.poll() is None:
+            self._descendants.update(descendant_pids(self._popen.pid))
 
     def kill(self) -> None:
         """SIGKILL the child alone (used by failure tests to simulate a crash)."""
