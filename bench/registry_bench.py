@@ -41,6 +41,7 @@ TARGETS = {"heartbeat": 0.45, "discovery": 0.30}
 P99_TARGET_MS = 50.0
 LOAD_CONCURRENCY = 32
 LOAD_TTL = 3600.0
+ROUNDS = 3
 
 bare_app = FastAPI()
 
@@ -255,37 +256,62 @@ async def _load(url: str, nodes: int, groups: int, seed: int = 0) -> list[tuple[
 
 
 def run(
-    *, nodes: int, groups: int, connections: int, duration: float, json_path: Path | None
+    *,
+    nodes: int,
+    groups: int,
+    connections: int,
+    duration: float,
+    json_path: Path | None,
+    rounds: int = ROUNDS,
 ) -> str:
-    """Run the whole benchmark and return the report text (also JSON to ``json_path``)."""
+    """Run the whole benchmark and return the report text (also JSON to ``json_path``).
+
+    Both servers stay up; each round measures bare, heartbeat and discovery back to back,
+    so a ratio compares figures taken seconds apart on the shared cores. The report gives
+    each endpoint's median round.
+    """
     wrk = ensure_wrk()
     with tempfile.TemporaryDirectory(prefix="registry-bench-") as tmp:
         workdir = Path(tmp)
         bare_args, bare_port = bare_server()
-        with _server("bare", bare_args, bare_port, workdir) as url:
-            run_wrk(wrk, "warm-up", f"{url}/ping", connections=connections, duration=2, script=None)
-            bare = run_wrk(
-                wrk, "bare", f"{url}/ping", connections=connections, duration=duration, script=None
-            )
         reg_args, reg_port = registry_server(workdir)
-        with _server("registry", reg_args, reg_port, workdir) as url:
+        with (
+            _server("bare", bare_args, bare_port, workdir) as bare_url,
+            _server("registry", reg_args, reg_port, workdir) as url,
+        ):
             loaded = asyncio.run(_load(url, nodes, groups))
             beats = workdir / "beats.txt"
             beats.write_text("".join(f"{n} {g} {t}\n" for n, g, t in loaded))
             script = workdir / "heartbeat.lua"
             script.write_text(HEARTBEAT_LUA % {"beats": beats})
-            figures = [bare]
-            for name, path, lua in (
-                ("heartbeat", "/", script),
-                ("discovery", "/groups?has_capacity=true&limit=20", None),
-            ):
-                common = {"connections": connections, "script": lua}
-                run_wrk(wrk, "warm-up", f"{url}{path}", duration=2, **common)
-                figures.append(run_wrk(wrk, name, f"{url}{path}", duration=duration, **common))
+            targets = [
+                ("bare", f"{bare_url}/ping", None),
+                ("heartbeat", f"{url}/", script),
+                ("discovery", f"{url}/groups?has_capacity=true&limit=20", None),
+            ]
+            for name, target, lua in targets:
+                run_wrk(
+                    wrk, f"warm-up {name}", target, connections=connections, duration=2, script=lua
+                )
+            measured: list[list[Figure]] = []
+            for _ in range(rounds):
+                measured.append(
+                    [
+                        run_wrk(
+                            wrk,
+                            name,
+                            target,
+                            connections=connections,
+                            duration=duration,
+                            script=lua,
+                        )
+                        for name, target, lua in targets
+                    ]
+                )
             _check_after(url, loaded)
-    report = _report(figures, nodes=nodes, groups=groups, connections=connections)
+    report = _report(measured, nodes=nodes, groups=groups, connections=connections)
     if json_path is not None:
-        json_path.write_text(json.dumps(_as_json(figures, nodes, groups, connections), indent=2))
+        json_path.write_text(json.dumps(_as_json(measured, nodes, groups, connections), indent=2))
     return report
 
 
@@ -302,36 +328,48 @@ def _ratio(figure: Figure, bare: Figure) -> float:
     return figure.requests_per_s / bare.requests_per_s if bare.requests_per_s else 0.0
 
 
-def _report(figures: list[Figure], *, nodes: int, groups: int, connections: int) -> str:
-    bare = figures[0]
+def _median_round(measured: list[list[Figure]], column: int) -> tuple[Figure, float]:
+    """The round whose ratio to its own bare figure is the median, and that ratio."""
+    ranked = sorted((_ratio(r[column], r[0]), i) for i, r in enumerate(measured))
+    ratio, index = ranked[len(ranked) // 2]
+    return measured[index][column], ratio
+
+
+def _report(measured: list[list[Figure]], *, nodes: int, groups: int, connections: int) -> str:
     lines = [
         f"registry benchmark: {nodes} nodes in {groups} groups, wrk -t2 -c{connections}, "
-        "one uvicorn worker (uvloop + httptools), load generator on the same cores",
+        "one uvicorn worker (uvloop + httptools), load generator on the same cores, "
+        f"median of {len(measured)} rounds",
         f"{'endpoint':<12}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
-        f"{'vs bare':>9}{'target':>8}",
+        f"{'vs bare':>9}  target",
     ]
-    for f in figures:
+    for column in range(len(measured[0])):
+        f, ratio = _median_round(measured, column)
         target = TARGETS.get(f.name)
-        verdict = "" if target is None else f"{target:.0%} " + _verdict(f, bare, target)
+        verdict = "" if target is None else f"{target:.0%} " + _verdict(f, ratio, target)
         lines.append(
             f"{f.name:<12}{f.requests_per_s:>10.0f}{f.p50_ms:>9.2f}{f.p99_ms:>9.2f}"
-            f"{f.errors:>8}{_ratio(f, bare):>9.0%}  {verdict}"
+            f"{f.errors:>8}{ratio:>9.0%}  {verdict}"
         )
+    per_round = [
+        " ".join(f"{r[c].name} {_ratio(r[c], r[0]):.0%}" for c in range(1, len(r)))
+        for r in measured
+    ]
+    lines.append("per round (vs that round's bare): " + "; ".join(per_round))
     return "\n".join(lines)
 
 
-def _verdict(figure: Figure, bare: Figure, target: float) -> str:
-    ok = _ratio(figure, bare) >= target and figure.errors == 0
+def _verdict(figure: Figure, ratio: float, target: float) -> str:
+    ok = ratio >= target and figure.errors == 0
     if figure.name == "heartbeat":
         ok = ok and figure.p99_ms < P99_TARGET_MS
     return "met" if ok else "MISSED"
 
 
-def _as_json(figures: list[Figure], nodes: int, groups: int, connections: int) -> dict:
-    bare = figures[0]
+def _as_json(measured: list[list[Figure]], nodes: int, groups: int, connections: int) -> dict:
     return {
         "nodes": nodes,
         "groups": groups,
         "connections": connections,
-        "figures": [asdict(f) | {"ratio_to_bare": _ratio(f, bare)} for f in figures],
+        "rounds": [[asdict(f) | {"ratio_to_bare": _ratio(f, r[0])} for f in r] for r in measured],
     }

@@ -7,7 +7,7 @@ Design (see docs/registry.md):
   interleave with it, so capacity checks are atomic. (A writer thread measured slower: the
   sqlite3 module hands the GIL back and forth around every row, against a busy loop.)
 * Heartbeats are checked against an in-memory mirror of (token hash, group, last_seen) and
-  queued; the queue is committed as one statement at least every ``flush_interval`` seconds,
+  queued; the queue is committed in one transaction at least every ``flush_interval`` s,
   and before any other change or read.
 * Discovery (``list_groups``) is answered from a snapshot of live groups rebuilt after any
   change, and at most ``max_age`` seconds old (liveness changes with time alone).
@@ -79,7 +79,10 @@ CREATE TABLE IF NOT EXISTS nodes (
     last_seen REAL NOT NULL,
     created_at REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS nodes_group_seen ON nodes(group_id, last_seen);
+-- group_id alone: an index holding last_seen too would be rewritten by every heartbeat
+-- flush (measured 3x slower flushes); a group's few rows are filtered by last_seen cheaply.
+DROP INDEX IF EXISTS nodes_group_seen;
+CREATE INDEX IF NOT EXISTS nodes_group ON nodes(group_id);
 CREATE TABLE IF NOT EXISTS rounds (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     group_id INTEGER NOT NULL REFERENCES groups(id),
@@ -117,11 +120,9 @@ GROUP_COLUMNS = (
     "g.last_report, g.created_at"
 )
 FLUSH_SQL = (
-    "UPDATE nodes SET last_seen = b.value ->> 0, "
-    "accuracy = COALESCE(b.value ->> 1, accuracy), loss = COALESCE(b.value ->> 2, loss), "
-    "num_samples = b.value ->> 3, round = COALESCE(b.value ->> 4, round), "
-    "flower_node_id = COALESCE(b.value ->> 5, flower_node_id) "
-    "FROM json_each(?) AS b WHERE nodes.id = b.value ->> 6"
+    "UPDATE nodes SET last_seen = ?, accuracy = COALESCE(?, accuracy), "
+    "loss = COALESCE(?, loss), num_samples = ?, round = COALESCE(?, round), "
+    "flower_node_id = COALESCE(?, flower_node_id) WHERE id = ?"
 )
 LIVE_MEMBERS = (
     "(SELECT COUNT(*) FROM nodes n WHERE n.group_id = g.id AND n.last_seen >= :alive_cut)"
@@ -438,7 +439,7 @@ class SqliteStorage:
         conn.execute("BEGIN IMMEDIATE")
         try:
             if batch:
-                conn.execute(FLUSH_SQL, (json.dumps(batch),))
+                conn.executemany(FLUSH_SQL, batch)
             conn.execute("SAVEPOINT op")
             try:
                 result = fn(conn, self.clock(), *args)
@@ -977,6 +978,8 @@ def _sweep(
         ]
         conn.execute("UPDATE nodes SET group_id = NULL WHERE group_id = ?", (group_id,))
         conn.execute("UPDATE groups SET status = 'dissolved' WHERE id = ?", (group_id,))
+        for node_id in members:
+            _event(conn, "evicted", now, node_id=node_id, group_id=group_id, reason="dissolved")
         _event(conn, "dissolved", now, group_id=group_id, detached=members)
         dissolved.append((group_id, members))
     return failed, dissolved
