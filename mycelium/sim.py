@@ -83,7 +83,9 @@ class Federation:
         self.y_val = [c.y_val for c in self.clients]
         self.labels = [c.cluster for c in self.clients]
 
-    def train(self, starts: Sequence[Weights], who: Sequence[int], round_: int, salt: int):
+    def train(
+        self, starts: Sequence[Weights], who: Sequence[int], round_: int, salt: int
+    ) -> list[Weights]:
         """Train client ``who[b]`` from ``starts[b]`` for one round; returns new weights."""
         seeds = [_seed(self.config.seed, round_, i, salt) for i in who]
         trained, _ = model_mod.train_many(
@@ -227,7 +229,7 @@ class PolicyRun:
         self.config = fed.config
         n = fed.config.clients
         self.local = [model_mod.get_weights(model_mod.create_model(fed.config.seed))] * n
-        self.local_scores = np.zeros(n)
+        self.local_scores = np.zeros(n, dtype=np.float64)
         self.states = [NodeState(None, None, 0.0, None, 0.0) for _ in range(n)]
         self.net = _Network()
         self.migrations = 0
@@ -245,20 +247,28 @@ class PolicyRun:
         return self.states[client].current_group_id
 
     def _train(self, round_: int) -> None:
-        """Local models and group members train; each group aggregates with FedAvg."""
+        """Group members train and each group aggregates with FedAvg; a node without a group
+        trains its local model (a member's local model and score stay as they were)."""
         n = self.config.clients
+        alone = [i for i in range(n) if self._group_of(i) is None]
         grouped = [i for i in range(n) if self._group_of(i) is not None]
-        starts = self.local + [self.net.models[self._group_of(i)] for i in grouped]
-        trained = self.fed.train(starts, list(range(n)) + grouped, round_, salt=2)
-        self.local = trained[:n]
-        by_client = dict(zip(grouped, trained[n:], strict=True))
-        for gid, members in self.net.members.items():
-            results = [(by_client[i], len(self.fed.y_train[i])) for i in sorted(members)]
-            self.net.models[gid] = fedavg(results)
+        if alone:
+            trained = self.fed.train([self.local[i] for i in alone], alone, round_, salt=2)
+            for i, weights in zip(alone, trained, strict=True):
+                self.local[i] = weights
+            _, scores = model_mod.evaluate_pairs(
+                trained, [self.fed.x_val[i] for i in alone], [self.fed.y_val[i] for i in alone]
+            )
+            self.local_scores[alone] = scores
+        if grouped:
+            starts = [self.net.models[self._group_of(i)] for i in grouped]
+            by_client = dict(zip(grouped, self.fed.train(starts, grouped, round_, 3), strict=True))
+            for gid, members in self.net.members.items():
+                results = [(by_client[i], len(self.fed.y_train[i])) for i in sorted(members)]
+                self.net.models[gid] = fedavg(results)
 
     def _score(self) -> None:
-        """Every model on every client's own validation split (the probes)."""
-        _, self.local_scores = model_mod.evaluate_pairs(self.local, self.fed.x_val, self.fed.y_val)
+        """Every group model on every client's own validation split (the probes)."""
         gids = sorted(self.net.models)
         self.net.scores = {}
         if gids:
