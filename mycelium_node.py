@@ -484,7 +484,7 @@ class NodeAgent:
         self._heartbeat()
 
     def _start_supernode(self, fleet_address: str) -> object:
-        from mycelium.supernode import SuperNode
+        from mycelium.supernode import ChildExited, SuperNode
 
         assert self.credentials is not None
         supernode = SuperNode(
@@ -500,7 +500,7 @@ class NodeAgent:
         try:
             flower_id = supernode.wait_connected(timeout=30)
             logger.debug("SuperNode connected as Flower node %s", flower_id)
-        except TimeoutError as exc:
+        except (TimeoutError, ChildExited) as exc:
             logger.warning("SuperNode did not connect to %s: %s", fleet_address, exc)
         return supernode
 
