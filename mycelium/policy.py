@@ -19,13 +19,16 @@ Rules of :func:`decide`, in order:
    damping penalty (``flap_penalty`` per move, halving every ``flap_half_life_s``) exceeds
    ``flap_suppress``;
 6. migrate when a candidate beats the current score by ``performance_threshold``;
-7. consolidate: migrate to a strictly larger group scoring within ``consolidation_epsilon``
-   of the current one (near-equal groups merge instead of splitting the data);
-8. leave and found when the current group scores ``found_margin`` below the local model and
+7. consolidate: migrate to a strictly larger group scoring within the near-equal margin of
+   the current one (near-equal groups merge instead of splitting the data);
+8. leave and found when the current group scores ``leave_margin`` below the local model and
    no candidate is acceptable; else stay.
 
-"Best" always means: among the candidates within ``consolidation_epsilon`` of the top
-score, the largest (then the higher score, then the lower group id).
+The near-equal margin is ``consolidation_epsilon``, widened to ``noise_z`` standard errors of
+an accuracy measured on ``val_size`` samples when the caller gives ``val_size`` (differences
+smaller than the validation noise are not evidence). "Best" always means: among the
+candidates within that margin of the top score, the largest (then the higher score, then
+the lower group id).
 """
 
 from __future__ import annotations
@@ -57,10 +60,10 @@ class PolicyConfig:
     """Thresholds of :func:`decide` (accuracies in [0, 1], times in seconds)."""
 
     performance_threshold: float = 0.05
-    found_margin: float = 0.20
+    found_margin: float = 0.15
     consolidation_epsilon: float = 0.05
     cooldown_s: float = 60.0
-    warmup_s: float = 60.0
+    warmup_s: float = 90.0
     flap_penalty: float = 1.0
     flap_half_life_s: float = 600.0
     flap_suppress: float = 2.5
