@@ -524,15 +524,24 @@ def bench_flower(
     work_dir: Annotated[
         Path | None, typer.Option(help="Keep logs here (default: a temporary folder).")
     ] = None,
+    migration: Annotated[
+        bool, typer.Option(help="Also measure migration latency and node/group RSS.")
+    ] = True,
     log_level: LogLevel = "warning",
 ) -> None:
-    """Round time of a 3-node group, warm-trainer vs quickstart ClientApp; RSS; start-up."""
+    """Round time of a 3-node group, warm-trainer vs quickstart ClientApp; RSS; start-up;
+    migration latency with real node agents."""
     _setup_logging(log_level)
-    from bench import flower_bench
+    from bench import flower_bench, migration_bench
 
+    sections = [migration_bench.measure_migration] if migration else []
     try:
         report = flower_bench.run(
-            rounds=rounds, modes=mode or ("warm", "cold"), json_path=json_path, workdir=work_dir
+            rounds=rounds,
+            modes=mode or ("warm", "cold"),
+            json_path=json_path,
+            workdir=work_dir,
+            sections=sections,
         )
     except (flower_bench.BenchError, OSError, RuntimeError) as exc:
         raise _fail(str(exc)) from None

@@ -40,6 +40,7 @@ LOOP_TICK_S = 0.5
 # The registry's join-policy names, as the policy module spells them.
 POLICY_JOIN_NAMES = {"open": "open", "invite-only": "invite"}
 STATUS_FILE = "status.json"
+REHOME_RETRY_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,7 @@ class NodeAgent:
         self.penalty = 0.0
         self.moves = 0
         self.started_at = clock()
+        self._last_evaluation = -REHOME_RETRY_S
         self._last_logged_round: int | None = None
         self.trainer = None
         self.data = None
@@ -195,11 +197,18 @@ class NodeAgent:
             if now >= next_heartbeat:
                 self._heartbeat()
                 next_heartbeat = now + self.config.heartbeat_interval
-            if now >= next_evaluation or self._current_group_failed():
+            if now >= next_evaluation or self._needs_home(now):
+                self._last_evaluation = now
                 self._evaluate_and_act()
                 self._tend_hosted_group()
                 next_evaluation = self.clock() + self.config.group_evaluation_interval
             self.stop_event.wait(LOOP_TICK_S)
+
+    def _needs_home(self, now: float) -> bool:
+        """Out of schedule: no group, or its SuperLink is gone (rate-limited)."""
+        if now - self._last_evaluation < REHOME_RETRY_S:
+            return False
+        return self.membership is None or self._current_group_failed()
 
     def _log_round_progress(self) -> None:
         assert self.trainer is not None
@@ -292,13 +301,10 @@ class NodeAgent:
     # ------------------------------------------------------------------ decisions
     def _current_group_failed(self) -> bool:
         m = self.membership
-        if m is None:
+        if m is None or superlink_reachable(m.fleet_address):
             return False
-        host, _, port = m.fleet_address.rpartition(":")
-        if not port_is_open(int(port), host or "127.0.0.1"):
-            logger.warning("SuperLink of group %s unreachable", m.group_id)
-            return True
-        return False
+        logger.warning("SuperLink of group %s unreachable", m.group_id)
+        return True
 
     def _evaluate_and_act(self) -> None:
         if self.credentials is None:
@@ -350,7 +356,14 @@ class NodeAgent:
         from mycelium.codec import bytes_to_weights
 
         assert self.trainer is not None
-        live = [g for g in groups if g.get("alive", True) and g.get("has_model")]
+        # A group whose SuperLink does not answer cannot train us, whatever the registry says.
+        live = [
+            g
+            for g in groups
+            if g.get("alive", True)
+            and g.get("has_model")
+            and superlink_reachable(g["fleet_address"])
+        ]
         others = [g for g in live if g["group_id"] != current_id][: self.config.max_candidates]
         current = [g for g in live if g["group_id"] == current_id]
         candidates: list[policy.Candidate] = []
@@ -561,6 +574,15 @@ class NodeAgent:
                 self.stop_event.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
         return None
+
+
+def superlink_reachable(fleet_address: str) -> bool:
+    """A TCP connect to the group's SuperLink (host:port) succeeds."""
+    host, _, port = fleet_address.rpartition(":")
+    try:
+        return port_is_open(int(port), host or "127.0.0.1")
+    except ValueError:
+        return False
 
 
 def replace_supernode(m: _Membership, supernode: object) -> _Membership:

@@ -384,6 +384,13 @@ def _add_group_routes(app: FastAPI, settings: Settings) -> None:
         await storage.group_heartbeat(group_id=group_id, token=token)
         return {"group_id": group_id, "alive": True}
 
+    @app.delete("/groups/{group_id}", status_code=204, responses=ERRORS)
+    async def close_group(group_id: int, storage: StorageDep, token: TokenDep) -> Response:
+        """The group's host stops the group (group token): it is dissolved at once and its
+        members are detached (events ``evicted``, ``dissolved``) so they re-home."""
+        await storage.close_group(group_id=group_id, token=token)
+        return Response(status_code=204)
+
     @app.post("/groups/{group_id}/rounds", status_code=201, responses=ERRORS)
     async def report_round(
         group_id: int, body: schemas.RoundIn, storage: StorageDep, token: TokenDep

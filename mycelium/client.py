@@ -303,6 +303,10 @@ class RegistryClient:
     def group_heartbeat(self, group_id: int) -> None:
         self._request("POST", f"/groups/{group_id}/heartbeat", json={})
 
+    def close_group(self, group_id: int) -> None:
+        """Dissolve the group now (group token): its host is stopping it."""
+        self._request("DELETE", f"/groups/{group_id}")
+
     def report_round(
         self,
         group_id: int,

@@ -166,9 +166,11 @@ class GroupHost:
         return self._credentials
 
     def stop(self) -> None:
-        """Stop the run, the SuperLink and the heartbeats; nothing is left running."""
+        """Close the group in the registry (its members re-home at once), then stop the run,
+        the SuperLink and the heartbeats; nothing is left running."""
         self._stop.set()
         try:
+            self._close_in_registry()
             if self.run_id is not None and self._superlink and self._superlink.is_running():
                 self._flwr("stop", str(self.run_id), CONNECTION, timeout=30.0, check=False)
         finally:
@@ -273,6 +275,16 @@ class GroupHost:
         if proc.returncode != 0:
             logger.warning("flwr %s exited %s", args[0], proc.returncode)
         return proc.stdout
+
+    def _close_in_registry(self) -> None:
+        if self._credentials is None:
+            return
+        try:
+            self._client.close_group(self._credentials.group_id)
+        except RegistryError as exc:
+            logger.warning(
+                "group %s: could not close it in the registry: %s", self._credentials.group_id, exc
+            )
 
     def _heartbeat_loop(self) -> None:
         assert self._credentials is not None

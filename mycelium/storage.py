@@ -294,6 +294,7 @@ class Storage(Protocol):
         expected_gain: float,
     ) -> int | None: ...
     async def group_heartbeat(self, *, group_id: int, token: str) -> None: ...
+    async def close_group(self, *, group_id: int, token: str) -> None: ...
     async def report_round(self, *, group_id: int, token: str, report: RoundReport) -> None: ...
     async def put_model(self, *, group_id: int, token: str, model: Model) -> None: ...
     async def get_model(self, *, group_id: int) -> Model: ...
@@ -702,13 +703,23 @@ class SqliteStorage:
         """Mark groups whose coordinator went silent failed; dissolve groups left empty."""
         failed, dissolved = await self._write(_sweep, self._ttls())
         for group_id, members in dissolved:
-            for node_id in members:
-                state = self._nodes.get(node_id)
-                if state is not None and state.group_id == group_id:
-                    state.group_id = None
+            self._detached(group_id, members)
         if failed or dissolved:
             logger.info("sweep: %d groups failed, %d dissolved", len(failed), len(dissolved))
             self._invalidate()
+
+    async def close_group(self, *, group_id: int, token: str) -> None:
+        """The group's host stops it: dissolve it now (idempotent), members re-home."""
+        self._auth_group(group_id, token)
+        members = await self._write(_close_group, group_id)
+        self._detached(group_id, members)
+        self._invalidate()
+
+    def _detached(self, group_id: int, members: list[int]) -> None:
+        for node_id in members:
+            state = self._nodes.get(node_id)
+            if state is not None and state.group_id == group_id:
+                state.group_id = None
 
     async def events(self, *, since: int, limit: int) -> list[Row]:
         return await self._read(_select_events, since, limit)
@@ -971,18 +982,26 @@ def _sweep(
             (cut, cut - node_ttl),
         )
     ]
-    dissolved = []
-    for group_id in empty:
-        members = [
-            r[0] for r in conn.execute("SELECT id FROM nodes WHERE group_id = ?", (group_id,))
-        ]
-        conn.execute("UPDATE nodes SET group_id = NULL WHERE group_id = ?", (group_id,))
-        conn.execute("UPDATE groups SET status = 'dissolved' WHERE id = ?", (group_id,))
-        for node_id in members:
-            _event(conn, "evicted", now, node_id=node_id, group_id=group_id, reason="dissolved")
-        _event(conn, "dissolved", now, group_id=group_id, detached=members)
-        dissolved.append((group_id, members))
+    dissolved = [(group_id, _dissolve(conn, now, group_id, "no live member")) for group_id in empty]
     return failed, dissolved
+
+
+def _dissolve(conn: sqlite3.Connection, now: float, group_id: int, reason: str) -> list[int]:
+    """Detach every member (evicted events), mark the group dissolved; returns the members."""
+    members = [r[0] for r in conn.execute("SELECT id FROM nodes WHERE group_id = ?", (group_id,))]
+    conn.execute("UPDATE nodes SET group_id = NULL WHERE group_id = ?", (group_id,))
+    conn.execute("UPDATE groups SET status = 'dissolved' WHERE id = ?", (group_id,))
+    for node_id in members:
+        _event(conn, "evicted", now, node_id=node_id, group_id=group_id, reason="dissolved")
+    _event(conn, "dissolved", now, group_id=group_id, detached=members, reason=reason)
+    return members
+
+
+def _close_group(conn: sqlite3.Connection, now: float, group_id: int) -> list[int]:
+    status = conn.execute("SELECT status FROM groups WHERE id = ?", (group_id,)).fetchone()
+    if status is not None and status[0] == "dissolved":
+        return []
+    return _dissolve(conn, now, group_id, "closed by its host")
 
 
 # -- reads: fn(conn, now, *args) -------------------------------------------------------------

@@ -506,6 +506,25 @@ def test_group_without_live_members_is_dissolved(api: TestClient, clock: FakeClo
     assert event_types(api)[-2:] == ["evicted", "dissolved"]
 
 
+def test_host_closing_its_group_detaches_members_at_once(api: TestClient) -> None:
+    created = new_group(api)
+    g, token = created["group_id"], created["group_token"]
+    a, ta = new_node(api)
+    join(api, g, a, ta)
+    _, other_token = new_node(api, "other")
+    assert api.delete(f"/groups/{g}").status_code == 401
+    assert api.delete(f"/groups/{g}", headers=auth(other_token)).status_code == 403
+    assert api.delete("/groups/999", headers=auth(token)).status_code == 404
+    assert api.delete(f"/groups/{g}", headers=auth(token)).status_code == 204
+    detail = api.get(f"/groups/{g}").json()
+    assert detail["status"] == "dissolved" and detail["members"] == []
+    assert beat(api, a, ta, group_id=g).json()["detail"]["group_id"] is None
+    assert g not in [x["group_id"] for x in api.get("/groups").json()]
+    assert join(api, g, a, ta).status_code == 409
+    assert api.delete(f"/groups/{g}", headers=auth(token)).status_code == 204  # idempotent
+    assert event_types(api)[-2:] == ["evicted", "dissolved"]
+
+
 def test_data_survives_restart(tmp_path: Path, clock: FakeClock) -> None:
     db = tmp_path / "registry.db"
     with registry_app(db, clock=clock) as api:

@@ -1,0 +1,147 @@
+"""Migration latency and per-node / per-group memory, with real node agents.
+
+Three agents against one registry: ``a`` (cluster 0) and ``b`` (cluster 1) found a group
+each; ``m`` (cluster 1) starts in ``a``'s group (``--join``) and migrates to ``b``'s.
+Migration latency = from the registry's ``migrated`` event (the decision, committed) to the
+first round of ``b``'s group that completes with both members. Target: at most one of
+``b``'s rounds plus 10 s. RSS is VmRSS summed over a process tree (/proc): a node = the
+agent with its SuperNode and ClientApps; a group = SuperLink, superexec and ServerApp.
+Used as a section of ``python mycelium_net.py bench flower``.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+from bench.flower_bench import tree_rss_mb
+from mycelium.client import RegistryClient
+from mycelium.procs import ManagedProcess, descendant_pids, wait_for
+
+logger = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+AGENT_FLAGS = [
+    "--heartbeat-interval",
+    "1",
+    "--group-evaluation-interval",
+    "4",
+    "--cooldown",
+    "8",
+    "--scenario",
+    "rotate",
+    "--clusters",
+    "2",
+]
+SETTLE_TIMEOUT_S = 180.0
+EXTRA_ROUNDS = 3
+
+
+@contextmanager
+def agent(
+    workdir: Path, url: str, name: str, cluster: int, index: int, *extra: str
+) -> Iterator[ManagedProcess]:
+    args = [
+        sys.executable,
+        str(ROOT / "mycelium_net.py"),
+        "node",
+        "--name",
+        name,
+        "--registry-url",
+        url,
+        "--cluster",
+        str(cluster),
+        "--partition",
+        f"{index}/16",
+        "--work-dir",
+        str(workdir / name),
+        *AGENT_FLAGS,
+        *extra,
+    ]
+    proc = ManagedProcess(name, args, log_path=workdir / f"{name}.log", cwd=ROOT).start()
+    try:
+        yield proc
+    finally:
+        proc.stop(timeout=30)
+
+
+def _group_of(client: RegistryClient, name: str) -> int | None:
+    node = next((n for n in client.list_nodes() if n["name"] == name), None)
+    return node["group_id"] if node and node["alive"] else None
+
+
+def _superlink_pid(host_pid: int | None) -> int | None:
+    """The SuperLink among the descendants of the agent that hosts the group."""
+    for pid in [] if host_pid is None else descendant_pids(host_pid):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"flower-superlink" in cmd:
+            return pid
+    return None
+
+
+def measure_migration(workdir: Path, url: str) -> dict[str, float]:
+    """Run the three agents; return latency and memory figures."""
+    client = RegistryClient(url)
+    with ExitStack() as stack:
+        stack.callback(client.close)
+        host_a = stack.enter_context(agent(workdir, url, "a", 0, 0))
+        group_a = wait_for(
+            lambda: _group_of(client, "a"), timeout=SETTLE_TIMEOUT_S, what="a founds"
+        )
+        stack.enter_context(agent(workdir, url, "b", 1, 1))
+        group_b = wait_for(
+            lambda: _group_of(client, "b"), timeout=SETTLE_TIMEOUT_S, what="b founds"
+        )
+        mover = stack.enter_context(agent(workdir, url, "m", 1, 3, "--join", str(group_a)))
+        event = wait_for(
+            lambda: _migration_event(client, group_b), timeout=SETTLE_TIMEOUT_S, what="m migrates"
+        )
+        first = wait_for(
+            lambda: _first_round_with(client, group_b, 2, after=event["at"]),
+            timeout=SETTLE_TIMEOUT_S,
+            what="first round of b with m",
+        )
+        wait_for(
+            lambda: len(_rounds_with(client, group_b, 2)) > EXTRA_ROUNDS,
+            timeout=SETTLE_TIMEOUT_S,
+            what="more rounds of b",
+        )
+        node_rss = tree_rss_mb(mover.pid) if mover.pid else 0.0
+        link = _superlink_pid(host_a.pid)
+        group_rss = tree_rss_mb(link) if link else 0.0
+        times = [r["reported_at"] for r in _rounds_with(client, group_b, 2)]
+    round_s = statistics.median(b - a for a, b in zip(times, times[1:], strict=False))
+    latency = first["reported_at"] - event["at"]
+    return {
+        "migration latency s (decision -> first round in new group)": latency,
+        "new group's median round s": round_s,
+        "migration latency target s (one round + 10)": round_s + 10,
+        "node RSS MB (agent + supernode tree)": node_rss,
+        "group RSS MB (superlink + superexec + serverapp)": group_rss,
+    }
+
+
+def _migration_event(client: RegistryClient, to_group: int) -> dict | None:
+    events = client.events(limit=500)
+    return next(
+        (e for e in events if e["type"] == "migrated" and e["data"].get("to_group_id") == to_group),
+        None,
+    )
+
+
+def _rounds_with(client: RegistryClient, group_id: int, nodes: int) -> list[dict]:
+    return [r for r in client.get_group(group_id)["rounds"] if r["num_nodes"] >= nodes]
+
+
+def _first_round_with(
+    client: RegistryClient, group_id: int, nodes: int, *, after: float
+) -> dict | None:
+    rounds = [r for r in _rounds_with(client, group_id, nodes) if r["reported_at"] > after]
+    return rounds[0] if rounds else None
