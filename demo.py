@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mycelium.client import RegistryClient, RegistryError
-from mycelium.procs import ManagedProcess, free_port, port_is_free, wait_for
+from mycelium.procs import ManagedProcess, free_port, port_is_free, tree_rss_mb, wait_for
 
 logger = logging.getLogger(__name__)
 
@@ -100,8 +101,14 @@ class DemoRun:
     started_unix: float = field(default_factory=time.time)
     timings: dict[str, float] = field(default_factory=dict)
 
+    peak_rss_mb: float = 0.0
+
     def elapsed(self) -> float:
         return time.monotonic() - self.started
+
+    def sample_memory(self) -> None:
+        """Track the peak resident memory of the whole demo (this process and children)."""
+        self.peak_rss_mb = max(self.peak_rss_mb, tree_rss_mb(os.getpid()))
 
 
 # ---------------------------------------------------------------------- processes
@@ -194,6 +201,7 @@ def stop_all(run: DemoRun) -> None:
 
 # ---------------------------------------------------------------------- observing
 def snapshot(client: RegistryClient, run: DemoRun) -> Snapshot:
+    run.sample_memory()
     groups = client.list_groups(limit=100)
     details = [client.get_group(g["group_id"]) for g in groups]
     nodes = client.list_nodes()
@@ -370,7 +378,11 @@ def build_report(run: DemoRun, snap: Snapshot) -> dict[str, Any]:
         ],
         "events": run.events,
         "started_unix": run.started_unix,
-        "timings": {**run.timings, "wall_s": round(run.elapsed(), 1)},
+        "timings": {
+            **run.timings,
+            "wall_s": round(run.elapsed(), 1),
+            "peak_rss_mb": round(run.peak_rss_mb),
+        },
     }
 
 

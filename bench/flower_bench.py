@@ -30,7 +30,13 @@ from pathlib import Path
 import httpx
 
 from mycelium.client import RegistryClient, RegistryError
-from mycelium.procs import DeadlineExceeded, ManagedProcess, descendant_pids, free_port, wait_for
+from mycelium.procs import (
+    DeadlineExceeded,
+    ManagedProcess,
+    free_port,
+    tree_rss_mb,
+    wait_for,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -79,21 +85,6 @@ class Report:
 
 
 # -- /proc -------------------------------------------------------------------------------------
-def _rss_kb(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def tree_rss_mb(pid: int) -> float:
-    """VmRSS of ``pid`` and all its descendants, in MB."""
-    return sum(_rss_kb(p) for p in [pid, *descendant_pids(pid)]) / 1024
-
-
 class RssSampler:
     """Samples the RSS of a group tree and of node trees in a daemon thread."""
 

@@ -18,9 +18,8 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from bench.flower_bench import tree_rss_mb
 from mycelium.client import RegistryClient
-from mycelium.procs import ManagedProcess, descendant_pids, wait_for
+from mycelium.procs import ManagedProcess, descendant_pids, tree_rss_mb, wait_for
 
 logger = logging.getLogger(__name__)
 

@@ -174,5 +174,6 @@ def print_summary(console: Console, report: dict[str, Any]) -> None:
         )
     t = report["timings"]
     console.print(
-        f"wall time {t['wall_s']}s; report {report['report_path']}; figure {report['plot_path']}"
+        f"wall time {t['wall_s']}s, peak memory {t['peak_rss_mb']} MB (all processes); "
+        f"report {report['report_path']}; figure {report['plot_path']}"
     )

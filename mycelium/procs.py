@@ -149,6 +149,22 @@ def descendant_pids(pid: int) -> list[int]:
     return found
 
 
+def rss_kb(pid: int) -> int:
+    """Resident memory of one process in KiB (0 when it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def tree_rss_mb(pid: int) -> float:
+    """VmRSS of ``pid`` and all its descendants, in MiB."""
+    return sum(rss_kb(p) for p in [pid, *descendant_pids(pid)]) / 1024
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
