@@ -28,7 +28,9 @@ ENTRYPOINT = Path(__file__).resolve().parent / "mycelium_net.py"
 DEFAULT_PORT = 8000
 POLL_S = 1.0
 STABLE_CYCLES = 3
-FLAT_ACCURACY = 0.01
+# Group accuracy is measured on members' small validation splits (a few dozen images):
+# one image is worth ~0.03, so "flat" allows a few images of noise.
+FLAT_ACCURACY = 0.05
 START_GAP_S = 3.0
 
 

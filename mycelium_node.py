@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING, TypeVar
 
 from mycelium import policy
 from mycelium.client import (
@@ -30,7 +31,14 @@ from mycelium.client import (
 )
 from mycelium.procs import port_is_open
 
+if TYPE_CHECKING:  # torch and flwr are imported only when the agent runs
+    from mycelium.data import ClientData
+    from mycelium.group_host import GroupHost
+    from mycelium.supernode import SuperNode
+    from mycelium.trainer import LocalTrainer, TrainerServer
+
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 Clock = Callable[[], float]
 
@@ -82,7 +90,7 @@ class _Membership:
 
     group_id: int
     fleet_address: str
-    supernode: object  # mycelium.supernode.SuperNode (imported lazily with flwr bits)
+    supernode: SuperNode
     joined_at: float
 
 
@@ -102,7 +110,7 @@ class NodeAgent:
         self.stop_event = threading.Event()
         self.credentials: NodeCredentials | None = None
         self.membership: _Membership | None = None
-        self.hosted: object | None = None  # mycelium.group_host.GroupHost
+        self.hosted: GroupHost | None = None
         self.hosted_credentials: GroupCredentials | None = None
         self.last_move_at: float | None = None
         self.penalty = 0.0
@@ -110,9 +118,9 @@ class NodeAgent:
         self.started_at = clock()
         self._last_evaluation = -REHOME_RETRY_S
         self._last_logged_round: int | None = None
-        self.trainer = None
-        self.data = None
-        self.trainer_server = None
+        self.trainer: LocalTrainer | None = None
+        self.data: ClientData | None = None
+        self.trainer_server: TrainerServer | None = None
         self.trainer_url = ""
 
     # ------------------------------------------------------------------ life cycle
@@ -226,7 +234,7 @@ class NodeAgent:
     def _check_supernode(self) -> None:
         """Restart a SuperNode that died on its own (not a migration)."""
         m = self.membership
-        if m is None or m.supernode.is_running():  # type: ignore[attr-defined]
+        if m is None or m.supernode.is_running():
             return
         logger.warning("SuperNode for group %s exited; restarting it", m.group_id)
         self.membership = replace_supernode(m, self._start_supernode(m.fleet_address))
@@ -236,7 +244,7 @@ class NodeAgent:
         assert self.credentials is not None and self.trainer is not None
         m = self.membership
         score = self.trainer.group_score if m else None
-        flower_id = m.supernode.flower_node_id if m else None  # type: ignore[attr-defined]
+        flower_id = m.supernode.flower_node_id if m else None
         try:
             self.registry.heartbeat(
                 self.credentials.node_id,
@@ -261,12 +269,13 @@ class NodeAgent:
 
         assert self.trainer is not None and self.data is not None
         net = model_lib.create_model(self.config.seed)
+        x_test, y_test = self.data.x_test, self.data.y_test
 
         def test_accuracy(arrays: list | None) -> float | None:
             if arrays is None:
                 return None
             model_lib.set_weights(net, arrays)
-            return model_lib.evaluate(net, self.data.x_test, self.data.y_test)[1]
+            return model_lib.evaluate(net, x_test, y_test)[1]
 
         status = {
             "name": self.config.name,
@@ -369,7 +378,7 @@ class NodeAgent:
         candidates: list[policy.Candidate] = []
         current_score: float | None = None
         for group in current + others:
-            blob = self._safe(lambda g=group: self.registry.get_model(g["group_id"]))
+            blob = self._fetch_model(group["group_id"])
             if blob is None:
                 continue
             _, accuracy = self.trainer.evaluate_arrays(bytes_to_weights(blob))
@@ -386,6 +395,13 @@ class NodeAgent:
                 )
             )
         return candidates, current_score
+
+    def _fetch_model(self, group_id: int) -> bytes | None:
+        try:
+            return self.registry.get_model(group_id)
+        except RegistryError as exc:
+            logger.warning("could not download group %s's model: %s", group_id, exc)
+            return None
 
     # ------------------------------------------------------------------ actions
     def _join(self, group: dict, *, reason: str, invite: str | None, move: bool = True) -> None:
@@ -483,7 +499,7 @@ class NodeAgent:
         mine = self.membership is not None and self.membership.group_id == gid
         if not mine and group.get("num_members", 0) == 0:
             logger.info("hosted group %s has no live member: stopping it", gid)
-            self.hosted.stop()  # type: ignore[attr-defined]
+            self.hosted.stop()
             self.hosted = self.hosted_credentials = None
 
     def _attach(self, group: dict) -> None:
@@ -496,7 +512,7 @@ class NodeAgent:
         )
         self._heartbeat()
 
-    def _start_supernode(self, fleet_address: str) -> object:
+    def _start_supernode(self, fleet_address: str) -> SuperNode:
         from mycelium.supernode import ChildExited, SuperNode
 
         assert self.credentials is not None
@@ -519,7 +535,7 @@ class NodeAgent:
 
     def _stop_supernode(self) -> None:
         if self.membership is not None:
-            self.membership.supernode.stop()  # type: ignore[attr-defined]
+            self.membership.supernode.stop()
             self.membership = None
 
     def _record_move(self, group_id: int) -> None:
@@ -536,7 +552,7 @@ class NodeAgent:
         finally:
             self._stop_supernode()
             if self.hosted is not None:
-                self.hosted.stop()  # type: ignore[attr-defined]
+                self.hosted.stop()
             if self.trainer_server is not None:
                 self.trainer_server.stop()
             self.registry.close()
@@ -549,11 +565,15 @@ class NodeAgent:
             gid = self.membership.group_id
             if self._safe(lambda: self.registry.leave_group(gid, node_id)) is not None:
                 logger.info("left group %s", gid)
-        if self._safe(lambda: self.registry.delete_node(node_id) or True):
+        try:
+            self.registry.delete_node(node_id)
+        except RegistryError as exc:
+            logger.warning("could not deregister: %s", exc)
+        else:
             logger.info("deregistered node %s", node_id)
 
     # ------------------------------------------------------------------ helpers
-    def _safe(self, call: Callable[[], object]) -> object | None:
+    def _safe(self, call: Callable[[], T]) -> T | None:
         """Run a registry call; log and return None when it fails."""
         try:
             return call()
@@ -561,7 +581,7 @@ class NodeAgent:
             logger.warning("registry call failed: %s", exc)
             return None
 
-    def _retry(self, what: str, call: Callable[[], object]) -> object | None:
+    def _retry(self, what: str, call: Callable[[], T]) -> T | None:
         """Retry a registry call with exponential backoff while the registry is down."""
         backoff = 1.0
         while not self.stop_event.is_set():
@@ -585,11 +605,11 @@ def superlink_reachable(fleet_address: str) -> bool:
         return False
 
 
-def replace_supernode(m: _Membership, supernode: object) -> _Membership:
+def replace_supernode(m: _Membership, supernode: SuperNode) -> _Membership:
     return _Membership(m.group_id, m.fleet_address, supernode, m.joined_at)
 
 
-def load_node_data(config: NodeConfig):  # noqa: ANN201 - ClientData, imported lazily
+def load_node_data(config: NodeConfig) -> ClientData:
     """The node's own data: the user's .npz or its slice of a clustered digits scenario."""
     from mycelium import data
 

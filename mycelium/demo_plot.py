@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+CLUSTER_COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink"]
+
 
 def plot_report(report: dict[str, Any], path: Path) -> None:
     """Write a PNG: left, each group's accuracy per round over time with migrations as
@@ -21,8 +23,11 @@ def plot_report(report: dict[str, Any], path: Path) -> None:
     for g in report["groups"]:
         xs = [r["at"] - t0 for r in g["rounds"]]
         ys = [r["accuracy"] for r in g["rounds"]]
+        clusters = sorted({m["cluster"] for m in g["members"] if m["cluster"] is not None})
+        color = CLUSTER_COLORS[clusters[0] % len(CLUSTER_COLORS)] if len(clusters) == 1 else None
         if xs:
-            ax.plot(xs, ys, marker=".", label=f"group {g['group_id']} ({g['name']})")
+            label = f"group {g['group_id']} ({g['name']}), clusters {clusters or '-'}"
+            ax.plot(xs, ys, marker=".", color=color, label=label)
     for m in report["migrations"]:
         ax.axvline(m["at"] - t0, color="red", linestyle="--", linewidth=1)
         ax.annotate(
@@ -37,7 +42,7 @@ def plot_report(report: dict[str, Any], path: Path) -> None:
         xlabel="seconds since start",
         ylabel="group accuracy (members' own validation data)",
         ylim=(0, 1),
-        title="Group accuracy; red dashes: migrations",
+        title="Group accuracy (colour = members' cluster); red dashes: migrations",
     )
     ax.legend(fontsize=7, loc="lower right")
     _plot_assignment(ax_nodes, report)
@@ -51,14 +56,13 @@ def _plot_assignment(ax: Any, report: dict[str, Any]) -> None:
     groups = sorted({n["group_id"] for n in report["nodes"] if n["group_id"] is not None})
     row = {gid: i for i, gid in enumerate(groups)}
     counts: dict[int, int] = {}
-    colors = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink"]
     for n in report["nodes"]:
         gid = n["group_id"]
         if gid is None:
             continue
         x = counts.get(gid, 0)
         counts[gid] = x + 1
-        ax.scatter(x, row[gid], s=600, color=colors[n["cluster"] % len(colors)])
+        ax.scatter(x, row[gid], s=600, color=CLUSTER_COLORS[n["cluster"] % len(CLUSTER_COLORS)])
         ax.annotate(n["name"], (x, row[gid]), ha="center", va="center", fontsize=8, color="white")
     ax.set_yticks(range(len(groups)), [f"group {g}" for g in groups])
     ax.set_xticks([])
