@@ -45,8 +45,6 @@ Clock = Callable[[], float]
 DEFAULT_REGISTRY_URL = "http://localhost:8000"
 MAX_BACKOFF_S = 30.0
 LOOP_TICK_S = 0.5
-# The registry's join-policy names, as the policy module spells them.
-POLICY_JOIN_NAMES = {"open": "open", "invite-only": "invite"}
 STATUS_FILE = "status.json"
 REHOME_RETRY_S = 3.0
 
@@ -349,6 +347,8 @@ class NodeAgent:
             last_move_at=self.last_move_at,
             started_at=self.started_at,
             penalty=self.penalty,
+            # Differences smaller than this split's sampling noise are not evidence.
+            val_size=len(self.data.y_val) if self.data is not None else None,
         )
 
     def _policy_config(self) -> policy.PolicyConfig:
@@ -390,7 +390,7 @@ class NodeAgent:
                     score=accuracy,
                     size=int(group["num_members"]),
                     capacity=int(group["max_capacity"]),
-                    join_policy=POLICY_JOIN_NAMES.get(group["join_policy"], group["join_policy"]),
+                    join_policy=group["join_policy"],
                     invite_ok=self.config.invite_code is not None,
                 )
             )

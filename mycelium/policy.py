@@ -10,7 +10,7 @@ Rules of :func:`decide`, in order:
 1. warm-up: for ``warmup_s`` after ``started_at`` the node only trains locally ("warming up"):
    a fresh model cannot tell a matching group from a wrong one;
 2. eligible candidates: not the current group, not full (``size >= capacity``), and either
-   ``join_policy == "open"`` or ``"invite"`` with ``invite_ok``;
+   ``join_policy == "open"`` or ``"invite-only"`` (the registry's name) with ``invite_ok``;
 3. current group vanished (``current_group_id`` set, ``current_score`` None): re-home at
    once, ignoring the cooldown;
 4. no group: join the best acceptable candidate (score >= ``local_score - found_margin``),
@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 Action = Literal["stay", "join", "migrate", "found"]
-JOIN_POLICIES = ("open", "invite")
+JOIN_POLICIES = ("open", "invite-only")
 
 
 @dataclass(frozen=True)
@@ -159,7 +159,7 @@ def _eligible(candidate: Candidate, current_group_id: int | None) -> bool:
         return False
     if candidate.join_policy == "open":
         return True
-    return candidate.join_policy == "invite" and candidate.invite_ok
+    return candidate.join_policy == "invite-only" and candidate.invite_ok
 
 
 def _home(state: NodeState, eligible: list[Candidate], config: PolicyConfig, why: str) -> Decision:

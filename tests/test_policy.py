@@ -143,9 +143,9 @@ def test_full_groups_are_skipped_but_the_current_full_group_is_kept() -> None:
 
 
 def test_invite_only_needs_an_invitation() -> None:
-    closed = [cand(1, 0.95, join_policy="invite")]
+    closed = [cand(1, 0.95, join_policy="invite-only")]
     assert decide(fresh(0.8), closed, CFG, NOW).action == "found"
-    invited = [cand(1, 0.95, join_policy="invite", invite_ok=True)]
+    invited = [cand(1, 0.95, join_policy="invite-only", invite_ok=True)]
     assert decide(fresh(0.8), invited, CFG, NOW).action == "join"
     unknown = [cand(1, 0.95, join_policy="closed", invite_ok=True)]
     assert decide(fresh(0.8), unknown, CFG, NOW).action == "found"
