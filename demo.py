@@ -330,6 +330,9 @@ def read_node_status(run: DemoRun) -> dict[str, dict[str, Any]]:
 def build_report(run: DemoRun, snap: Snapshot) -> dict[str, Any]:
     clusters = cluster_of(run)
     status = read_node_status(run)
+    names = {
+        e["node_id"]: e["data"].get("name") for e in run.events if e["type"] == "node_registered"
+    }
     groups = []
     for g in snap.groups:
         members = [m["name"] for m in g.get("members", [])]
@@ -375,7 +378,12 @@ def build_report(run: DemoRun, snap: Snapshot) -> dict[str, Any]:
         "groups": groups,
         "nodes": nodes,
         "migrations": [
-            {"node_id": e.get("node_id"), "at": e["at"], **e.get("data", {})}
+            {
+                "node_id": e.get("node_id"),
+                "node": names.get(e.get("node_id")),
+                "at": e["at"],
+                **e.get("data", {}),
+            }
             for e in migrations(run.events)
         ],
         "events": run.events,

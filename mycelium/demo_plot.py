@@ -31,8 +31,8 @@ def plot_report(report: dict[str, Any], path: Path) -> None:
     for m in report["migrations"]:
         ax.axvline(m["at"] - t0, color="red", linestyle="--", linewidth=1)
         ax.annotate(
-            f"node {m['node_id']} {m.get('from_group_id')}->{m.get('to_group_id')}"
-            f" ({m.get('expected_gain', 0):+.2f})",
+            f"{m.get('node') or m['node_id']}: group {m.get('from_group_id')} -> "
+            f"{m.get('to_group_id')}, gain {m.get('expected_gain', 0):+.2f}",
             (m["at"] - t0, 0.05),
             rotation=90,
             fontsize=7,

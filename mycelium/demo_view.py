@@ -169,7 +169,7 @@ def print_summary(console: Console, report: dict[str, Any]) -> None:
     for m in report["migrations"]:
         gain = _fmt(m.get("expected_gain"), "+.3f")
         console.print(
-            f"migration: node {m['node_id']} {m.get('from_group_id')} -> "
+            f"migration: {m.get('node') or m['node_id']} group {m.get('from_group_id')} -> "
             f"{m.get('to_group_id')}, expected gain {gain} ({m.get('reason', '')})"
         )
     t = report["timings"]
