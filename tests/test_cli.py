@@ -41,6 +41,17 @@ def test_help_does_not_import_heavy_modules() -> None:
     assert "HEAVY []" in out.stdout, out.stdout + out.stderr
 
 
+def test_unreadable_data_file_is_a_one_line_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.npz"
+    bad.write_text("not an npz")
+    result = runner.invoke(
+        app, ["node", "--data", str(bad), "--registry-url", "http://127.0.0.1:9"]
+    )
+    assert result.exit_code == 1
+    assert "error:" in result.output and "bad.npz" in result.output
+    assert "Traceback" not in result.output
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -50,6 +61,7 @@ def test_help_does_not_import_heavy_modules() -> None:
         (["node", "--join-policy", "closed"], "--join-policy"),
         (["node", "--data", "/nonexistent.npz"], "is not a file"),
         (["demo", "--scenario", "spiral"], "--scenario"),
+        (["node", "--scenario", "spiral", "--registry-url", "http://127.0.0.1:9"], "scenario"),
     ],
 )
 def test_bad_input_is_a_one_line_error(args: list[str], message: str) -> None:
