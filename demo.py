@@ -28,9 +28,14 @@ ENTRYPOINT = Path(__file__).resolve().parent / "mycelium_net.py"
 DEFAULT_PORT = 8000
 POLL_S = 1.0
 STABLE_CYCLES = 3
-# Group accuracy is measured on members' small validation splits (a few dozen images):
-# one image is worth ~0.03, so "flat" allows a few images of noise.
-FLAT_ACCURACY = 0.05
+# Stability: no membership change for STABLE_CYCLES evaluation cycles, then at least
+# STABLE_ROUNDS rounds in every group, whose accuracy is flat: group accuracy comes from
+# members' small validation splits (one image is worth ~0.03), so means of FLAT_SPAN rounds
+# are compared.
+STABLE_ROUNDS = 6
+FLAT_SPAN = 3
+FLAT_ACCURACY = 0.03
+MEMBERSHIP_EVENTS = ("joined", "left", "migrated", "evicted")
 START_GAP_S = 3.0
 
 
@@ -228,19 +233,29 @@ def migrations(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [e for e in events if e["type"] == "migrated"]
 
 
-def is_stable(history: list[tuple[float, int, dict[int, float]]], window: float) -> bool:
-    """No migration and no group accuracy change beyond FLAT_ACCURACY within ``window`` s.
+def is_stable(
+    groups: list[dict[str, Any]], events: list[dict[str, Any]], now: float, window: float
+) -> bool:
+    """The network has settled (all times in unix seconds):
 
-    ``history`` holds (elapsed, migration count, {group_id: accuracy}) samples.
+    - no membership change (join, leave, migration, eviction) for ``window`` seconds;
+    - every group with members completed ``STABLE_ROUNDS`` rounds since that change;
+    - and its accuracy is flat: the mean of its last ``FLAT_SPAN`` rounds is within
+      ``FLAT_ACCURACY`` of the mean of the ``FLAT_SPAN`` rounds before them.
     """
-    if not history or history[-1][0] - history[0][0] < window:
+    changes = [e["at"] for e in events if e["type"] in MEMBERSHIP_EVENTS]
+    if not changes or now - max(changes) < window:
         return False
-    now, moves, accs = history[-1]
-    recent = [h for h in history if now - h[0] <= window]
-    if any(h[1] != moves for h in recent) or not accs:
+    populated = [g for g in groups if g.get("members")]
+    return bool(populated) and all(_settled(g, max(changes)) for g in populated)
+
+
+def _settled(group: dict[str, Any], since: float) -> bool:
+    accs = [r["accuracy"] for r in group.get("rounds", []) if r["reported_at"] > since]
+    if len(accs) < max(STABLE_ROUNDS, 2 * FLAT_SPAN):
         return False
-    first = recent[0][2]
-    return all(gid in first and abs(acc - first[gid]) <= FLAT_ACCURACY for gid, acc in accs.items())
+    last, before = accs[-FLAT_SPAN:], accs[-2 * FLAT_SPAN : -FLAT_SPAN]
+    return abs(sum(last) / FLAT_SPAN - sum(before) / FLAT_SPAN) <= FLAT_ACCURACY
 
 
 # ---------------------------------------------------------------------- the run
@@ -278,10 +293,8 @@ def watch(
     run: DemoRun, client: RegistryClient, on_snapshot: Callable[[Snapshot], None]
 ) -> Snapshot:
     """Poll the registry until the network is stable or the duration is over."""
-    history: list[tuple[float, int, dict[int, float]]] = []
     window = STABLE_CYCLES * run.config.evaluation_interval
     last = snapshot(client, run)
-    all_started_at = run.elapsed()
     while run.elapsed() < run.config.duration:
         _check_children(run)
         try:
@@ -289,14 +302,8 @@ def watch(
         except RegistryError as exc:
             logger.warning("registry poll failed: %s", exc)
         on_snapshot(last)
-        accs = {
-            g["group_id"]: g["accuracy"]
-            for g in last.groups
-            if g.get("accuracy") is not None and g["num_members"] > 0
-        }
-        history.append((last.at, len(migrations(run.events)), accs))
-        settled = run.elapsed() - all_started_at > window
-        if settled and _everyone_placed(run, last) and is_stable(history, window):
+        settled = is_stable(last.groups, run.events, time.time(), window)
+        if settled and _everyone_placed(run, last):
             run.timings["stable_at_s"] = round(last.at, 1)
             break
         time.sleep(POLL_S)

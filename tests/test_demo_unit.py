@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from demo import DemoConfig, is_stable, plan_nodes, purity
 
 
@@ -24,14 +26,30 @@ def test_purity() -> None:
     assert purity([], clusters) is None
 
 
-def test_stable_needs_a_full_quiet_window() -> None:
-    flat = [(t, 1, {1: 0.90, 2: 0.80}) for t in range(0, 31, 5)]
-    assert is_stable(flat, window=30)
-    assert not is_stable(flat[:3], window=30)  # too short a history
+def group(accs: list[float], start: float = 100.0, step: float = 7.0) -> dict[str, Any]:
+    rounds = [{"reported_at": start + k * step, "accuracy": a} for k, a in enumerate(accs)]
+    return {"members": [{"name": "n0"}], "rounds": rounds}
 
 
-def test_a_recent_migration_or_moving_accuracy_is_not_stable() -> None:
-    moved = [(t, 1 if t < 20 else 2, {1: 0.9}) for t in range(0, 31, 5)]
-    assert not is_stable(moved, window=30)
-    rising = [(t, 0, {1: 0.5 + t / 100}) for t in range(0, 31, 5)]
-    assert not is_stable(rising, window=30)
+JOINED = [{"type": "joined", "at": 90.0}, {"type": "heartbeat-free noise", "at": 500.0}]
+
+
+def test_stable_after_a_quiet_window_with_enough_flat_rounds() -> None:
+    flat = [0.80, 0.86, 0.83, 0.84, 0.86, 0.83]
+    assert is_stable([group(flat)], JOINED, now=150.0, window=30.0)
+
+
+def test_not_stable_too_soon_after_a_membership_change() -> None:
+    flat = [0.80, 0.86, 0.83, 0.84, 0.86, 0.83]
+    moved = [*JOINED, {"type": "migrated", "at": 130.0}]
+    assert not is_stable([group(flat)], moved, now=150.0, window=30.0)
+    assert not is_stable([group(flat)], [], now=150.0, window=30.0)
+
+
+def test_not_stable_with_too_few_rounds_or_a_rising_group() -> None:
+    assert not is_stable([group([0.8, 0.8, 0.8])], JOINED, now=150.0, window=30.0)
+    rising = [0.70, 0.72, 0.74, 0.80, 0.82, 0.84]
+    assert not is_stable([group(rising)], JOINED, now=150.0, window=30.0)
+    empty_group = {"members": [], "rounds": []}
+    flat = group([0.8] * 6)
+    assert is_stable([flat, empty_group], JOINED, now=150.0, window=30.0)
