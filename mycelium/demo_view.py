@@ -22,22 +22,24 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _describe(event: dict[str, Any]) -> str:
+def _describe(event: dict[str, Any], names: dict[int, str]) -> str:
     data = event.get("data") or {}
-    node, group = event.get("node_id"), event.get("group_id")
-    kind = event["type"]
+    group, kind = event.get("group_id"), event["type"]
+    node = names.get(event.get("node_id") or -1, f"node {event.get('node_id')}")
     if kind == "migrated":
         return (
-            f"node {node} migrated {data.get('from_group_id')} -> {data.get('to_group_id')}"
-            f" (gain {_fmt(data.get('expected_gain'), '+.3f')})"
+            f"{node} migrated: group {data.get('from_group_id')} -> {data.get('to_group_id')}"
+            f" (gain {_fmt(data.get('expected_gain'), '+.3f')}, {data.get('reason', '')})"
         )
     if kind in ("joined", "left", "evicted"):
-        return f"node {node} {kind} group {group}"
+        return f"{node} {kind} group {group}"
+    if kind == "node_registered":
+        return f"{node} registered"
     if kind == "group_created":
         return f"group {group} founded ({data.get('name', '')})"
     if kind in ("dissolved", "group_failed"):
         return f"group {group} {kind.replace('_', ' ')}"
-    return f"{kind} node={node} group={group}"
+    return f"{kind} {node} group={group}"
 
 
 def render(run: DemoRun, snap: Snapshot) -> Group:
@@ -69,7 +71,13 @@ def render(run: DemoRun, snap: Snapshot) -> Group:
             str(n.get("round") or "-"),
             str(n["alive"]),
         )
-    events = "\n".join(f"#{e['id']:>4} {_describe(e)}" for e in snap.events[-EVENT_ROWS:])
+    names = {
+        e["node_id"]: e["data"].get("name", "?")
+        for e in snap.events
+        if e["type"] == "node_registered"
+    }
+    recent = snap.events[-EVENT_ROWS:]
+    events = "\n".join(f"#{e['id']:>4} {_describe(e, names)}" for e in recent)
     header = (
         f"Mycelium Net demo  |  elapsed {snap.at:5.0f}s / {run.config.duration:.0f}s  |  "
         f"API docs: {run.registry_url}/docs"
