@@ -21,6 +21,7 @@ from typing import Any
 
 from mycelium.client import RegistryClient, RegistryError
 from mycelium.procs import ManagedProcess, free_port, port_is_free, tree_rss_mb, wait_for
+from mycelium_node import node_command
 
 logger = logging.getLogger(__name__)
 
@@ -157,37 +158,23 @@ def start_registry(run: DemoRun) -> ManagedProcess:
 
 def start_node(run: DemoRun, spec: NodeSpec, join_group: int | None) -> ManagedProcess:
     cfg = run.config
-    args = [
-        "node",
-        "--name",
-        spec.name,
-        "--registry-url",
-        run.registry_url,
-        "--scenario",
-        cfg.scenario,
-        "--clusters",
-        str(cfg.clusters),
-        "--cluster",
-        str(spec.cluster),
-        "--partition",
-        f"{spec.index}/{cfg.nodes * cfg.shards_per_node}",
-        "--seed",
-        str(cfg.seed),
-        "--heartbeat-interval",
-        str(cfg.heartbeat_interval),
-        "--group-evaluation-interval",
-        str(cfg.evaluation_interval),
-        "--cooldown",
-        str(cfg.cooldown),
-        "--max-capacity",
-        str(max(2, cfg.nodes)),
-        "--work-dir",
-        str(run.run_dir / spec.name),
-    ]
-    if join_group is not None:
-        args += ["--join", str(join_group)]
+    args = node_command(
+        name=spec.name,
+        registry_url=run.registry_url,
+        scenario=cfg.scenario,
+        clusters=cfg.clusters,
+        cluster=spec.cluster,
+        partition=f"{spec.index}/{cfg.nodes * cfg.shards_per_node}",
+        seed=cfg.seed,
+        heartbeat_interval=cfg.heartbeat_interval,
+        group_evaluation_interval=cfg.evaluation_interval,
+        cooldown=cfg.cooldown,
+        max_capacity=max(2, cfg.nodes),
+        work_dir=run.run_dir / spec.name,
+        join=join_group,
+    )
     proc = ManagedProcess(
-        spec.name, _python(*args), log_path=run.run_dir / "logs" / f"{spec.name}.log"
+        spec.name, args, log_path=run.run_dir / "logs" / f"{spec.name}.log"
     ).start()
     run.processes.append(proc)
     return proc

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -623,6 +624,19 @@ def load_node_data(config: NodeConfig) -> ClientData:
         num_clients=config.partition_count,
         seed=config.seed,
     )
+
+
+ENTRYPOINT = Path(__file__).resolve().parent / "mycelium_net.py"
+
+
+def node_command(**options: str | int | float | Path | None) -> list[str]:
+    """argv of ``python mycelium_net.py node`` with each keyword as ``--key-name value``
+    (``None`` values left out), for the demo, benchmarks and tests that start agents."""
+    args = [sys.executable, str(ENTRYPOINT), "node"]
+    for key, value in options.items():
+        if value is not None:
+            args += [f"--{key.replace('_', '-')}", str(value)]
+    return args
 
 
 def run_node(config: NodeConfig) -> int:

@@ -13,54 +13,39 @@ from __future__ import annotations
 
 import logging
 import statistics
-import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from mycelium.client import RegistryClient
 from mycelium.procs import ManagedProcess, descendant_pids, tree_rss_mb, wait_for
+from mycelium_node import node_command
 
 logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
-AGENT_FLAGS = [
-    "--heartbeat-interval",
-    "1",
-    "--group-evaluation-interval",
-    "4",
-    "--cooldown",
-    "8",
-    "--scenario",
-    "rotate",
-    "--clusters",
-    "2",
-]
 SETTLE_TIMEOUT_S = 180.0
 EXTRA_ROUNDS = 3
 
 
 @contextmanager
 def agent(
-    workdir: Path, url: str, name: str, cluster: int, index: int, *extra: str
+    workdir: Path, url: str, name: str, cluster: int, index: int, join: int | None = None
 ) -> Iterator[ManagedProcess]:
-    args = [
-        sys.executable,
-        str(ROOT / "mycelium_net.py"),
-        "node",
-        "--name",
-        name,
-        "--registry-url",
-        url,
-        "--cluster",
-        str(cluster),
-        "--partition",
-        f"{index}/16",
-        "--work-dir",
-        str(workdir / name),
-        *AGENT_FLAGS,
-        *extra,
-    ]
+    """A real node agent with fast timers (rotate digits, 2 clusters, 1/16 of the data)."""
+    args = node_command(
+        name=name,
+        registry_url=url,
+        scenario="rotate",
+        clusters=2,
+        cluster=cluster,
+        partition=f"{index}/16",
+        work_dir=workdir / name,
+        heartbeat_interval=1,
+        group_evaluation_interval=4,
+        cooldown=8,
+        join=join,
+    )
     proc = ManagedProcess(name, args, log_path=workdir / f"{name}.log", cwd=ROOT).start()
     try:
         yield proc
@@ -98,7 +83,7 @@ def measure_migration(workdir: Path, url: str) -> dict[str, float]:
         group_b = wait_for(
             lambda: _group_of(client, "b"), timeout=SETTLE_TIMEOUT_S, what="b founds"
         )
-        mover = stack.enter_context(agent(workdir, url, "m", 1, 3, "--join", str(group_a)))
+        mover = stack.enter_context(agent(workdir, url, "m", 1, 3, join=group_a))
         event = wait_for(
             lambda: _migration_event(client, group_b), timeout=SETTLE_TIMEOUT_S, what="m migrates"
         )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -14,49 +13,32 @@ import pytest
 
 from mycelium.client import RegistryClient
 from mycelium.procs import ManagedProcess, descendant_pids, wait_for
-from tests.factories import ENTRYPOINT, start_registry
+from mycelium_node import node_command
+from tests.factories import start_registry
 
 pytestmark = pytest.mark.slow
-
-FAST = [
-    "--heartbeat-interval",
-    "1",
-    "--group-evaluation-interval",
-    "4",
-    "--cooldown",
-    "8",
-    "--warmup-epochs",
-    "20",
-    "--log-level",
-    "info",
-]
 
 
 @contextmanager
 def node_process(
-    tmp_path: Path, url: str, name: str, cluster: int, index: int, *extra: str
+    tmp_path: Path, url: str, name: str, cluster: int, index: int, join: int | None = None
 ) -> Iterator[ManagedProcess]:
-    args = [
-        sys.executable,
-        str(ENTRYPOINT),
-        "node",
-        "--name",
-        name,
-        "--registry-url",
-        url,
-        "--scenario",
-        "rotate",
-        "--clusters",
-        "2",
-        "--cluster",
-        str(cluster),
-        "--partition",
-        f"{index}/4",
-        "--work-dir",
-        str(tmp_path / name),
-        *FAST,
-        *extra,
-    ]
+    """A real node agent with fast timers (rotate digits, 2 clusters, 1/4 of the data)."""
+    args = node_command(
+        name=name,
+        registry_url=url,
+        scenario="rotate",
+        clusters=2,
+        cluster=cluster,
+        partition=f"{index}/4",
+        work_dir=tmp_path / name,
+        heartbeat_interval=1,
+        group_evaluation_interval=4,
+        cooldown=8,
+        warmup_epochs=20,
+        log_level="info",
+        join=join,
+    )
     proc = ManagedProcess(name, args, log_path=tmp_path / f"{name}.log").start()
     try:
         yield proc
@@ -125,7 +107,7 @@ def test_a_node_in_the_wrong_group_migrates_to_its_own_cluster(tmp_path: Path) -
         g1 = wait_for(lambda: group_of(client, "b1"), timeout=90, what="b1 placed")
         assert g1 != g0, "different clusters must not share a group"
 
-        lost = stack.enter_context(node_process(tmp_path, url, "c1", 1, 3, "--join", str(g0)))
+        lost = stack.enter_context(node_process(tmp_path, url, "c1", 1, 3, join=g0))
         wait_for(lambda: group_of(client, "c1") == g0 or None, timeout=90, what="forced join")
         wait_for(
             lambda: group_of(client, "c1") == g1 or None,
