@@ -15,7 +15,8 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
@@ -30,7 +31,7 @@ from mycelium.client import (
     RegistryError,
     RegistryUnavailable,
 )
-from mycelium.procs import port_is_open
+from mycelium.procs import ManagedProcess, port_is_open
 
 if TYPE_CHECKING:  # torch and flwr are imported only when the agent runs
     from mycelium.data import ClientData
@@ -637,6 +638,28 @@ def node_command(**options: str | int | float | Path | None) -> list[str]:
         if value is not None:
             args += [f"--{key.replace('_', '-')}", str(value)]
     return args
+
+
+# Timers that let tests and benchmarks see a whole node life in about a minute.
+FAST_TIMERS: dict[str, float] = {
+    "heartbeat_interval": 1,
+    "group_evaluation_interval": 4,
+    "cooldown": 8,
+}
+
+
+@contextmanager
+def agent_process(
+    work_dir: Path, *, name: str, stop_timeout: float = 30.0, **options: str | int | float | None
+) -> Iterator[ManagedProcess]:
+    """Run ``mycelium_net.py node --name NAME --work-dir WORK_DIR/NAME ...options`` as a child
+    process (log in ``WORK_DIR/NAME.log``); SIGTERM it, and wait, on exit."""
+    args = node_command(name=name, work_dir=work_dir / name, **options)
+    proc = ManagedProcess(name, args, log_path=work_dir / f"{name}.log").start()
+    try:
+        yield proc
+    finally:
+        proc.stop(timeout=stop_timeout)
 
 
 def run_node(config: NodeConfig) -> int:

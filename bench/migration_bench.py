@@ -13,44 +13,34 @@ from __future__ import annotations
 
 import logging
 import statistics
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 
 from mycelium.client import RegistryClient
 from mycelium.procs import ManagedProcess, descendant_pids, tree_rss_mb, wait_for
-from mycelium_node import node_command
+from mycelium_node import FAST_TIMERS, agent_process
 
 logger = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent
 SETTLE_TIMEOUT_S = 180.0
 EXTRA_ROUNDS = 3
 
 
-@contextmanager
 def agent(
     workdir: Path, url: str, name: str, cluster: int, index: int, join: int | None = None
-) -> Iterator[ManagedProcess]:
+) -> AbstractContextManager[ManagedProcess]:
     """A real node agent with fast timers (rotate digits, 2 clusters, 1/16 of the data)."""
-    args = node_command(
+    return agent_process(
+        workdir,
         name=name,
         registry_url=url,
         scenario="rotate",
         clusters=2,
         cluster=cluster,
         partition=f"{index}/16",
-        work_dir=workdir / name,
-        heartbeat_interval=1,
-        group_evaluation_interval=4,
-        cooldown=8,
         join=join,
+        **FAST_TIMERS,
     )
-    proc = ManagedProcess(name, args, log_path=workdir / f"{name}.log", cwd=ROOT).start()
-    try:
-        yield proc
-    finally:
-        proc.stop(timeout=30)
 
 
 def _group_of(client: RegistryClient, name: str) -> int | None:

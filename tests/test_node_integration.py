@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -13,37 +12,30 @@ import pytest
 
 from mycelium.client import RegistryClient
 from mycelium.procs import ManagedProcess, descendant_pids, wait_for
-from mycelium_node import node_command
+from mycelium_node import FAST_TIMERS, agent_process
 from tests.factories import start_registry
 
 pytestmark = pytest.mark.slow
 
 
-@contextmanager
 def node_process(
     tmp_path: Path, url: str, name: str, cluster: int, index: int, join: int | None = None
-) -> Iterator[ManagedProcess]:
+) -> AbstractContextManager[ManagedProcess]:
     """A real node agent with fast timers (rotate digits, 2 clusters, 1/4 of the data)."""
-    args = node_command(
+    return agent_process(
+        tmp_path,
         name=name,
+        stop_timeout=20,
         registry_url=url,
         scenario="rotate",
         clusters=2,
         cluster=cluster,
         partition=f"{index}/4",
-        work_dir=tmp_path / name,
-        heartbeat_interval=1,
-        group_evaluation_interval=4,
-        cooldown=8,
         warmup_epochs=20,
         log_level="info",
         join=join,
+        **FAST_TIMERS,
     )
-    proc = ManagedProcess(name, args, log_path=tmp_path / f"{name}.log").start()
-    try:
-        yield proc
-    finally:
-        proc.stop(timeout=20)
 
 
 def node_named(client: RegistryClient, name: str) -> dict[str, Any] | None:
