@@ -21,11 +21,10 @@ from typing import Any
 
 from mycelium.client import RegistryClient, RegistryError
 from mycelium.procs import ManagedProcess, free_port, port_is_free, tree_rss_mb, wait_for
-from mycelium_node import node_command
+from mycelium_node import ENTRYPOINT, node_command
 
 logger = logging.getLogger(__name__)
 
-ENTRYPOINT = Path(__file__).resolve().parent / "mycelium_net.py"
 DEFAULT_PORT = 8000
 POLL_S = 1.0
 STABLE_CYCLES = 3

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, TypeVar
 from mycelium import policy
 from mycelium.client import (
     Conflict,
-    GroupCredentials,
     NodeCredentials,
     RegistryClient,
     RegistryError,
@@ -34,6 +33,8 @@ from mycelium.client import (
 from mycelium.procs import ManagedProcess, port_is_open
 
 if TYPE_CHECKING:  # torch and flwr are imported only when the agent runs
+    import numpy as np
+
     from mycelium.data import ClientData
     from mycelium.group_host import GroupHost
     from mycelium.supernode import SuperNode
@@ -91,7 +92,6 @@ class _Membership:
     group_id: int
     fleet_address: str
     supernode: SuperNode
-    joined_at: float
 
 
 class NodeAgent:
@@ -111,7 +111,6 @@ class NodeAgent:
         self.credentials: NodeCredentials | None = None
         self.membership: _Membership | None = None
         self.hosted: GroupHost | None = None
-        self.hosted_credentials: GroupCredentials | None = None
         self.last_move_at: float | None = None
         self.penalty = 0.0
         self.moves = 0
@@ -122,6 +121,7 @@ class NodeAgent:
         self.data: ClientData | None = None
         self.trainer_server: TrainerServer | None = None
         self.trainer_url = ""
+        self.local_test_accuracy: float | None = None
 
     # ------------------------------------------------------------------ life cycle
     def run(self) -> int:
@@ -159,15 +159,15 @@ class NodeAgent:
         self.trainer = LocalTrainer(data, seed=self.config.seed)
         self.trainer_server = TrainerServer(self.trainer)
         self.trainer_url = self.trainer_server.start()
-        self.num_samples = int(len(data.y_train))
 
     def _register(self) -> None:
-        cfg = self.config
+        assert self.trainer is not None
+        cfg, num_samples = self.config, self.trainer.num_examples
         self.credentials = self._retry(
             "register",
             lambda: self.registry.register_node(
                 name=cfg.name,
-                num_samples=self.num_samples,
+                num_samples=num_samples,
                 task=cfg.task,
                 address=cfg.node_address,
             ),
@@ -178,6 +178,7 @@ class NodeAgent:
     def _warm_up(self) -> None:
         assert self.trainer is not None
         self.trainer.warm_up(self.config.warmup_epochs)
+        self.local_test_accuracy = self._test_accuracy(self.trainer.local_arrays())
         self.started_at = self.clock()  # the policy's warm-up is these local epochs
         logger.info("warmed up: local-only accuracy %.3f", self.trainer.local_score())
 
@@ -237,7 +238,7 @@ class NodeAgent:
         if m is None or m.supernode.is_running():
             return
         logger.warning("SuperNode for group %s exited; restarting it", m.group_id)
-        self.membership = replace_supernode(m, self._start_supernode(m.fleet_address))
+        self.membership = replace(m, supernode=self._start_supernode(m.fleet_address))
         self._heartbeat()
 
     def _heartbeat(self) -> None:
@@ -251,7 +252,7 @@ class NodeAgent:
                 group_id=m.group_id if m else None,
                 accuracy=score if score is not None else self.trainer.local_score(),
                 loss=None,
-                num_samples=self.num_samples,
+                num_samples=self.trainer.num_examples,
                 round=self.trainer.last_round,
                 flower_node_id=flower_id,
             )
@@ -263,35 +264,32 @@ class NodeAgent:
             logger.warning("heartbeat refused: %s", exc)
         self._write_status()
 
-    def _write_status(self) -> None:
-        """status.json in the work dir: local-only vs group model on own val and test data."""
+    def _test_accuracy(self, arrays: list[np.ndarray]) -> float:
+        """Accuracy of ``arrays`` on this node's own test split."""
         from mycelium import model as model_lib
 
-        assert self.trainer is not None and self.data is not None
+        assert self.data is not None
         net = model_lib.create_model(self.config.seed)
-        x_test, y_test = self.data.x_test, self.data.y_test
+        model_lib.set_weights(net, arrays)
+        return model_lib.evaluate(net, self.data.x_test, self.data.y_test)[1]
 
-        def test_accuracy(arrays: list | None) -> float | None:
-            if arrays is None:
-                return None
-            model_lib.set_weights(net, arrays)
-            return model_lib.evaluate(net, x_test, y_test)[1]
-
+    def _write_status(self) -> None:
+        """status.json in the work dir: local-only vs group model on own val and test data."""
+        assert self.trainer is not None
+        group_arrays = self.trainer.last_group_arrays if self.membership else None
         status = {
             "name": self.config.name,
             "node_id": self.credentials.node_id if self.credentials else None,
             "group_id": self.membership.group_id if self.membership else None,
             "local_val_accuracy": self.trainer.local_score(),
-            "local_test_accuracy": test_accuracy(self.trainer.local_arrays()),
+            "local_test_accuracy": self.local_test_accuracy,
             "group_val_accuracy": self.trainer.group_score,
-            "group_test_accuracy": test_accuracy(self.trainer.last_group_arrays)
-            if self.membership
-            else None,
+            "group_test_accuracy": (
+                self._test_accuracy(group_arrays) if group_arrays is not None else None
+            ),
             "round": self.trainer.last_round,
             "moves": self.moves,
-            "hosting_group_id": self.hosted_credentials.group_id
-            if self.hosted_credentials
-            else None,
+            "hosting_group_id": self.hosted.group_id if self.hosted else None,
         }
         path = self.config.work_dir / STATUS_FILE
         tmp = path.with_suffix(".tmp")
@@ -321,11 +319,13 @@ class NodeAgent:
         groups = self._safe(lambda: self.registry.list_groups(task=self.config.task, limit=100))
         if groups is None:
             return  # registry down: keep training where we are
-        decision = self._decide(groups)
+        decision, state = self._decide(groups)
         logger.debug("decision: %s", decision)
         by_id = {g["group_id"]: g for g in groups}
         if decision.action == "found":
-            self._found_group(decision)
+            # Re-forming after our group vanished keeps what that group had learned.
+            vanished = state.current_group_id is not None and state.current_score is None
+            self._found_group(decision, reform=vanished)
         elif decision.action in ("join", "migrate") and decision.group_id in by_id:
             target = by_id[decision.group_id]
             if self.membership is None:
@@ -333,12 +333,11 @@ class NodeAgent:
             else:
                 self._migrate(target, decision)
 
-    def _decide(self, groups: list[dict]) -> policy.Decision:
-        assert self.trainer is not None
+    def _decide(self, groups: list[dict]) -> tuple[policy.Decision, policy.NodeState]:
         current_id = self.membership.group_id if self.membership else None
         candidates, current_score = self._probe(groups, current_id)
         state = self._node_state(current_id, current_score)
-        return policy.decide(state, candidates, self._policy_config(), self.clock())
+        return policy.decide(state, candidates, self._policy_config(), self.clock()), state
 
     def _node_state(self, current_id: int | None, current_score: float | None) -> policy.NodeState:
         assert self.trainer is not None
@@ -445,7 +444,7 @@ class NodeAgent:
             decision.reason,
         )
 
-    def _found_group(self, decision: policy.Decision) -> None:
+    def _found_group(self, decision: policy.Decision, *, reform: bool) -> None:
         from mycelium.group_host import GroupHost
 
         if self.hosted is not None:
@@ -459,7 +458,7 @@ class NodeAgent:
             join_policy=cfg.join_policy,
             performance_threshold=cfg.performance_threshold,
             work_dir=cfg.work_dir / "group",
-            seed_model=self._seed_model(decision),
+            seed_model=self._seed_model(reform=reform),
             run_config=cfg.group_run_config or None,
             node_token=self.credentials.token if self.credentials else None,
         )
@@ -469,7 +468,7 @@ class NodeAgent:
             logger.warning("could not found a group: %s", exc)
             host.stop()
             return
-        self.hosted, self.hosted_credentials = host, creds
+        self.hosted = host
         logger.info("founded group %s (%s)", creds.group_id, decision.reason)
         group = self._safe(lambda: self.registry.get_group(creds.group_id))
         if group is None:
@@ -479,22 +478,20 @@ class NodeAgent:
         else:
             self._migrate(group, replace(decision, group_id=creds.group_id))
 
-    def _seed_model(self, decision: policy.Decision) -> bytes:
+    def _seed_model(self, *, reform: bool) -> bytes:
         """A group re-formed after its group failed starts from that group's last model;
         a new group starts from this node's warmed-up local model."""
         from mycelium.codec import weights_to_bytes
 
         assert self.trainer is not None
-        arrays = self.trainer.last_group_arrays
-        if arrays is None or "vanished" not in decision.reason:
-            arrays = self.trainer.local_arrays()
-        return weights_to_bytes(arrays)
+        arrays = self.trainer.last_group_arrays if reform else None
+        return weights_to_bytes(arrays if arrays is not None else self.trainer.local_arrays())
 
     def _tend_hosted_group(self) -> None:
         """Keep hosting while the group has live members; stop when it is empty."""
-        if self.hosted is None or self.hosted_credentials is None:
+        gid = self.hosted.group_id if self.hosted else None
+        if self.hosted is None or gid is None:
             return
-        gid = self.hosted_credentials.group_id
         group = self._safe(lambda: self.registry.get_group(gid))
         if group is None:
             return
@@ -502,7 +499,7 @@ class NodeAgent:
         if not mine and group.get("num_members", 0) == 0:
             logger.info("hosted group %s has no live member: stopping it", gid)
             self.hosted.stop()
-            self.hosted = self.hosted_credentials = None
+            self.hosted = None
 
     def _attach(self, group: dict) -> None:
         supernode = self._start_supernode(group["fleet_address"])
@@ -510,7 +507,6 @@ class NodeAgent:
             group_id=group["group_id"],
             fleet_address=group["fleet_address"],
             supernode=supernode,
-            joined_at=self.clock(),
         )
         self._heartbeat()
 
@@ -605,10 +601,6 @@ def superlink_reachable(fleet_address: str) -> bool:
         return port_is_open(int(port), host or "127.0.0.1")
     except ValueError:
         return False
-
-
-def replace_supernode(m: _Membership, supernode: SuperNode) -> _Membership:
-    return _Membership(m.group_id, m.fleet_address, supernode, m.joined_at)
 
 
 def load_node_data(config: NodeConfig) -> ClientData:
