@@ -19,7 +19,8 @@ def bench_registry(
     connections: Annotated[int, typer.Option(help="Concurrent clients.", min=1)] = 64,
     duration: Annotated[float, typer.Option(help="Seconds per measurement.", min=1)] = 10.0,
     json_path: Annotated[
-        Path | None, typer.Option("--json", help="Also write the figures as JSON here.")
+        Path | None,
+        typer.Option("--json", resolve_path=True, help="Also write the figures as JSON here."),
     ] = None,
     log_level: LogLevel = "warning",
 ) -> None:
@@ -57,11 +58,11 @@ def bench_learning(
         list[str] | None,
         typer.Option(help="local, global, oracle, ifca, naive, mycelium; repeat (default: all)."),
     ] = None,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Write results as JSON.")] = (
-        None
-    ),
+    json_path: Annotated[
+        Path | None, typer.Option("--json", resolve_path=True, help="Write results as JSON.")
+    ] = None,
     plot_path: Annotated[
-        Path | None, typer.Option("--plot", help="Write accuracy-per-round PNG.")
+        Path | None, typer.Option("--plot", resolve_path=True, help="Write accuracy-per-round PNG.")
     ] = None,
     log_level: LogLevel = "warning",
 ) -> None:
@@ -94,10 +95,12 @@ def bench_flower(
         typer.Option(help="warm and/or cold; repeat for both (default: both)."),
     ] = None,
     json_path: Annotated[
-        Path | None, typer.Option("--json", help="Also write the figures as JSON here.")
+        Path | None,
+        typer.Option("--json", resolve_path=True, help="Also write the figures as JSON here."),
     ] = None,
     work_dir: Annotated[
-        Path | None, typer.Option(help="Keep logs here (default: a temporary folder).")
+        Path | None,
+        typer.Option(resolve_path=True, help="Keep logs here (default: a temporary folder)."),
     ] = None,
     migration: Annotated[
         bool, typer.Option(help="Also measure migration latency and node/group RSS.")

@@ -30,10 +30,17 @@ def demo(
     ] = False,
     run_dir: Annotated[
         Path | None,
-        typer.Option(help="Folder for logs, report and figure (default: a new ./mycelium-demo-*)."),
+        typer.Option(
+            resolve_path=True,
+            help="Folder for logs, report and figure (default: a new ./mycelium-demo-*).",
+        ),
     ] = None,
-    report: Annotated[Path | None, typer.Option(help="Write the JSON report here.")] = None,
-    plot: Annotated[Path | None, typer.Option(help="Write the PNG figure here.")] = None,
+    report: Annotated[
+        Path | None, typer.Option(resolve_path=True, help="Write the JSON report here.")
+    ] = None,
+    plot: Annotated[
+        Path | None, typer.Option(resolve_path=True, help="Write the PNG figure here.")
+    ] = None,
     log_level: LogLevel = "warning",
 ) -> None:
     """Start a registry and N nodes; watch groups form, learn and migrate."""

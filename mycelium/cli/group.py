@@ -37,6 +37,7 @@ def group(
     work_dir: Annotated[
         Path | None,
         typer.Option(
+            resolve_path=True,
             help="Folder for the Flower home and logs (default runs/group-NAME).",
             envvar="MYCELIUM_WORK_DIR",
         ),
@@ -96,7 +97,7 @@ def group(
         max_capacity=max_capacity,
         join_policy=join_policy,
         performance_threshold=performance_threshold,
-        work_dir=work_dir or config.RUNS_DIR / f"group-{name}",
+        work_dir=(work_dir or config.RUNS_DIR / f"group-{name}").resolve(),
         heartbeat_interval=heartbeat_interval,
         run_config={
             "local-epochs": -1 if local_epochs is None else local_epochs,

@@ -57,6 +57,7 @@ def node(
     data: Annotated[
         Path | None,
         typer.Option(
+            resolve_path=True,
             help="Your own .npz with arrays x and y (replaces the scenario options).",
             envvar="MYCELIUM_DATA",
         ),
@@ -123,6 +124,7 @@ def node(
     work_dir: Annotated[
         Path | None,
         typer.Option(
+            resolve_path=True,
             help="Folder for Flower homes and logs (default runs/node-NAME).",
             envvar="MYCELIUM_WORK_DIR",
         ),
@@ -160,7 +162,7 @@ def node(
         invite_code=invite,
         join_group=join,
         warmup_epochs=warmup_epochs,
-        work_dir=work_dir or config.RUNS_DIR / f"node-{name}",
+        work_dir=(work_dir or config.RUNS_DIR / f"node-{name}").resolve(),
     )
     try:
         code = mycelium_node.run_node(node_config)

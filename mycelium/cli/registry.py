@@ -19,7 +19,7 @@ def registry(
         int, typer.Option(help="TCP port.", envvar="MYCELIUM_PORT", min=1, max=65535)
     ] = config.REGISTRY_PORT,
     db: Annotated[
-        Path, typer.Option(help="SQLite database file.", envvar="MYCELIUM_DB")
+        Path, typer.Option(resolve_path=True, help="SQLite database file.", envvar="MYCELIUM_DB")
     ] = config.REGISTRY_DB,
     node_ttl: Annotated[
         float,
