@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mycelium import model as model_lib
 from mycelium.client import RegistryClient, RegistryError
-from mycelium.codec import sha256_hex, weights_to_bytes
-from mycelium.data import make_partition
 from mycelium.group_host import GroupHost
+from mycelium.learning import model as model_lib
+from mycelium.learning.codec import sha256_hex, weights_to_bytes
+from mycelium.learning.data import make_partition
 from mycelium.procs import wait_for
 from mycelium.supernode import SuperNode
 from mycelium.trainer import LocalTrainer, TrainerServer

@@ -68,7 +68,7 @@ def bench_learning(
 ) -> None:
     """Simulate migration policies on clustered non-IID digits, in one process."""
     setup_logging(log_level)
-    from mycelium import sim
+    from mycelium.learning import sim
 
     try:
         table = sim.run_cli(

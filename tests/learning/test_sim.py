@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mycelium import sim
+from mycelium.learning import sim
 
 ROOT = Path(__file__).resolve().parents[1]
 

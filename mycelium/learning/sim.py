@@ -3,7 +3,7 @@
 One process, no Flower processes, no HTTP. Every algorithm trains the same MLP on the same
 client splits with the same hyper-parameters and seeds; groups aggregate with Flower's own
 FedAvg (``flwr.server.strategy.aggregate.aggregate``). ``mycelium`` and ``naive`` call the real
-:func:`mycelium.policy.decide` once per round on a simulated clock (``ROUND_SECONDS`` per
+:func:`mycelium.learning.policy.decide` once per round on a simulated clock (``ROUND_SECONDS`` per
 round), in a seeded random order, so group sizes and capacity are always current.
 """
 
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mycelium import data as data_mod
-from mycelium import model as model_mod
-from mycelium.policy import Candidate, NodeState, PolicyConfig, decide, record_move
+from mycelium.learning import data as data_mod
+from mycelium.learning import model as model_mod
+from mycelium.learning.policy import Candidate, NodeState, PolicyConfig, decide, record_move
 
 logger = logging.getLogger(__name__)
 
