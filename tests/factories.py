@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -159,6 +160,11 @@ def registry_app(db_path: Path, **settings: Any) -> Iterator[TestClient]:
 def sweep(client: TestClient) -> None:
     """Run one liveness sweep of the app behind ``client`` now."""
     client.portal.call(client.app.state.storage.sweep)
+
+
+def sha256_hex(data: bytes) -> str:
+    """Hex sha256 of ``data`` (a model's identity in the registry)."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def auth(token: str) -> dict[str, str]:

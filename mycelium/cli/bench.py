@@ -68,10 +68,10 @@ def bench_learning(
 ) -> None:
     """Simulate migration policies on clustered non-IID digits, in one process."""
     setup_logging(log_level)
-    from mycelium.learning import sim
+    from bench import learning_bench
 
     try:
-        table = sim.run_cli(
+        table = learning_bench.run_cli(
             scenarios=scenario,
             clusters=clusters,
             clients=clients,
