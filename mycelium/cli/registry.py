@@ -47,10 +47,10 @@ def registry(
 ) -> None:
     """Serve the global registry of learning groups (Swagger UI at /docs)."""
     setup_logging(log_level)
-    import registry as registry_module
+    from mycelium.registry.server import RegistryStartError, serve
 
     try:
-        registry_module.serve(
+        serve(
             host=host,
             port=port,
             db_path=db,
@@ -59,5 +59,5 @@ def registry(
             max_model_mb=max_model_mb,
             log_level=log_level,
         )
-    except registry_module.RegistryStartError as exc:
+    except RegistryStartError as exc:
         raise fail(str(exc)) from None
