@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from mycelium.registry.deps import Unauthorized
-from mycelium.registry.middleware import BodyLimit
+from mycelium.registry.middleware import BodyRules
 from mycelium.registry.routers import events, groups, models, nodes
 from mycelium.registry.schemas import INT64_MAX, UINT64_MAX
 from mycelium.registry.settings import Settings
@@ -39,7 +39,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.discovery_json = groups.JsonCache()
-    app.add_middleware(BodyLimit, model_limit=settings.max_model_bytes)
+    app.add_middleware(BodyRules, model_limit=settings.max_model_bytes)
     _add_error_handlers(app)
     for module in (nodes, groups, models, events):
         app.include_router(module.router)
