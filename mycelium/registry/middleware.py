@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from email.message import Message as MimeHeader
 from typing import Any
 
 from fastapi.responses import JSONResponse
@@ -28,14 +27,16 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 def is_json(content_type: str | None) -> bool:
-    """True for ``application/json`` and ``application/*+json`` (parameters allowed)."""
+    """True for ``application/json`` and ``application/*+json`` (parameters allowed).
+
+    The media type is compared by hand: ``email.message`` (what FastAPI uses) costs ~20 us,
+    a tenth of a heartbeat.
+    """
     if not content_type:
         return False
-    header = MimeHeader()
-    header["content-type"] = content_type
-    subtype = header.get_content_subtype()
-    return header.get_content_maintype() == "application" and (
-        subtype == "json" or subtype.endswith("+json")
+    mime = content_type.partition(";")[0].strip().lower()
+    return mime == "application/json" or (
+        mime.startswith("application/") and mime.endswith("+json")
     )
 
 
