@@ -52,6 +52,10 @@ def flower_env(flwr_home: Path, extra: Mapping[str, str] | None = None) -> dict[
     flwr_home = Path(flwr_home).absolute()
     flwr_home.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
+    # Flower's own children (the SuperLink starts `flower-superexec` by name) must find
+    # their executables where ours were found, also when the venv is not activated.
+    scripts = os.pathsep.join(str(folder) for folder in _script_dirs())
+    env["PATH"] = os.pathsep.join(p for p in (scripts, env.get("PATH", "")) if p)
     env.update(
         {
             "FLWR_TELEMETRY_ENABLED": "0",
