@@ -27,6 +27,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
 
 from mycelium import schemas
+from mycelium.dashboard.install import StreamClosingServer, install_dashboard
+from mycelium.dashboard.sources import storage_sources
 from mycelium.storage import (
     GroupSpec,
     Heartbeat,
@@ -195,7 +197,8 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(
         title="Mycelium Net registry",
         version="1.0",
-        description="The DNS of learning groups: nodes, groups, membership, models, events.",
+        description="The DNS of learning groups: nodes, groups, membership, models, events. "
+        "Live view: [dashboard](dashboard); Prometheus metrics: [metrics](metrics).",
         lifespan=lifespan,
     )
     app.state.settings = settings
@@ -204,6 +207,7 @@ def create_app(settings: Settings) -> FastAPI:
     _add_node_routes(app)
     _add_group_routes(app, settings)
     _add_misc_routes(app)
+    install_dashboard(app, storage_sources(lambda: app.state.storage))
     return app
 
 
@@ -524,8 +528,9 @@ def serve(
     settings = Settings(
         db_path=db_path, node_ttl=node_ttl, group_ttl=group_ttl, max_model_mb=max_model_mb
     )
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=host,
         port=port,
         loop="uvloop",
@@ -535,8 +540,9 @@ def serve(
         log_level=log_level.lower(),
         timeout_graceful_shutdown=5,
     )
-    server = uvicorn.Server(config)
+    server = StreamClosingServer(config, app.state.dashboard)
     logger.info("registry on http://%s:%d (db %s, docs at /docs)", host, port, db_path)
+    logger.info("dashboard at http://%s:%d/dashboard, metrics at /metrics", host, port)
     try:
         server.run()
     except SystemExit as exc:

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from mycelium.dashboard.stats import NetworkStats, select_stats
+
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -299,6 +301,7 @@ class Storage(Protocol):
     async def put_model(self, *, group_id: int, token: str, model: Model) -> None: ...
     async def get_model(self, *, group_id: int) -> Model: ...
     async def events(self, *, since: int, limit: int) -> list[Row]: ...
+    async def stats(self) -> NetworkStats: ...
 
 
 # -- SQLite -----------------------------------------------------------------------------------
@@ -723,6 +726,9 @@ class SqliteStorage:
 
     async def events(self, *, since: int, limit: int) -> list[Row]:
         return await self._read(_select_events, since, limit)
+
+    async def stats(self) -> NetworkStats:
+        return await self._read(select_stats, *self._ttls())
 
 
 def _filter_groups(groups: list[Row], task: str | None, has_capacity: bool | None) -> list[Row]:
