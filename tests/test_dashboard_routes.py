@@ -6,44 +6,16 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from mycelium.dashboard.routes import ASSETS, STATIC
 from mycelium.dashboard.sources import state_reader, storage_sources
-from tests.factories import FakeClock, auth, registry_app, sweep
+from tests.factories import FakeClock, auth, sweep
+from tests.test_registry import GROUP_TTL, NODE_TTL, api, clock, new_group, new_node
 
-NODE_TTL = 90.0
-GROUP_TTL = 120.0
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def api(tmp_path: Path, clock: FakeClock) -> Iterator[TestClient]:
-    with registry_app(
-        tmp_path / "registry.db", node_ttl=NODE_TTL, group_ttl=GROUP_TTL, clock=clock
-    ) as client:
-        yield client
-
-
-def node(api: TestClient, name: str) -> tuple[int, str]:
-    r = api.post("/nodes", json={"name": name, "num_samples": 10})
-    assert r.status_code == 201, r.text
-    return r.json()["node_id"], r.json()["token"]
-
-
-def group(api: TestClient, name: str, **extra: object) -> dict:
-    r = api.post("/groups", json={"name": name, "fleet_address": "127.0.0.1:9092", **extra})
-    assert r.status_code == 201, r.text
-    return r.json()
+__all__ = ["api", "clock"]  # fixtures shared with the registry's API tests
 
 
 def metrics(api: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -111,8 +83,8 @@ def test_docs_link_the_dashboard(api: TestClient) -> None:
 
 
 def test_nothing_secret_in_the_state_or_the_events(api: TestClient) -> None:
-    node_id, token = node(api, "alice")
-    private = group(api, "private", join_policy="invite-only")
+    node_id, token = new_node(api, "alice")
+    private = new_group(api, name="private", join_policy="invite-only")
     invite = private["invite_code"]
     r = api.post(
         f"/groups/{private['group_id']}/join",
@@ -133,9 +105,9 @@ def test_nothing_secret_in_the_state_or_the_events(api: TestClient) -> None:
 
 
 def test_metrics_count_the_network_and_its_requests(api: TestClient, clock: FakeClock) -> None:
-    a, a_token = node(api, "a")
-    b, b_token = node(api, "b")
-    g1, g2 = group(api, "g1", max_capacity=3), group(api, "g2")
+    a, a_token = new_node(api, "a")
+    b, b_token = new_node(api, "b")
+    g1, g2 = new_group(api, name="g1", max_capacity=3), new_group(api, name="g2")
     for n, token, g in ((a, a_token, g1), (b, b_token, g1)):
         assert api.post(f"/groups/{g['group_id']}/join", json={"node_id": n}, headers=auth(token))
     beat = {"group_id": g1["group_id"], "accuracy": 0.5}
