@@ -1,4 +1,4 @@
-"""Putting the dashboard into a registry app, and a uvicorn server that ends its streams."""
+"""Putting the dashboard into a registry app."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI
 
 from mycelium.dashboard.metrics import Metrics, MetricsMiddleware
@@ -49,16 +48,3 @@ def install_dashboard(
     dashboard = Dashboard(feed=feed, metrics=metrics)
     app.state.dashboard = dashboard
     return dashboard
-
-
-class StreamClosingServer(uvicorn.Server):
-    """uvicorn waits up to its graceful timeout for open answers before it stops, and an
-    event stream never ends by itself: end the streams first, so shutdown is prompt."""
-
-    def __init__(self, config: uvicorn.Config, dashboard: Dashboard) -> None:
-        super().__init__(config)
-        self._dashboard = dashboard
-
-    async def shutdown(self, sockets: Any = None) -> None:
-        await self._dashboard.feed.close()
-        await super().shutdown(sockets=sockets)

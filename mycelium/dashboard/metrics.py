@@ -28,7 +28,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from mycelium.dashboard.stats import NetworkStats
+from mycelium.registry.store.records import NetworkStats
 
 Scope = dict[str, Any]
 Message = dict[str, Any]

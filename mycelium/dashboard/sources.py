@@ -3,7 +3,7 @@
 The dashboard never sees the storage itself: :class:`Sources` holds four readers, and
 :func:`storage_sources` makes them from anything with the registry storage's methods
 (``events``, ``list_groups``, ``list_nodes``, ``stats``) of the registry's
-``Storage`` protocol.
+:class:`~mycelium.registry.store.Store`.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mycelium.dashboard.stats import NetworkStats
+from mycelium.registry.store.records import NetworkStats
 
 if TYPE_CHECKING:
-    from mycelium.storage import Storage
+    from mycelium.registry.store import Store
 
 Row = dict[str, Any]
 
@@ -40,7 +40,7 @@ class Sources:
     stats: Callable[[], Awaitable[NetworkStats]]
 
 
-def storage_sources(get_storage: Callable[[], Storage]) -> Sources:
+def storage_sources(get_storage: Callable[[], Store]) -> Sources:
     """Readers over the storage that ``get_storage()`` returns when they are called (the
     storage is opened by the app's lifespan, after the routes are made)."""
 

@@ -1,0 +1,56 @@
+"""Pure parts of the demo: the node plan, purity and the stability rule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mycelium.demo.config import DemoConfig, plan_nodes
+from mycelium.demo.observation import is_stable, purity
+
+
+def test_plan_round_robins_clusters_and_misplaces_the_last_node() -> None:
+    specs = plan_nodes(DemoConfig(nodes=6, clusters=3))
+    assert [s.cluster for s in specs] == [0, 1, 2, 0, 1, 2]
+    assert [s.misplaced for s in specs] == [False] * 5 + [True]
+    assert [s.index for s in specs] == list(range(6))
+
+
+def test_no_misplacement_without_a_second_node_of_a_cluster() -> None:
+    assert not any(s.misplaced for s in plan_nodes(DemoConfig(nodes=3, clusters=3)))
+    assert not any(s.misplaced for s in plan_nodes(DemoConfig(nodes=4, clusters=1)))
+
+
+def test_purity() -> None:
+    clusters = {"a": 0, "b": 0, "c": 1}
+    assert purity(["a", "b"], clusters) == 1.0
+    assert purity(["a", "b", "c"], clusters) == 2 / 3
+    assert purity([], clusters) is None
+
+
+def group(accs: list[float], start: float = 100.0, step: float = 7.0) -> dict[str, Any]:
+    rounds = [{"reported_at": start + k * step, "accuracy": a} for k, a in enumerate(accs)]
+    return {"members": [{"name": "n0"}], "rounds": rounds}
+
+
+JOINED = [{"type": "joined", "at": 90.0}, {"type": "heartbeat-free noise", "at": 500.0}]
+
+
+def test_stable_after_a_quiet_window_with_enough_flat_rounds() -> None:
+    flat = [0.80, 0.86, 0.83, 0.84, 0.86, 0.83]
+    assert is_stable([group(flat)], JOINED, now=150.0, window=30.0)
+
+
+def test_not_stable_too_soon_after_a_membership_change() -> None:
+    flat = [0.80, 0.86, 0.83, 0.84, 0.86, 0.83]
+    moved = [*JOINED, {"type": "migrated", "at": 130.0}]
+    assert not is_stable([group(flat)], moved, now=150.0, window=30.0)
+    assert not is_stable([group(flat)], [], now=150.0, window=30.0)
+
+
+def test_not_stable_with_too_few_rounds_or_a_rising_group() -> None:
+    assert not is_stable([group([0.8, 0.8, 0.8])], JOINED, now=150.0, window=30.0)
+    rising = [0.70, 0.72, 0.74, 0.80, 0.82, 0.84]
+    assert not is_stable([group(rising)], JOINED, now=150.0, window=30.0)
+    empty_group = {"members": [], "rounds": []}
+    flat = group([0.8] * 6)
+    assert is_stable([flat, empty_group], JOINED, now=150.0, window=30.0)
