@@ -88,3 +88,21 @@ def save_screenshot(driver: Any, path: Path) -> Path:
     if not driver.save_screenshot(str(path)):
         raise AssertionError(f"screenshot not written to {path}")
     return path
+
+
+def click_node(driver: Any, node_id: int) -> None:
+    """A real mouse click on a node drawn on the map's canvas."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    until(driver, "!window.myceliumDashboard.moving()",
+          timeout=10, what="the map to stop moving")  # fmt: skip
+    x, y, w, h = driver.execute_script(
+        f"const n = window.myceliumDashboard.cy.getElementById('n{node_id}');"
+        "const p = n.renderedPosition(); const box = document.getElementById('map');"
+        "return [p.x, p.y, box.clientWidth, box.clientHeight];"
+    )
+    box = driver.find_element(By.ID, "map")
+    ActionChains(driver).move_to_element_with_offset(
+        box, int(x - w / 2), int(y - h / 2)
+    ).click().perform()

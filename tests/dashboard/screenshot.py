@@ -10,11 +10,18 @@ if none arrives it saves the page as it is. Used for the README's picture of a d
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from mycelium.procs import DeadlineExceeded
-from tests.dashboard.browser import chromium, missing_browser, save_screenshot, until
+from tests.dashboard.browser import (
+    chromium,
+    click_node,
+    missing_browser,
+    save_screenshot,
+    until,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("url", help="registry base URL")
     parser.add_argument("out", type=Path, help="PNG file to write")
     parser.add_argument("--wait", type=float, default=300.0, help="seconds to wait for a move")
+    parser.add_argument("--select", help="click the node of this name first (its panel)")
     args = parser.parse_args(argv)
     reason = missing_browser()
     if reason:
@@ -31,10 +39,16 @@ def main(argv: list[str] | None = None) -> int:
         driver.get(f"{args.url.rstrip('/')}/dashboard")
         until(driver, "window.myceliumDashboard && window.myceliumDashboard.model.live",
               timeout=30, what="the dashboard to catch up")  # fmt: skip
+        if args.select:
+            node_id = until(driver, "window.myceliumDashboard.model.nodes.size > 0 && "
+                            "[...window.myceliumDashboard.model.nodes.values()]"
+                            f".find(n => n.name === {json.dumps(args.select)})?.node_id",
+                            timeout=30, what=f"node {args.select}")  # fmt: skip
+            click_node(driver, node_id)
         try:
             until(driver, "window.myceliumDashboard.cy.edges('.move').length > 0",
                   timeout=args.wait, what="a live migration")  # fmt: skip
-            until(driver, "window.myceliumDashboard.cy.nodes().every(n => !n.animated())",
+            until(driver, "!window.myceliumDashboard.moving()",
                   timeout=10, what="the moving node to arrive")  # fmt: skip
         except DeadlineExceeded:
             sys.stderr.write("no live migration within the wait; saving the page as it is\n")

@@ -19,6 +19,7 @@ import pytest
 from mycelium.client import RegistryClient
 from tests.dashboard.browser import (
     chromium,
+    click_node,
     console_problems,
     missing_browser,
     save_screenshot,
@@ -74,24 +75,6 @@ def map_members(driver: Any) -> dict[str, str | None]:
         "return cy.nodes('.member').map(n => [n.data('label'), n.data('parent') || null]);"
     )
     return dict(pairs)
-
-
-def click_node(driver: Any, node_id: int) -> None:
-    """A real mouse click on a node drawn on the map's canvas."""
-    from selenium.webdriver.common.action_chains import ActionChains
-    from selenium.webdriver.common.by import By
-
-    until(driver, "window.myceliumDashboard.cy.nodes().every(n => !n.animated())",
-          timeout=10, what="the map to stop moving")  # fmt: skip
-    x, y, w, h = driver.execute_script(
-        f"const n = window.myceliumDashboard.cy.getElementById('n{node_id}');"
-        "const p = n.renderedPosition(); const box = document.getElementById('map');"
-        "return [p.x, p.y, box.clientWidth, box.clientHeight];"
-    )
-    box = driver.find_element(By.ID, "map")
-    ActionChains(driver).move_to_element_with_offset(
-        box, int(x - w / 2), int(y - h / 2)
-    ).click().perform()
 
 
 def text_of(driver: Any, element_id: str) -> str:

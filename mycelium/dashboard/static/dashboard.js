@@ -11,6 +11,7 @@
   const FEED_ROWS = 200;
   const CURVE_POINTS = 30;
   const MOVE_SHOWN_MS = 12000;
+  const MOVE_MS = 900;
   const CELL = 250;
 
   const model = {
@@ -131,14 +132,12 @@
 
   function syncMap(animate) {
     const { centres, at } = positions();
-    let added = false;
     cy.batch(() => {
       for (const g of visibleGroups()) {
         const id = `g${g.group_id}`;
         let node = cy.getElementById(id);
         if (node.empty()) {
           node = cy.add({ group: "nodes", data: { id, groupId: g.group_id }, classes: "group" });
-          added = true;
         }
         node.data("label", `${g.name} #${g.group_id}  ${fmt(g.accuracy)}`);
         node.toggleClass("failed", g.status === "failed");
@@ -149,7 +148,6 @@
         let node = cy.getElementById(id);
         if (node.empty()) {
           node = cy.add({ group: "nodes", data: { id, nodeId: n.node_id, parent }, classes: "member", position: at.get(n.node_id) });
-          added = true;
         } else if ((node.data("parent") ?? null) !== parent) {
           node = node.move({ parent });
         }
@@ -163,14 +161,28 @@
     cy.nodes(".member").forEach((node) => {
       const target = at.get(node.data("nodeId"));
       if (!target) return;
-      if (animate) node.animate({ position: target }, { duration: 900, easing: "ease-in-out-cubic" });
+      if (animate) node.animate({ position: target }, { duration: MOVE_MS, easing: "ease-in-out-cubic" });
       else node.position(target);
     });
     cy.nodes(".group").forEach((node) => {
       if (node.isChildless()) node.position(centres.get(node.data("groupId")));
     });
-    if (added || !animate) cy.fit(undefined, 30);
+    if (!animate) cy.fit(undefined, 30);
+    else fitAfterMoves();
   }
+
+  // Fit the view once the nodes have arrived (boxes grow and shrink as members move).
+  let fitTimer = null;
+  function fitAfterMoves() {
+    clearTimeout(fitTimer);
+    fitTimer = setTimeout(() => {
+      fitTimer = null;
+      cy.animate({ fit: { eles: cy.elements(), padding: 30 } }, { duration: 400 });
+    }, MOVE_MS + 50);
+  }
+
+  // Whether the map is still moving (nodes, or the view about to be fitted).
+  const moving = () => fitTimer !== null || cy.animated() || cy.nodes().some((n) => n.animated());
 
   // A migration seen live: the node moves (syncMap animates it) and an arrow from the
   // group it left carries the gain it measured, for a few seconds.
@@ -444,7 +456,7 @@
   function start() {
     makeMap();
     // For the browser test and the console: what the map draws, read-only.
-    window.myceliumDashboard = { cy, model };
+    window.myceliumDashboard = { cy, model, moving };
     connect();
   }
 
