@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -9,6 +10,8 @@ import typer
 
 from mycelium import config
 from mycelium.cli._common import LogLevel, check_join_policy, fail, setup_logging
+
+logger = logging.getLogger(__name__)
 
 
 def group(
@@ -112,4 +115,7 @@ def group(
         code = host_until_signalled(host)
     except (FlowerError, RegistryError, OSError, ValueError) as exc:
         raise fail(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - a user sees one line, never a traceback
+        logger.debug("group failed", exc_info=True)
+        raise fail(f"unexpected {type(exc).__name__}: {exc}") from None
     raise typer.Exit(code)

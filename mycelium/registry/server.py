@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 from pathlib import Path
 
 from mycelium import config
@@ -31,18 +33,16 @@ def serve(
     import uvicorn
 
     from mycelium.dashboard.server import StreamClosingServer
-    from mycelium.procs import port_is_free
 
     db_path = Path(db_path)
     try:
         check_database(db_path)
     except StoreUnusable as exc:
         raise RegistryStartError(str(exc)) from None
-    if not port_is_free(port, host):
-        raise RegistryStartError(f"port {port} on {host} is already in use")
     settings = Settings(
         db_path=db_path, node_ttl=node_ttl, group_ttl=group_ttl, max_model_mb=max_model_mb
     )
+    sock = _bind(host, port)
     app = create_app(settings)
     config = uvicorn.Config(
         app,
@@ -59,8 +59,23 @@ def serve(
     logger.info("registry on http://%s:%d (db %s, docs at /docs)", host, port, db_path)
     logger.info("dashboard at http://%s:%d/dashboard, metrics at /metrics", host, port)
     try:
-        server.run()
+        server.run(sockets=[sock])
     except SystemExit as exc:
         raise RegistryStartError(f"uvicorn stopped at start-up (exit {exc.code})") from None
+    finally:
+        sock.close()
     if not server.started:
         raise RegistryStartError("the registry did not start; see the log above")
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here with uvicorn's options and handed to uvicorn: no
+    check-then-bind race, and connections a killed registry left in TIME_WAIT do not block
+    a restart on its port."""
+    from mycelium.procs import bind_socket
+
+    try:
+        return bind_socket(port, host)
+    except OSError as exc:
+        reason = "already in use" if exc.errno == errno.EADDRINUSE else f"not usable ({exc})"
+        raise RegistryStartError(f"port {port} on {host} is {reason}") from None

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from mycelium.client import RegistryClient
+from tests.conftest import create_group, register_node, start_registry
 from tests.dashboard.browser import (
     chromium,
     click_node,
@@ -25,7 +26,6 @@ from tests.dashboard.browser import (
     save_screenshot,
     until,
 )
-from tests.factories import create_group, register_node, start_registry
 
 pytestmark = pytest.mark.skipif(missing_browser() is not None, reason=str(missing_browser()))
 

@@ -12,7 +12,7 @@ from mycelium.demo.config import DemoConfig
 from mycelium.demo.live import LiveView
 from mycelium.demo.run import DemoRun
 from mycelium.procs import ManagedProcess, free_port, wait_for
-from tests.factories import ENTRYPOINT, ROOT
+from tests.conftest import ENTRYPOINT, ROOT
 
 
 def test_registry_prints_the_dashboard_url_at_start(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mycelium.dashboard.routes import ASSETS, STATIC
 from mycelium.dashboard.sources import state_reader, storage_sources
-from tests.factories import FakeClock, auth, sweep
+from tests.conftest import FakeClock, auth, sweep
 from tests.registry.test_api import GROUP_TTL, NODE_TTL, api, clock, new_group, new_node
 
 __all__ = ["api", "clock"]  # fixtures shared with the registry's API tests

@@ -15,7 +15,7 @@ import httpx
 
 from mycelium.dashboard.stream import EventFeed, FeedConfig, FeedItem
 from mycelium.procs import wait_for
-from tests.factories import register_node, start_registry
+from tests.conftest import register_node, start_registry
 
 FAST = FeedConfig(poll_interval=0.01, state_interval=0.05, page_size=50)
 DEADLINE_S = 5.0

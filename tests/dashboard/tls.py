@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 
 from mycelium.procs import ManagedProcess, free_port, wait_for
-from tests.factories import ROOT
+from tests.conftest import ROOT
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
