@@ -240,7 +240,8 @@ class ManagedProcess:
             start_new_session=True,
             preexec_fn=_die_with_parent if _LIBC is not None else None,
         )
-        logger.debug("started %s pid=%s: %s", self.name, self._popen.pid, " ".join(self.args))
+        # Not the arguments: a command line may carry an invite code.
+        logger.debug("started %s pid=%s: %s", self.name, self._popen.pid, self.args[0])
         return self
 
     @property

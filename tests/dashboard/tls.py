@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 
 from mycelium.procs import ManagedProcess, free_port, wait_for
-from tests.conftest import ROOT
+from tests.conftest import OPERATOR_TOKEN, ROOT
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
@@ -60,10 +60,14 @@ def trusting(cert: Path) -> ssl.SSLContext:
 
 
 def app_from_env():  # noqa: ANN201 - uvicorn --factory target
-    """The registry app on the database named by MYCELIUM_TEST_DB."""
+    """The registry app on the database named by MYCELIUM_TEST_DB, with the test suite's
+    operator token (groups are created as the operator)."""
     import registry
 
-    return registry.create_app(registry.Settings(db_path=Path(os.environ["MYCELIUM_TEST_DB"])))
+    settings = registry.Settings(
+        db_path=Path(os.environ["MYCELIUM_TEST_DB"]), operator_token=OPERATOR_TOKEN
+    )
+    return registry.create_app(settings)
 
 
 @contextmanager
