@@ -12,6 +12,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from mycelium.dashboard.install import install_dashboard
+from mycelium.dashboard.sources import storage_sources
 from mycelium.registry.deps import Unauthorized
 from mycelium.registry.middleware import BodyRules
 from mycelium.registry.routers import events, groups, models, nodes
@@ -41,7 +43,8 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(
         title="Mycelium Net registry",
         version="1.0",
-        description="The DNS of learning groups: nodes, groups, membership, models, events.",
+        description="The DNS of learning groups: nodes, groups, membership, models, events. "
+        "Live view: [dashboard](dashboard); Prometheus metrics: [metrics](metrics).",
         lifespan=_lifespan,
     )
     app.state.settings = settings
@@ -50,6 +53,7 @@ def create_app(settings: Settings) -> FastAPI:
     _add_error_handlers(app)
     for module in (nodes, groups, models, events):
         app.include_router(module.router)
+    install_dashboard(app, storage_sources(lambda: app.state.storage))
     app.openapi = _exact_openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -40,6 +40,8 @@ def serve(
     """
     import uvicorn
 
+    from mycelium.dashboard.server import StreamClosingServer
+
     db_path = Path(db_path)
     try:
         check_database(db_path)
@@ -55,21 +57,22 @@ def serve(
         max_groups_per_node=max_groups_per_node,
     )
     sock = _bind(host, port)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings),
-            host=host,
-            port=port,
-            loop="uvloop",
-            http="httptools",
-            access_log=False,
-            log_config=None,
-            log_level=log_level.lower(),
-            timeout_graceful_shutdown=5,
-        )
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_config=None,
+        log_level=log_level.lower(),
+        timeout_graceful_shutdown=5,
     )
+    server = StreamClosingServer(config, app.state.dashboard)
     who = "nodes and the operator" if operator_token else "nodes only"
     logger.info("registry on http://%s:%d (db %s, docs at /docs)", host, port, db_path)
+    logger.info("dashboard at http://%s:%d/dashboard, metrics at /metrics", host, port)
     logger.info("groups may be created by %s", who)
     try:
         server.run(sockets=[sock])
