@@ -192,9 +192,9 @@ class Network:
             raise RuntimeError(f"probe {args} in {host} exited {proc.returncode}: {proc.stderr}")
         return json.loads(proc.stdout.strip().splitlines()[-1])
 
-    def free_port(self, host: str) -> int:
-        """A TCP port free on ``host``'s address right now (asked inside the namespace)."""
-        return int(self.probe(host, "port", self.hosts[host].address)["port"])
+    def free_port(self, host: str, bind: str | None = None) -> int:
+        """A TCP port free on ``bind`` (default: ``host``'s address) inside ``host`` now."""
+        return int(self.probe(host, "port", bind or self.hosts[host].address)["port"])
 
     def routes(self, host: str) -> str:
         return _ip("-n", self.hosts[host].netns, "route", "show").stdout
