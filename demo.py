@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -19,13 +18,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mycelium import config as defaults
+from mycelium import launch
 from mycelium.client import RegistryClient, RegistryError
 from mycelium.procs import ManagedProcess, free_port, port_is_free, tree_rss_mb, wait_for
-from mycelium_node import ENTRYPOINT, node_command
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PORT = 8000
+DEFAULT_PORT = defaults.REGISTRY_PORT
 POLL_S = 1.0
 STABLE_CYCLES = 3
 # Stability: no membership change for STABLE_CYCLES evaluation cycles, then at least
@@ -119,45 +119,27 @@ class DemoRun:
 
 
 # ---------------------------------------------------------------------- processes
-def _python(*args: str) -> list[str]:
-    return [sys.executable, str(ENTRYPOINT), *args]
-
-
 def start_registry(run: DemoRun) -> ManagedProcess:
     cfg = run.config
     port = cfg.port or (DEFAULT_PORT if port_is_free(DEFAULT_PORT) else free_port())
-    proc = ManagedProcess(
-        "registry",
-        _python(
-            "registry",
-            "--port",
-            str(port),
-            "--db",
-            str(run.run_dir / "registry.db"),
-            "--node-ttl",
-            str(cfg.node_ttl),
-            "--group-ttl",
-            str(cfg.group_ttl),
-            "--log-level",
-            "warning",
-        ),
-        log_path=run.run_dir / "logs" / "registry.log",
-    ).start()
-    run.processes.append(proc)
-    run.registry_url = f"http://127.0.0.1:{port}"
-    client = RegistryClient(run.registry_url, timeout=2.0)
     try:
-        wait_for(lambda: proc.is_running() and client.health(), timeout=30, what="registry /health")
-    except TimeoutError:
-        raise RuntimeError(f"registry did not start; see {proc.log_path}") from None
-    finally:
-        client.close()
-    return proc
+        started = launch.start_registry(
+            port=port,
+            db=run.run_dir / "registry.db",
+            log_path=run.run_dir / "logs" / "registry.log",
+            node_ttl=cfg.node_ttl,
+            group_ttl=cfg.group_ttl,
+        )
+    except launch.LaunchError as exc:
+        raise RuntimeError(str(exc)) from None
+    run.processes.append(started.process)
+    run.registry_url = started.url
+    return started.process
 
 
 def start_node(run: DemoRun, spec: NodeSpec, join_group: int | None) -> ManagedProcess:
     cfg = run.config
-    args = node_command(
+    args = launch.node_command(
         name=spec.name,
         registry_url=run.registry_url,
         scenario=cfg.scenario,

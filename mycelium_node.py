@@ -3,7 +3,7 @@
 It registers with the registry, warms up on its own data, probes the live groups'
 models on its own validation split, joins the best one (or founds a group), trains in
 it through a ``flower-supernode`` child, heartbeats, and migrates when another group
-serves its data clearly better. The decision itself is :func:`mycelium.policy.decide`,
+serves its data clearly better. The decision itself is :func:`mycelium.learning.policy.decide`,
 the same pure function the simulation uses.
 """
 
@@ -22,7 +22,6 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, TypeVar
 
-from mycelium import policy
 from mycelium.client import (
     Conflict,
     NodeCredentials,
@@ -30,13 +29,14 @@ from mycelium.client import (
     RegistryError,
     RegistryUnavailable,
 )
+from mycelium.learning import policy
 from mycelium.procs import ManagedProcess, port_is_open
 
 if TYPE_CHECKING:  # torch and flwr are imported only when the agent runs
     import numpy as np
 
-    from mycelium.data import ClientData
     from mycelium.group_host import GroupHost
+    from mycelium.learning.data import ClientData
     from mycelium.supernode import SuperNode
     from mycelium.trainer import LocalTrainer, TrainerServer
 
@@ -266,7 +266,7 @@ class NodeAgent:
 
     def _test_accuracy(self, arrays: list[np.ndarray]) -> float:
         """Accuracy of ``arrays`` on this node's own test split."""
-        from mycelium import model as model_lib
+        from mycelium.learning import model as model_lib
 
         assert self.data is not None
         net = model_lib.create_model(self.config.seed)
@@ -363,7 +363,7 @@ class NodeAgent:
         self, groups: list[dict], current_id: int | None
     ) -> tuple[list[policy.Candidate], float | None]:
         """Score live groups' models on our own validation data (current group included)."""
-        from mycelium.codec import bytes_to_weights
+        from mycelium.learning.codec import bytes_to_weights
 
         assert self.trainer is not None
         # A group whose SuperLink does not answer cannot train us, whatever the registry says.
@@ -481,7 +481,7 @@ class NodeAgent:
     def _seed_model(self, *, reform: bool) -> bytes:
         """A group re-formed after its group failed starts from that group's last model;
         a new group starts from this node's warmed-up local model."""
-        from mycelium.codec import weights_to_bytes
+        from mycelium.learning.codec import weights_to_bytes
 
         assert self.trainer is not None
         arrays = self.trainer.last_group_arrays if reform else None
@@ -605,7 +605,7 @@ def superlink_reachable(fleet_address: str) -> bool:
 
 def load_node_data(config: NodeConfig) -> ClientData:
     """The node's own data: the user's .npz or its slice of a clustered digits scenario."""
-    from mycelium import data
+    from mycelium.learning import data
 
     if config.data_path is not None:
         return data.load_npz(config.data_path, seed=config.seed)

@@ -158,7 +158,7 @@ class _Heartbeats:
 def _node_config(mode: str, index: int, stack: ExitStack) -> dict[str, str | int]:
     if mode == "cold":
         return {**SCENARIO, "partition-index": index, "seed": 0}
-    from mycelium.data import make_partition
+    from mycelium.learning.data import make_partition
     from mycelium.trainer import LocalTrainer, TrainerServer
 
     data = make_partition(

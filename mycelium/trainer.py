@@ -5,7 +5,7 @@ there costs seconds every round. Instead the ClientApp posts the group model to 
 agent's :class:`TrainerServer`, whose :class:`LocalTrainer` keeps torch, the data and the
 models warm, and forwards the reply.
 
-Protocol (``POST /fit``): body = model arrays as ``.npz`` bytes (:mod:`mycelium.codec`);
+Protocol (``POST /fit``): body = model arrays as ``.npz`` bytes (:mod:`mycelium.learning.codec`);
 header ``X-Fit-Meta`` = JSON ``{"round": int|null, "flower_node_id": int|null,
 "config": {...}}``. Reply 200: ``.npz`` bytes, headers ``X-Num-Examples`` and
 ``X-Metrics`` (JSON object of floats). Bad input -> 400/411/413 with a JSON
@@ -31,10 +31,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mycelium import codec
+from mycelium.learning import codec
 
 if TYPE_CHECKING:
-    from mycelium.data import ClientData
+    from mycelium.learning.data import ClientData
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class FitParams:
 class LocalTrainer:
     """A node's warm trainer: its data, its own local model and a scratch group model.
 
-    ``epochs``/``lr``/``batch_size`` default to :mod:`mycelium.model`'s constants.
+    ``epochs``/``lr``/``batch_size`` default to :mod:`mycelium.learning.model`'s constants.
 
     Thread-safe: one lock serialises fits, probes and warm-up.
     """
@@ -109,7 +109,7 @@ class LocalTrainer:
         batch_size: int | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        from mycelium import model as model_lib  # torch: only where training happens
+        from mycelium.learning import model as model_lib  # torch: only where training happens
 
         self._lib = model_lib
         self._data = data

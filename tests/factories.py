@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -12,11 +12,12 @@ from typing import Any
 import httpx
 from fastapi.testclient import TestClient
 
+from mycelium import launch
 from mycelium.client import GroupCredentials, NodeCredentials, RegistryClient
 from mycelium.procs import ManagedProcess, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
-ENTRYPOINT = ROOT / "mycelium_net.py"
+ENTRYPOINT = launch.ENTRYPOINT
 
 
 def registry_args(
@@ -27,16 +28,10 @@ def registry_args(
     group_ttl: float | None = None,
     max_model_mb: float | None = None,
 ) -> list[str]:
-    """Command line of the real registry (``python mycelium_net.py registry ...``)."""
-    args = [sys.executable, str(ENTRYPOINT), "registry", "--port", str(port), "--db", str(db_path)]
-    for flag, value in (
-        ("--node-ttl", node_ttl),
-        ("--group-ttl", group_ttl),
-        ("--max-model-mb", max_model_mb),
-    ):
-        if value is not None:
-            args += [flag, str(value)]
-    return args + ["--log-level", "warning"]
+    """Command line of the real registry (see :func:`mycelium.launch.registry_command`)."""
+    return launch.registry_command(
+        port=port, db=db_path, node_ttl=node_ttl, group_ttl=group_ttl, max_model_mb=max_model_mb
+    )
 
 
 def registry_is_healthy(url: str) -> bool:
@@ -165,6 +160,11 @@ def registry_app(db_path: Path, **settings: Any) -> Iterator[TestClient]:
 def sweep(client: TestClient) -> None:
     """Run one liveness sweep of the app behind ``client`` now."""
     client.portal.call(client.app.state.storage.sweep)
+
+
+def sha256_hex(data: bytes) -> str:
+    """Hex sha256 of ``data`` (a model's identity in the registry)."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def auth(token: str) -> dict[str, str]:

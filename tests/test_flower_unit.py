@@ -18,9 +18,9 @@ from flwr.app import ArrayRecord, Error, Message, MessageType, Metadata, MetricR
 from flwr.app.message.message import make_message
 from flwr.common.config import parse_config_args
 
-from mycelium import model as model_lib
-from mycelium.codec import weights_to_bytes
-from mycelium.data import make_partition
+from mycelium.learning import model as model_lib
+from mycelium.learning.codec import weights_to_bytes
+from mycelium.learning.data import make_partition
 from mycelium.supernode import format_node_config
 from mycelium.trainer import (
     META_HEADER,

@@ -80,7 +80,7 @@ def _fit_cold(
     missing = [k for k in COLD_KEYS if k not in node_config]
     if missing:
         raise ValueError(f"no trainer-url and node_config lacks {', '.join(missing)}")
-    from mycelium.data import make_partition
+    from mycelium.learning.data import make_partition
     from mycelium.trainer import LocalTrainer
 
     cluster = int(node_config["cluster"])

@@ -1,6 +1,6 @@
 """Record keys shared by the ServerApp and the ClientApp (the TRAIN message and its reply)."""
 
-ARRAYS_KEY = "arrays"  # ArrayRecord: the model, in mycelium.model's get_weights order
+ARRAYS_KEY = "arrays"  # ArrayRecord: the model, in mycelium.learning.model's get_weights order
 CONFIG_KEY = "config"  # ConfigRecord: server-round, local-epochs, lr, batch-size
 METRICS_KEY = "metrics"  # MetricRecord of the reply
 NUM_EXAMPLES_KEY = "num-examples"  # FedAvg weight

@@ -35,8 +35,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, R
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords, aggregate_metricrecords
 
-from mycelium import codec
 from mycelium.client import NotFound, RegistryClient, RegistryError
+from mycelium.learning import codec
 from mycelium_flower.protocol import (
     ACCURACY_KEY,
     ARRAYS_KEY,
@@ -50,7 +50,7 @@ from mycelium_flower.protocol import (
 logger = logging.getLogger(__name__)
 
 
-# Shapes of mycelium.model's MLP 64-64-10 in get_weights order (torch Linear: weight is
+# Shapes of mycelium.learning.model's MLP 64-64-10 in get_weights order (torch Linear: weight is
 # (out, in)). Defined here so the ServerApp needs no torch; a test checks they match.
 MODEL_SHAPES: tuple[tuple[int, ...], ...] = ((64, 64), (64,), (10, 64), (10,))
 
@@ -82,7 +82,7 @@ class Settings:
     registry_url: str = ""
     group_id: int = 0
     group_token: str = ""
-    local_epochs: int = -1  # < 0: the member's default (mycelium.model's constants)
+    local_epochs: int = -1  # < 0: the member's default (mycelium.learning.model's constants)
     lr: float = -1.0
     batch_size: int = -1
     num_rounds: int = 0

@@ -6,7 +6,6 @@ The format is ``np.savez`` with arrays named ``arr_0 .. arr_n`` in list order an
 
 from __future__ import annotations
 
-import hashlib
 import io
 import zipfile
 
@@ -28,11 +27,6 @@ def bytes_to_weights(data: bytes) -> list[np.ndarray]:
             return [npz[name] for name in names]
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise ValueError(f"not a weights file: {exc}") from exc
-
-
-def sha256_hex(data: bytes) -> str:
-    """Hex sha256 of ``data`` (the model's identity in the registry)."""
-    return hashlib.sha256(data).hexdigest()
 
 
 def _array_index(name: str) -> int:

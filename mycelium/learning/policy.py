@@ -40,7 +40,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 Action = Literal["stay", "join", "migrate", "found"]
-JOIN_POLICIES = ("open", "invite-only")
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 
 from mycelium.client import RegistryClient
+from mycelium.launch import registry_command
 from mycelium.procs import free_port
 from tests.factories import (
-    ENTRYPOINT,
     ROOT,
     RegisteredNode,
     create_group,
@@ -80,8 +80,7 @@ def test_registry_cli_refuses_a_taken_port(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        cmd = [sys.executable, str(ENTRYPOINT), "registry", "--port", str(port)]
-        cmd += ["--db", str(tmp_path / "r.db")]
+        cmd = registry_command(port=port, db=tmp_path / "r.db")
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert done.returncode == 1
     assert done.stderr.strip().count("\n") == 0 and "already in use" in done.stderr
@@ -90,8 +89,7 @@ def test_registry_cli_refuses_a_taken_port(tmp_path: Path) -> None:
 def test_registry_cli_refuses_an_unusable_database(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    cmd = [sys.executable, str(ENTRYPOINT), "registry", "--port", str(free_port())]
-    cmd += ["--db", str(blocker / "r.db")]
+    cmd = registry_command(port=free_port(), db=blocker / "r.db")
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert done.returncode == 1
     assert "Traceback" not in done.stderr and "not usable" in done.stderr

@@ -1,4 +1,4 @@
-"""Every rule of mycelium.policy.decide, on hand-built inputs."""
+"""Every rule of mycelium.learning.policy.decide, on hand-built inputs."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from mycelium.policy import (
+from mycelium.learning.policy import (
     Candidate,
     NodeState,
     PolicyConfig,

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mycelium.data import SCENARIOS, load_npz, make_federation, make_partition
+from mycelium.learning.data import SCENARIOS, load_npz, make_federation, make_partition
 
 
 def part(scenario: str = "rotate", index: int = 0, **kw: object):

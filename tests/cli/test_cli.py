@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from mycelium_net import app
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 
 

@@ -3,30 +3,27 @@
 One process, no Flower processes, no HTTP. Every algorithm trains the same MLP on the same
 client splits with the same hyper-parameters and seeds; groups aggregate with Flower's own
 FedAvg (``flwr.server.strategy.aggregate.aggregate``). ``mycelium`` and ``naive`` call the real
-:func:`mycelium.policy.decide` once per round on a simulated clock (``ROUND_SECONDS`` per
+:func:`mycelium.learning.policy.decide` once per round on a simulated clock (``ROUND_SECONDS`` per
 round), in a seeded random order, so group sizes and capacity are always current.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from mycelium import data as data_mod
-from mycelium import model as model_mod
-from mycelium.policy import Candidate, NodeState, PolicyConfig, decide, record_move
+from mycelium.learning import data as data_mod
+from mycelium.learning import model as model_mod
+from mycelium.learning.policy import Candidate, NodeState, PolicyConfig, decide, record_move
 
 logger = logging.getLogger(__name__)
 
 ALGORITHMS = ("local", "global", "oracle", "ifca", "naive", "mycelium")
 ROUND_SECONDS = 30.0
-SIM_POLICY = PolicyConfig()
 Weights = model_mod.Weights
 
 
@@ -427,143 +424,3 @@ def _with_rounds(result: RunResult, rounds: int | None) -> RunResult:
     values["rounds_to_90pct_oracle"] = rounds
     values["accuracy_per_round"] = result.accuracy_per_round
     return RunResult(**values)
-
-
-def _validate(
-    scenarios: list[str] | None,
-    algorithms: list[str] | None,
-    *,
-    clusters: int,
-    clients: int,
-    rounds: int,
-    seed: int,
-    max_capacity: int | None,
-) -> tuple[list[str], list[str]]:
-    chosen_s = list(dict.fromkeys(scenarios or data_mod.SCENARIOS))
-    chosen_a = list(dict.fromkeys(algorithms or ALGORITHMS))
-    for name, chosen, allowed in (
-        ("scenario", chosen_s, data_mod.SCENARIOS),
-        ("algorithm", chosen_a, ALGORITHMS),
-    ):
-        unknown = [c for c in chosen if c not in allowed]
-        if unknown:
-            raise ValueError(f"unknown {name} {unknown[0]!r}; choose from {', '.join(allowed)}")
-    for flag, value in (("--clusters", clusters), ("--clients", clients), ("--rounds", rounds)):
-        if value < 1:
-            raise ValueError(f"{flag} must be >= 1, got {value}")
-    if seed < 0:
-        raise ValueError(f"--seed must be >= 0, got {seed}")
-    if max_capacity is not None and max_capacity < 1:
-        raise ValueError(f"--max-capacity must be >= 1, got {max_capacity}")
-    return chosen_s, chosen_a
-
-
-def run_cli(
-    *,
-    scenarios: list[str] | None,
-    clusters: int,
-    clients: int,
-    rounds: int,
-    seed: int,
-    max_capacity: int | None,
-    algorithms: list[str] | None,
-    json_path: Path | None,
-    plot_path: Path | None,
-) -> str:
-    """Run the benchmark; write JSON / PNG if asked; return the markdown table."""
-    chosen_s, chosen_a = _validate(
-        scenarios,
-        algorithms,
-        clusters=clusters,
-        clients=clients,
-        rounds=rounds,
-        seed=seed,
-        max_capacity=max_capacity,
-    )
-    for path, suffix in ((json_path, ".json"), (plot_path, ".png")):
-        if path is not None and path.suffix.lower() != suffix:
-            raise ValueError(f"{path}: expected a {suffix} file name")
-    capacity = max_capacity or clients
-    results = {
-        s: simulate(SimConfig(s, clusters, clients, rounds, seed, capacity), chosen_a)
-        for s in chosen_s
-    }
-    config = {"clusters": clusters, "clients": clients, "rounds": rounds, "seed": seed}
-    config["max_capacity"] = capacity
-    if json_path is not None:
-        _write(json_path, json.dumps(to_json(config, results), indent=2, sort_keys=True) + "\n")
-    if plot_path is not None:
-        plot(results, plot_path)
-    return markdown(results)
-
-
-def to_json(config: dict[str, int], results: dict[str, list[RunResult]]) -> dict[str, object]:
-    """Deterministic results under ``results``; wall-clock figures apart under ``timing``."""
-    body: dict[str, dict[str, object]] = {}
-    timing: dict[str, dict[str, float]] = {}
-    for scenario, runs in results.items():
-        body[scenario], timing[scenario] = {}, {}
-        for r in runs:
-            values = asdict(r)
-            timing[scenario][r.algorithm] = round(values.pop("seconds_per_round"), 4)
-            values["accuracy_per_round"] = list(r.accuracy_per_round)
-            body[scenario][values.pop("algorithm")] = values
-    return {"config": config, "results": body, "timing_seconds_per_round": timing}
-
-
-def _write(path: Path, text: str) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    except OSError as exc:
-        raise ValueError(f"cannot write {path}: {exc.strerror or exc}") from exc
-
-
-def markdown(results: dict[str, list[RunResult]]) -> str:
-    """One table: a row per scenario and algorithm."""
-    lines = [
-        "| scenario | algorithm | accuracy | rounds to 90% oracle | migrations | groups "
-        "| purity | s/round |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for scenario, runs in results.items():
-        for r in runs:
-            lines.append(
-                f"| {scenario} | {r.algorithm} | {r.accuracy:.3f} "
-                f"| {_dash(r.rounds_to_90pct_oracle)} | {r.migrations} | {r.groups} "
-                f"| {_dash(r.purity, '.2f')} | {r.seconds_per_round:.3f} |"
-            )
-    return "\n".join(lines)
-
-
-def _dash(value: float | None, spec: str = "") -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def plot(results: dict[str, list[RunResult]], path: Path) -> None:
-    """Accuracy per round, one panel per scenario, one line per algorithm."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4), squeeze=False)
-    for ax, (scenario, runs) in zip(axes[0], results.items(), strict=True):
-        for r in runs:
-            ax.plot(
-                range(1, len(r.accuracy_per_round) + 1), r.accuracy_per_round, label=r.algorithm
-            )
-        ax.set_title(scenario)
-        ax.set_xlabel("round")
-        ax.set_ylabel("mean client test accuracy")
-        ax.set_ylim(0, 1)
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(loc="lower right")
-    fig.tight_layout()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100)
-    except OSError as exc:
-        raise ValueError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    finally:
-        plt.close(fig)

@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mycelium import config
+
 UINT64_MAX = 2**64 - 1
 INT64_MAX = 2**63 - 1
 
@@ -33,7 +35,7 @@ class NodeCreate(_In):
     name: Name
     address: Address | None = None
     num_samples: Count
-    task: Name = "digits"
+    task: Name = config.TASK
 
 
 class NodeCreated(BaseModel):
@@ -78,14 +80,16 @@ class HeartbeatOut(BaseModel):
 class GroupCreate(_In):
     name: Name
     fleet_address: Annotated[str, Field(min_length=3, max_length=200, pattern=r"^\S+:\d{1,5}$")]
-    task: Name = "digits"
-    max_capacity: Annotated[int, Field(ge=1, le=10_000)] = 10
-    join_policy: JoinPolicy = "open"
-    performance_threshold: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] = 0.05
+    task: Name = config.TASK
+    max_capacity: Annotated[int, Field(ge=1, le=10_000)] = config.MAX_CAPACITY
+    join_policy: JoinPolicy = config.JOIN_POLICY
+    performance_threshold: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] = (
+        config.PERFORMANCE_THRESHOLD
+    )
 
 
 class GroupQuery(BaseModel):
-    """Query of ``GET /groups`` (parsed by hand on this hot path, see registry.py)."""
+    """Query of ``GET /groups`` (parsed by hand on this hot path, see routers/groups.py)."""
 
     task: Name | None = None
     has_capacity: bool | None = None
@@ -140,10 +144,6 @@ class RoundPublic(BaseModel):
 class GroupDetail(GroupPublic):
     members: list[NodePublic]
     rounds: list[RoundPublic]
-
-
-class GroupHeartbeatIn(_In):
-    """The coordinator's liveness signal carries no fields."""
 
 
 # -- membership -------------------------------------------------------------------------------
@@ -212,3 +212,9 @@ class Health(BaseModel):
 
 class ErrorOut(BaseModel):
     detail: Any
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413)
+}
+"""OpenAPI ``responses`` of a route that may refuse (every refusal has a ``detail``)."""

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mycelium.codec import bytes_to_weights, sha256_hex, weights_to_bytes
-from mycelium.data import make_federation
-from mycelium.model import (
+from mycelium.learning.codec import bytes_to_weights, weights_to_bytes
+from mycelium.learning.data import make_federation
+from mycelium.learning.model import (
     create_model,
     evaluate,
     evaluate_matrix,
@@ -17,6 +17,7 @@ from mycelium.model import (
     train,
     train_many,
 )
+from tests.factories import sha256_hex
 
 FED = make_federation(scenario="permute", clusters=2, num_clients=4, seed=0)
 

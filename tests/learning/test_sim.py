@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from mycelium import sim
+from bench import learning_bench
+from mycelium.learning import sim
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def test_same_flags_give_the_same_json(tmp_path: Path) -> None:
     outputs = []
     for name in ("a.json", "b.json"):
         path = tmp_path / name
-        sim.run_cli(
+        learning_bench.run_cli(
             scenarios=["mixed"],
             clusters=2,
             clients=6,
@@ -91,7 +92,7 @@ def test_run_cli_rejects_bad_flags(kwargs: dict[str, object], message: str) -> N
         "plot_path": None,
     }
     with pytest.raises(ValueError, match=message):
-        sim.run_cli(**(args | kwargs))
+        learning_bench.run_cli(**(args | kwargs))
 
 
 def test_cli_prints_a_table_writes_a_plot_and_fails_cleanly(tmp_path: Path) -> None:
