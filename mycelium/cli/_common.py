@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -11,6 +12,33 @@ from mycelium import config
 
 LogLevel = Annotated[
     str, typer.Option(help="Logging level.", envvar="MYCELIUM_LOG_LEVEL", case_sensitive=False)
+]
+
+# Across machines (docs/architecture.md "Ports, exposure and TLS").
+PublicHost = Annotated[
+    str | None,
+    typer.Option(
+        help="Name or address other hosts use to reach this one (default: --host unless "
+        "it is 0.0.0.0).",
+        envvar="MYCELIUM_PUBLIC_HOST",
+    ),
+]
+Insecure = Annotated[
+    bool,
+    typer.Option(
+        "--insecure",
+        help="Accept plaintext off loopback (no TLS). Only on a network you trust.",
+        envvar="MYCELIUM_INSECURE",
+    ),
+]
+RegistryCa = Annotated[
+    Path | None,
+    typer.Option(
+        resolve_path=True,
+        help="CA certificate (PEM) that signed the registry's HTTPS certificate "
+        "(default: the system's trust store).",
+        envvar="MYCELIUM_REGISTRY_CA",
+    ),
 ]
 
 

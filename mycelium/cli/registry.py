@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from mycelium import config
-from mycelium.cli._common import LogLevel, fail, setup_logging
+from mycelium.cli._common import Insecure, LogLevel, PublicHost, fail, setup_logging
 
 
 def registry(
@@ -43,6 +43,24 @@ def registry(
             help="Largest model upload in MiB.", min=0.001, envvar="MYCELIUM_MAX_MODEL_MB"
         ),
     ] = config.MAX_MODEL_MB,
+    public_host: PublicHost = None,
+    ssl_certfile: Annotated[
+        Path | None,
+        typer.Option(
+            resolve_path=True,
+            help="Server certificate (PEM): serve HTTPS. See `certs`.",
+            envvar="MYCELIUM_SSL_CERTFILE",
+        ),
+    ] = None,
+    ssl_keyfile: Annotated[
+        Path | None,
+        typer.Option(
+            resolve_path=True,
+            help="Private key of --ssl-certfile (PEM).",
+            envvar="MYCELIUM_SSL_KEYFILE",
+        ),
+    ] = None,
+    insecure: Insecure = False,
     log_level: LogLevel = "info",
 ) -> None:
     """Serve the global registry of learning groups (Swagger UI at /docs)."""
@@ -58,6 +76,10 @@ def registry(
             group_ttl=group_ttl,
             max_model_mb=max_model_mb,
             log_level=log_level,
+            public_host=public_host,
+            ssl_certfile=ssl_certfile,
+            ssl_keyfile=ssl_keyfile,
+            insecure=insecure,
         )
     except RegistryStartError as exc:
         raise fail(str(exc)) from None

@@ -368,3 +368,24 @@ def _is_ip(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def check_server_material(certfile: Path, keyfile: Path, *, names: Sequence[str]) -> None:
+    """Refuse, in one line, a certificate/key pair a server cannot use or whose
+    certificate does not name every host in ``names`` (clients would reject it)."""
+    for path in (certfile, keyfile):
+        if not Path(path).is_file():
+            raise CertificateError(f"{path} is not a file")
+    pem = Path(certfile).read_bytes()
+    load_certificate(pem, what=str(certfile))
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(certfile, keyfile)
+    except ssl.SSLError:
+        raise CertificateError(f"{keyfile} is not the private key of {certfile}") from None
+    missing = [n for n in names if not covers(pem, n)]
+    if missing:
+        raise CertificateError(
+            f"{certfile} does not name {', '.join(missing)} (it names: "
+            f"{', '.join(certificate_names(pem)) or 'none'}); make one with "
+            "`certs --out DIR --host NAME`"
+        )

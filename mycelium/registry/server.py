@@ -6,6 +6,8 @@ import logging
 from pathlib import Path
 
 from mycelium import config
+from mycelium.net.addresses import AddressError, Exposure, plan_exposure
+from mycelium.net.certs import CertificateError, check_server_material
 from mycelium.registry.app import create_app
 from mycelium.registry.settings import Settings
 from mycelium.registry.store import StoreUnusable, check_database
@@ -26,12 +28,20 @@ def serve(
     group_ttl: float = config.GROUP_TTL_S,
     max_model_mb: float = config.MAX_MODEL_MB,
     log_level: str = "info",
+    public_host: str | None = None,
+    ssl_certfile: Path | None = None,
+    ssl_keyfile: Path | None = None,
+    insecure: bool = False,
 ) -> None:
-    """Serve the registry with uvicorn (uvloop + httptools, no access log) until stopped."""
+    """Serve the registry with uvicorn (uvloop + httptools, no access log) until stopped.
+
+    HTTPS with ``ssl_certfile``/``ssl_keyfile``; off loopback that is required unless
+    ``insecure`` (see :func:`mycelium.net.addresses.plan_exposure`)."""
     import uvicorn
 
     from mycelium.procs import port_is_free
 
+    exposure = _plan_exposure(host, public_host, ssl_certfile, ssl_keyfile, insecure)
     db_path = Path(db_path)
     try:
         check_database(db_path)
@@ -52,12 +62,44 @@ def serve(
         log_config=None,
         log_level=log_level.lower(),
         timeout_graceful_shutdown=5,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
     )
     server = uvicorn.Server(config)
-    logger.info("registry on http://%s:%d (db %s, docs at /docs)", host, port, db_path)
+    scheme = "https" if exposure.tls else "http"
+    where = exposure.advertised(port)
+    logger.info(
+        "registry on %s://%s (bound %s, db %s, docs at /docs)", scheme, where, host, db_path
+    )
     try:
         server.run()
     except SystemExit as exc:
         raise RegistryStartError(f"uvicorn stopped at start-up (exit {exc.code})") from None
     if not server.started:
         raise RegistryStartError("the registry did not start; see the log above")
+
+
+def _plan_exposure(
+    host: str,
+    public_host: str | None,
+    certfile: Path | None,
+    keyfile: Path | None,
+    insecure: bool,
+) -> Exposure:
+    """Where the registry binds and what it is called, or a one-line RegistryStartError."""
+    if (certfile is None) != (keyfile is None):
+        raise RegistryStartError("give both --ssl-certfile and --ssl-keyfile, or neither")
+    try:
+        exposure = plan_exposure(
+            what="registry",
+            host=host,
+            public_host=public_host,
+            tls=certfile is not None,
+            insecure=insecure,
+            tls_hint="--ssl-certfile/--ssl-keyfile",
+        )
+        if certfile is not None and keyfile is not None:
+            check_server_material(certfile, keyfile, names=[exposure.public_host])
+    except (AddressError, CertificateError) as exc:
+        raise RegistryStartError(str(exc)) from None
+    return exposure

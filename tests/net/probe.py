@@ -4,6 +4,7 @@ The test process never opens a socket to the namespaces' addresses; it runs this
 there with ``Network.run(host, [sys.executable, PROBE, ...])`` and reads the answer.
 
     probe.py get URL [--ca FILE] [--timeout S]     HTTP(S) GET -> {"status", "body"} or {"error"}
+    probe.py health URL [--ca FILE]                RegistryClient.health() -> {"healthy"}
     probe.py tcp HOST PORT [--timeout S]           -> {"open": bool}
     probe.py cert HOST:PORT [--timeout S]          -> {"sha256"} of the presented certificate
     probe.py port HOST                             -> {"port"} free on HOST right now
@@ -30,6 +31,13 @@ def _get(args: argparse.Namespace) -> dict:
     except httpx.HTTPError as exc:
         return {"error": f"{type(exc).__name__}: {exc}"}
     return {"status": response.status_code, "body": response.text[:500]}
+
+
+def _health(args: argparse.Namespace) -> dict:
+    from mycelium.client import RegistryClient
+
+    with RegistryClient(args.url, ca_file=args.ca, timeout=args.timeout) as client:
+        return {"healthy": client.health()}
 
 
 def _tcp(args: argparse.Namespace) -> dict:
@@ -85,12 +93,15 @@ def main() -> None:
     get = sub.add_parser("get")
     get.add_argument("url")
     get.add_argument("--ca")
+    health = sub.add_parser("health")
+    health.add_argument("url")
+    health.add_argument("--ca")
     tcp = sub.add_parser("tcp")
     tcp.add_argument("host")
     tcp.add_argument("port", type=int)
     cert = sub.add_parser("cert")
     cert.add_argument("address")
-    for p in (get, tcp, cert):
+    for p in (get, health, tcp, cert):
         p.add_argument("--timeout", type=float, default=3.0)
     port = sub.add_parser("port")
     port.add_argument("host")
@@ -100,7 +111,14 @@ def main() -> None:
     serve.add_argument("--cert")
     serve.add_argument("--key")
     args = parser.parse_args()
-    handler = {"get": _get, "tcp": _tcp, "cert": _cert, "port": _port, "serve": _serve}[args.cmd]
+    handler = {
+        "get": _get,
+        "health": _health,
+        "tcp": _tcp,
+        "cert": _cert,
+        "port": _port,
+        "serve": _serve,
+    }[args.cmd]
     sys.stdout.write(json.dumps(handler(args)) + "\n")
 
 

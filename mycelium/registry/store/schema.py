@@ -18,6 +18,7 @@ CREATE TABLE IF NOT EXISTS groups (
     loss REAL,
     round INTEGER,
     model_sha256 TEXT,
+    certificate TEXT,
     last_report REAL NOT NULL,
     last_live_at REAL NOT NULL,
     created_at REAL NOT NULL
@@ -76,8 +77,10 @@ NODE_COLUMNS = (
 GROUP_COLUMNS = (
     "g.id, g.name, g.fleet_address, g.task, g.max_capacity, g.join_policy, "
     "g.performance_threshold, g.status, g.accuracy, g.loss, g.round, g.model_sha256, "
-    "g.last_report, g.created_at"
+    "g.last_report, g.created_at, g.certificate"
 )
+# Columns added after the first release: (table, column, declaration) for older files.
+ADDED_COLUMNS = (("groups", "certificate", "TEXT"),)
 FLUSH_SQL = (
     "UPDATE nodes SET last_seen = ?, accuracy = COALESCE(?, accuracy), "
     "loss = COALESCE(?, loss), num_samples = ?, round = COALESCE(?, round), "

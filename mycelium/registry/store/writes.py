@@ -106,8 +106,8 @@ def insert_group(
 ) -> int:
     cur = conn.execute(
         "INSERT INTO groups (name, fleet_address, task, max_capacity, join_policy, "
-        "performance_threshold, token_hash, invite_hash, last_report, last_live_at, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "performance_threshold, token_hash, invite_hash, last_report, last_live_at, created_at,"
+        " certificate) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             spec.name,
             spec.fleet_address,
@@ -120,6 +120,7 @@ def insert_group(
             now,
             now,
             now,
+            spec.certificate,
         ),
     )
     group_id = int(cur.lastrowid or 0)
