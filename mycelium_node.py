@@ -29,16 +29,18 @@ from mycelium.client import (
     RegistryError,
     RegistryUnavailable,
 )
+from mycelium.flower.protocol import TRAINER_URL
 from mycelium.learning import policy
 from mycelium.procs import ManagedProcess, port_is_open
 
 if TYPE_CHECKING:  # torch and flwr are imported only when the agent runs
     import numpy as np
 
-    from mycelium.group_host import GroupHost
+    from mycelium.flower.group_host import GroupHost
+    from mycelium.flower.supernode import SuperNode
+    from mycelium.flower.trainer import LocalTrainer
+    from mycelium.flower.trainer_http import TrainerServer
     from mycelium.learning.data import ClientData
-    from mycelium.supernode import SuperNode
-    from mycelium.trainer import LocalTrainer, TrainerServer
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -151,7 +153,8 @@ class NodeAgent:
 
     # ------------------------------------------------------------------ start-up
     def _start_trainer(self) -> None:
-        from mycelium.trainer import LocalTrainer, TrainerServer
+        from mycelium.flower.trainer import LocalTrainer
+        from mycelium.flower.trainer_http import TrainerServer
 
         data = load_node_data(self.config)
         self.data = data
@@ -445,7 +448,7 @@ class NodeAgent:
         )
 
     def _found_group(self, decision: policy.Decision, *, reform: bool) -> None:
-        from mycelium.group_host import GroupHost
+        from mycelium.flower.group_host import GroupHost
 
         if self.hosted is not None:
             return  # already hosting one: the policy will join it once it has a model
@@ -511,15 +514,13 @@ class NodeAgent:
         self._heartbeat()
 
     def _start_supernode(self, fleet_address: str) -> SuperNode:
-        from mycelium.supernode import ChildExited, SuperNode
+        from mycelium.flower.errors import ChildExited
+        from mycelium.flower.supernode import SuperNode
 
         assert self.credentials is not None
         supernode = SuperNode(
             superlink_address=fleet_address,
-            node_config={
-                "registry-node-id": self.credentials.node_id,
-                "trainer-url": self.trainer_url,
-            },
+            node_config={TRAINER_URL: self.trainer_url},
             work_dir=self.config.work_dir / "supernode",
             name=self.config.name,
         )

@@ -144,11 +144,15 @@ def registry_process(*, db: Path, log_path: Path, **options: Option) -> Iterator
         started.process.stop()
 
 
-def start_agent(work_dir: Path, *, name: str, **options: Option) -> ManagedProcess:
-    """Start a node agent with its work dir ``WORK_DIR/NAME`` and log ``WORK_DIR/NAME.log``."""
+def start_agent(
+    work_dir: Path, *, name: str, log_path: Path | None = None, **options: Option
+) -> ManagedProcess:
+    """Start a node agent with its work dir ``WORK_DIR/NAME``; its output goes to
+    ``log_path`` (default ``WORK_DIR/NAME.log``)."""
     work_dir = work_dir.resolve()
     args = node_command(name=name, work_dir=work_dir / name, **options)
-    return ManagedProcess(name, args, log_path=work_dir / f"{name}.log").start()
+    log = (log_path or work_dir / f"{name}.log").resolve()
+    return ManagedProcess(name, args, log_path=log).start()
 
 
 @contextmanager

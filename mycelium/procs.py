@@ -102,28 +102,6 @@ def wait_for(
         time.sleep(interval)
 
 
-def flower_env(flwr_home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Environment for a Flower process: no telemetry, no update check, a private FLWR_HOME.
-
-    The project root is put on PYTHONPATH so that our Flower app can import ``mycelium``.
-    """
-    flwr_home.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
-    env.update(
-        {
-            "FLWR_TELEMETRY_ENABLED": "0",
-            "FLWR_DISABLE_UPDATE_CHECK": "1",
-            "FLWR_HOME": str(flwr_home),
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    if extra:
-        env.update(extra)
-    return env
-
-
 def _parent_of(pid: int) -> int | None:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()

@@ -9,16 +9,21 @@ import typer
 
 from mycelium import config
 from mycelium.cli._common import LogLevel, fail, setup_logging
+from mycelium.demo.config import DemoConfig
+
+DEFAULTS = DemoConfig()
 
 
 def demo(
-    nodes: Annotated[int, typer.Option(help="Number of nodes.", min=2, max=32)] = 6,
-    scenario: Annotated[str, typer.Option(help="rotate, permute or mixed.")] = "rotate",
-    clusters: Annotated[int, typer.Option(help="Latent clusters.", min=1, max=8)] = 3,
+    nodes: Annotated[int, typer.Option(help="Number of nodes.", min=2, max=32)] = DEFAULTS.nodes,
+    scenario: Annotated[str, typer.Option(help="rotate, permute or mixed.")] = DEFAULTS.scenario,
+    clusters: Annotated[
+        int, typer.Option(help="Latent clusters.", min=1, max=8)
+    ] = DEFAULTS.clusters,
     duration: Annotated[
         float, typer.Option(help="Stop after this many seconds at most.", min=10)
-    ] = 180.0,
-    seed: Annotated[int, typer.Option(help="Seed of the data split.")] = 0,
+    ] = DEFAULTS.duration,
+    seed: Annotated[int, typer.Option(help="Seed of the data split.")] = DEFAULTS.seed,
     port: Annotated[
         int | None,
         typer.Option(
@@ -53,14 +58,14 @@ def demo(
 
     from rich.console import Console
 
-    import demo as demo_module
-    from mycelium.demo_view import LiveView
+    from mycelium.demo.live import LiveView
+    from mycelium.demo.run import DemoFailed, run_demo
 
     def _sigterm(_signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _sigterm)
-    demo_config = demo_module.DemoConfig(
+    demo_config = DemoConfig(
         nodes=nodes,
         scenario=scenario,
         clusters=clusters,
@@ -72,17 +77,17 @@ def demo(
         report_path=report,
         plot_path=plot,
     )
-    console = Console()
-    view = LiveView(console)
+    view = LiveView(Console())
     try:
-        result = demo_module.run_demo(demo_config, view)
+        result = run_demo(demo_config, view)
     except KeyboardInterrupt:
-        view.close()
         raise fail("interrupted; every process was stopped") from None
+    except DemoFailed as exc:
+        raise fail(f"{exc}; report {exc.report_path}") from None
     except (RuntimeError, ValueError) as exc:
-        view.close()
         raise fail(str(exc)) from None
-    view.close()
+    finally:
+        view.close()
     if result["groups"] == []:
         raise fail("no group formed; see the logs in the run folder")
 

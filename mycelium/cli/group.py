@@ -88,7 +88,8 @@ def group(
     setup_logging(log_level)
     check_join_policy(join_policy)
     from mycelium.client import RegistryError
-    from mycelium.group_host import GroupHost, GroupHostError, host_until_signalled
+    from mycelium.flower.errors import FlowerError
+    from mycelium.flower.group_host import GroupHost, host_until_signalled
 
     host = GroupHost(
         registry_url,
@@ -109,6 +110,6 @@ def group(
     )
     try:
         code = host_until_signalled(host)
-    except (GroupHostError, RegistryError, OSError, ValueError) as exc:
+    except (FlowerError, RegistryError, OSError, ValueError) as exc:
         raise fail(str(exc)) from None
     raise typer.Exit(code)

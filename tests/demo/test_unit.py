@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from demo import DemoConfig, is_stable, plan_nodes, purity
+from mycelium.demo.config import DemoConfig, plan_nodes
+from mycelium.demo.observation import is_stable, purity
 
 
 def test_plan_round_robins_clusters_and_misplaces_the_last_node() -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-import threading
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group
@@ -12,7 +10,8 @@ from rich.panel import Panel
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from demo import DemoRun, Snapshot
+    from mycelium.demo.observation import Snapshot
+    from mycelium.demo.run import DemoRun
 
 EVENT_ROWS = 8
 PLAIN_EVERY_S = 10.0
@@ -125,24 +124,15 @@ class LiveView:
             self._live = None
 
     def finished(self, run: DemoRun, report: dict[str, Any]) -> None:
-        """Print the summary; with --keep-running, wait for Ctrl-C before teardown."""
+        """Print the summary of a completed run."""
         self.close()
         print_summary(self.console, report)
-        if run.config.keep_running:
-            self._keep_running(run)
 
-    def _keep_running(self, run: DemoRun) -> None:
+    def holding(self, run: DemoRun) -> None:
         self.console.print(
             f"network left running: registry {run.registry_url}/docs. "
             "Press Ctrl-C to stop everything."
         )
-        stopped = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stopped.set())
-        try:
-            while not stopped.wait(1.0):
-                pass
-        except KeyboardInterrupt:
-            pass
 
 
 def print_summary(console: Console, report: dict[str, Any]) -> None:

@@ -13,38 +13,28 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
+from mycelium import config
 from mycelium.client import GroupCredentials, RegistryClient, RegistryError
+from mycelium.flower import protocol
+from mycelium.flower.errors import ChildExited, GroupHostError
+from mycelium.flower.procs import flower_env, flower_executable, wait_while_running
+from mycelium.flower.protocol import CONNECTION, ConfigValue, format_config
 from mycelium.procs import (
     DeadlineExceeded,
     ManagedProcess,
     descendant_pids,
-    flower_env,
     free_port,
     port_is_open,
-)
-from mycelium.supernode import (
-    ChildExited,
-    ConfigValue,
-    flower_executable,
-    format_node_config,
-    wait_while_running,
 )
 
 logger = logging.getLogger(__name__)
 
-APP_DIR = Path(__file__).resolve().parent.parent / "flower_app"
-CONNECTION = "group"
+APP_DIR = Path(__file__).resolve().parents[2] / "flower_app"
 SUPERLINK_READY_TIMEOUT = 30.0
 FLWR_CLI_TIMEOUT = 120.0
-DEFAULT_HEARTBEAT_INTERVAL = 10.0
-SERVERAPP_PROCESS = "flwr-serverapp"
-
-
-class GroupHostError(RuntimeError):
-    """The group could not be started (message is one line)."""
 
 
 class GroupHost:
@@ -55,18 +45,17 @@ class GroupHost:
         registry_url: str,
         *,
         name: str,
-        task: str = "digits",
-        max_capacity: int = 10,
-        join_policy: str = "open",
-        performance_threshold: float = 0.05,
+        task: str = config.TASK,
+        max_capacity: int = config.MAX_CAPACITY,
+        join_policy: str = config.JOIN_POLICY,
+        performance_threshold: float = config.PERFORMANCE_THRESHOLD,
         work_dir: Path,
         seed_model: bytes | None = None,
         run_config: Mapping[str, ConfigValue] | None = None,
-        heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
+        heartbeat_interval: float = config.GROUP_HEARTBEAT_INTERVAL_S,
         node_token: str | None = None,
-        registry_timeout: float = 5.0,
+        registry_timeout: float = config.REGISTRY_TIMEOUT_S,
         app_dir: Path = APP_DIR,
-        clock: Callable[[], float] = time.time,
     ) -> None:
         self.registry_url = registry_url
         self.name = name
@@ -74,12 +63,12 @@ class GroupHost:
         self.max_capacity = max_capacity
         self.join_policy = join_policy
         self.performance_threshold = performance_threshold
-        self.work_dir = Path(work_dir)
+        # Absolute once, here: flwr runs with cwd=work_dir and FLWR_HOME inside it.
+        self.work_dir = Path(work_dir).resolve()
         self.seed_model = seed_model
         self.run_config = dict(run_config or {})
         self.heartbeat_interval = heartbeat_interval
-        self.app_dir = app_dir
-        self._clock = clock
+        self.app_dir = Path(app_dir).resolve()
         self._client = RegistryClient(registry_url, token=node_token, timeout=registry_timeout)
         self._flwr_home = self.work_dir / "superlink.flwr"
         self._superlink: ManagedProcess | None = None
@@ -88,8 +77,8 @@ class GroupHost:
         self.run_id: int | None = None
         self.superlink_ready_s: float | None = None
         self._serverapp_seen = False
-        self.last_heartbeat_at: float | None = None
         self._stop = threading.Event()
+        self._stopped = False
         self._heartbeat: threading.Thread | None = None
 
     # -- public state -------------------------------------------------------------------
@@ -123,7 +112,7 @@ class GroupHost:
         ended: stopped, ``num-rounds`` reached, or the group failed/dissolved)."""
         pid = self.superlink_pid
         alive = pid is not None and any(
-            SERVERAPP_PROCESS in _cmdline(p) for p in descendant_pids(pid)
+            protocol.SERVERAPP_PROCESS in _cmdline(p) for p in descendant_pids(pid)
         )
         self._serverapp_seen = self._serverapp_seen or alive
         return self._serverapp_seen and not alive
@@ -141,9 +130,9 @@ class GroupHost:
         Raises :class:`GroupHostError` or :class:`mycelium.client.RegistryError`; whatever
         was started is stopped again before raising.
         """
-        if not self._client.health():
-            raise GroupHostError(f"registry at {self.registry_url} is unreachable")
         try:
+            if not self._client.health():
+                raise GroupHostError(f"registry at {self.registry_url} is unreachable")
             self._start_superlink()
             self._register()
             self._write_connection()
@@ -167,7 +156,10 @@ class GroupHost:
 
     def stop(self) -> None:
         """Close the group in the registry (its members re-home at once), then stop the run,
-        the SuperLink and the heartbeats; nothing is left running."""
+        the SuperLink and the heartbeats; nothing is left running. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
         self._stop.set()
         try:
             self._close_in_registry()
@@ -238,23 +230,24 @@ class GroupHost:
         assert self._credentials is not None
         config: dict[str, ConfigValue] = {
             **self.run_config,
-            "registry-url": self.registry_url,
-            "group-id": self._credentials.group_id,
-            "group-token": self._credentials.group_token,
+            protocol.REGISTRY_URL: self.registry_url,
+            protocol.GROUP_ID: self._credentials.group_id,
+            protocol.GROUP_TOKEN: self._credentials.group_token,
         }
         out = self._flwr(
             "run",
             str(self.app_dir),
             CONNECTION,
             "--run-config",
-            format_node_config(config),
+            format_config(config),
             "--format",
             "json",
         )
         try:
-            return int(json.loads(out)["run-id"])
+            return int(json.loads(out)[protocol.RUN_ID_KEY])
         except (ValueError, KeyError, TypeError):
-            raise GroupHostError(f"flwr run gave no run id: {out.strip()[:300]}") from None
+            tail = self._redact(out.strip())[:300]
+            raise GroupHostError(f"flwr run gave no run id: {tail}") from None
 
     def _flwr(self, *args: str, timeout: float = FLWR_CLI_TIMEOUT, check: bool = True) -> str:
         try:
@@ -271,10 +264,19 @@ class GroupHost:
             raise GroupHostError(f"flwr {args[0]} did not finish in {timeout:.0f}s") from None
         if check and proc.returncode != 0:
             tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
-            raise GroupHostError(f"flwr {args[0]} failed: {' | '.join(tail)[:300]}")
+            detail = self._redact(" | ".join(tail))[:300]
+            raise GroupHostError(f"flwr {args[0]} failed: {detail}")
         if proc.returncode != 0:
             logger.warning("flwr %s exited %s", args[0], proc.returncode)
         return proc.stdout
+
+    def _redact(self, text: str) -> str:
+        """``text`` without the group's secrets (Flower may echo the run config)."""
+        creds = self._credentials
+        for secret in (creds.group_token, creds.invite_code) if creds else ():
+            if secret:
+                text = text.replace(secret, "***")
+        return text
 
     def _close_in_registry(self) -> None:
         if self._credentials is None:
@@ -295,7 +297,6 @@ class GroupHost:
                 return
             try:
                 self._client.group_heartbeat(gid)
-                self.last_heartbeat_at = self._clock()
             except RegistryError as exc:
                 logger.warning("group %s heartbeat failed: %s", gid, exc)
 

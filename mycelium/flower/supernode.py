@@ -5,59 +5,16 @@ reads it from the log so the node agent can report it to the registry."""
 from __future__ import annotations
 
 import logging
-import math
-import re
-import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TypeVar
 
-from mycelium.procs import ManagedProcess, flower_env, free_port, wait_for
+from mycelium.flower.procs import flower_env, flower_executable, wait_while_running
+from mycelium.flower.protocol import NODE_ID_PATTERN, ConfigValue, format_config
+from mycelium.procs import ManagedProcess, free_port
 
 logger = logging.getLogger(__name__)
 
-NODE_ID_PATTERN = re.compile(r"SuperNode ID: (\d+)")
-_KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
 DEFAULT_MAX_WAIT_TIME = 60.0
-
-ConfigValue = str | int | float | bool
-T = TypeVar("T")
-
-
-def format_node_config(config: Mapping[str, ConfigValue]) -> str:
-    """Render ``config`` for ``--node-config`` (or ``flwr run --run-config``) so that Flower
-    parses back the same typed values.
-
-    Flower splits on ``key=value`` with values ``'...'``, ``"..."`` or bare tokens and
-    reads them as TOML: strings go in single quotes (TOML literal strings, no escapes), or
-    double quotes if they contain a single quote. ValueError for what cannot round-trip.
-    """
-    parts = []
-    for key, value in config.items():
-        if not _KEY_PATTERN.match(key):
-            raise ValueError(f"node-config key {key!r} must match [A-Za-z0-9_-]+")
-        parts.append(f"{key}={_format_value(key, value)}")
-    return " ".join(parts)
-
-
-def _format_value(key: str, value: ConfigValue) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"node-config {key}: {value} is not finite")
-        return repr(value)
-    if isinstance(value, str):
-        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
-            raise ValueError(f"node-config {key}: control characters are not allowed")
-        if "'" not in value:
-            return f"'{value}'"
-        if '"' not in value and "\\" not in value:
-            return f'"{value}"'
-        raise ValueError(f"node-config {key}: cannot quote a value with both quote kinds")
-    raise ValueError(f"node-config {key}: unsupported type {type(value).__name__}")
 
 
 class SuperNode:
@@ -74,7 +31,7 @@ class SuperNode:
     ) -> None:
         self.superlink_address = superlink_address
         self.node_config = dict(node_config)
-        self.work_dir = Path(work_dir)
+        self.work_dir = Path(work_dir).resolve()  # children never depend on our cwd
         self.name = name
         self.max_wait_time = max_wait_time
         self.port: int | None = None
@@ -98,7 +55,7 @@ class SuperNode:
         """Start the child (idempotent while it runs)."""
         if self.is_running():
             return self
-        rendered = format_node_config(self.node_config)
+        rendered = format_config(self.node_config)
         self.port = free_port()
         flwr_home = self.work_dir / f"{self.name}.flwr"
         args = [
@@ -130,8 +87,8 @@ class SuperNode:
     def wait_connected(self, timeout: float = 30.0) -> int:
         """Poll the log until the SuperLink gave this SuperNode its id; return it.
 
-        Raises :class:`mycelium.procs.DeadlineExceeded`, or :class:`ChildExited` at once if
-        the SuperNode exits.
+        Raises :class:`mycelium.procs.DeadlineExceeded`, or
+        :class:`mycelium.flower.errors.ChildExited` at once if the SuperNode exits.
         """
         if self._proc is None:
             raise RuntimeError("SuperNode is not started")
@@ -158,36 +115,3 @@ class SuperNode:
         """SIGKILL the SuperNode alone (failure tests: a crash, no unregistration)."""
         if self._proc is not None:
             self._proc.kill()
-
-
-class ChildExited(RuntimeError):
-    """A Flower child process exited while we waited for it to become ready."""
-
-
-class _Exited(BaseException):
-    """Escapes :func:`wait_for`'s retry (it retries ``Exception``)."""
-
-
-def wait_while_running(
-    proc: ManagedProcess, condition: Callable[[], T | None], *, timeout: float, what: str
-) -> T:
-    """:func:`wait_for` ``condition``, failing at once with :class:`ChildExited` if ``proc``
-    exits meanwhile."""
-
-    def check() -> T | None:
-        if not proc.is_running():
-            raise _Exited(f"{proc.name} exited with code {proc.returncode()}")
-        return condition()
-
-    try:
-        return wait_for(check, timeout=timeout, interval=0.1, what=what)
-    except _Exited as exc:
-        raise ChildExited(f"{exc}; see {proc.log_path}") from None
-
-
-def flower_executable(name: str) -> str:
-    """Absolute path of a Flower console script; FileNotFoundError if missing."""
-    path = shutil.which(name)
-    if path is None:
-        raise FileNotFoundError(f"{name} not found on PATH (is flwr installed?)")
-    return path

@@ -15,7 +15,7 @@ from mycelium.client import RegistryClient
 from mycelium.procs import ManagedProcess, free_port, port_is_open, wait_for
 from tests.factories import start_registry
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ENTRY = [sys.executable, str(ROOT / "mycelium_net.py"), "group"]
 
 
