@@ -246,6 +246,7 @@ class RegistryClient:
         max_capacity: int = config.MAX_CAPACITY,
         join_policy: str = config.JOIN_POLICY,
         performance_threshold: float = config.PERFORMANCE_THRESHOLD,
+        certificate: str | None = None,
     ) -> GroupCredentials:
         """Create a group (as the node whose token is set, or as an operator without one)."""
         body = {
@@ -256,6 +257,8 @@ class RegistryClient:
             "join_policy": join_policy,
             "performance_threshold": performance_threshold,
         }
+        if certificate is not None:
+            body["certificate"] = certificate  # the PEM the group's SuperLink presents
         data = self._json("POST", "/groups", json=body)
         return GroupCredentials(
             group_id=int(data["group_id"]),

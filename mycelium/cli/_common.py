@@ -15,6 +15,15 @@ LogLevel = Annotated[
 ]
 
 # Across machines (docs/architecture.md "Ports, exposure and TLS").
+BindHost = Annotated[
+    str,
+    typer.Option(
+        "--host",
+        help="Interface a group's SuperLink binds; off loopback it serves TLS with the "
+        "group's own certificate.",
+        envvar="MYCELIUM_HOST",
+    ),
+]
 PublicHost = Annotated[
     str | None,
     typer.Option(
@@ -60,3 +69,15 @@ def fail(message: str) -> typer.Exit:
 def check_join_policy(join_policy: str) -> None:
     if join_policy not in config.JOIN_POLICIES:
         raise fail(f"--join-policy must be open or invite-only, not {join_policy!r}")
+
+
+def check_registry_url(url: str, ca_file: Path | None, insecure: bool) -> str:
+    """The registry URL if it may be used (plain http only to loopback unless --insecure),
+    else a one-line error and exit 1."""
+    from mycelium.net.addresses import AddressError
+    from mycelium.net.addresses import check_registry_url as check
+
+    try:
+        return check(url, ca_file=str(ca_file) if ca_file else None, insecure=insecure)
+    except AddressError as exc:
+        raise fail(str(exc)) from None

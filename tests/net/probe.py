@@ -30,7 +30,7 @@ def _get(args: argparse.Namespace) -> dict:
         response = httpx.get(args.url, verify=verify, timeout=args.timeout)  # type: ignore[arg-type]
     except httpx.HTTPError as exc:
         return {"error": f"{type(exc).__name__}: {exc}"}
-    return {"status": response.status_code, "body": response.text[:500]}
+    return {"status": response.status_code, "body": response.text}
 
 
 def _health(args: argparse.Namespace) -> dict:
