@@ -9,6 +9,7 @@ installed project). Importing this module loads neither torch, flwr nor fastapi.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +32,9 @@ FAST_TIMERS: dict[str, float] = {
     "group_evaluation_interval": 4,
     "cooldown": 8,
 }
+
+
+_LOG_PREFIX = re.compile(r"^\d\d:\d\d:\d\d\s+[A-Z]+\s+[\w.]+:\s+")
 
 
 class LaunchError(RuntimeError):
@@ -71,14 +75,14 @@ def registry_command(
 
 def last_meaningful_line(text: str) -> str:
     """The last line of a log that says something: not blank, not a traceback frame or
-    a box drawn by rich, not an uncaught exception's repeated header."""
+    a box drawn by rich; without our log format's ``HH:MM:SS LEVEL logger:`` prefix."""
     for raw in reversed(text.splitlines()):
         line = raw.strip()
         if not line or line.startswith(("File ", "Traceback", "^", "~", "│", "╭", "╰", "─")):
             continue
-        if raw.startswith((" ", "\t")) and not line.startswith("error"):
+        if raw.startswith((" ", "\t")):
             continue  # source lines of a traceback
-        return line[:300]
+        return _LOG_PREFIX.sub("", line)[:300]
     return "(empty log)"
 
 

@@ -25,6 +25,7 @@ T = TypeVar("T")
 
 Clock = Callable[[], float]
 PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
 
 
 class DeadlineExceeded(TimeoutError):
@@ -46,6 +47,21 @@ def _die_with_parent() -> None:
     crashed agent (kill -9) does not leave its SuperLink or SuperNode behind."""
     if _LIBC is not None:
         _LIBC.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+
+
+def become_subreaper() -> bool:
+    """Adopt this process's orphaned descendants (Linux prctl), so that what a crashed
+    child leaves behind stays findable with :func:`descendant_pids` and can be stopped."""
+    return _LIBC is not None and _LIBC.prctl(PR_SET_CHILD_SUBREAPER, 1) == 0
+
+
+def reap(pids: Sequence[int]) -> None:
+    """Collect the exit status of adopted descendants that ended (no zombies left)."""
+    for pid in pids:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -246,6 +262,7 @@ class ManagedProcess:
                     self._popen.wait(timeout=timeout)
                 except subprocess.TimeoutExpired:
                     logger.warning("%s did not stop in %.0fs; killing it", self.name, timeout)
+                    self._remember_descendants()  # also those it started while stopping
             # Grandchildren may outlive a child that exited on SIGTERM: end the group.
             self._signal_group(signal.SIGKILL)
             self._popen.wait(timeout=5)

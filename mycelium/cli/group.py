@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -19,6 +20,8 @@ from mycelium.cli._common import (
     fail,
     setup_logging,
 )
+
+logger = logging.getLogger(__name__)
 
 
 def group(
@@ -134,4 +137,7 @@ def group(
         code = host_until_signalled(group_host)
     except (FlowerError, RegistryError, OSError, ValueError) as exc:
         raise fail(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - a user sees one line, never a traceback
+        logger.debug("group failed", exc_info=True)
+        raise fail(f"unexpected {type(exc).__name__}: {exc}") from None
     raise typer.Exit(code)

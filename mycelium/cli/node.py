@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -9,6 +10,8 @@ import typer
 
 from mycelium import config
 from mycelium.cli._common import LogLevel, check_join_policy, fail, setup_logging
+
+logger = logging.getLogger(__name__)
 
 
 def _parse_partition(value: str) -> tuple[int, int]:
@@ -139,9 +142,11 @@ def node(
     if data is not None and not data.is_file():
         raise fail(f"--data {data} is not a file")
     index, count = _parse_partition(partition)
-    import mycelium_node
+    from mycelium.node.agent import run_node
+    from mycelium.node.config import NodeConfig
+    from mycelium.node.errors import FatalNodeError
 
-    node_config = mycelium_node.NodeConfig(
+    node_config = NodeConfig(
         name=name,
         registry_url=registry_url,
         node_address=address,
@@ -165,7 +170,10 @@ def node(
         work_dir=(work_dir or config.RUNS_DIR / f"node-{name}").resolve(),
     )
     try:
-        code = mycelium_node.run_node(node_config)
-    except ValueError as exc:  # bad data file or scenario
+        code = run_node(node_config)
+    except FatalNodeError as exc:  # what retrying cannot fix: one line, exit 1
         raise fail(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - a user sees one line, never a traceback
+        logger.debug("node failed", exc_info=True)
+        raise fail(f"unexpected {type(exc).__name__}: {exc}") from None
     raise typer.Exit(code)

@@ -5,7 +5,6 @@ then drawn as a PNG by :mod:`mycelium.demo.figure`."""
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,8 +13,6 @@ from mycelium.demo.observation import Snapshot, migrations, purity
 
 if TYPE_CHECKING:
     from mycelium.demo.run import DemoRun
-
-logger = logging.getLogger(__name__)
 
 STATUS_FILE = "status.json"  # each agent writes it in its work dir
 
@@ -105,18 +102,15 @@ def build_report(
     }
 
 
-def write_outputs(run: DemoRun, report: dict[str, Any]) -> None:
-    """Write report.json, then the figure (a failed figure is logged, not fatal: the
-    report is what a failed run must leave behind)."""
+def write_outputs(run: DemoRun, report: dict[str, Any], *, figure: bool = True) -> None:
+    """Write report.json, then (unless ``figure`` is False: a failed run leaves its
+    report at once) the figure."""
     report_path = run.config.report_path or run.run_dir / "report.json"
-    plot_path = run.config.plot_path or run.run_dir / "demo.png"
-    report["report_path"], report["plot_path"] = str(report_path), str(plot_path)
+    plot_path = (run.config.plot_path or run.run_dir / "demo.png") if figure else None
+    report["report_path"], report["plot_path"] = str(report_path), plot_path and str(plot_path)
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(json.dumps(report, indent=2))
-    from mycelium.demo.figure import plot_report
+    if plot_path is not None:
+        from mycelium.demo.figure import plot_report
 
-    try:
         plot_report(report, plot_path)
-    except (OSError, ValueError) as exc:
-        logger.warning("could not draw %s: %s", plot_path, exc)
-        report["plot_path"] = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -25,7 +26,16 @@ from mycelium.client import RegistryClient, RegistryError
 from mycelium.demo.config import DemoConfig, NodeSpec, plan_nodes
 from mycelium.demo.observation import STABLE_CYCLES, Snapshot, everyone_placed, is_stable, observe
 from mycelium.demo.report import build_report, write_outputs
-from mycelium.procs import ManagedProcess, free_port, port_is_free, tree_rss_mb
+from mycelium.procs import (
+    ManagedProcess,
+    become_subreaper,
+    descendant_pids,
+    free_port,
+    port_is_free,
+    reap,
+    terminate_pids,
+    tree_rss_mb,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +44,7 @@ POLL_S = 1.0
 START_GAP_S = 3.0
 MISPLACE_WAIT_S = 120.0
 STOP_BUDGET_S = 30.0  # a normal stop: agents leave their groups and say goodbye
-FAILED_STOP_BUDGET_S = 8.0  # after a failure everything must be down within seconds
+FAILED_STOP_BUDGET_S = 6.0  # after a failure everything must be down within seconds
 
 
 class DemoFailed(RuntimeError):
@@ -53,8 +63,8 @@ class DemoFailed(RuntimeError):
     def exited(cls, proc: ManagedProcess) -> DemoFailed:
         code, cause = proc.returncode(), launch.last_meaningful_line(proc.read_log())
         message = (
-            f"{proc.name} exited unexpectedly ({_describe_exit(code)}): {cause} "
-            f"(log {proc.log_path})"
+            f"{proc.name} exited unexpectedly ({_describe_exit(code)}); "
+            f"its last log line: {cause} (log {proc.log_path})"
         )
         failure = {"process": proc.name, "returncode": code, "cause": cause}
         return cls(message, failure | {"log": str(proc.log_path)})
@@ -62,8 +72,6 @@ class DemoFailed(RuntimeError):
 
 def _describe_exit(code: int | None) -> str:
     if code is not None and code < 0:
-        import signal
-
         return f"killed by {signal.Signals(-code).name}"
     return f"exit code {code}"
 
@@ -171,13 +179,28 @@ def stop_all(run: DemoRun, budget: float = STOP_BUDGET_S) -> None:
     goodbyes reach it; whatever outlives the budget is killed."""
     deadline = time.monotonic() + budget
     nodes = [p for p in run.processes if p.name != "registry"]
+    grandchildren = [pid for p in nodes if p.is_running() for pid in descendant_pids(p.pid or 0)]
     for proc in nodes:
         proc.terminate()
+    for pid in grandchildren:  # those in sessions of their own (Flower's superexec) too
+        _sigterm(pid)
     for proc in nodes:
         proc.stop(timeout=max(0.5, deadline - time.monotonic()))
     for proc in run.processes:
         if proc.name == "registry":
             proc.stop(timeout=max(1.0, min(10.0, deadline - time.monotonic())))
+    # What a crashed agent left behind (e.g. a ServerApp whose SuperLink died) was adopted
+    # by this process (see run_demo): stop it too, so nothing outlives the demo.
+    leftovers = descendant_pids(os.getpid())
+    terminate_pids(leftovers, timeout=max(1.0, deadline - time.monotonic()))
+    reap(leftovers)
+
+
+def _sigterm(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 # ---------------------------------------------------------------------- the run
@@ -272,6 +295,7 @@ def run_demo(config: DemoConfig, view: View | None = None) -> dict[str, Any]:
     and :class:`DemoFailed` is raised.
     """
     run = DemoRun(config=config, run_dir=new_run_dir(config), specs=plan_nodes(config))
+    become_subreaper()
     try:
         start_registry(run)
         if view is not None:
@@ -279,9 +303,11 @@ def run_demo(config: DemoConfig, view: View | None = None) -> dict[str, Any]:
         with _registry_client(run.registry_url) as client:
             return _run(run, client, view)
     except DemoFailed as exc:
+        logger.info("%s; stopping every process", exc)
         stop_all(run, FAILED_STOP_BUDGET_S)
+        logger.info("stopped; writing the report")
         report = build_report(run, run.last, exc.failure)
-        write_outputs(run, report)
+        write_outputs(run, report, figure=False)
         exc.report_path = report["report_path"]
         raise
     finally:

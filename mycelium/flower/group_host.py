@@ -188,15 +188,17 @@ class GroupHost:
         )
         return self._credentials
 
-    def stop(self) -> None:
-        """Close the group in the registry (its members re-home at once), then stop the run,
-        the SuperLink and the heartbeats; nothing is left running. Idempotent."""
+    def stop(self, *, close_in_registry: bool = True) -> None:
+        """Close the group in the registry (its members re-home at once; skipped when the
+        caller knows the registry is unreachable: the group then fails after its TTL), then
+        stop the run, the SuperLink and the heartbeats; nothing is left running. Idempotent."""
         if self._stopped:
             return
         self._stopped = True
         self._stop.set()
         try:
-            self._close_in_registry()
+            if close_in_registry:
+                self._close_in_registry()
             if self.run_id is not None and self._superlink and self._superlink.is_running():
                 self._flwr("stop", str(self.run_id), CONNECTION, timeout=30.0, check=False)
         finally:

@@ -123,6 +123,10 @@ class LocalTrainer:
         return int(len(self._data.y_train))
 
     @property
+    def val_size(self) -> int:
+        return int(len(self._data.y_val))
+
+    @property
     def last_round(self) -> int | None:
         return self._last_round
 
@@ -197,10 +201,19 @@ class LocalTrainer:
 
     def evaluate_arrays(self, arrays: Sequence[np.ndarray]) -> tuple[float, float]:
         """(loss, accuracy) of a model (e.g. a candidate group's) on own val split."""
+        return self._score(arrays, self._data.x_val, self._data.y_val)
+
+    def test_accuracy(self, arrays: Sequence[np.ndarray]) -> float:
+        """Accuracy of a model on the node's own test split (for status reports)."""
+        return self._score(arrays, self._data.x_test, self._data.y_test)[1]
+
+    def _score(
+        self, arrays: Sequence[np.ndarray], x: np.ndarray, y: np.ndarray
+    ) -> tuple[float, float]:
         checked = self.check_arrays(arrays)
-        with self._lock:
+        with self._lock:  # the scratch group model is shared with fits
             self._lib.set_weights(self._group_model, checked)
-            loss, acc = self._lib.evaluate(self._group_model, self._data.x_val, self._data.y_val)
+            loss, acc = self._lib.evaluate(self._group_model, x, y)
         return float(loss), float(acc)
 
     def warm_up(self, epochs: int) -> float:

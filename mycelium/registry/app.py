@@ -4,7 +4,7 @@ store refusals."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
@@ -13,8 +13,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from mycelium.registry.deps import Unauthorized
-from mycelium.registry.middleware import BodyLimit
+from mycelium.registry.middleware import BodyRules
 from mycelium.registry.routers import events, groups, models, nodes
+from mycelium.registry.schemas import INT64_MAX, UINT64_MAX
 from mycelium.registry.settings import Settings
 from mycelium.registry.store import (
     ConflictError,
@@ -38,11 +39,46 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.discovery_json = groups.JsonCache()
-    app.add_middleware(BodyLimit, model_limit=settings.max_model_bytes)
+    app.add_middleware(BodyRules, model_limit=settings.max_model_bytes)
     _add_error_handlers(app)
     for module in (nodes, groups, models, events):
         app.include_router(module.router)
+    app.openapi = _exact_openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _exact_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """FastAPI's OpenAPI with integer bounds as exact integers.
+
+    FastAPI's OpenAPI model types ``minimum``/``maximum`` as floats, which turns 2^63 - 1
+    into 2^63 (and 2^64 - 1 into 2^64): a client or a fuzzer reading the schema would send
+    one value past what the API accepts.
+    """
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _exact_integer_bounds(generate())
+        return app.openapi_schema
+
+    return openapi
+
+
+_EXACT = {float(INT64_MAX): INT64_MAX, float(UINT64_MAX): UINT64_MAX}
+
+
+def _exact_integer_bounds(node: Any) -> Any:
+    if isinstance(node, list):
+        for item in node:
+            _exact_integer_bounds(item)
+    elif isinstance(node, dict):
+        if node.get("type") == "integer":
+            for key in ("minimum", "maximum"):
+                if isinstance(node.get(key), float):
+                    node[key] = _EXACT.get(node[key], int(node[key]))
+        for value in node.values():
+            _exact_integer_bounds(value)
+    return node
 
 
 @asynccontextmanager

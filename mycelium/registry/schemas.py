@@ -11,13 +11,21 @@ from mycelium import config
 UINT64_MAX = 2**64 - 1
 INT64_MAX = 2**63 - 1
 
+# -- the one rule for integers -----------------------------------------------------------
+# Every integer that reaches the store, from a body, a query or a path, is one of these
+# types: bounded to what SQLite holds (int64; Flower's uint64 node id is stored as TEXT) and
+# to a sane range where one exists. Out of range is a 422 from validation, never an
+# OverflowError (a 500) in the store. tests/registry/test_bounds.py checks every route.
+Id = Annotated[int, Field(ge=1, le=INT64_MAX)]
+Count = Annotated[int, Field(ge=0, le=INT64_MAX)]
+Limit = Annotated[int, Field(ge=1, le=1000)]
+Capacity = Annotated[int, Field(ge=1, le=10_000)]
+FlowerNodeId = Annotated[int, Field(ge=0, le=UINT64_MAX)]
+
 Name = Annotated[str, Field(min_length=1, max_length=100)]
 Address = Annotated[str, Field(min_length=1, max_length=200)]
-Count = Annotated[int, Field(ge=0, le=INT64_MAX)]
 Accuracy = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 Loss = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
-FlowerNodeId = Annotated[int, Field(ge=0, le=UINT64_MAX)]
-Id = Annotated[int, Field(ge=1, le=INT64_MAX)]
 JoinPolicy = Literal["open", "invite-only"]
 GroupStatus = Literal["active", "failed", "dissolved"]
 
@@ -81,7 +89,7 @@ class GroupCreate(_In):
     name: Name
     fleet_address: Annotated[str, Field(min_length=3, max_length=200, pattern=r"^\S+:\d{1,5}$")]
     task: Name = config.TASK
-    max_capacity: Annotated[int, Field(ge=1, le=10_000)] = config.MAX_CAPACITY
+    max_capacity: Capacity = config.MAX_CAPACITY
     join_policy: JoinPolicy = config.JOIN_POLICY
     performance_threshold: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] = (
         config.PERFORMANCE_THRESHOLD
@@ -111,8 +119,8 @@ class GroupQuery(BaseModel):
 
     task: Name | None = None
     has_capacity: bool | None = None
-    limit: Annotated[int, Field(ge=1, le=1000)] = 20
-    offset: Annotated[int, Field(ge=0, le=INT64_MAX)] = 0
+    limit: Limit = 20
+    offset: Count = 0
     include_dead: bool = False
 
 

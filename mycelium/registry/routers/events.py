@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from mycelium.registry import schemas
@@ -16,8 +16,8 @@ router = APIRouter(tags=["events"])
 @router.get("/events", response_model=schemas.EventPage)
 async def events(
     store: StoreDep,
-    since: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    since: schemas.Count = 0,
+    limit: schemas.Limit = 100,
 ) -> Any:
     """The append-only event log, oldest first, ids greater than ``since``."""
     page = await store.events(since=since, limit=limit)

@@ -62,12 +62,12 @@ async def list_groups(request: Request, store: StoreDep) -> Any:
 
 
 @router.get("/{group_id}", response_model=schemas.GroupDetail, responses=schemas.ERRORS)
-async def get_group(group_id: int, store: StoreDep) -> Any:
+async def get_group(group_id: schemas.Id, store: StoreDep) -> Any:
     return await store.get_group(group_id=group_id)
 
 
 @router.post("/{group_id}/join", response_model=schemas.MembershipOut, responses=schemas.ERRORS)
-async def join(group_id: int, body: schemas.JoinIn, store: StoreDep, token: TokenDep) -> Any:
+async def join(group_id: schemas.Id, body: schemas.JoinIn, store: StoreDep, token: TokenDep) -> Any:
     """Join with the node's token; 409 when full, 403 without a valid invite."""
     await store.join(
         group_id=group_id,
@@ -80,20 +80,22 @@ async def join(group_id: int, body: schemas.JoinIn, store: StoreDep, token: Toke
 
 
 @router.post("/{group_id}/leave", response_model=schemas.MembershipOut, responses=schemas.ERRORS)
-async def leave(group_id: int, body: schemas.LeaveIn, store: StoreDep, token: TokenDep) -> Any:
+async def leave(
+    group_id: schemas.Id, body: schemas.LeaveIn, store: StoreDep, token: TokenDep
+) -> Any:
     await store.leave(group_id=group_id, node_id=body.node_id, token=token)
     return {"group_id": None, "node_id": body.node_id}
 
 
 @router.post("/{group_id}/heartbeat", responses=schemas.ERRORS)
-async def group_heartbeat(group_id: int, store: StoreDep, token: TokenDep) -> dict[str, Any]:
+async def group_heartbeat(group_id: schemas.Id, store: StoreDep, token: TokenDep) -> dict[str, Any]:
     """The group's coordinator is alive (group token)."""
     await store.group_heartbeat(group_id=group_id, token=token)
     return {"group_id": group_id, "alive": True}
 
 
 @router.delete("/{group_id}", status_code=204, responses=schemas.ERRORS)
-async def close_group(group_id: int, store: StoreDep, token: TokenDep) -> Response:
+async def close_group(group_id: schemas.Id, store: StoreDep, token: TokenDep) -> Response:
     """The group's host stops the group (group token): it is dissolved at once and its
     members are detached (events ``evicted``, ``dissolved``) so they re-home."""
     await store.close_group(group_id=group_id, token=token)
@@ -102,7 +104,7 @@ async def close_group(group_id: int, store: StoreDep, token: TokenDep) -> Respon
 
 @router.post("/{group_id}/rounds", status_code=201, responses=schemas.ERRORS)
 async def report_round(
-    group_id: int, body: schemas.RoundIn, store: StoreDep, token: TokenDep
+    group_id: schemas.Id, body: schemas.RoundIn, store: StoreDep, token: TokenDep
 ) -> dict[str, Any]:
     """Record a finished round's metrics (group token)."""
     report = RoundReport(**body.model_dump())

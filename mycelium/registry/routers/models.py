@@ -20,7 +20,7 @@ SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 @router.put("", status_code=204, responses=schemas.ERRORS)
 async def put_model(
-    group_id: int,
+    group_id: schemas.Id,
     request: Request,
     store: StoreDep,
     settings: SettingsDep,
@@ -42,7 +42,7 @@ async def put_model(
 
 
 @router.get("", responses={200: {"content": {"application/octet-stream": {}}}, **schemas.ERRORS})
-async def get_model(group_id: int, store: StoreDep) -> Response:
+async def get_model(group_id: schemas.Id, store: StoreDep) -> Response:
     """The group's latest model bytes (ETag and X-Model-SHA256 = their sha256)."""
     model = await store.get_model(group_id=group_id)
     headers = {"ETag": f'"{model.sha256}"', "X-Model-SHA256": model.sha256}

@@ -26,18 +26,18 @@ async def register_node(body: schemas.NodeCreate, store: StoreDep) -> Any:
 
 @router.get("", response_model=list[schemas.NodePublic])
 async def list_nodes(
-    store: StoreDep, group_id: int | None = None, alive: bool | None = None
+    store: StoreDep, group_id: schemas.Id | None = None, alive: bool | None = None
 ) -> Any:
     return await store.list_nodes(group_id=group_id, alive=alive)
 
 
 @router.get("/{node_id}", response_model=schemas.NodePublic, responses=schemas.ERRORS)
-async def get_node(node_id: int, store: StoreDep) -> Any:
+async def get_node(node_id: schemas.Id, store: StoreDep) -> Any:
     return await store.get_node(node_id=node_id)
 
 
 @router.delete("/{node_id}", status_code=204, responses=schemas.ERRORS)
-async def delete_node(node_id: int, store: StoreDep, token: TokenDep) -> Response:
+async def delete_node(node_id: schemas.Id, store: StoreDep, token: TokenDep) -> Response:
     """Leave the network: frees the node's group slot; its token stops working."""
     await store.delete_node(node_id=node_id, token=token)
     return Response(status_code=204)
@@ -52,7 +52,7 @@ async def delete_node(node_id: int, store: StoreDep, token: TokenDep) -> Respons
         "security": [{"HTTPBearer": []}],
     },
 )
-async def heartbeat(node_id: int, request: Request) -> Any:
+async def heartbeat(node_id: schemas.Id, request: Request) -> Any:
     """Report liveness and metrics; 409 (with the actual group) if group_id is wrong.
 
     The hottest write: body and token are read with one call each instead of FastAPI's
@@ -66,7 +66,9 @@ async def heartbeat(node_id: int, request: Request) -> Any:
 
 
 @router.post("/{node_id}/migrate", response_model=schemas.MigrateOut, responses=schemas.ERRORS)
-async def migrate(node_id: int, body: schemas.MigrateIn, store: StoreDep, token: TokenDep) -> Any:
+async def migrate(
+    node_id: schemas.Id, body: schemas.MigrateIn, store: StoreDep, token: TokenDep
+) -> Any:
     """Leave the current group and join another in one transaction."""
     from_group = await store.migrate(
         node_id=node_id,

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from mycelium.client import RegistryClient
+from mycelium.launch import FAST_TIMERS, agent_process
 from mycelium.procs import ManagedProcess, descendant_pids, wait_for
-from mycelium_node import FAST_TIMERS, agent_process
 from tests.factories import start_registry
 
 pytestmark = pytest.mark.slow
