@@ -71,13 +71,29 @@ def check_join_policy(join_policy: str) -> None:
         raise fail(f"--join-policy must be open or invite-only, not {join_policy!r}")
 
 
-def check_registry_url(url: str, ca_file: Path | None, insecure: bool) -> str:
-    """The registry URL if it may be used (plain http only to loopback unless --insecure),
-    else a one-line error and exit 1."""
-    from mycelium.net.addresses import AddressError
-    from mycelium.net.addresses import check_registry_url as check
+def check_network(
+    what: str,
+    *,
+    registry_url: str,
+    registry_ca: Path | None,
+    host: str,
+    public_host: str | None,
+    insecure: bool,
+) -> str:
+    """Check a node's or group host's network options before anything starts; return the
+    registry URL. One-line error and exit 1 for plain http to another host (unless
+    --insecure), an unreadable CA file, or a group address the exposure rule refuses."""
+    from mycelium.net.addresses import AddressError, check_registry_url, check_shared_network
+    from mycelium.net.certs import CertificateError
+    from mycelium.net.tls import plan_group_exposure, registry_verify
 
     try:
-        return check(url, ca_file=str(ca_file) if ca_file else None, insecure=insecure)
-    except AddressError as exc:
+        url = check_registry_url(
+            registry_url, ca_file=str(registry_ca) if registry_ca else None, insecure=insecure
+        )
+        registry_verify(registry_ca)
+        exposure = plan_group_exposure(host=host, public_host=public_host, insecure=insecure)
+        check_shared_network(what, url, exposure)
+    except (AddressError, CertificateError) as exc:
         raise fail(str(exc)) from None
+    return url

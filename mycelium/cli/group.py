@@ -16,7 +16,7 @@ from mycelium.cli._common import (
     PublicHost,
     RegistryCa,
     check_join_policy,
-    check_registry_url,
+    check_network,
     fail,
     setup_logging,
 )
@@ -104,7 +104,14 @@ def group(
     """Host a learning group (SuperLink + ServerApp) without a local learner, until Ctrl-C."""
     setup_logging(log_level)
     check_join_policy(join_policy)
-    registry_url = check_registry_url(registry_url, registry_ca, insecure)
+    registry_url = check_network(
+        "group",
+        registry_url=registry_url,
+        registry_ca=registry_ca,
+        host=host,
+        public_host=public_host,
+        insecure=insecure,
+    )
     from mycelium.client import RegistryError
     from mycelium.flower.errors import FlowerError
     from mycelium.flower.group_host import GroupHost, host_until_signalled

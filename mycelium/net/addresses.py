@@ -154,3 +154,14 @@ def check_registry_url(url: str, *, ca_file: str | None = None, insecure: bool =
                 "(with --registry-ca), or --insecure to accept plaintext"
             )
     return url.strip().rstrip("/")
+
+
+def check_shared_network(what: str, registry_url: str, exposure: Exposure) -> None:
+    """Refuse to advertise loopback when the registry, hence the network, is elsewhere:
+    members on other hosts would dial themselves."""
+    registry_host = urlsplit(registry_url).hostname or ""
+    if exposure.local_only and not is_loopback(registry_host):
+        raise AddressError(
+            f"{what}: the registry is on another host ({registry_host}) but groups would "
+            f"bind loopback {exposure.bind_host}; give --host (and --public-host)"
+        )

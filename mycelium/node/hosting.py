@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from mycelium.client import RegistryError
-from mycelium.flower.errors import FlowerError, FlowerNotInstalled
+from mycelium.flower.errors import FlowerError, FlowerNotInstalled, GroupHostError
 from mycelium.flower.group_host import GroupHost
 from mycelium.node.config import NodeConfig
 from mycelium.node.errors import FatalNodeError
@@ -20,18 +20,25 @@ def found_group(cfg: NodeConfig, *, node_token: str | None, seed_model: bytes) -
     None (logged) when it failed in a way that may heal (the registry unreachable, a Flower
     process that did not come up); :class:`FatalNodeError` when retrying cannot help.
     """
-    host = GroupHost(
-        cfg.registry_url,
-        name=f"{cfg.name}-group",
-        task=cfg.task,
-        max_capacity=cfg.max_capacity,
-        join_policy=cfg.join_policy,
-        performance_threshold=cfg.performance_threshold,
-        work_dir=cfg.work_dir / "group",
-        seed_model=seed_model,
-        run_config=cfg.group_run_config or None,
-        node_token=node_token,
-    )
+    try:
+        host = GroupHost(
+            cfg.registry_url,
+            name=f"{cfg.name}-group",
+            task=cfg.task,
+            max_capacity=cfg.max_capacity,
+            join_policy=cfg.join_policy,
+            performance_threshold=cfg.performance_threshold,
+            work_dir=cfg.work_dir / "group",
+            seed_model=seed_model,
+            run_config=cfg.group_run_config or None,
+            node_token=node_token,
+            host=cfg.host,
+            public_host=cfg.public_host,
+            insecure=cfg.insecure,
+            registry_ca=cfg.registry_ca,
+        )
+    except GroupHostError as exc:  # a refused --host/--public-host: not going to heal
+        raise FatalNodeError(str(exc)) from None
     try:
         host.start()  # stops whatever it started before raising
     except FlowerNotInstalled as exc:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from mycelium.flower.procs import flower_env, flower_executable
 from mycelium.net.certs import fingerprint, write_group_certificate
 from mycelium.net.tls import (
     flwr_connection_toml,
@@ -18,8 +19,7 @@ from mycelium.net.tls import (
     superlink_tls_args,
     supernode_tls_args,
 )
-from mycelium.procs import ManagedProcess, flower_env, wait_for
-from mycelium.supernode import flower_executable
+from mycelium.procs import ManagedProcess, wait_for
 from tests.net.netns import Network
 
 pytestmark = pytest.mark.slow
