@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.net.netns import Network, unavailable_reason
+from mycelium.net.netns import Network, unavailable_reason
 
 
 @pytest.fixture(scope="session")

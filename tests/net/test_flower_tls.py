@@ -12,6 +12,7 @@ import pytest
 
 from mycelium.flower.procs import flower_env, flower_executable
 from mycelium.net.certs import fingerprint, write_group_certificate
+from mycelium.net.netns import Network
 from mycelium.net.tls import (
     flwr_connection_toml,
     make_group_tls,
@@ -20,7 +21,6 @@ from mycelium.net.tls import (
     supernode_tls_args,
 )
 from mycelium.procs import ManagedProcess, wait_for
-from tests.net.netns import Network
 
 pytestmark = pytest.mark.slow
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from mycelium.net.certs import fingerprint, write_network_certs
+from mycelium.net.netns import PROBE, Network
 from mycelium.procs import ManagedProcess, wait_for
-from tests.net.netns import PROBE, Network
 
 
 @contextmanager

@@ -10,11 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from mycelium.cli import app
-from mycelium.launch import registry_command
 from mycelium.net.certs import make_self_signed, write_network_certs
-from mycelium.procs import ManagedProcess, wait_for
+from mycelium.net.lab import https_registry
+from mycelium.net.netns import Network
 from tests.factories import registry_app
-from tests.net.netns import Network
 
 runner = CliRunner()
 
@@ -109,30 +108,10 @@ def test_certs_command(tmp_path: Path) -> None:
 
 
 def test_real_registry_serves_https_to_other_hosts_only(network: Network, tmp_path: Path) -> None:
-    reg = network["reg"]
-    made = write_network_certs(tmp_path / "certs", [reg.address])
-    port = network.free_port("reg")
-    args = registry_command(
-        port=port,
-        db=tmp_path / "r.db",
-        host=reg.address,
-        ssl_certfile=made.server_cert,
-        ssl_keyfile=made.server_key,
-        log_level="info",
-    )
-    proc = ManagedProcess("registry", network.command("reg", args), log_path=tmp_path / "r.log")
-    url = f"https://{reg.address}:{port}"
-    try:
-        proc.start()
-        wait_for(
-            lambda: proc.is_running() and (reg.address, port) in network.listening("reg"),
-            timeout=60,
-            what="registry listening",
-        )
-        assert network.probe("hostA", "health", url, "--ca", made.ca) == {"healthy": True}
+    with https_registry(network, tmp_path) as (view, certs, proc):
+        url = view.url
+        assert network.probe("hostA", "health", url, "--ca", certs.ca) == {"healthy": True}
         assert network.probe("hostA", "health", url) == {"healthy": False}  # CA unknown
-        plain = network.probe("hostA", "get", f"http://{reg.address}:{port}/health")
+        plain = network.probe("hostA", "get", url.replace("https://", "http://") + "/health")
         assert "status" not in plain, plain
-        assert f"registry on https://{reg.address}:{port}" in proc.read_log()
-    finally:
-        proc.stop()
+        assert f"registry on {url}" in proc.read_log()
