@@ -71,14 +71,28 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def bind_socket(port: int, host: str = "127.0.0.1") -> socket.socket:
+    """A TCP socket bound to ``host:port`` with the options uvicorn's own bind uses
+    (``SO_REUSEADDR``): connections that a killed server left in TIME_WAIT do not block a
+    restart on its port, a live listener still does (``OSError``)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    """True when ``port`` can be bound on ``host``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-        return True
+    """True when a server could bind ``port`` on ``host`` now (see :func:`bind_socket`)."""
+    try:
+        bind_socket(port, host).close()
+    except OSError:
+        return False
+    return True
 
 
 def port_is_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
@@ -226,7 +240,8 @@ class ManagedProcess:
             start_new_session=True,
             preexec_fn=_die_with_parent if _LIBC is not None else None,
         )
-        logger.debug("started %s pid=%s: %s", self.name, self._popen.pid, " ".join(self.args))
+        # Not the arguments: a command line may carry an invite code.
+        logger.debug("started %s pid=%s: %s", self.name, self._popen.pid, self.args[0])
         return self
 
     @property

@@ -95,6 +95,15 @@ def group(
             envvar="MYCELIUM_MIN_ROUND_TIMEOUT",
         ),
     ] = config.MIN_ROUND_TIMEOUT_S,
+    operator_token_file: Annotated[
+        Path | None,
+        typer.Option(
+            resolve_path=True,
+            help="File holding the registry's operator token: a host without a node needs "
+            "it to create its group.",
+            envvar="MYCELIUM_OPERATOR_TOKEN_FILE",
+        ),
+    ] = None,
     host: BindHost = config.GROUP_HOST,
     public_host: PublicHost = None,
     registry_ca: RegistryCa = None,
@@ -112,10 +121,14 @@ def group(
         public_host=public_host,
         insecure=insecure,
     )
-    from mycelium.client import RegistryError
+    from mycelium.client import RegistryError, read_token_file
     from mycelium.flower.errors import FlowerError
     from mycelium.flower.group_host import GroupHost, host_until_signalled
 
+    try:
+        creator_token = read_token_file(operator_token_file) if operator_token_file else None
+    except ValueError as exc:
+        raise fail(str(exc)) from None
     try:
         group_host = GroupHost(
             registry_url,
@@ -126,6 +139,7 @@ def group(
             performance_threshold=performance_threshold,
             work_dir=(work_dir or config.RUNS_DIR / f"group-{name}").resolve(),
             heartbeat_interval=heartbeat_interval,
+            creator_token=creator_token,
             run_config={
                 "local-epochs": -1 if local_epochs is None else local_epochs,
                 "lr": -1.0 if lr is None else lr,

@@ -105,8 +105,12 @@ class LiveView:
         self._last_line_at = -PLAIN_EVERY_S
 
     def started(self, run: DemoRun) -> None:
-        self.console.print(f"registry up at {run.registry_url}  (browse {run.registry_url}/docs)")
-        self.console.print(f"run folder: {run.run_dir}")
+        # soft_wrap: a path or URL stays on one line, whatever the console's width.
+        self.console.print(
+            f"registry up at {run.registry_url}  (browse {run.registry_url}/docs)",
+            soft_wrap=True,
+        )
+        self.console.print(f"run folder: {run.run_dir}", soft_wrap=True)
         if self.console.is_terminal:
             self._live = Live(console=self.console, refresh_per_second=2, transient=False)
             self._live.start()
@@ -116,7 +120,7 @@ class LiveView:
             self._live.update(render(run, snap))
         elif snap.at - self._last_line_at >= PLAIN_EVERY_S:
             self._last_line_at = snap.at
-            self.console.print(plain_line(snap))
+            self.console.print(plain_line(snap), soft_wrap=True)
 
     def close(self) -> None:
         if self._live is not None:
@@ -168,10 +172,12 @@ def print_summary(console: Console, report: dict[str, Any]) -> None:
         gain = _fmt(m.get("expected_gain"), "+.3f")
         console.print(
             f"migration: {m.get('node') or m['node_id']} group {m.get('from_group_id')} -> "
-            f"{m.get('to_group_id')}, expected gain {gain} ({m.get('reason', '')})"
+            f"{m.get('to_group_id')}, expected gain {gain} ({m.get('reason', '')})",
+            soft_wrap=True,
         )
     t = report["timings"]
     console.print(
         f"wall time {t['wall_s']}s, peak memory {t['peak_rss_mb']} MB (all processes); "
-        f"report {report['report_path']}; figure {report['plot_path']}"
+        f"report {report['report_path']}; figure {report['plot_path']}",
+        soft_wrap=True,
     )

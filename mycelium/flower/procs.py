@@ -45,12 +45,17 @@ def _script_dirs() -> list[Path]:
 
 def flower_env(flwr_home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """Environment for a Flower process: no telemetry, no update check, a private absolute
-    FLWR_HOME (created), unbuffered output."""
+    FLWR_HOME (created), unbuffered output.
+
+    Our Flower app imports ``mycelium`` from the installed project (``pip install -r
+    requirements.txt`` installs it editable), not from a PYTHONPATH entry."""
     flwr_home = Path(flwr_home).absolute()
     flwr_home.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[2])  # until the project is installed
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    # Flower's own children (the SuperLink starts `flower-superexec` by name) must find
+    # their executables where ours were found, also when the venv is not activated.
+    scripts = os.pathsep.join(str(folder) for folder in _script_dirs())
+    env["PATH"] = os.pathsep.join(p for p in (scripts, env.get("PATH", "")) if p)
     env.update(
         {
             "FLWR_TELEMETRY_ENABLED": "0",

@@ -31,7 +31,7 @@ def found_group(cfg: NodeConfig, *, node_token: str | None, seed_model: bytes) -
             work_dir=cfg.work_dir / "group",
             seed_model=seed_model,
             run_config=cfg.group_run_config or None,
-            node_token=node_token,
+            creator_token=node_token,
             host=cfg.host,
             public_host=cfg.public_host,
             insecure=cfg.insecure,

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from mycelium.demo.config import DemoConfig, plan_nodes
 from mycelium.demo.observation import is_stable, purity
+from mycelium.demo.run import DemoFailed, DemoRun, new_run_dir
+from mycelium.procs import ManagedProcess, wait_for
 
 
 def test_plan_round_robins_clusters_and_misplaces_the_last_node() -> None:
@@ -54,3 +60,31 @@ def test_not_stable_with_too_few_rounds_or_a_rising_group() -> None:
     empty_group = {"members": [], "rounds": []}
     flat = group([0.8] * 6)
     assert is_stable([flat, empty_group], JOINED, now=150.0, window=30.0)
+
+
+def test_config_paths_are_absolute_where_they_enter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = DemoConfig(run_dir=Path("run"), report_path=Path("out/r.json"), plot_path=None)
+    assert config.run_dir == tmp_path / "run"
+    assert config.report_path == tmp_path / "out" / "r.json"
+    default = new_run_dir(DemoConfig())
+    assert default.is_absolute() and default.parent == tmp_path
+    assert default.name.startswith("mycelium-demo-")
+
+
+def test_a_child_that_exits_is_named_with_the_last_line_of_its_log(tmp_path: Path) -> None:
+    code = "import sys; print('warming up'); print('error: data file is empty'); sys.exit(3)"
+    proc = ManagedProcess("n7", [sys.executable, "-c", code], log_path=tmp_path / "n7.log")
+    run = DemoRun(config=DemoConfig(run_dir=tmp_path), run_dir=tmp_path, processes=[proc])
+    proc.start()
+    wait_for(lambda: not proc.is_running(), timeout=30, what="the child to exit")
+    with pytest.raises(DemoFailed) as failed:
+        run.check_children()
+    proc.stop()
+    assert str(failed.value).startswith(
+        "n7 exited unexpectedly (exit code 3); its last log line: error: data file is empty"
+    )
+    assert failed.value.failure["process"] == "n7"
+    assert failed.value.failure["returncode"] == 3

@@ -24,7 +24,7 @@ from mycelium.learning import model as model_lib
 from mycelium.learning.codec import weights_to_bytes
 from mycelium.learning.data import make_partition
 from mycelium.procs import wait_for
-from tests.factories import register_node, sha256_hex, start_registry
+from tests.conftest import OPERATOR_TOKEN, register_node, sha256_hex, start_registry
 
 pytestmark = pytest.mark.slow
 
@@ -94,6 +94,7 @@ def join(member: Member, group_id: int) -> None:
 
 def host_group(stack: ExitStack, url: str, work: Path, **kwargs: Any) -> GroupHost:
     config = {**RUN_CONFIG, **kwargs.pop("run_config", {})}
+    kwargs.setdefault("creator_token", OPERATOR_TOKEN)  # a host without a node
     host = GroupHost(
         url, name="g", work_dir=work, run_config=config, heartbeat_interval=1.0, **kwargs
     )

@@ -13,7 +13,7 @@ import pytest
 
 from mycelium.client import RegistryClient
 from mycelium.procs import ManagedProcess, free_port, port_is_open, wait_for
-from tests.factories import start_registry
+from tests.conftest import operator_token_file, start_registry
 
 ROOT = Path(__file__).resolve().parents[2]
 ENTRY = [sys.executable, str(ROOT / "mycelium_net.py"), "group"]
@@ -53,6 +53,8 @@ def test_group_command_hosts_until_sigint(tmp_path: Path) -> None:
             "1",
             "--join-policy",
             "invite-only",
+            "--operator-token-file",
+            str(operator_token_file(tmp_path)),
         ]
         proc = ManagedProcess("group-cli", args, log_path=tmp_path / "group.log", cwd=ROOT)
         try:

@@ -17,7 +17,7 @@ from mycelium.learning.model import (
     train,
     train_many,
 )
-from tests.factories import sha256_hex
+from tests.conftest import sha256_hex
 
 FED = make_federation(scenario="permute", clusters=2, num_clients=4, seed=0)
 

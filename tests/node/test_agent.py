@@ -24,7 +24,7 @@ from mycelium.node.config import NodeConfig
 from mycelium.node.errors import FatalNodeError
 from mycelium.node.status import STATUS_FILE
 from mycelium.procs import free_port
-from tests.factories import FakeClock, registry_app, start_registry
+from tests.conftest import FakeClock, registry_app, start_registry
 
 UNREACHABLE = f"http://127.0.0.1:{free_port()}"
 

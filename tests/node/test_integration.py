@@ -13,7 +13,7 @@ import pytest
 from mycelium.client import RegistryClient
 from mycelium.launch import FAST_TIMERS, agent_process
 from mycelium.procs import ManagedProcess, descendant_pids, wait_for
-from tests.factories import start_registry
+from tests.conftest import start_registry
 
 pytestmark = pytest.mark.slow
 

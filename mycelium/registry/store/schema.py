@@ -21,7 +21,8 @@ CREATE TABLE IF NOT EXISTS groups (
     certificate TEXT,
     last_report REAL NOT NULL,
     last_live_at REAL NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    creator_node_id INTEGER
 );
 CREATE INDEX IF NOT EXISTS groups_status_task ON groups(status, task);
 CREATE TABLE IF NOT EXISTS nodes (
@@ -70,6 +71,11 @@ CREATE TABLE IF NOT EXISTS events (
 );
 """
 
+ADDED_COLUMNS = (("groups", "creator_node_id", "INTEGER"), ("groups", "certificate", "TEXT"))
+"""Columns added after the first release: added to an older file at open (table, name, type)."""
+
+INDEXES_ON_ADDED = "CREATE INDEX IF NOT EXISTS groups_creator ON groups(creator_node_id);"
+
 NODE_COLUMNS = (
     "id, name, address, task, num_samples, group_id, flower_node_id, accuracy, loss, round, "
     "last_seen, created_at"
@@ -79,8 +85,6 @@ GROUP_COLUMNS = (
     "g.performance_threshold, g.status, g.accuracy, g.loss, g.round, g.model_sha256, "
     "g.last_report, g.created_at, g.certificate"
 )
-# Columns added after the first release: (table, column, declaration) for older files.
-ADDED_COLUMNS = (("groups", "certificate", "TEXT"),)
 FLUSH_SQL = (
     "UPDATE nodes SET last_seen = ?, accuracy = COALESCE(?, accuracy), "
     "loss = COALESCE(?, loss), num_samples = ?, round = COALESCE(?, round), "
