@@ -13,9 +13,10 @@ from mycelium.cli import app
 from mycelium.net.certs import make_self_signed, write_network_certs
 from mycelium.net.lab import https_registry
 from mycelium.net.netns import Network
-from tests.factories import registry_app
+from tests.conftest import OPERATOR_TOKEN, auth, registry_app
 
 runner = CliRunner()
+OPERATOR = auth(OPERATOR_TOKEN)
 
 
 def group_body(fleet_address: str, certificate: str | None) -> dict[str, object]:
@@ -25,12 +26,12 @@ def group_body(fleet_address: str, certificate: str | None) -> dict[str, object]
 def test_group_certificate_is_stored_and_listed(tmp_path: Path) -> None:
     pem = make_self_signed(["198.18.0.11"]).cert_pem.decode()
     with registry_app(tmp_path / "r.db") as client:
-        created = client.post("/groups", json=group_body("198.18.0.11:9092", pem))
+        created = client.post("/groups", headers=OPERATOR, json=group_body("198.18.0.11:9092", pem))
         assert created.status_code == 201, created.text
         gid = created.json()["group_id"]
         assert client.get(f"/groups/{gid}").json()["certificate"] == pem
         assert [g["certificate"] for g in client.get("/groups").json()] == [pem]
-        loopback = client.post("/groups", json=group_body("127.0.0.1:9093", None))
+        loopback = client.post("/groups", headers=OPERATOR, json=group_body("127.0.0.1:9093", None))
         assert client.get(f"/groups/{loopback.json()['group_id']}").json()["certificate"] is None
 
 
@@ -45,7 +46,9 @@ def test_a_certificate_that_cannot_vouch_for_the_group_is_refused(
     tmp_path: Path, certificate: str, needle: str
 ) -> None:
     with registry_app(tmp_path / "r.db") as client:
-        refused = client.post("/groups", json=group_body("198.18.0.11:9092", certificate))
+        refused = client.post(
+            "/groups", headers=OPERATOR, json=group_body("198.18.0.11:9092", certificate)
+        )
         assert refused.status_code == 422 and needle in refused.text, refused.text
 
 
@@ -62,7 +65,7 @@ def test_a_database_from_before_certificates_gains_the_column(tmp_path: Path) ->
         )
     conn.close()
     with registry_app(db) as client:
-        created = client.post("/groups", json=group_body("127.0.0.1:9092", None))
+        created = client.post("/groups", headers=OPERATOR, json=group_body("127.0.0.1:9092", None))
         assert created.status_code == 201, created.text
         assert client.get("/groups").json()[0]["certificate"] is None
 
