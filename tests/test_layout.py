@@ -36,12 +36,20 @@ FORBIDDEN: dict[str, set[str]] = {
     "mycelium.node": {"fastapi", "uvicorn"} | ours("registry", "demo", "cli"),
     "mycelium.launch": HEAVY | ours(*OURS - {"launch"}),
     "mycelium.demo": HEAVY | ours("registry", "flower", "node", "learning", "cli"),
+    # Across machines: the rule, certificates, TLS settings and trust import nothing of ours;
+    # the namespace test bench (netns, lab, probe) may start registries and agents.
+    "mycelium.net": HEAVY - {"uvicorn"}
+    | ours("registry", "flower", "node", "learning", "demo", "cli"),
+    **{
+        f"mycelium.net.{core}": HEAVY | ours(*OURS) | {"mycelium.procs"}
+        for core in ("addresses", "certs", "tls", "trust")
+    },
 }
 # What the CLI may import at module level (everything else inside a command: --help is instant).
 CLI_TOP_LEVEL = {
     "typer", "mycelium", "mycelium.config", "mycelium.demo.config",
     "mycelium.cli", "mycelium.cli._common", "mycelium.cli.bench", "mycelium.cli.demo",
-    "mycelium.cli.group", "mycelium.cli.node", "mycelium.cli.registry",
+    "mycelium.cli.group", "mycelium.cli.node", "mycelium.cli.registry", "mycelium.cli.certs",
 }  # fmt: skip
 
 

@@ -44,7 +44,11 @@ class Placement:
         invite_ok: bool,
         max_candidates: int,
         clock: Callable[[], float],
+        admissible: Callable[[dict[str, Any]], bool] = lambda group: True,
     ) -> None:
+        """``admissible``: the node's trust rule for a group (see mycelium.net.trust);
+        groups it refuses are not candidates."""
+        self.admissible = admissible
         self.registry = registry
         self.trainer = trainer
         self.policy_config = policy_config
@@ -100,6 +104,7 @@ class Placement:
             if g.get("alive", True)
             and g.get("has_model")
             and superlink_reachable(g["fleet_address"])
+            and self.admissible(g)
         ]
         others = [g for g in live if g["group_id"] != current_id][: self.max_candidates]
         current = [g for g in live if g["group_id"] == current_id]

@@ -79,6 +79,7 @@ def group_out(row: sqlite3.Row, now: float, group_ttl: float) -> Row:
         "model_sha256": row["model_sha256"],
         "last_report": row["last_report"],
         "created_at": row["created_at"],
+        "certificate": row["certificate"],
     }
 
 

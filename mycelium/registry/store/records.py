@@ -41,6 +41,7 @@ class GroupSpec:
     max_capacity: int
     join_policy: str
     performance_threshold: float
+    certificate: str | None = None  # PEM the group's SuperLink presents (None: loopback)
 
 
 @dataclass(frozen=True)
