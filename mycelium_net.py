@@ -480,8 +480,29 @@ def bench_learning(
     ] = None,
     algorithms: Annotated[
         list[str] | None,
-        typer.Option(help="local, global, oracle, ifca, naive, mycelium; repeat (default: all)."),
+        typer.Option(
+            help="local, global, oracle, ifca, naive, first-k, mycelium; repeat (default: all)."
+        ),
     ] = None,
+    arrivals: Annotated[
+        bool,
+        typer.Option(
+            "--arrivals",
+            help="Half the clients arrive over the first half (Poisson); a fifth leave later.",
+        ),
+    ] = False,
+    drift: Annotated[
+        str | None,
+        typer.Option(
+            help="ROUND:SHARE: from that round a share of nodes switch to another cluster."
+        ),
+    ] = None,
+    liars: Annotated[
+        int, typer.Option(help="Groups publishing accuracy inflated by +0.3 (oldest first).")
+    ] = 0,
+    max_candidates: Annotated[
+        int, typer.Option(help="Groups a node probes besides its own.", min=1)
+    ] = 8,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write results as JSON.")] = (
         None
     ),
@@ -492,10 +513,10 @@ def bench_learning(
 ) -> None:
     """Simulate migration policies on clustered non-IID digits, in one process."""
     _setup_logging(log_level)
-    from mycelium import sim
+    from bench import learning_bench
 
     try:
-        table = sim.run_cli(
+        table = learning_bench.run_cli(
             scenarios=scenario,
             clusters=clusters,
             clients=clients,
@@ -505,6 +526,10 @@ def bench_learning(
             algorithms=algorithms,
             json_path=json_path,
             plot_path=plot_path,
+            arrivals=arrivals,
+            drift=drift,
+            liars=liars,
+            max_candidates=max_candidates,
         )
     except ValueError as exc:
         raise _fail(str(exc)) from None

@@ -83,6 +83,7 @@ class NodeState:
     started_at: float
     penalty: float = 0.0
     val_size: int | None = None
+    previous_score: float | None = None
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from bench import learning_bench
 from mycelium import sim
+from mycelium.sim_policy import PolicyRun
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,7 +39,7 @@ def test_same_flags_give_the_same_json(tmp_path: Path) -> None:
     outputs = []
     for name in ("a.json", "b.json"):
         path = tmp_path / name
-        sim.run_cli(
+        learning_bench.run_cli(
             scenarios=["mixed"],
             clusters=2,
             clients=6,
@@ -57,7 +59,7 @@ def test_same_flags_give_the_same_json(tmp_path: Path) -> None:
 def test_capacity_limits_group_size() -> None:
     config = sim.SimConfig("mixed", 1, 8, 4, 0, max_capacity=3)
     fed = sim.Federation(config)
-    run = sim.PolicyRun(fed, probe=True)
+    run = PolicyRun(fed, probe=True)
     run.run()
     assert max(len(m) for m in run.net.members.values()) <= 3
     assert sum(len(m) for m in run.net.members.values()) == 8
@@ -91,7 +93,7 @@ def test_run_cli_rejects_bad_flags(kwargs: dict[str, object], message: str) -> N
         "plot_path": None,
     }
     with pytest.raises(ValueError, match=message):
-        sim.run_cli(**(args | kwargs))
+        learning_bench.run_cli(**(args | kwargs))
 
 
 def test_cli_prints_a_table_writes_a_plot_and_fails_cleanly(tmp_path: Path) -> None:
