@@ -9,7 +9,9 @@ and hide the group that would serve the node. :func:`choose_candidates` fills th
    that trained beside it, so likely with similar data), most recent first;
 2. *top*: the best groups by **verified** accuracy (the median of the accuracies the group's
    members report for its model on their own data; a group cannot raise it without its
-   members), ranked by :func:`rank_key`; a group's claim only breaks ties after it;
+   members), ranked by :func:`rank_key`, among groups whose figure rests on at least
+   ``min_verified_members`` members (one fake member cannot buy a top slot); a group's
+   claim only breaks ties;
 3. *exploration*: the remaining slots drawn at random without replacement, seeded by the
    caller, with weight ``members + 1`` (a memberless group, all a liar can make alone,
    weighs least, but every group can be drawn).
@@ -45,6 +47,7 @@ class ChoiceConfig:
     max_candidates: int = 8
     top_share: float = 0.5
     followed_share: float = 0.25
+    min_verified_members: int = 2
 
     def __post_init__(self) -> None:
         if self.max_candidates < 1:
@@ -86,7 +89,11 @@ def choose_candidates(
         return sorted(others, key=lambda gid: rank_key(others[gid]))
     n_top, n_followed = _slot_counts(config)
     chosen = list(dict.fromkeys(g for g in followed if g in others))[:n_followed]
-    ranked = [g.group_id for g in discovery_order(others.values()) if g.group_id not in chosen]
+    ranked = [
+        g.group_id
+        for g in discovery_order(others.values())
+        if g.group_id not in chosen and g.verified_members >= config.min_verified_members
+    ]
     chosen += ranked[:n_top]
     rest = [others[g] for g in sorted(others) if g not in chosen]
     return chosen + _weighted_sample(rest, slots - len(chosen), seed)

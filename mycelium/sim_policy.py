@@ -15,6 +15,7 @@ every present node decides in a seeded random order with live sizes and capacity
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -173,6 +174,8 @@ class PolicyRun:
             previous_score=state.current_score if state.current_group_id == current else None,
         )
         probed = self._candidate_ids(client, current, round_)
+        unprobed = len(self.net.members) - len(probed) - (current is not None)
+        state = dataclasses.replace(state, unprobed=unprobed)
         if current is not None:
             probed = [current, *probed]
         candidates = [
