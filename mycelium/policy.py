@@ -18,8 +18,8 @@ Rules of :func:`decide`, in order:
    (``unprobed``), keep searching (stay, train locally) for up to ``search_s`` after the
    warm-up, so a node does not found a duplicate of a group it has not seen; else found a
    group (its first model is the node's local model);
-5. drop: the current group's score fell by ``drop_margin`` since the previous decision
-   (``previous_score``; the node's data or the group changed): rules 8-10 at once, ignoring
+5. drop: the current group's score fell by ``drop_margin`` since the node's previous
+   decision to stay in it (``previous_score``; its data or the group changed): rules 8-10 at once, ignoring
    cooldown and flap damping;
 6. in a group, after a move the node is held for ``cooldown_s``;
 7. while its route-flap damping penalty (``flap_penalty`` per move, halving every
@@ -80,7 +80,8 @@ class PolicyConfig:
 class NodeState:
     """What the node knows about itself; ``penalty`` is the flap penalty right after its last
     move (see :func:`record_move`); ``previous_score`` the current group's score at the
-    previous decision or at the move into it; ``unprobed`` how many listed groups the node's
+    node's previous decision to stay in it (None right after a move: a drop is measured
+    against a score the node had as a member); ``unprobed`` how many listed groups the node's
     candidate choice left out this time."""
 
     current_group_id: int | None

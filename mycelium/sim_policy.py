@@ -75,6 +75,9 @@ class PolicyRun:
         self.local = [model_mod.get_weights(model_mod.create_model(fed.config.seed))] * n
         self.local_scores = np.zeros(n, dtype=np.float64)
         self.states: list[NodeState | None] = [None] * n
+        # The current group's score at the node's last decision to stay in it (None after a
+        # move): a drop is measured against a score the node had as a member.
+        self.member_score: list[float | None] = [None] * n
         self.net = _Network()
         self.registry = RegistryView()
         self.migrations = 0
@@ -171,7 +174,7 @@ class PolicyRun:
             started_at=state.started_at,
             penalty=state.penalty,
             val_size=len(self.fed.phase(round_).clients[client].y_val),
-            previous_score=state.current_score if state.current_group_id == current else None,
+            previous_score=self.member_score[client],
         )
         probed = self._candidate_ids(client, current, round_)
         unprobed = len(self.net.members) - len(probed) - (current is not None)
@@ -185,6 +188,7 @@ class PolicyRun:
         decision = decide(state, candidates, self.config.policy, now)
         if decision.action == "stay":
             self.states[client] = state
+            self.member_score[client] = state.current_score
             return
         target = decision.group_id
         if decision.action == "found":
@@ -194,6 +198,7 @@ class PolicyRun:
         self.net.move(client, current, target, round_)
         score = self._view(client, target)
         self.states[client] = record_move(state, target, score, self.config.policy, now)
+        self.member_score[client] = None
 
     def _candidate_ids(self, client: int, current: int | None, round_: int) -> list[int]:
         """The groups ``client`` probes besides its own (see the module docstring)."""
