@@ -12,10 +12,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from mycelium import data as data_mod
-from mycelium import sim
-from mycelium.sim_federation import Federation, SimConfig
-from mycelium.sim_timeline import Drift, Timeline, parse_drift
+from mycelium.learning import data as data_mod
+from mycelium.learning import sim
+from mycelium.learning.sim_federation import Federation, SimConfig
+from mycelium.learning.sim_timeline import Drift, Timeline, parse_drift
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,236 @@
+"""In-process simulation of learning groups: the same data, model and policy as the real node.
+
+One process, no Flower processes, no HTTP. Every algorithm trains the same MLP on the same
+client splits with the same hyper-parameters and seeds; groups aggregate with Flower's own
+FedAvg (``flwr.server.strategy.aggregate.aggregate``). ``mycelium``, ``first-k`` and ``naive``
+call the real :func:`mycelium.learning.policy.decide` once per round on a simulated clock
+(``ROUND_SECONDS`` per round), in a seeded random order, so group sizes and capacity are always
+current. A :class:`~mycelium.learning.sim_timeline.Timeline` says who is present in which
+round and whose data drifts when; every algorithm of a run meets the same one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from mycelium.learning import model as model_mod
+from mycelium.learning import sim_metrics
+from mycelium.learning.sim_federation import Federation, SimConfig, Trace, fedavg, mean
+from mycelium.learning.sim_policy import run_first_k, run_mycelium, run_naive
+
+logger = logging.getLogger(__name__)
+
+ALGORITHMS = ("local", "global", "oracle", "ifca", "naive", "first-k", "mycelium")
+Weights = model_mod.Weights
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Outcome of one algorithm on one federation (``purity`` None without latent clusters).
+
+    ``moves_after_placement``: group changes of clients that already had a group;
+    ``newcomers_settled``: share of late arrivals that never moved after their first
+    placement; ``drift_rehomed``: share of drifted clients in their new cluster's group after
+    at most two decisions (None when the run has no newcomers / no drift)."""
+
+    algorithm: str
+    accuracy: float
+    accuracy_per_round: tuple[float, ...]
+    migrations: int
+    groups: int
+    purity: float | None
+    seconds_per_round: float
+    rounds_to_90pct_oracle: int | None = None
+    moves_after_placement: int = 0
+    newcomers_settled: float | None = None
+    drift_rehomed: float | None = None
+    split_views: int = 0
+
+
+# --- fixed-membership algorithms -------------------------------------------------------------
+
+
+def run_local(fed: Federation) -> Trace:
+    """Every client trains alone."""
+    n = fed.config.clients
+    models = [model_mod.get_weights(model_mod.create_model(fed.config.seed))] * n
+    curve, history = [], []
+    for round_ in range(fed.config.rounds):
+        who = fed.present(round_)
+        trained = fed.train([models[i] for i in who], who, round_, salt=0)
+        for i, weights in zip(who, trained, strict=True):
+            models[i] = weights
+        curve.append(mean(fed.test_accuracy(models, {i: i for i in who}, round_)))
+        history.append({i: i for i in who})
+    return Trace(curve, history, 0)
+
+
+def run_fixed_groups(fed: Federation, group_of: Callable[[int, int], int]) -> Trace:
+    """FedAvg within fixed groups: ``group_of(client, round)`` is client's group index."""
+    init = model_mod.get_weights(model_mod.create_model(fed.config.seed))
+    models: dict[int, Weights] = {}
+    curve, history = [], []
+    for round_ in range(fed.config.rounds):
+        assignment = {i: group_of(i, round_) for i in fed.present(round_)}
+        for g in assignment.values():
+            models.setdefault(g, init)
+        models = _group_round(fed, models, assignment, round_)
+        curve.append(mean(fed.test_accuracy(models, assignment, round_)))
+        history.append(assignment)
+    return Trace(curve, history, 0)
+
+
+def _group_round(
+    fed: Federation, models: dict[int, Weights], assignment: dict[int, int], round_: int
+) -> dict[int, Weights]:
+    """One FedAvg round of every group of the present clients (``assignment``); a group
+    nobody trained keeps its model."""
+    who = list(assignment)
+    trained = fed.train([models[assignment[i]] for i in who], who, round_, salt=1)
+    sizes = {i: len(c.y_train) for i, c in enumerate(fed.phase(round_).clients)}
+    new = dict(models)
+    for g in sorted(set(assignment.values())):
+        members = [b for b, i in enumerate(who) if assignment[i] == g]
+        new[g] = fedavg([(trained[b], sizes[who[b]]) for b in members])
+    return new
+
+
+def run_global(fed: Federation) -> Trace:
+    """One FedAvg group of all clients."""
+    return run_fixed_groups(fed, lambda _i, _r: 0)
+
+
+def run_oracle(fed: Federation) -> Trace:
+    """FedAvg within the true clusters (one group when there are none), drift included."""
+
+    def cluster(i: int, round_: int) -> int:
+        label = fed.phase(round_).labels[i]
+        return 0 if label is None else label
+
+    return run_fixed_groups(fed, cluster)
+
+
+def run_ifca(fed: Federation) -> Trace:
+    """IFCA (Ghosh et al. 2020): K models; each client trains the one with its lowest loss."""
+    k = fed.config.clusters
+    seed = fed.config.seed
+    models = {j: model_mod.get_weights(model_mod.create_model(seed + j)) for j in range(k)}
+    last: dict[int, int] = {}
+    migrations = 0
+    curve, history = [], []
+    for round_ in range(fed.config.rounds):
+        who = fed.present(round_)
+        clients = fed.phase(round_).clients
+        loss, _ = model_mod.evaluate_matrix(
+            [models[j] for j in range(k)],
+            [clients[i].x_train for i in who],
+            [clients[i].y_train for i in who],
+        )
+        choice = {i: int(j) for i, j in zip(who, loss.argmin(axis=0), strict=True)}
+        migrations += sum(last[i] != j for i, j in choice.items() if i in last)
+        last.update(choice)
+        models = _group_round(fed, models, choice, round_)
+        curve.append(mean(fed.test_accuracy(models, choice, round_)))
+        history.append(choice)
+    return Trace(curve, history, migrations)
+
+
+RUNNERS: dict[str, Callable[[Federation], Trace]] = {
+    "local": run_local,
+    "global": run_global,
+    "oracle": run_oracle,
+    "ifca": run_ifca,
+    "naive": run_naive,
+    "first-k": run_first_k,
+    "mycelium": run_mycelium,
+}
+
+
+# --- metrics, driver, output ----------------------------------------------------------------
+
+
+def purity(assignment: Sequence[int], labels: Sequence[int | None]) -> float | None:
+    """Share of clients that belong to their group's majority cluster (None without clusters)."""
+    if any(label is None for label in labels):
+        return None
+    majority = 0
+    for g in set(assignment):
+        counts = np.bincount([labels[i] for i, a in enumerate(assignment) if a == g])
+        majority += int(counts.max())
+    return majority / len(assignment)
+
+
+def run_algorithm(fed: Federation, algorithm: str) -> RunResult:
+    """Run one algorithm on ``fed`` and measure it (group figures over the clients present
+    at the end; unplaced clients count as their own group)."""
+    started = time.perf_counter()
+    trace = RUNNERS[algorithm](fed)
+    elapsed = time.perf_counter() - started
+    logger.info("%s %s: %.3f in %.1f s", fed.config.scenario, algorithm, trace.curve[-1], elapsed)
+    last = fed.config.rounds - 1
+    final, views = trace.history[-1], fed.phase(last).views
+    who = fed.present(last)
+    assignment = [final.get(i, -1 - i) for i in who]
+    return RunResult(
+        algorithm=algorithm,
+        accuracy=round(trace.curve[-1], 4),
+        accuracy_per_round=tuple(round(a, 4) for a in trace.curve),
+        migrations=trace.migrations,
+        groups=len(set(assignment)),
+        purity=_round(purity(assignment, [views[i] for i in who])),
+        seconds_per_round=elapsed / fed.config.rounds,
+        **_living_figures(fed, trace),
+    )
+
+
+def _living_figures(fed: Federation, trace: Trace) -> dict[str, object]:
+    """Moves after placement, settled newcomers, re-homed drifted nodes, split views."""
+    timeline, history = fed.timeline, trace.history
+    final_views = fed.phase(fed.config.rounds - 1).views
+    figures: dict[str, object] = {
+        "moves_after_placement": sim_metrics.moves_after_placement(history),
+        "newcomers_settled": _round(sim_metrics.newcomers_settled(history, timeline.newcomers())),
+        "split_views": sim_metrics.split_views(history[-1], final_views),
+    }
+    if timeline.drift_round is not None:
+        drifted = [i for i, _ in timeline.drifted]
+        views = fed.phase(timeline.drift_round).views
+        share = sim_metrics.drift_rehomed(trace.history, drifted, views, timeline.drift_round)
+        figures["drift_rehomed"] = _round(share)
+    return figures
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def rounds_to_reach(curve: Sequence[float], target: float) -> int | None:
+    """First round (1-based) whose accuracy reaches ``target``."""
+    return next((r + 1 for r, a in enumerate(curve) if a >= target), None)
+
+
+def simulate(config: SimConfig, algorithms: Sequence[str]) -> list[RunResult]:
+    """All ``algorithms`` on one federation; oracle's final accuracy sets the 90% mark."""
+    return run_all(Federation(config), algorithms)
+
+
+def run_all(fed: Federation, algorithms: Sequence[str]) -> list[RunResult]:
+    """:func:`simulate` on a federation already built (its timeline is the caller's too)."""
+    results = [run_algorithm(fed, a) for a in algorithms]
+    oracle = next((r for r in results if r.algorithm == "oracle"), None)
+    if oracle is None:
+        return results
+    target = 0.9 * oracle.accuracy
+    return [_with_rounds(r, rounds_to_reach(r.accuracy_per_round, target)) for r in results]
+
+
+def _with_rounds(result: RunResult, rounds: int | None) -> RunResult:
+    values = asdict(result)
+    values["rounds_to_90pct_oracle"] = rounds
+    values["accuracy_per_round"] = result.accuracy_per_round
+    return RunResult(**values)
