@@ -292,7 +292,8 @@ def run_demo(config: DemoConfig, view: View | None = None) -> dict[str, Any]:
 
     When a child exits unexpectedly (or the registry does not start) everything is
     stopped at once, the report of what was seen is written with its ``failure`` entry,
-    and :class:`DemoFailed` is raised.
+    and :class:`DemoFailed` is raised. The calling process becomes a child subreaper
+    (Linux) for the rest of its life, so that it can stop what crashed children leave.
     """
     run = DemoRun(config=config, run_dir=new_run_dir(config), specs=plan_nodes(config))
     become_subreaper()

@@ -53,7 +53,7 @@ class GroupHost:
         seed_model: bytes | None = None,
         run_config: Mapping[str, ConfigValue] | None = None,
         heartbeat_interval: float = config.GROUP_HEARTBEAT_INTERVAL_S,
-        node_token: str | None = None,
+        creator_token: str | None = None,
         registry_timeout: float = config.REGISTRY_TIMEOUT_S,
         app_dir: Path = APP_DIR,
     ) -> None:
@@ -69,7 +69,9 @@ class GroupHost:
         self.run_config = dict(run_config or {})
         self.heartbeat_interval = heartbeat_interval
         self.app_dir = Path(app_dir).resolve()
-        self._client = RegistryClient(registry_url, token=node_token, timeout=registry_timeout)
+        # The group is created with the founding node's token, or the operator's for a
+        # host without a node (``group --operator-token-file``); the registry needs one.
+        self._client = RegistryClient(registry_url, token=creator_token, timeout=registry_timeout)
         self._flwr_home = self.work_dir / "superlink.flwr"
         self._superlink: ManagedProcess | None = None
         self._credentials: GroupCredentials | None = None

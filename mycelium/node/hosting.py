@@ -30,7 +30,7 @@ def found_group(cfg: NodeConfig, *, node_token: str | None, seed_model: bytes) -
         work_dir=cfg.work_dir / "group",
         seed_model=seed_model,
         run_config=cfg.group_run_config or None,
-        node_token=node_token,
+        creator_token=node_token,
     )
     try:
         host.start()  # stops whatever it started before raising

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mycelium.registry.store.errors import StoreError, StoreUnusable
-from mycelium.registry.store.schema import FLUSH_SQL, SCHEMA
+from mycelium.registry.store.schema import ADDED_COLUMNS, FLUSH_SQL, INDEXES_ON_ADDED, SCHEMA
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +89,7 @@ class Engine:
             raise sqlite3.OperationalError(f"{self.db_path}: cannot enable WAL (got {mode})")
         conn.execute("PRAGMA wal_autocheckpoint = 0")  # checkpoints run off the loop
         conn.executescript(SCHEMA)
+        _add_missing_columns(conn)
         self._conn = conn
         return conn
 
@@ -196,6 +197,15 @@ class Engine:
         if self._helper_conn is not None:
             self._helper_conn.close()
             self._helper_conn = None
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Bring a file written by an older registry up to the schema (additive changes only)."""
+    for table, column, kind in ADDED_COLUMNS:
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+    conn.executescript(INDEXES_ON_ADDED)
 
 
 def _nothing(conn: sqlite3.Connection, now: float) -> None:

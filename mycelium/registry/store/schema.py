@@ -20,7 +20,8 @@ CREATE TABLE IF NOT EXISTS groups (
     model_sha256 TEXT,
     last_report REAL NOT NULL,
     last_live_at REAL NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    creator_node_id INTEGER
 );
 CREATE INDEX IF NOT EXISTS groups_status_task ON groups(status, task);
 CREATE TABLE IF NOT EXISTS nodes (
@@ -68,6 +69,11 @@ CREATE TABLE IF NOT EXISTS events (
     data TEXT NOT NULL
 );
 """
+
+ADDED_COLUMNS = (("groups", "creator_node_id", "INTEGER"),)
+"""Columns added after the first release: added to an older file at open (table, name, type)."""
+
+INDEXES_ON_ADDED = "CREATE INDEX IF NOT EXISTS groups_creator ON groups(creator_node_id);"
 
 NODE_COLUMNS = (
     "id, name, address, task, num_samples, group_id, flower_node_id, accuracy, loss, round, "
