@@ -23,7 +23,7 @@ from mycelium.flower.trainer import LocalTrainer
 from mycelium.learning import data, model, policy
 from mycelium.learning.codec import weights_to_bytes
 from mycelium.node.placement import Placement
-from tests.conftest import FakeClock, registry_app
+from tests.conftest import OPERATOR_TOKEN, FakeClock, registry_app
 
 LIARS = 6
 
@@ -46,7 +46,9 @@ def superlinks() -> Iterator[list[str]]:
 
 
 def publish(api: TestClient, name: str, fleet: str, claim: float, weights: model.Weights) -> int:
-    group = registry(api).create_group(name=name, fleet_address=fleet, max_capacity=10)
+    group = registry(api, OPERATOR_TOKEN).create_group(
+        name=name, fleet_address=fleet, max_capacity=10
+    )
     owner = registry(api, group.group_token)
     owner.report_round(
         group.group_id, round=1, accuracy=claim, loss=1.0, num_nodes=1, num_examples=10
