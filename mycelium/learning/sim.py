@@ -34,9 +34,10 @@ class RunResult:
     """Outcome of one algorithm on one federation (``purity`` None without latent clusters).
 
     ``moves_after_placement``: group changes of clients that already had a group;
-    ``newcomers_settled``: share of late arrivals that never moved after their first
-    placement; ``drift_rehomed``: share of drifted clients in their new cluster's group after
-    at most two decisions (None when the run has no newcomers / no drift)."""
+    ``newcomers_settled``: share of late arrivals (drifted ones aside) that never moved after
+    their first placement; ``drift_rehomed``: share of drifted clients in their new cluster's
+    group after at most two decisions (None when the run has no newcomers / no drift);
+    ``split_views``: data views whose clients end in more than one group."""
 
     algorithm: str
     accuracy: float
@@ -192,15 +193,16 @@ def _living_figures(fed: Federation, trace: Trace) -> dict[str, object]:
     """Moves after placement, settled newcomers, re-homed drifted nodes, split views."""
     timeline, history = fed.timeline, trace.history
     final_views = fed.phase(fed.config.rounds - 1).views
+    drifted = {i for i, _ in timeline.drifted}  # their data changed: they ought to move
+    newcomers = [i for i in timeline.newcomers() if i not in drifted]
     figures: dict[str, object] = {
         "moves_after_placement": sim_metrics.moves_after_placement(history),
-        "newcomers_settled": _round(sim_metrics.newcomers_settled(history, timeline.newcomers())),
+        "newcomers_settled": _round(sim_metrics.newcomers_settled(history, newcomers)),
         "split_views": sim_metrics.split_views(history[-1], final_views),
     }
     if timeline.drift_round is not None:
-        drifted = [i for i, _ in timeline.drifted]
         views = fed.phase(timeline.drift_round).views
-        share = sim_metrics.drift_rehomed(trace.history, drifted, views, timeline.drift_round)
+        share = sim_metrics.drift_rehomed(history, sorted(drifted), views, timeline.drift_round)
         figures["drift_rehomed"] = _round(share)
     return figures
 
