@@ -10,6 +10,7 @@ the node probes and joins the honest group.
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -104,3 +105,25 @@ def test_lying_groups_cannot_hide_the_honest_group(api: TestClient, superlinks: 
         decision = placement.decide(listed, None)
         assert (decision.action, decision.group_id) == ("join", honest)
         assert placement.state.unprobed == LIARS + 1 - 3
+
+
+def test_a_member_reports_only_its_current_groups_score(api: TestClient, tmp_path: Path) -> None:
+    """What feeds verified accuracy: nothing of another group, nor the local score."""
+    from mycelium.node.membership import Membership
+    from tests.node.test_agent import agent_for, node_config
+
+    agent = agent_for(api, node_config(tmp_path), FakeClock(0.0))
+    try:
+        assert agent.start() and agent.trainer is not None and agent.placement is not None
+        in_7 = Membership(group_id=7, fleet_address="127.0.0.1:1", supernode=None)  # type: ignore[arg-type]
+        assert agent._group_accuracy(in_7) is None  # no probe of 7 and no round in it yet
+        agent.placement.state = dataclasses.replace(
+            agent.placement.state, current_group_id=7, current_score=0.6
+        )
+        assert agent._group_accuracy(in_7) == 0.6  # our last probe of group 7
+        agent.trainer.fit(agent.trainer.local_arrays(), {"local-epochs": 1}, round=1)
+        assert agent._group_accuracy(in_7) == agent.trainer.group_score  # a round ran in 7
+        in_8 = Membership(group_id=8, fleet_address="127.0.0.1:1", supernode=None)  # type: ignore[arg-type]
+        assert agent._group_accuracy(in_8) is None  # group 7's round says nothing of 8
+    finally:
+        agent.shutdown()
