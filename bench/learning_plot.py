@@ -16,6 +16,7 @@ def plot(results: dict[str, list[RunResult]], timelines: dict[str, Timeline], pa
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4), squeeze=False)
     for ax, (scenario, runs) in zip(axes[0], results.items(), strict=True):
@@ -28,6 +29,7 @@ def plot(results: dict[str, list[RunResult]], timelines: dict[str, Timeline], pa
         ax.set_xlabel("round")
         ax.set_ylabel("mean test accuracy of present clients")
         ax.set_ylim(0, 1)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0][0].legend(loc="lower right", fontsize="small")
     fig.tight_layout()
