@@ -1,18 +1,60 @@
-"""``bench learning``: the simulation of :mod:`mycelium.learning.sim` as a benchmark.
+"""``bench learning``: run the simulation for the chosen flags, print a table, write JSON / PNG.
 
-Validates the flags, runs every chosen algorithm on every chosen scenario, and prints one
-markdown table; optionally writes the results as JSON (deterministic figures apart from
-wall-clock ones) and an accuracy-per-round PNG.
+The deterministic figures go under ``results`` of the JSON (the same flags give the same
+``results``); wall-clock seconds per round, the run's wall time and peak memory apart.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+import resource
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mycelium.learning import data as data_mod
-from mycelium.learning.sim import ALGORITHMS, RunResult, SimConfig, simulate
+from mycelium.learning import sim
+from mycelium.learning.sim_federation import Federation, SimConfig
+from mycelium.learning.sim_timeline import Drift, Timeline, parse_drift
+
+
+@dataclass(frozen=True)
+class _Flags:
+    """The validated flags of one benchmark run."""
+
+    scenarios: list[str]
+    algorithms: list[str]
+    clusters: int
+    clients: int
+    rounds: int
+    seed: int
+    capacity: int
+    arrivals: bool
+    drift: Drift | None
+    liars: int
+    max_candidates: int
+
+    def config(self, scenario: str) -> SimConfig:
+        return SimConfig(
+            scenario,
+            self.clusters,
+            self.clients,
+            self.rounds,
+            self.seed,
+            self.capacity,
+            arrivals=self.arrivals,
+            drift=self.drift,
+            liars=self.liars,
+            max_candidates=self.max_candidates,
+        )
+
+    def as_json(self) -> dict[str, object]:
+        values = asdict(self)
+        values["max_capacity"] = values.pop("capacity")
+        values["drift"] = None if self.drift is None else f"{self.drift.round}:{self.drift.share}"
+        for key in ("scenarios", "algorithms"):
+            values.pop(key)
+        return values
 
 
 def _validate(
@@ -24,24 +66,45 @@ def _validate(
     rounds: int,
     seed: int,
     max_capacity: int | None,
-) -> tuple[list[str], list[str]]:
-    chosen_s = list(dict.fromkeys(scenarios or data_mod.SCENARIOS))
-    chosen_a = list(dict.fromkeys(algorithms or ALGORITHMS))
+    arrivals: bool,
+    drift: str | None,
+    liars: int,
+    max_candidates: int,
+) -> _Flags:
+    parsed = None if drift is None else parse_drift(drift)
+    default = [s for s in data_mod.SCENARIOS if parsed is None or s != "mixed"]
+    chosen_s = list(dict.fromkeys(scenarios or default))
+    chosen_a = list(dict.fromkeys(algorithms or sim.ALGORITHMS))
     for name, chosen, allowed in (
         ("scenario", chosen_s, data_mod.SCENARIOS),
-        ("algorithm", chosen_a, ALGORITHMS),
+        ("algorithm", chosen_a, sim.ALGORITHMS),
     ):
         unknown = [c for c in chosen if c not in allowed]
         if unknown:
             raise ValueError(f"unknown {name} {unknown[0]!r}; choose from {', '.join(allowed)}")
-    for flag, value in (("--clusters", clusters), ("--clients", clients), ("--rounds", rounds)):
+    for flag, value in (
+        ("--clusters", clusters),
+        ("--clients", clients),
+        ("--rounds", rounds),
+        ("--max-candidates", max_candidates),
+    ):
         if value < 1:
             raise ValueError(f"{flag} must be >= 1, got {value}")
     if seed < 0:
         raise ValueError(f"--seed must be >= 0, got {seed}")
     if max_capacity is not None and max_capacity < 1:
         raise ValueError(f"--max-capacity must be >= 1, got {max_capacity}")
-    return chosen_s, chosen_a
+    if liars < 0:
+        raise ValueError(f"--liars must be >= 0, got {liars}")
+    if parsed is not None and parsed.round > rounds:
+        raise ValueError(f"--drift round {parsed.round} is after the last round ({rounds})")
+    if parsed is not None and "mixed" in chosen_s:
+        raise ValueError("--drift needs latent clusters; the mixed scenario has none")
+    capacity = max_capacity or clients
+    return _Flags(
+        chosen_s, chosen_a, clusters, clients, rounds, seed, capacity,
+        arrivals, parsed, liars, max_candidates,
+    )  # fmt: skip
 
 
 def run_cli(
@@ -55,9 +118,13 @@ def run_cli(
     algorithms: list[str] | None,
     json_path: Path | None,
     plot_path: Path | None,
+    arrivals: bool = False,
+    drift: str | None = None,
+    liars: int = 0,
+    max_candidates: int = 8,
 ) -> str:
-    """Run the benchmark; write JSON / PNG if asked; return the markdown table."""
-    chosen_s, chosen_a = _validate(
+    """Run the benchmark; write JSON / PNG if asked; return the markdown report."""
+    flags = _validate(
         scenarios,
         algorithms,
         clusters=clusters,
@@ -65,25 +132,40 @@ def run_cli(
         rounds=rounds,
         seed=seed,
         max_capacity=max_capacity,
+        arrivals=arrivals,
+        drift=drift,
+        liars=liars,
+        max_candidates=max_candidates,
     )
     for path, suffix in ((json_path, ".json"), (plot_path, ".png")):
         if path is not None and path.suffix.lower() != suffix:
             raise ValueError(f"{path}: expected a {suffix} file name")
-    capacity = max_capacity or clients
-    results = {
-        s: simulate(SimConfig(s, clusters, clients, rounds, seed, capacity), chosen_a)
-        for s in chosen_s
-    }
-    config = {"clusters": clusters, "clients": clients, "rounds": rounds, "seed": seed}
-    config["max_capacity"] = capacity
+    started = time.perf_counter()
+    results: dict[str, list[sim.RunResult]] = {}
+    timelines: dict[str, Timeline] = {}
+    for scenario in flags.scenarios:
+        fed = Federation(flags.config(scenario))
+        timelines[scenario] = fed.timeline
+        results[scenario] = sim.run_all(fed, flags.algorithms)
+    wall = time.perf_counter() - started
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if json_path is not None:
-        _write(json_path, json.dumps(to_json(config, results), indent=2, sort_keys=True) + "\n")
+        body = to_json(flags.as_json(), results, timelines)
+        body["wall_seconds"], body["peak_rss_mb"] = round(wall, 2), round(peak_mb, 1)
+        _write(json_path, json.dumps(body, indent=2, sort_keys=True) + "\n")
     if plot_path is not None:
-        plot(results, plot_path)
-    return markdown(results)
+        from bench import learning_plot
+
+        learning_plot.plot(results, timelines, plot_path)
+    footer = f"wall {wall:.1f} s, peak RSS {peak_mb:.0f} MB (this process)"
+    return markdown(results, timelines) + "\n\n" + footer
 
 
-def to_json(config: dict[str, int], results: dict[str, list[RunResult]]) -> dict[str, object]:
+def to_json(
+    config: dict[str, object],
+    results: dict[str, list[sim.RunResult]],
+    timelines: dict[str, Timeline],
+) -> dict[str, object]:
     """Deterministic results under ``results``; wall-clock figures apart under ``timing``."""
     body: dict[str, dict[str, object]] = {}
     timing: dict[str, dict[str, float]] = {}
@@ -94,7 +176,23 @@ def to_json(config: dict[str, int], results: dict[str, list[RunResult]]) -> dict
             timing[scenario][r.algorithm] = round(values.pop("seconds_per_round"), 4)
             values["accuracy_per_round"] = list(r.accuracy_per_round)
             body[scenario][values.pop("algorithm")] = values
-    return {"config": config, "results": body, "timing_seconds_per_round": timing}
+    events = {s: _events(t) for s, t in timelines.items()}
+    return {
+        "config": config,
+        "results": body,
+        "events": events,
+        "timing_seconds_per_round": timing,
+    }
+
+
+def _events(timeline: Timeline) -> dict[str, object]:
+    """Arrivals, departures and the drift as 1-based rounds (what the plot marks)."""
+    return {
+        "arrivals": sorted(a + 1 for a in timeline.arrive if a > 0),
+        "departures": sorted(d + 1 for d in timeline.leave if d is not None),
+        "drift_round": None if timeline.drift_round is None else timeline.drift_round + 1,
+        "drifted": len(timeline.drifted),
+    }
 
 
 def _write(path: Path, text: str) -> None:
@@ -105,51 +203,53 @@ def _write(path: Path, text: str) -> None:
         raise ValueError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
-def markdown(results: dict[str, list[RunResult]]) -> str:
-    """One table: a row per scenario and algorithm."""
-    lines = [
+def markdown(results: dict[str, list[sim.RunResult]], timelines: dict[str, Timeline]) -> str:
+    """One table: a row per scenario and algorithm; living-network columns when they apply."""
+    arrivals = any(t.newcomers() for t in timelines.values())
+    drift = any(t.drift_round is not None for t in timelines.values())
+    head = (
         "| scenario | algorithm | accuracy | rounds to 90% oracle | migrations | groups "
-        "| purity | s/round |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
+        "| purity | moves/client | split views |"
+    )
+    head += " newcomers settled |" * arrivals + " re-homed in 2 | vs oracle at D+3 |" * drift
+    head += " s/round |"
+    lines = [head, "| --- | --- |" + " ---: |" * (head.count("|") - 3)]
     for scenario, runs in results.items():
+        oracle = next((r for r in runs if r.algorithm == "oracle"), None)
+        timeline = timelines[scenario]
         for r in runs:
-            lines.append(
-                f"| {scenario} | {r.algorithm} | {r.accuracy:.3f} "
-                f"| {_dash(r.rounds_to_90pct_oracle)} | {r.migrations} | {r.groups} "
-                f"| {_dash(r.purity, '.2f')} | {r.seconds_per_round:.3f} |"
-            )
+            cells = [
+                scenario,
+                r.algorithm,
+                f"{r.accuracy:.3f}",
+                _dash(r.rounds_to_90pct_oracle),
+                str(r.migrations),
+                str(r.groups),
+                _dash(r.purity, ".2f"),
+                f"{r.moves_after_placement / len(timeline.arrive):.2f}",
+                str(r.split_views),
+            ]
+            if arrivals:
+                cells.append(_dash(r.newcomers_settled, ".2f"))
+            if drift:
+                gap = after_drift_gap(r, oracle, timeline)
+                cells += [_dash(r.drift_rehomed, ".2f"), _dash(gap, "+.3f")]
+            cells.append(f"{r.seconds_per_round:.3f}")
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def after_drift_gap(
+    result: sim.RunResult, oracle: sim.RunResult | None, timeline: Timeline
+) -> float | None:
+    """Accuracy minus oracle's three rounds after the drift (1-based round D + 3)."""
+    if oracle is None or timeline.drift_round is None:
+        return None
+    at = timeline.drift_round + 3
+    if at >= len(result.accuracy_per_round):
+        return None
+    return result.accuracy_per_round[at] - oracle.accuracy_per_round[at]
 
 
 def _dash(value: float | None, spec: str = "") -> str:
     return "-" if value is None else format(value, spec)
-
-
-def plot(results: dict[str, list[RunResult]], path: Path) -> None:
-    """Accuracy per round, one panel per scenario, one line per algorithm."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4), squeeze=False)
-    for ax, (scenario, runs) in zip(axes[0], results.items(), strict=True):
-        for r in runs:
-            ax.plot(
-                range(1, len(r.accuracy_per_round) + 1), r.accuracy_per_round, label=r.algorithm
-            )
-        ax.set_title(scenario)
-        ax.set_xlabel("round")
-        ax.set_ylabel("mean client test accuracy")
-        ax.set_ylim(0, 1)
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(loc="lower right")
-    fig.tight_layout()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100)
-    except OSError as exc:
-        raise ValueError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    finally:
-        plt.close(fig)

@@ -66,8 +66,27 @@ def bench_learning(
     ] = None,
     algorithms: Annotated[
         list[str] | None,
-        typer.Option(help="local, global, oracle, ifca, naive, mycelium; repeat (default: all)."),
+        typer.Option(
+            help="local, global, oracle, ifca, naive, first-k, mycelium; repeat (default: all)."
+        ),
     ] = None,
+    arrivals: Annotated[
+        bool,
+        typer.Option(
+            "--arrivals",
+            help="Half the clients arrive over the first half (Poisson); a fifth leave later.",
+        ),
+    ] = False,
+    drift: Annotated[
+        str | None,
+        typer.Option(help="ROUND:SHARE: from that round a share of nodes switch cluster."),
+    ] = None,
+    liars: Annotated[
+        int, typer.Option(help="Groups publishing accuracy inflated by +0.3 (oldest first).")
+    ] = 0,
+    max_candidates: Annotated[
+        int, typer.Option(help="Groups a node probes besides its own.", min=1)
+    ] = 8,
     json_path: Annotated[
         Path | None, typer.Option("--json", resolve_path=True, help="Write results as JSON.")
     ] = None,
@@ -91,6 +110,10 @@ def bench_learning(
             algorithms=algorithms,
             json_path=json_path,
             plot_path=plot_path,
+            arrivals=arrivals,
+            drift=drift,
+            liars=liars,
+            max_candidates=max_candidates,
         )
     except ValueError as exc:
         raise fail(str(exc)) from None

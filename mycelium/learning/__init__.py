@@ -4,5 +4,9 @@
 - ``model``: the MLP, local training and evaluation (torch);
 - ``codec``: model weights to and from ``.npz`` bytes (the registry's model format);
 - ``policy``: the pure migration policy (``decide``) the node agent and the simulation call;
-- ``sim``: the in-process simulation of migration policies (``bench learning``).
+- ``candidates``: the pure candidate choice (which groups a node probes), shared likewise;
+- ``sim``: the in-process simulation of migration policies (``bench learning``), with
+  ``sim_federation`` (flags, data per phase), ``sim_timeline`` (arrivals, drift, liars),
+  ``sim_policy`` (policy-driven runs), ``sim_registry`` (claims beside verified accuracy)
+  and ``sim_metrics`` (moves, settled newcomers, re-homed drifted nodes).
 """

@@ -13,22 +13,25 @@ Rules of :func:`decide`, in order:
    ``join_policy == "open"`` or ``"invite-only"`` (the registry's name) with ``invite_ok``;
 3. current group vanished (``current_group_id`` set, ``current_score`` None): re-home at
    once, ignoring the cooldown;
-4. no group: join the best acceptable candidate (score >= ``local_score - found_margin``),
-   else found a group (its first model is the node's local model);
-5. in a group, after a move the node is held for ``cooldown_s`` and while its route-flap
-   damping penalty (``flap_penalty`` per move, halving every ``flap_half_life_s``) exceeds
-   ``flap_suppress``;
-6. migrate when a candidate beats the current score by ``performance_threshold``;
-7. consolidate: migrate to a strictly larger group scoring within the near-equal margin of
+4. no group: join the best acceptable candidate (score >= ``local_score - found_margin``);
+   if none is acceptable but discovery listed groups the node did not probe
+   (``unprobed``), keep searching (stay, train locally) for up to ``search_s`` after the
+   warm-up, so a node does not found a duplicate of a group it has not seen; else found a
+   group (its first model is the node's local model);
+5. drop: the current group's score fell by ``drop_margin`` since the node's previous
+   decision to stay in it (``previous_score``; its data or the group changed): rules 8-10
+   at once, ignoring cooldown and flap damping;
+6. in a group, after a move the node is held for ``cooldown_s``;
+7. while its route-flap damping penalty (``flap_penalty`` per move, halving every
+   ``flap_half_life_s``) exceeds ``flap_suppress`` the node is held too, except for
+   consolidation (rule 9): those moves only go to strictly larger groups, so they cannot
+   cycle (each raises the sum of squared group sizes);
+8. migrate when a candidate beats the current score by ``performance_threshold`` *and* by
+   the near-equal margin (a gain inside the validation noise is not evidence);
+9. consolidate: migrate to a strictly larger group scoring within the near-equal margin of
    the current one (near-equal groups merge instead of splitting the data);
-8. leave and found when the current group scores ``leave_margin`` below the local model and
-   no candidate is acceptable; else stay.
-
-The near-equal margin is ``consolidation_epsilon``, widened to ``noise_z`` standard errors of
-an accuracy measured on ``val_size`` samples when the caller gives ``val_size`` (differences
-smaller than the validation noise are not evidence). "Best" always means: among the
-candidates within that margin of the top score, the largest (then the higher score, then
-the lower group id).
+10. leave and found when the current group scores ``leave_margin`` below the local model and
+    no candidate is acceptable; else stay.
 """
 
 from __future__ import annotations
@@ -68,12 +71,17 @@ class PolicyConfig:
     flap_suppress: float = 2.5
     noise_z: float = 2.0
     leave_margin: float = 0.2
+    search_s: float = 60.0
+    drop_margin: float = 0.25
 
 
 @dataclass(frozen=True)
 class NodeState:
     """What the node knows about itself; ``penalty`` is the flap penalty right after its last
-    move (see :func:`record_move`)."""
+    move (see :func:`record_move`); ``previous_score`` the current group's score at the
+    node's previous decision to stay in it (None right after a move: a drop is measured
+    against a score the node had as a member); ``unprobed`` how many listed groups the node's
+    candidate choice left out this time."""
 
     current_group_id: int | None
     current_score: float | None
@@ -82,6 +90,8 @@ class NodeState:
     started_at: float
     penalty: float = 0.0
     val_size: int | None = None
+    previous_score: float | None = None
+    unprobed: int = 0
 
 
 @dataclass(frozen=True)
@@ -104,10 +114,17 @@ def decide(
     if state.current_group_id is not None and state.current_score is None:
         return _home(state, eligible, config, "current group vanished")
     if state.current_group_id is None:
-        return _home(state, eligible, config, "no group")
-    held = _hold_reason(state, config, now)
-    if held:
-        return Decision("stay", state.current_group_id, held, 0.0)
+        return _home(state, eligible, config, "no group", searching=_searching(state, config, now))
+    if _dropped(state, config):
+        return _reconsider(state, state.current_score, eligible, candidates, config, "drop: ")
+    cooling = _cooldown_reason(state, config, now)
+    if cooling:
+        return Decision("stay", state.current_group_id, cooling, 0.0)
+    penalty = damped_penalty(state, config, now)
+    if penalty > config.flap_suppress:
+        merge = _consolidation(state, state.current_score, eligible, candidates, config)
+        damped = f"flap damping (penalty {penalty:.2f} > {config.flap_suppress})"
+        return merge or Decision("stay", state.current_group_id, damped, 0.0)
     return _reconsider(state, state.current_score, eligible, candidates, config)
 
 
@@ -161,22 +178,40 @@ def _eligible(candidate: Candidate, current_group_id: int | None) -> bool:
     return candidate.join_policy == "invite-only" and candidate.invite_ok
 
 
-def _home(state: NodeState, eligible: list[Candidate], config: PolicyConfig, why: str) -> Decision:
-    """Join the best acceptable candidate, else found a group."""
+def _home(
+    state: NodeState,
+    eligible: list[Candidate],
+    config: PolicyConfig,
+    why: str,
+    *,
+    searching: bool = False,
+) -> Decision:
+    """Join the best acceptable candidate, else keep searching (if ``searching``) or found."""
     best = best_candidate(eligible, near_equal_margin(state, config))
     if best is not None and best.score >= state.local_score - config.found_margin:
         action: Action = "join" if state.current_group_id is None else "migrate"
         gain = best.score - state.local_score
         return Decision(action, best.group_id, f"{why}: best acceptable group", gain)
+    if searching:
+        return Decision("stay", None, f"{why}: searching ({state.unprobed} groups unprobed)", 0.0)
     return Decision("found", None, f"{why}: no group within found_margin of local model", 0.0)
 
 
-def _hold_reason(state: NodeState, config: PolicyConfig, now: float) -> str:
+def _searching(state: NodeState, config: PolicyConfig, now: float) -> bool:
+    """Groups are left to probe and the search after warm-up has not yet lasted search_s."""
+    return state.unprobed > 0 and now - state.started_at < config.warmup_s + config.search_s
+
+
+def _dropped(state: NodeState, config: PolicyConfig) -> bool:
+    """The current group's score fell by ``drop_margin`` since the previous decision."""
+    if state.previous_score is None or state.current_score is None:
+        return False
+    return state.previous_score - state.current_score >= config.drop_margin
+
+
+def _cooldown_reason(state: NodeState, config: PolicyConfig, now: float) -> str:
     if state.last_move_at is not None and now - state.last_move_at < config.cooldown_s:
         return f"cooldown ({config.cooldown_s - (now - state.last_move_at):.0f} s left)"
-    penalty = damped_penalty(state, config, now)
-    if penalty > config.flap_suppress:
-        return f"flap damping (penalty {penalty:.2f} > {config.flap_suppress})"
     return ""
 
 
@@ -186,24 +221,37 @@ def _reconsider(
     eligible: list[Candidate],
     candidates: Sequence[Candidate],
     config: PolicyConfig,
+    why: str = "",
 ) -> Decision:
-    """Rules 6-8 for a node in a live group, outside its cooldown."""
-    best = best_candidate(eligible, near_equal_margin(state, config))
-    if best is not None and best.score - current >= config.performance_threshold:
-        return Decision("migrate", best.group_id, "better group", best.score - current)
-    size = next((c.size for c in candidates if c.group_id == state.current_group_id), None)
-    larger = [
-        c
-        for c in eligible
-        if size is not None
-        and c.size > size
-        and c.score >= current - near_equal_margin(state, config)
-    ]
-    if larger:
-        target = max(larger, key=lambda c: (c.size, c.score, -c.group_id))
-        return Decision("migrate", target.group_id, "consolidate", target.score - current)
+    """Rules: better group, consolidate, leave and found, else stay (a live group)."""
+    margin = near_equal_margin(state, config)
+    best = best_candidate(eligible, margin)
+    if best is not None and best.score - current >= max(config.performance_threshold, margin):
+        return Decision("migrate", best.group_id, why + "better group", best.score - current)
+    merge = _consolidation(state, current, eligible, candidates, config)
+    if merge is not None:
+        return merge
     if current < state.local_score - config.leave_margin and (
         best is None or best.score < state.local_score - config.found_margin
     ):
-        return Decision("found", None, "group serves worse than local model", 0.0)
-    return Decision("stay", state.current_group_id, "no better group", 0.0)
+        return Decision("found", None, why + "group serves worse than local model", 0.0)
+    return Decision("stay", state.current_group_id, why + "no better group", 0.0)
+
+
+def _consolidation(
+    state: NodeState,
+    current: float,
+    eligible: list[Candidate],
+    candidates: Sequence[Candidate],
+    config: PolicyConfig,
+) -> Decision | None:
+    """Migrate to the largest strictly larger group within the near-equal margin, if any."""
+    size = next((c.size for c in candidates if c.group_id == state.current_group_id), None)
+    if size is None:
+        return None
+    margin = near_equal_margin(state, config)
+    larger = [c for c in eligible if c.size > size and c.score >= current - margin]
+    if not larger:
+        return None
+    target = max(larger, key=lambda c: (c.size, c.score, -c.group_id))
+    return Decision("migrate", target.group_id, "consolidate", target.score - current)

@@ -18,6 +18,7 @@ import logging
 import signal
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING, TypeVar
@@ -87,6 +88,8 @@ class NodeAgent:
         self._next_heartbeat = self._next_status = self._next_evaluation = 0.0
         self._last_evaluation = -REHOME_RETRY_S
         self._last_logged_round: int | None = None
+        self._scored_group: int | None = None  # see _group_accuracy
+        self._fit_mark: float | None = None
         self._shut_down = False
 
     @property
@@ -186,6 +189,7 @@ class NodeAgent:
             max_candidates=cfg.max_candidates,
             clock=self.clock,
             admissible=self.trust.check,
+            seed=zlib.crc32(f"{cfg.name}/{cfg.seed}".encode()),  # nodes explore differently
         )
         self.actions = GroupActions(
             cfg,
@@ -266,12 +270,11 @@ class NodeAgent:
     def _heartbeat(self) -> None:
         assert self.credentials is not None and self.trainer is not None
         m = self.membership
-        score = self.trainer.group_score if m else None
         try:
             self.registry.heartbeat(
                 self.credentials.node_id,
                 group_id=m.group_id if m else None,
-                accuracy=score if score is not None else self.trainer.local_score(),
+                accuracy=self._group_accuracy(m) if m else self.trainer.local_score(),
                 loss=None,
                 num_samples=self.trainer.num_examples,
                 round=self.trainer.last_round,
@@ -284,6 +287,18 @@ class NodeAgent:
             logger.warning("registry unreachable, training on: %s", exc)
         except RegistryError as exc:
             logger.warning("heartbeat refused: %s", exc)
+
+    def _group_accuracy(self, m: Membership) -> float | None:
+        """The current group's model on our validation data, measured since we joined it:
+        the last fit's score once a round ran in this group, else our probe of it at the
+        last decision, else None (the registry counts members' reports as the group's
+        verified accuracy, so a score of another group, or our local one, must not go)."""
+        assert self.trainer is not None and self.placement is not None
+        if self._scored_group != m.group_id:  # first report in this group: mark the fits
+            self._scored_group, self._fit_mark = m.group_id, self.trainer.last_fit_at
+        if self.trainer.last_fit_at != self._fit_mark:
+            return self.trainer.group_score
+        return self.placement.probed_score(m.group_id)
 
     def _write_status(self) -> None:
         assert self.status is not None and self.placement is not None

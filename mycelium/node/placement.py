@@ -1,9 +1,12 @@
-"""Where the node belongs: probe the live groups' models on its own validation data, turn
-them into candidates, and let :func:`mycelium.learning.policy.decide` choose.
+"""Where the node belongs: choose which live groups to probe
+(:func:`mycelium.learning.candidates.choose_candidates`, the same choice as the
+simulation's), probe their models on its own validation data, turn them into candidates,
+and let :func:`mycelium.learning.policy.decide` choose.
 
 :class:`Placement` holds the node's one :class:`policy.NodeState`: its last move and flap
-penalty change only through :func:`policy.record_move`; its current group, current score
-and local score are refreshed at each decision.
+penalty change only through :func:`policy.record_move`; its current group, current score,
+local score, the groups it left unprobed and its score as a member at its last decision to
+stay are refreshed at each decision.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from mycelium.client import RegistryClient, RegistryError
+from mycelium.learning import candidates as choice
 from mycelium.learning import policy
 from mycelium.procs import port_is_open
 
@@ -45,6 +49,7 @@ class Placement:
         max_candidates: int,
         clock: Callable[[], float],
         admissible: Callable[[dict[str, Any]], bool] = lambda group: True,
+        seed: int = 0,
     ) -> None:
         """``admissible``: the node's trust rule for a group (see mycelium.net.trust);
         groups it refuses are not candidates."""
@@ -53,8 +58,10 @@ class Placement:
         self.trainer = trainer
         self.policy_config = policy_config
         self.invite_ok = invite_ok
-        self.max_candidates = max_candidates
+        self.choice = choice.ChoiceConfig(max_candidates=max_candidates)
         self.clock = clock
+        self.seed = seed  # of the exploration; the n-th decision draws with (seed, n)
+        self.decisions = 0
         self.moves = 0
         self.state = policy.NodeState(
             current_group_id=None,
@@ -72,29 +79,40 @@ class Placement:
 
     def decide(self, groups: list[dict[str, Any]], current_id: int | None) -> policy.Decision:
         """Probe ``groups`` (the current one ``current_id`` included) and decide."""
-        candidates, current_score = self.probe(groups, current_id)
+        candidates, current_score, unprobed = self.probe(groups, current_id)
+        stayed = self.state.current_group_id == current_id and current_id is not None
         self.state = dataclasses.replace(
             self.state,
             current_group_id=current_id,
             current_score=current_score,
             local_score=self.trainer.local_score(),
+            unprobed=unprobed,
+            previous_score=self.state.previous_score if stayed else None,
         )
-        return policy.decide(self.state, candidates, self.policy_config, self.clock())
+        decision = policy.decide(self.state, candidates, self.policy_config, self.clock())
+        if decision.action == "stay" and current_score is not None:
+            self.state = dataclasses.replace(self.state, previous_score=current_score)
+        return decision
+
+    def probed_score(self, group_id: int) -> float | None:
+        """The probe of ``group_id`` at the last decision, if it was the node's group then."""
+        state = self.state
+        return state.current_score if state.current_group_id == group_id else None
 
     def current_group_vanished(self) -> bool:
         """The last decision found the node's group gone (no model to probe)."""
         return self.state.current_group_id is not None and self.state.current_score is None
 
     def record_move(self, group_id: int) -> None:
-        self.state = policy.record_move(
-            self.state, group_id, None, self.policy_config, self.clock()
-        )
+        moved = policy.record_move(self.state, group_id, None, self.policy_config, self.clock())
+        self.state = dataclasses.replace(moved, previous_score=None)
         self.moves += 1
 
     def probe(
         self, groups: list[dict[str, Any]], current_id: int | None
-    ) -> tuple[list[policy.Candidate], float | None]:
-        """Score live groups' models on our own validation data (current group included)."""
+    ) -> tuple[list[policy.Candidate], float | None, int]:
+        """Score the chosen live groups' models on our own validation data (the current
+        group included); also returns how many live groups were left unprobed."""
         from mycelium.learning.codec import bytes_to_weights
 
         # A group whose SuperLink does not answer cannot train us, whatever the registry says.
@@ -106,8 +124,17 @@ class Placement:
             and superlink_reachable(g["fleet_address"])
             and self.admissible(g)
         ]
-        others = [g for g in live if g["group_id"] != current_id][: self.max_candidates]
+        chosen = choice.choose_candidates(
+            [_listing(g) for g in live],
+            current_group_id=current_id,
+            config=self.choice,
+            seed=self.seed * 1_000_003 + self.decisions,
+        )
+        self.decisions += 1
+        by_id = {g["group_id"]: g for g in live}
+        others = [by_id[gid] for gid in chosen]
         current = [g for g in live if g["group_id"] == current_id]
+        unprobed = len(live) - len(current) - len(others)
         candidates: list[policy.Candidate] = []
         current_score: float | None = None
         for group in current + others:
@@ -122,7 +149,7 @@ class Placement:
             if group["group_id"] == current_id:
                 current_score = accuracy
             candidates.append(self._candidate(group, accuracy))
-        return candidates, current_score
+        return candidates, current_score, unprobed
 
     def _candidate(self, group: dict[str, Any], score: float) -> policy.Candidate:
         return policy.Candidate(
@@ -140,3 +167,14 @@ class Placement:
         except RegistryError as exc:
             logger.warning("could not download group %s's model: %s", group_id, exc)
             return None
+
+
+def _listing(group: dict[str, Any]) -> choice.Listing:
+    """A discovery row as the candidate choice sees it: verified figure beside the claim."""
+    return choice.Listing(
+        group_id=group["group_id"],
+        size=int(group["num_members"]),
+        verified=group.get("verified_accuracy"),
+        verified_members=int(group.get("verified_members") or 0),
+        claimed=group.get("accuracy"),
+    )

@@ -141,7 +141,12 @@ class GroupPublic(BaseModel):
     status: GroupStatus
     alive: bool
     num_members: int
-    accuracy: float | None
+    accuracy: float | None = Field(description="The group's own claim (its round reports).")
+    verified_accuracy: float | None = Field(
+        description="Median of the accuracies its live members report for its model on "
+        "their own data; discovery sorts by it."
+    )
+    verified_members: int = Field(description="How many member reports it rests on.")
     loss: float | None
     round: int | None
     has_model: bool

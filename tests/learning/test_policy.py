@@ -28,6 +28,8 @@ CFG = PolicyConfig(
     flap_suppress=2.5,
     noise_z=2.0,
     leave_margin=0.2,
+    search_s=60.0,
+    drop_margin=0.25,
 )
 NOW = 1000.0
 
@@ -177,3 +179,52 @@ def test_decide_does_not_mutate_its_inputs() -> None:
     state, candidates = member(score=0.5), [cand(2, 0.95)]
     decide(state, candidates, CFG, NOW)
     assert state == member(score=0.5) and candidates == [cand(2, 0.95)]
+
+
+def test_a_gain_inside_the_validation_noise_is_no_reason_to_migrate() -> None:
+    groups = [cand(1, 0.70, size=5), cand(2, 0.78, size=5)]  # +0.08 > threshold 0.05
+    noisy = member(score=0.70, val_size=20)  # margin 2 x SE of 20 samples, about 0.2
+    assert near_equal_margin(noisy, CFG) > 0.08
+    assert decide(noisy, groups, CFG, NOW).action == "stay"
+    precise = member(score=0.70, val_size=10_000)
+    decision = decide(precise, groups, CFG, NOW)
+    assert (decision.action, decision.group_id, decision.reason) == ("migrate", 2, "better group")
+
+
+def test_no_group_keeps_searching_while_listed_groups_are_unprobed() -> None:
+    far = [cand(1, 0.3), cand(2, 0.2)]  # nothing within found_margin of local 0.8
+    searching = dataclasses.replace(fresh(0.8), unprobed=5)
+    in_window = CFG.warmup_s + 30
+    decision = decide(searching, far, CFG, in_window)
+    assert (decision.action, decision.group_id) == ("stay", None)
+    assert decision.reason.startswith("no group: searching")
+    assert decide(searching, far, CFG, CFG.warmup_s + CFG.search_s).action == "found"
+    assert decide(fresh(0.8), far, CFG, in_window).action == "found"  # everything probed
+    found_one = decide(searching, [*far, cand(3, 0.75)], CFG, in_window)
+    assert (found_one.action, found_one.group_id) == ("join", 3)
+
+
+def test_a_sudden_drop_of_the_current_group_ignores_cooldown_and_damping() -> None:
+    drifted = NodeState(1, 0.40, 0.4, last_move_at=NOW - 10, started_at=0.0, penalty=9.0)
+    groups = [cand(1, 0.40), cand(2, 0.90)]
+    dropped = dataclasses.replace(drifted, previous_score=0.95)
+    decision = decide(dropped, groups, CFG, NOW)
+    assert (decision.action, decision.group_id) == ("migrate", 2)
+    assert decision.reason == "drop: better group"
+    small_drop = dataclasses.replace(drifted, previous_score=0.60)  # 0.20 < drop_margin
+    assert decide(small_drop, groups, CFG, NOW).reason.startswith("cooldown")
+    assert decide(drifted, groups, CFG, NOW).reason.startswith("cooldown")  # no previous
+
+
+def test_flap_damping_holds_performance_moves_but_not_consolidation() -> None:
+    state = member(group=1, score=0.90)
+    for k in range(3):
+        state = record_move(state, 1, 0.90, CFG, NOW + 61 * k)
+    at = NOW + 61 * 3
+    assert damped_penalty(state, CFG, at) > CFG.flap_suppress
+    merge = decide(state, [cand(1, 0.90, size=2), cand(2, 0.88, size=8)], CFG, at)
+    assert (merge.action, merge.group_id, merge.reason) == ("migrate", 2, "consolidate")
+    better = decide(state, [cand(1, 0.50, size=8), cand(2, 0.95, size=2)], CFG, at)
+    assert better.action == "stay" and better.reason.startswith("flap damping")
+    cooling = decide(state, [cand(1, 0.90, size=2), cand(2, 0.88, size=8)], CFG, NOW + 61 * 2 + 30)
+    assert cooling.reason.startswith("cooldown")

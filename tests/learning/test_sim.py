@@ -11,6 +11,7 @@ import pytest
 
 from bench import learning_bench
 from mycelium.learning import sim
+from mycelium.learning.sim_policy import PolicyRun
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,7 +59,7 @@ def test_same_flags_give_the_same_json(tmp_path: Path) -> None:
 def test_capacity_limits_group_size() -> None:
     config = sim.SimConfig("mixed", 1, 8, 4, 0, max_capacity=3)
     fed = sim.Federation(config)
-    run = sim.PolicyRun(fed, probe=True)
+    run = PolicyRun(fed, probe=True)
     run.run()
     assert max(len(m) for m in run.net.members.values()) <= 3
     assert sum(len(m) for m in run.net.members.values()) == 8

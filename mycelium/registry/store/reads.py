@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import statistics
 
 from mycelium.registry.store.records import GroupFigures, Model, NetworkStats, Row
 from mycelium.registry.store.schema import GROUP_COLUMNS, LIVE_MEMBERS, NODE_COLUMNS
@@ -60,7 +61,13 @@ def select_nodes(
     return [node_out(r, now, ttl) for r in conn.execute(sql + " ORDER BY id", params)]
 
 
-def group_out(row: sqlite3.Row, now: float, group_ttl: float) -> Row:
+def group_out(
+    row: sqlite3.Row, now: float, group_ttl: float, reports: list[float] | None = None
+) -> Row:
+    """A group as the API shows it: ``accuracy`` is the group's own claim (its round
+    reports), ``verified_accuracy`` the median of what its live members report for its model
+    on their own data, resting on ``verified_members`` reports (None / 0 without any)."""
+    reports = reports or []
     return {
         "group_id": row["id"],
         "name": row["name"],
@@ -73,6 +80,8 @@ def group_out(row: sqlite3.Row, now: float, group_ttl: float) -> Row:
         "alive": row["status"] == "active" and now - row["last_report"] <= group_ttl,
         "num_members": row["num_members"],
         "accuracy": row["accuracy"],
+        "verified_accuracy": statistics.median(reports) if reports else None,
+        "verified_members": len(reports),
         "loss": row["loss"],
         "round": row["round"],
         "has_model": row["model_sha256"] is not None,
@@ -83,16 +92,46 @@ def group_out(row: sqlite3.Row, now: float, group_ttl: float) -> Row:
     }
 
 
+def member_reports(
+    conn: sqlite3.Connection, alive_cut: float, group_id: int | None = None
+) -> dict[int, list[float]]:
+    """Group -> the accuracies its live members reported for its model. A node's accuracy is
+    cleared when it changes group (``writes._attach``), and a heartbeat naming another group
+    is refused, so every report counted here was made by a member about this group."""
+    sql = (
+        "SELECT group_id, accuracy FROM nodes WHERE group_id IS NOT NULL "
+        "AND accuracy IS NOT NULL AND last_seen >= ?"
+    )
+    params: tuple[float, ...] | tuple[float, int] = (alive_cut,)
+    if group_id is not None:
+        sql += " AND group_id = ?"
+        params = (alive_cut, group_id)
+    reports: dict[int, list[float]] = {}
+    for gid, accuracy in conn.execute(sql, params):
+        reports.setdefault(gid, []).append(accuracy)
+    return reports
+
+
+def discovery_key(group: Row) -> tuple[bool, float, int]:
+    """Verified accuracy first (none last), then how many members it rests on; a stable
+    sort on this keeps the claim's order (accuracy desc, live members desc, id) for ties."""
+    verified = group["verified_accuracy"]
+    return (verified is None, -(verified or 0.0), -group["verified_members"])
+
+
 def select_groups(
     conn: sqlite3.Connection, now: float, include_dead: bool, node_ttl: float, group_ttl: float
 ) -> list[Row]:
-    """Groups best first: accuracy desc (none last), live members desc, id."""
+    """Groups best first by :func:`discovery_key`, then by their claim: accuracy desc (none
+    last), live members desc, id."""
     sql = f"SELECT {GROUP_COLUMNS}, {LIVE_MEMBERS} AS num_members FROM groups g"
     if not include_dead:
         sql += " WHERE g.status = 'active' AND g.last_report >= :report_cut"
     sql += " ORDER BY g.accuracy IS NULL, g.accuracy DESC, num_members DESC, g.id"
     params = {"alive_cut": now - node_ttl, "report_cut": now - group_ttl}
-    return [group_out(r, now, group_ttl) for r in conn.execute(sql, params)]
+    reports = member_reports(conn, now - node_ttl)
+    groups = [group_out(r, now, group_ttl, reports.get(r["id"])) for r in conn.execute(sql, params)]
+    return sorted(groups, key=discovery_key)
 
 
 def filter_groups(groups: list[Row], task: str | None, has_capacity: bool | None) -> list[Row]:
@@ -111,7 +150,8 @@ def select_group_detail(
     row = conn.execute(sql, params).fetchone()
     if row is None:
         return None
-    detail = group_out(row, now, group_ttl)
+    reports = member_reports(conn, now - node_ttl, group_id).get(group_id)
+    detail = group_out(row, now, group_ttl, reports)
     detail["members"] = select_nodes(conn, now, group_id, None, node_ttl)
     rounds = conn.execute(
         "SELECT round, accuracy, loss, num_nodes, num_examples, reported_at FROM rounds "

@@ -192,10 +192,13 @@ def _joinable_group(
 def _attach(
     conn: sqlite3.Connection, now: float, node_id: int, group_id: int, fid: str | None
 ) -> None:
+    # An accuracy reported in another group (or alone) says nothing about this group's
+    # model: cleared, so the group's verified accuracy only counts reports made in it.
     conn.execute(
         "UPDATE nodes SET group_id = ?, last_seen = ?, "
-        "flower_node_id = COALESCE(?, flower_node_id) WHERE id = ?",
-        (group_id, now, fid, node_id),
+        "flower_node_id = COALESCE(?, flower_node_id), "
+        "accuracy = CASE WHEN group_id IS ? THEN accuracy END WHERE id = ?",
+        (group_id, now, fid, group_id, node_id),
     )
     conn.execute("UPDATE groups SET last_live_at = ? WHERE id = ?", (now, group_id))
 

@@ -1,0 +1,163 @@
+"""The world of one simulated run: its flags, the clients' data per phase, and the timeline.
+
+:class:`Federation` is what every algorithm of a run shares (``mycelium.learning.sim``): the client
+splits before and after the drift, who is present in which round
+(:class:`~mycelium.learning.sim_timeline.Timeline`), batched training with per-(round, client) seeds
+and per-cluster test accuracy. :func:`fedavg` is Flower's own FedAvg.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mycelium.learning import data as data_mod
+from mycelium.learning import model as model_mod
+from mycelium.learning.policy import PolicyConfig
+from mycelium.learning.sim_timeline import Drift, Timeline, make_timeline
+
+ROUND_SECONDS = 30.0
+Weights = model_mod.Weights
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """One simulated federation (``max_candidates``: groups a node probes besides its own)."""
+
+    scenario: str
+    clusters: int
+    clients: int
+    rounds: int
+    seed: int
+    max_capacity: int
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    arrivals: bool = False
+    drift: Drift | None = None
+    liars: int = 0
+    max_candidates: int = 8
+
+
+@dataclass
+class Trace:
+    """What an algorithm run produced: mean accuracy of the present clients per round, the
+    group of every present client after each round, and the decisions that migrated."""
+
+    curve: list[float]
+    history: list[dict[int, int]]
+    migrations: int
+
+
+@dataclass(frozen=True)
+class Phase:
+    """The clients' data in one stretch of rounds (before or after the drift)."""
+
+    clients: list[data_mod.ClientData]
+    rotate: bool
+
+    @property
+    def labels(self) -> list[int | None]:
+        return [c.cluster for c in self.clients]
+
+    @property
+    def views(self) -> list[int | None]:
+        """Distinct data views: for rotate, clusters c and c + 4 see identical data."""
+        return [c % 4 if self.rotate and c is not None else c for c in self.labels]
+
+
+class Federation:
+    """Client splits per phase, the timeline, and per-cluster test sets (shared by cluster)."""
+
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        rotate = config.scenario == "rotate"
+        base = data_mod.make_federation(
+            scenario=config.scenario,
+            clusters=config.clusters,
+            num_clients=config.clients,
+            seed=config.seed,
+        )
+        self.timeline: Timeline = make_timeline(
+            clients=config.clients,
+            rounds=config.rounds,
+            seed=config.seed,
+            views=Phase(base, rotate).views,
+            arrivals=config.arrivals,
+            drift=config.drift,
+            liars=config.liars,
+        )
+        moved = {
+            i: data_mod.make_partition(
+                scenario=config.scenario,
+                clusters=config.clusters,
+                index=i,
+                num_clients=config.clients,
+                seed=config.seed,
+                cluster=cluster,
+            )
+            for i, cluster in self.timeline.drifted
+        }
+        self.phases = [Phase(base, rotate)]
+        if moved:
+            self.phases.append(Phase([moved.get(i, c) for i, c in enumerate(base)], rotate))
+
+    def phase(self, round_: int) -> Phase:
+        drift = self.timeline.drift_round
+        return self.phases[-1] if drift is not None and round_ >= drift else self.phases[0]
+
+    def present(self, round_: int) -> list[int]:
+        return self.timeline.present(round_)
+
+    def train(
+        self, starts: Sequence[Weights], who: Sequence[int], round_: int, salt: int
+    ) -> list[Weights]:
+        """Train client ``who[b]`` from ``starts[b]`` for one round; returns new weights."""
+        clients = self.phase(round_).clients
+        seeds = [seed_of(self.config.seed, round_, i, salt) for i in who]
+        trained, _ = model_mod.train_many(
+            starts,
+            [clients[i].x_train for i in who],
+            [clients[i].y_train for i in who],
+            seeds=seeds,
+        )
+        return trained
+
+    def val(self, round_: int, who: Sequence[int]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        clients = self.phase(round_).clients
+        return [clients[i].x_val for i in who], [clients[i].y_val for i in who]
+
+    def test_accuracy(
+        self, models: Sequence[Weights], model_of: dict[int, int], round_: int
+    ) -> list[float]:
+        """Accuracy of client i (each key, in key order) with ``models[model_of[i]]`` on its
+        test data."""
+        phase = self.phase(round_)
+        labels = phase.labels
+        result: dict[int, float] = {}
+        for label in sorted({labels[i] for i in model_of}, key=lambda v: -1 if v is None else v):
+            members = [i for i in model_of if labels[i] == label]
+            used = sorted({model_of[i] for i in members})
+            first = phase.clients[members[0]]
+            _, acc = model_mod.evaluate_matrix(
+                [models[m] for m in used], [first.x_test], [first.y_test]
+            )
+            row = dict(zip(used, acc[:, 0], strict=True))
+            result.update({i: float(row[model_of[i]]) for i in members})
+        return [result[i] for i in model_of]
+
+
+def seed_of(seed: int, round_: int, client: int, salt: int) -> int:
+    """A seed for (run seed, round, client, purpose), independent across the four."""
+    return int(np.random.SeedSequence([seed, round_, client, salt]).generate_state(1)[0])
+
+
+def fedavg(results: list[tuple[Weights, int]]) -> Weights:
+    """Flower's FedAvg (weighted by examples), imported lazily: only the sim needs flwr."""
+    from flwr.server.strategy.aggregate import aggregate
+
+    return [np.asarray(a, dtype=np.float32) for a in aggregate(results)]
+
+
+def mean(values: Sequence[float]) -> float:
+    return float(np.mean(values))

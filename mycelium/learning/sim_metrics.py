@@ -1,0 +1,73 @@
+"""Figures of a living network, computed from a run's history (group of every present,
+placed client after each round), the same way for every algorithm.
+
+A client is *placed* once it has a group (a policy node after its first join or found; every
+client of the fixed-membership algorithms from its first round). A *move* is a change of
+group between two rounds in both of which the client was placed.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+
+History = Sequence[Mapping[int, int]]
+
+
+def moves_per_client(history: History) -> Counter[int]:
+    """Moves of each client after its first placement."""
+    moves: Counter[int] = Counter()
+    for before, after in zip(history, history[1:], strict=False):
+        for client, group in after.items():
+            if client in before and before[client] != group:
+                moves[client] += 1
+    return moves
+
+
+def moves_after_placement(history: History) -> int:
+    return sum(moves_per_client(history).values())
+
+
+def newcomers_settled(history: History, newcomers: Sequence[int]) -> float | None:
+    """Share of the placed newcomers that never moved after their first placement."""
+    placed = {c for groups in history for c in groups}
+    counted = [c for c in newcomers if c in placed]
+    if not counted:
+        return None
+    moves = moves_per_client(history)
+    return sum(moves[c] == 0 for c in counted) / len(counted)
+
+
+def view_groups(groups: Mapping[int, int], views: Sequence[int | None]) -> dict[int, int]:
+    """View -> the group holding most of its placed clients (ties: lower group id)."""
+    counts: dict[int, Counter[int]] = {}
+    for client, group in groups.items():
+        view = views[client]
+        if view is not None:
+            counts.setdefault(view, Counter())[group] += 1
+    return {v: min(c, key=lambda g: (-c[g], g)) for v, c in counts.items()}
+
+
+def drift_rehomed(
+    history: History, drifted: Sequence[int], views: Sequence[int | None], drift_round: int
+) -> float | None:
+    """Share of drifted clients in their new view's group after the decisions of the drift
+    round and the next (two evaluation intervals); ``views`` are the views after the drift."""
+    at = drift_round + 1
+    if at >= len(history):
+        return None
+    groups = history[at]
+    home = view_groups(groups, views)
+    counted = [c for c in drifted if c in groups]
+    if not counted:
+        return None
+    return sum(groups[c] == home.get(views[c]) for c in counted) / len(counted)
+
+
+def split_views(groups: Mapping[int, int], views: Sequence[int | None]) -> int:
+    """How many views have their placed clients in more than one group."""
+    spread: dict[int, set[int]] = {}
+    for client, group in groups.items():
+        if views[client] is not None:
+            spread.setdefault(views[client], set()).add(group)
+    return sum(len(g) > 1 for g in spread.values())
