@@ -15,6 +15,7 @@ evictions) until it can.
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -126,7 +127,7 @@ class ControlApiAdmin:
         self._client: ControlHttpClient = ControlHttpClient(
             f"https://{address}",
             interceptors=[RuntimeVersionHttpInterceptor(component_name="flwr CLI")],
-            verify=str(Path(root_certificates).absolute()),
+            verify=ssl.create_default_context(cafile=str(Path(root_certificates).absolute())),
             timeout=timeout,
         )
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import json
 import re
+import subprocess
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -120,6 +122,22 @@ class Lab:
             f'root-certificates = "{c.ca}"\n'
         )
         return self
+
+    def flwr(self, *args: str, timeout: float = 120) -> str:
+        """Run the ``flwr`` CLI against this SuperLink's connection ``g``; its stdout."""
+        proc = subprocess.run(
+            [flower_executable("flwr"), *args], env=flower_env(self.home), cwd=self.work,
+            capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        return proc.stdout
+
+    def start_run(self, app: Path = APP_DIR, **config: str | int | float) -> int:
+        out = self.flwr("run", str(app), "g", "--run-config", format_node_config(config),
+                        "--format", "json")  # fmt: skip
+        return int(json.loads(out[out.index("{") :])["run-id"])
+
+    def run_log(self, run_id: int) -> str:
+        return self.flwr("log", str(run_id), "g", "--show")
 
     def supernode(
         self,
