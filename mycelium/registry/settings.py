@@ -1,0 +1,29 @@
+"""Settings of one registry process (defaults from :mod:`mycelium.config`)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mycelium import config
+
+
+@dataclass(frozen=True)
+class Settings:
+    db_path: Path
+    node_ttl: float = config.NODE_TTL_S
+    group_ttl: float = config.GROUP_TTL_S
+    max_model_mb: float = config.MAX_MODEL_MB
+    sweep_interval: float = 1.0
+    flush_interval: float = 0.2
+    clock: Callable[[], float] = time.time
+    # The credential of hosts that create groups without a node (``group`` command); None:
+    # only nodes can create groups. Kept out of repr so that no log shows it.
+    operator_token: str | None = field(default=None, repr=False)
+    max_groups_per_node: int = config.MAX_GROUPS_PER_NODE
+
+    @property
+    def max_model_bytes(self) -> int:
+        return int(self.max_model_mb * config.MiB)
