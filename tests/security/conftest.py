@@ -24,8 +24,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from mycelium.procs import ManagedProcess, flower_env, free_port, port_is_open, wait_for
-from mycelium.supernode import flower_executable, format_node_config
+from mycelium.flower.procs import flower_env, flower_executable
+from mycelium.flower.protocol import format_config
+from mycelium.procs import ManagedProcess, free_port, port_is_open, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 APP_DIR = ROOT / "flower_app"
@@ -132,7 +133,7 @@ class Lab:
         return proc.stdout
 
     def start_run(self, app: Path = APP_DIR, **config: str | int | float) -> int:
-        out = self.flwr("run", str(app), "g", "--run-config", format_node_config(config),
+        out = self.flwr("run", str(app), "g", "--run-config", format_config(config),
                         "--format", "json")  # fmt: skip
         return int(json.loads(out[out.index("{") :])["run-id"])
 
@@ -155,7 +156,7 @@ class Lab:
             "--max-wait-time", "20",
             *(["--auth-supernode-private-key", str(key)] if key else []),
             *(["--isolation", isolation] if isolation else []),
-            *(["--node-config", format_node_config(node_config)] if node_config else []),
+            *(["--node-config", format_config(node_config)] if node_config else []),
         ]  # fmt: skip
         proc = ManagedProcess(name, args, log_path=self.work / f"{name}.log",
                               env=flower_env(self.work / f"{name}.flwr"))  # fmt: skip

@@ -62,8 +62,9 @@ def test_load_client_app_and_its_errors(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_a_tampered_clientapp_never_runs_on_a_pinned_member(lab: Lab, tmp_path: Path) -> None:
-    from mycelium.data import make_partition
-    from mycelium.trainer import LocalTrainer, TrainerServer
+    from mycelium.flower.trainer import LocalTrainer
+    from mycelium.flower.trainer_http import TrainerServer
+    from mycelium.learning.data import make_partition
 
     lab.start_superlink(auth=True)
     keys = [node_keys.generate(tmp_path / f"{n}.key") for n in ("pinned", "plain")]
