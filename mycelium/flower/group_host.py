@@ -27,7 +27,7 @@ from mycelium.client import (
     RegistryUnavailable,
 )
 from mycelium.flower import protocol
-from mycelium.flower.errors import ChildExited, FlowerNotInstalled, GroupHostError
+from mycelium.flower.errors import FlowerNotInstalled, FlowerTimeout, GroupHostError
 from mycelium.flower.procs import flower_env, flower_executable, wait_while_running
 from mycelium.flower.protocol import CONNECTION, ConfigValue, format_config
 from mycelium.net.addresses import AddressError, host_port
@@ -251,8 +251,8 @@ class GroupHost:
                 timeout=SUPERLINK_READY_TIMEOUT,
                 what=f"flower-superlink on port {port}",
             )
-        except (ChildExited, DeadlineExceeded) as exc:
-            raise GroupHostError(str(exc)) from None
+        except DeadlineExceeded as exc:  # ChildExited (it died) propagates as it is
+            raise FlowerTimeout(str(exc)) from None
         self.superlink_ready_s = time.monotonic() - started
 
     def _register(self) -> None:
@@ -312,7 +312,7 @@ class GroupHost:
                 stdin=subprocess.DEVNULL,
             )
         except subprocess.TimeoutExpired:
-            raise GroupHostError(f"flwr {args[0]} did not finish in {timeout:.0f}s") from None
+            raise FlowerTimeout(f"flwr {args[0]} did not finish in {timeout:.0f}s") from None
         if proc.returncode != 0:
             tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
             detail = self._redact(" | ".join(tail))[:300]

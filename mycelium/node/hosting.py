@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from mycelium.client import RegistryError
-from mycelium.flower.errors import FlowerError, FlowerNotInstalled, GroupHostError
+from mycelium.flower.errors import FlowerError, FlowerNotInstalled, FlowerTimeout, GroupHostError
 from mycelium.flower.group_host import GroupHost
 from mycelium.node.config import NodeConfig
 from mycelium.node.errors import FatalNodeError
@@ -19,9 +19,10 @@ MAX_FLOWER_FAILURES = 3  # consecutive Flower start-up failures before the agent
 class Founder:
     """Starts this node's group: its SuperLink, registry entry and open-ended run.
 
-    What may heal is retried by the caller: the registry unreachable or refusing for now
-    (always), a Flower process that did not come up (up to :data:`MAX_FLOWER_FAILURES`
-    times in a row: a port race heals, a broken installation does not). What cannot heal
+    What may heal is retried by the caller: the registry unreachable or refusing for now,
+    and a Flower process that was too slow to get ready (a loaded machine), always; a Flower
+    process that died or a ``flwr`` command that failed, up to :data:`MAX_FLOWER_FAILURES`
+    times in a row (a port race heals, a broken installation does not). What cannot heal
     raises :class:`FatalNodeError`.
     """
 
@@ -36,7 +37,7 @@ class Founder:
             host.start()  # stops whatever it started before raising
         except FlowerNotInstalled as exc:
             raise FatalNodeError(str(exc)) from None
-        except RegistryError as exc:
+        except (RegistryError, FlowerTimeout) as exc:  # an outage, or a slow machine
             logger.warning("could not found a group: %s", exc)
             return None
         except (FlowerError, OSError) as exc:
