@@ -24,7 +24,7 @@ from mycelium.client import (
     RegistryUnavailable,
 )
 from mycelium.flower import protocol
-from mycelium.flower.errors import ChildExited, GroupHostError
+from mycelium.flower.errors import ChildExited, FlowerNotInstalled, GroupHostError
 from mycelium.flower.procs import flower_env, flower_executable, wait_while_running
 from mycelium.flower.protocol import CONNECTION, ConfigValue, format_config
 from mycelium.procs import (
@@ -139,6 +139,11 @@ class GroupHost:
         before raising.
         """
         try:
+            if not (self.app_dir / "pyproject.toml").is_file():
+                raise FlowerNotInstalled(
+                    f"Flower app folder {self.app_dir} not found: install the project from "
+                    "its checkout (pip install -e .)"
+                )
             if not self._client.health():  # a RegistryError: the caller may retry later
                 raise RegistryUnavailable(f"registry at {self.registry_url} is unreachable")
             self._start_superlink()
