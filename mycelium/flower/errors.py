@@ -16,6 +16,11 @@ class ChildExited(FlowerError):
     """A Flower child process exited while we waited for it to become ready."""
 
 
+class FlowerTimeout(FlowerError):
+    """A Flower process or command did not get ready or finish in time (on a loaded machine
+    this heals: callers may retry)."""
+
+
 class GroupHostError(FlowerError):
     """A group could not be started."""
 
