@@ -39,6 +39,7 @@ MAX_CAPACITY = 10
 # -- a node agent --------------------------------------------------------------------------
 NODE_HEARTBEAT_INTERVAL_S = 30.0
 GROUP_EVALUATION_INTERVAL_S = 60.0
+NODE_STATUS_INTERVAL_S = 15.0  # seconds between writes of a node's status.json
 PERFORMANCE_THRESHOLD = 0.05  # accuracy gain on own data needed to migrate
 COOLDOWN_S = 120.0  # seconds after a move before the next
 WARMUP_EPOCHS = 20

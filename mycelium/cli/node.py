@@ -89,6 +89,14 @@ def node(
             envvar="MYCELIUM_GROUP_EVALUATION_INTERVAL",
         ),
     ] = config.GROUP_EVALUATION_INTERVAL_S,
+    status_interval: Annotated[
+        float,
+        typer.Option(
+            help="Seconds between writes of status.json in the work dir.",
+            min=0.1,
+            envvar="MYCELIUM_STATUS_INTERVAL",
+        ),
+    ] = config.NODE_STATUS_INTERVAL_S,
     performance_threshold: Annotated[
         float,
         typer.Option(
@@ -182,6 +190,7 @@ def node(
         data_path=data,
         heartbeat_interval=heartbeat_interval,
         group_evaluation_interval=group_evaluation_interval,
+        status_interval=status_interval,
         performance_threshold=performance_threshold,
         cooldown=cooldown,
         max_capacity=max_capacity,

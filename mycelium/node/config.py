@@ -12,8 +12,6 @@ from mycelium.node.errors import FatalNodeError
 if TYPE_CHECKING:
     from mycelium.learning.data import ClientData
 
-STATUS_INTERVAL_S = 15.0  # seconds between writes of status.json
-
 
 @dataclass(frozen=True)
 class NodeConfig:
@@ -38,7 +36,7 @@ class NodeConfig:
     # Timing.
     heartbeat_interval: float = config.NODE_HEARTBEAT_INTERVAL_S
     group_evaluation_interval: float = config.GROUP_EVALUATION_INTERVAL_S
-    status_interval: float = STATUS_INTERVAL_S
+    status_interval: float = config.NODE_STATUS_INTERVAL_S
     cooldown: float = config.COOLDOWN_S
     warmup_epochs: int = config.WARMUP_EPOCHS
     # Policy and the group this node founds when none fits.
