@@ -158,13 +158,26 @@ class RegistryClient:
         token: str | None = None,
         http: httpx.Client | None = None,
         timeout: float = config.REGISTRY_TIMEOUT_S,
+        ca_file: str | Path | None = None,
     ) -> None:
+        """``ca_file``: PEM CA that signed an ``https://`` registry's certificate (default:
+        the system trust store). A missing or unreadable file is a one-line
+        :class:`mycelium.net.certs.CertificateError`."""
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout = timeout
+        self.ca_file = ca_file
         self._owns_http = http is None
         # Our own client carries the timeout on every call; a given one keeps its own.
-        self._http = http if http is not None else httpx.Client(timeout=timeout)
+        self._http = http if http is not None else self._make_http(timeout, ca_file)
+
+    @staticmethod
+    def _make_http(timeout: float, ca_file: str | Path | None) -> httpx.Client:
+        if not ca_file:
+            return httpx.Client(timeout=timeout)
+        from mycelium.net.tls import registry_verify
+
+        return httpx.Client(timeout=timeout, verify=registry_verify(ca_file))
 
     def close(self) -> None:
         """Close the HTTP client if this object created it."""
@@ -278,6 +291,7 @@ class RegistryClient:
         max_capacity: int = config.MAX_CAPACITY,
         join_policy: str = config.JOIN_POLICY,
         performance_threshold: float = config.PERFORMANCE_THRESHOLD,
+        certificate: str | None = None,
     ) -> GroupCredentials:
         """Create a group with the token set: a node's (it is recorded as the creator) or
         the operator's (``RegistryClient(url, token=read_token_file(path))``)."""
@@ -289,6 +303,8 @@ class RegistryClient:
             "join_policy": join_policy,
             "performance_threshold": performance_threshold,
         }
+        if certificate is not None:
+            body["certificate"] = certificate  # the PEM the group's SuperLink presents
         data = self._json("POST", "/groups", json=body)
         return GroupCredentials(
             group_id=int(data["group_id"]),

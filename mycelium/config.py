@@ -45,6 +45,7 @@ WARMUP_EPOCHS = 20
 NODE_PARTITION = "0/6"
 
 # -- a hosted group ------------------------------------------------------------------------
+GROUP_HOST = "127.0.0.1"  # interface a group's SuperLink binds (off loopback: TLS, see net/)
 GROUP_HEARTBEAT_INTERVAL_S = 10.0
 MIN_ROUND_TIMEOUT_S = 30.0
 

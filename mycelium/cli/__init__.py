@@ -1,6 +1,6 @@
 """The Typer command line, one module per command group.
 
-``app`` assembles ``registry``, ``node``, ``demo``, ``group`` and ``bench``; the faces
+``app`` assembles ``registry``, ``node``, ``demo``, ``group``, ``certs`` and ``bench``; the faces
 ``mycelium_net.py`` and the ``mycelium`` console script run it. Each command imports its
 heavy modules (torch, flwr, fastapi) inside its body, so ``--help`` answers at once.
 Tracebacks never show local variables (they may hold tokens).
@@ -11,6 +11,7 @@ from __future__ import annotations
 import typer
 
 from mycelium.cli.bench import bench_app
+from mycelium.cli.certs import certs
 from mycelium.cli.demo import demo
 from mycelium.cli.group import group
 from mycelium.cli.node import node
@@ -26,6 +27,7 @@ app.command()(registry)
 app.command()(node)
 app.command()(demo)
 app.command()(group)
+app.command()(certs)
 app.add_typer(bench_app, name="bench")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -11,6 +12,42 @@ from mycelium import config
 
 LogLevel = Annotated[
     str, typer.Option(help="Logging level.", envvar="MYCELIUM_LOG_LEVEL", case_sensitive=False)
+]
+
+# Across machines (docs/architecture.md "Ports, exposure and TLS").
+BindHost = Annotated[
+    str,
+    typer.Option(
+        "--host",
+        help="Interface a group's SuperLink binds; off loopback it serves TLS with the "
+        "group's own certificate.",
+        envvar="MYCELIUM_HOST",
+    ),
+]
+PublicHost = Annotated[
+    str | None,
+    typer.Option(
+        help="Name or address other hosts use to reach this one (default: --host unless "
+        "it is 0.0.0.0).",
+        envvar="MYCELIUM_PUBLIC_HOST",
+    ),
+]
+Insecure = Annotated[
+    bool,
+    typer.Option(
+        "--insecure",
+        help="Accept plaintext off loopback (no TLS). Only on a network you trust.",
+        envvar="MYCELIUM_INSECURE",
+    ),
+]
+RegistryCa = Annotated[
+    Path | None,
+    typer.Option(
+        resolve_path=True,
+        help="CA certificate (PEM) that signed the registry's HTTPS certificate "
+        "(default: the system's trust store).",
+        envvar="MYCELIUM_REGISTRY_CA",
+    ),
 ]
 
 
@@ -32,3 +69,31 @@ def fail(message: str) -> typer.Exit:
 def check_join_policy(join_policy: str) -> None:
     if join_policy not in config.JOIN_POLICIES:
         raise fail(f"--join-policy must be open or invite-only, not {join_policy!r}")
+
+
+def check_network(
+    what: str,
+    *,
+    registry_url: str,
+    registry_ca: Path | None,
+    host: str,
+    public_host: str | None,
+    insecure: bool,
+) -> str:
+    """Check a node's or group host's network options before anything starts; return the
+    registry URL. One-line error and exit 1 for plain http to another host (unless
+    --insecure), an unreadable CA file, or a group address the exposure rule refuses."""
+    from mycelium.net.addresses import AddressError, check_registry_url, check_shared_network
+    from mycelium.net.certs import CertificateError
+    from mycelium.net.tls import plan_group_exposure, registry_verify
+
+    try:
+        url = check_registry_url(
+            registry_url, ca_file=str(registry_ca) if registry_ca else None, insecure=insecure
+        )
+        registry_verify(registry_ca)
+        exposure = plan_group_exposure(host=host, public_host=public_host, insecure=insecure)
+        check_shared_network(what, url, exposure)
+    except (AddressError, CertificateError) as exc:
+        raise fail(str(exc)) from None
+    return url

@@ -11,6 +11,16 @@ from mycelium.cli._common import LogLevel, fail, setup_logging
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print measured figures.")
 
+Rounds = Annotated[int, typer.Option(help="Measured rounds per mode.", min=1)]
+JsonOut = Annotated[
+    Path | None,
+    typer.Option("--json", resolve_path=True, help="Also write the figures as JSON here."),
+]
+WorkDir = Annotated[
+    Path | None,
+    typer.Option(resolve_path=True, help="Keep logs here (default: a temporary folder)."),
+]
+
 
 @bench_app.command("registry")
 def bench_registry(
@@ -112,19 +122,13 @@ def bench_learning(
 
 @bench_app.command("flower")
 def bench_flower(
-    rounds: Annotated[int, typer.Option(help="Measured rounds per mode.", min=1)] = 4,
+    rounds: Rounds = 4,
     mode: Annotated[
         list[str] | None,
         typer.Option(help="warm and/or cold; repeat for both (default: both)."),
     ] = None,
-    json_path: Annotated[
-        Path | None,
-        typer.Option("--json", resolve_path=True, help="Also write the figures as JSON here."),
-    ] = None,
-    work_dir: Annotated[
-        Path | None,
-        typer.Option(resolve_path=True, help="Keep logs here (default: a temporary folder)."),
-    ] = None,
+    json_path: JsonOut = None,
+    work_dir: WorkDir = None,
     migration: Annotated[
         bool, typer.Option(help="Also measure migration latency and node/group RSS.")
     ] = True,
@@ -147,3 +151,28 @@ def bench_flower(
     except (flower_bench.BenchError, OSError, RuntimeError) as exc:
         raise fail(str(exc)) from None
     typer.echo(report)
+
+
+@bench_app.command("net")
+def bench_net(
+    rounds: Rounds = 4,
+    mode: Annotated[
+        list[str] | None,
+        typer.Option(help="loopback and/or tls; repeat for both (default: both)."),
+    ] = None,
+    json_path: JsonOut = None,
+    work_dir: WorkDir = None,
+    log_level: LogLevel = "warning",
+) -> None:
+    """Round time of a 3-node group on loopback without TLS vs across network namespaces
+    with TLS (needs root), and a new node's start to its first round."""
+    setup_logging(log_level)
+    from bench import net_bench
+
+    try:
+        table = net_bench.run(
+            rounds=rounds, modes=mode or net_bench.MODES, json_path=json_path, workdir=work_dir
+        )
+    except net_bench.BenchError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(table)

@@ -9,7 +9,17 @@ from typing import Annotated
 import typer
 
 from mycelium import config
-from mycelium.cli._common import LogLevel, check_join_policy, fail, setup_logging
+from mycelium.cli._common import (
+    BindHost,
+    Insecure,
+    LogLevel,
+    PublicHost,
+    RegistryCa,
+    check_join_policy,
+    check_network,
+    fail,
+    setup_logging,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -94,11 +104,23 @@ def group(
             envvar="MYCELIUM_OPERATOR_TOKEN_FILE",
         ),
     ] = None,
+    host: BindHost = config.GROUP_HOST,
+    public_host: PublicHost = None,
+    registry_ca: RegistryCa = None,
+    insecure: Insecure = False,
     log_level: LogLevel = "info",
 ) -> None:
     """Host a learning group (SuperLink + ServerApp) without a local learner, until Ctrl-C."""
     setup_logging(log_level)
     check_join_policy(join_policy)
+    registry_url = check_network(
+        "group",
+        registry_url=registry_url,
+        registry_ca=registry_ca,
+        host=host,
+        public_host=public_host,
+        insecure=insecure,
+    )
     from mycelium.client import RegistryError, read_token_file
     from mycelium.flower.errors import FlowerError
     from mycelium.flower.group_host import GroupHost, host_until_signalled
@@ -107,26 +129,33 @@ def group(
         creator_token = read_token_file(operator_token_file) if operator_token_file else None
     except ValueError as exc:
         raise fail(str(exc)) from None
-    host = GroupHost(
-        registry_url,
-        name=name,
-        task=task,
-        max_capacity=max_capacity,
-        join_policy=join_policy,
-        performance_threshold=performance_threshold,
-        work_dir=(work_dir or config.RUNS_DIR / f"group-{name}").resolve(),
-        heartbeat_interval=heartbeat_interval,
-        creator_token=creator_token,
-        run_config={
-            "local-epochs": -1 if local_epochs is None else local_epochs,
-            "lr": -1.0 if lr is None else lr,
-            "batch-size": -1 if batch_size is None else batch_size,
-            "num-rounds": num_rounds,
-            "min-round-timeout": min_round_timeout,
-        },
-    )
     try:
-        code = host_until_signalled(host)
+        group_host = GroupHost(
+            registry_url,
+            name=name,
+            task=task,
+            max_capacity=max_capacity,
+            join_policy=join_policy,
+            performance_threshold=performance_threshold,
+            work_dir=(work_dir or config.RUNS_DIR / f"group-{name}").resolve(),
+            heartbeat_interval=heartbeat_interval,
+            creator_token=creator_token,
+            run_config={
+                "local-epochs": -1 if local_epochs is None else local_epochs,
+                "lr": -1.0 if lr is None else lr,
+                "batch-size": -1 if batch_size is None else batch_size,
+                "num-rounds": num_rounds,
+                "min-round-timeout": min_round_timeout,
+            },
+            host=host,
+            public_host=public_host,
+            insecure=insecure,
+            registry_ca=registry_ca,
+        )
+    except (FlowerError, ValueError) as exc:  # refused address, unreadable CA file
+        raise fail(str(exc)) from None
+    try:
+        code = host_until_signalled(group_host)
     except (FlowerError, RegistryError, OSError, ValueError) as exc:
         raise fail(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - a user sees one line, never a traceback

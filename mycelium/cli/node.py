@@ -9,7 +9,17 @@ from typing import Annotated
 import typer
 
 from mycelium import config
-from mycelium.cli._common import LogLevel, check_join_policy, fail, setup_logging
+from mycelium.cli._common import (
+    BindHost,
+    Insecure,
+    LogLevel,
+    PublicHost,
+    RegistryCa,
+    check_join_policy,
+    check_network,
+    fail,
+    setup_logging,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -132,11 +142,23 @@ def node(
             envvar="MYCELIUM_WORK_DIR",
         ),
     ] = None,
+    host: BindHost = config.GROUP_HOST,
+    public_host: PublicHost = None,
+    registry_ca: RegistryCa = None,
+    insecure: Insecure = False,
     log_level: LogLevel = "info",
 ) -> None:
     """Run a learning node: discover, join or found a group, train, migrate."""
     setup_logging(log_level)
     check_join_policy(join_policy)
+    registry_url = check_network(
+        "node",
+        registry_url=registry_url,
+        registry_ca=registry_ca,
+        host=host,
+        public_host=public_host,
+        insecure=insecure,
+    )
     if data is None and not 0 <= cluster < clusters:
         raise fail(f"--cluster must be in [0, {clusters}), got {cluster}")
     if data is not None and not data.is_file():
@@ -168,6 +190,10 @@ def node(
         join_group=join,
         warmup_epochs=warmup_epochs,
         work_dir=(work_dir or config.RUNS_DIR / f"node-{name}").resolve(),
+        host=host,
+        public_host=public_host,
+        registry_ca=registry_ca,
+        insecure=insecure,
     )
     try:
         code = run_node(node_config)

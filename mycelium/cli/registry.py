@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from mycelium import config
-from mycelium.cli._common import LogLevel, fail, setup_logging
+from mycelium.cli._common import Insecure, LogLevel, PublicHost, fail, setup_logging
 
 
 def registry(
@@ -60,6 +60,24 @@ def registry(
             envvar="MYCELIUM_MAX_GROUPS_PER_NODE",
         ),
     ] = config.MAX_GROUPS_PER_NODE,
+    public_host: PublicHost = None,
+    ssl_certfile: Annotated[
+        Path | None,
+        typer.Option(
+            resolve_path=True,
+            help="Server certificate (PEM): serve HTTPS. See `certs`.",
+            envvar="MYCELIUM_SSL_CERTFILE",
+        ),
+    ] = None,
+    ssl_keyfile: Annotated[
+        Path | None,
+        typer.Option(
+            resolve_path=True,
+            help="Private key of --ssl-certfile (PEM).",
+            envvar="MYCELIUM_SSL_KEYFILE",
+        ),
+    ] = None,
+    insecure: Insecure = False,
     log_level: LogLevel = "info",
 ) -> None:
     """Serve the global registry of learning groups (Swagger UI at /docs)."""
@@ -77,6 +95,10 @@ def registry(
             operator_token_file=operator_token_file,
             max_groups_per_node=max_groups_per_node,
             log_level=log_level,
+            public_host=public_host,
+            ssl_certfile=ssl_certfile,
+            ssl_keyfile=ssl_keyfile,
+            insecure=insecure,
         )
     except RegistryStartError as exc:
         raise fail(str(exc)) from None

@@ -79,7 +79,7 @@ def render(run: DemoRun, snap: Snapshot) -> Group:
     events = "\n".join(f"#{e['id']:>4} {_describe(e, names)}" for e in recent)
     header = (
         f"Mycelium Net demo  |  elapsed {snap.at:5.0f}s / {run.config.duration:.0f}s  |  "
-        f"API docs: {run.registry_url}/docs"
+        f"dashboard: {run.registry_url}/dashboard"
     )
     return Group(Panel(header), groups, nodes, Panel(events or "(no events yet)", title="events"))
 
@@ -110,6 +110,7 @@ class LiveView:
             f"registry up at {run.registry_url}  (browse {run.registry_url}/docs)",
             soft_wrap=True,
         )
+        self.console.print(f"live dashboard: {run.registry_url}/dashboard", soft_wrap=True)
         self.console.print(f"run folder: {run.run_dir}", soft_wrap=True)
         if self.console.is_terminal:
             self._live = Live(console=self.console, refresh_per_second=2, transient=False)
@@ -134,7 +135,8 @@ class LiveView:
 
     def holding(self, run: DemoRun) -> None:
         self.console.print(
-            f"network left running: registry {run.registry_url}/docs. "
+            f"network left running: dashboard {run.registry_url}/dashboard, "
+            f"API {run.registry_url}/docs. "
             "Press Ctrl-C to stop everything."
         )
 

@@ -1,8 +1,11 @@
 """Hosts one learning group: a ``flower-superlink``, the group's registry entry, the open-ended
 ``flwr run`` of our Flower app, and a heartbeat thread telling the registry the host lives.
 
-The group token travels to the ServerApp in the run config; the SuperLink's Control API is
-on loopback only, so only local users can read it (see docs/flower.md).
+On loopback (the default) the SuperLink runs ``--insecure`` as before. Bound elsewhere it
+runs with TLS: the host makes its own key and self-signed certificate for its public host
+and publishes the certificate with the group, so members trust exactly what the registry
+vouches for (``mycelium.net``). Its one port then also serves the Control API to whoever
+reaches it, and the group token travels in the run config: see docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -27,6 +30,14 @@ from mycelium.flower import protocol
 from mycelium.flower.errors import FlowerNotInstalled, FlowerTimeout, GroupHostError
 from mycelium.flower.procs import flower_env, flower_executable, wait_while_running
 from mycelium.flower.protocol import CONNECTION, ConfigValue, format_config
+from mycelium.net.addresses import AddressError, host_port
+from mycelium.net.certs import TlsFiles
+from mycelium.net.tls import (
+    flwr_connection_toml,
+    make_group_tls,
+    plan_group_exposure,
+    superlink_tls_args,
+)
 from mycelium.procs import (
     DeadlineExceeded,
     ManagedProcess,
@@ -61,7 +72,22 @@ class GroupHost:
         creator_token: str | None = None,
         registry_timeout: float = config.REGISTRY_TIMEOUT_S,
         app_dir: Path = APP_DIR,
+        host: str = config.GROUP_HOST,
+        public_host: str | None = None,
+        insecure: bool = False,
+        registry_ca: Path | None = None,
     ) -> None:
+        """``host``/``public_host``/``insecure``: where the SuperLink binds and what it
+        advertises (:func:`mycelium.net.tls.plan_group_exposure`; GroupHostError if
+        refused). ``registry_ca``: CA file of an https registry, for us and the ServerApp."""
+        try:
+            self.exposure = plan_group_exposure(
+                host=host, public_host=public_host, insecure=insecure
+            )
+        except AddressError as exc:
+            raise GroupHostError(str(exc)) from None
+        self.registry_ca = Path(registry_ca).resolve() if registry_ca else None
+        self.tls: TlsFiles | None = None
         self.registry_url = registry_url
         self.name = name
         self.task = task
@@ -76,7 +102,9 @@ class GroupHost:
         self.app_dir = Path(app_dir).resolve()
         # The group is created with the founding node's token, or the operator's for a
         # host without a node (``group --operator-token-file``); the registry needs one.
-        self._client = RegistryClient(registry_url, token=creator_token, timeout=registry_timeout)
+        self._client = RegistryClient(
+            registry_url, token=creator_token, timeout=registry_timeout, ca_file=self.registry_ca
+        )
         self._flwr_home = self.work_dir / "superlink.flwr"
         self._superlink: ManagedProcess | None = None
         self._credentials: GroupCredentials | None = None
@@ -103,7 +131,13 @@ class GroupHost:
 
     @property
     def fleet_address(self) -> str | None:
-        return f"127.0.0.1:{self._port}" if self._port else None
+        """``PUBLIC_HOST:PORT``: what the registry publishes for members."""
+        return self.exposure.advertised(self._port) if self._port else None
+
+    @property
+    def local_address(self) -> str | None:
+        """Where this host itself dials its SuperLink (the ``flwr`` CLI)."""
+        return host_port(self.exposure.local_host, self._port) if self._port else None
 
     @property
     def superlink_pid(self) -> int | None:
@@ -190,12 +224,13 @@ class GroupHost:
 
     # -- steps ----------------------------------------------------------------------------
     def _start_superlink(self) -> None:
-        self._port = free_port()
+        self._port = free_port(self.exposure.bind_host)
+        self.tls = make_group_tls(self.work_dir / "tls", self.exposure)
         args = [
             flower_executable("flower-superlink"),
-            "--insecure",
+            *superlink_tls_args(self.tls),
             "--host",
-            "127.0.0.1",
+            self.exposure.bind_host,
             "--port",
             str(self._port),
             "--disable-runtime-dependency-installation",
@@ -207,12 +242,12 @@ class GroupHost:
             env=flower_env(self._flwr_home),
             cwd=self.work_dir,
         ).start()
-        port = self._port
+        port, local = self._port, self.exposure.local_host
         started = time.monotonic()
         try:
             wait_while_running(
                 self._superlink,
-                lambda: port_is_open(port),
+                lambda: port_is_open(port, local),
                 timeout=SUPERLINK_READY_TIMEOUT,
                 what=f"flower-superlink on port {port}",
             )
@@ -229,22 +264,24 @@ class GroupHost:
             max_capacity=self.max_capacity,
             join_policy=self.join_policy,
             performance_threshold=self.performance_threshold,
+            certificate=self.tls.certfile.read_text() if self.tls else None,
         )
         self._client.token = self._credentials.group_token
         if self.seed_model is not None:
             self._client.put_model(self._credentials.group_id, self.seed_model)
 
     def _write_connection(self) -> None:
-        (self._flwr_home / "config.toml").write_text(
-            f'[superlink]\ndefault = "{CONNECTION}"\n\n'
-            f'[superlink.{CONNECTION}]\naddress = "{self.fleet_address}"\ninsecure = true\n'
-        )
+        assert self.local_address is not None
+        root = self.tls.certfile if self.tls else None
+        toml = flwr_connection_toml(CONNECTION, self.local_address, root)
+        (self._flwr_home / "config.toml").write_text(toml)
 
     def _start_run(self) -> int:
         assert self._credentials is not None
         config: dict[str, ConfigValue] = {
             **self.run_config,
             protocol.REGISTRY_URL: self.registry_url,
+            protocol.REGISTRY_CA: str(self.registry_ca or ""),
             protocol.GROUP_ID: self._credentials.group_id,
             protocol.GROUP_TOKEN: self._credentials.group_token,
         }

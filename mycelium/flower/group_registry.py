@@ -50,12 +50,20 @@ class GroupRegistry:
     """The group's registry calls; with no ``registry_url`` every call is a no-op."""
 
     def __init__(
-        self, registry_url: str, group_id: int, *, token: str | None, timeout: float
+        self,
+        registry_url: str,
+        group_id: int,
+        *,
+        token: str | None,
+        timeout: float,
+        ca_file: str | None = None,
     ) -> None:
         self._gid = group_id
         self._client: RegistryClient | None = None
         if registry_url:
-            self._client = RegistryClient(registry_url, token=token or None, timeout=timeout)
+            self._client = RegistryClient(
+                registry_url, token=token or None, timeout=timeout, ca_file=ca_file
+            )
 
     def __enter__(self) -> GroupRegistry:
         return self

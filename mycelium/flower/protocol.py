@@ -37,6 +37,7 @@ BATCH_SIZE = "batch-size"
 
 # -- run config (ServerApp; defaults in flower_app/pyproject.toml) --------------------------
 REGISTRY_URL = "registry-url"
+REGISTRY_CA = "registry-ca"  # absolute path of the CA file on the group's host; "" = system
 GROUP_ID = "group-id"
 GROUP_TOKEN = "group-token"
 NUM_ROUNDS = "num-rounds"

@@ -50,6 +50,7 @@ class Settings:
     """The run config, typed (defaults = flower_app/pyproject.toml's, checked by a test)."""
 
     registry_url: str = ""
+    registry_ca: str = ""
     group_id: int = 0
     group_token: str = ""
     local_epochs: int = -1  # < 0: the member's default (mycelium.model's constants)
@@ -70,6 +71,7 @@ class Settings:
         d = cls()
         return cls(
             registry_url=str(cfg.get(p.REGISTRY_URL, d.registry_url)),
+            registry_ca=str(cfg.get(p.REGISTRY_CA, d.registry_ca)),
             group_id=int(cfg.get(p.GROUP_ID, d.group_id)),
             group_token=str(cfg.get(p.GROUP_TOKEN, d.group_token)),
             local_epochs=int(cfg.get(p.LOCAL_EPOCHS, d.local_epochs)),
@@ -100,6 +102,7 @@ class Settings:
             self.group_id,
             token=self.group_token,
             timeout=self.registry_timeout,
+            ca_file=self.registry_ca or None,
         )
 
 

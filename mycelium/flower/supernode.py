@@ -10,6 +10,7 @@ from pathlib import Path
 
 from mycelium.flower.procs import flower_env, flower_executable, wait_while_running
 from mycelium.flower.protocol import NODE_ID_PATTERN, ConfigValue, format_config
+from mycelium.net.tls import supernode_tls_args
 from mycelium.procs import ManagedProcess, free_port
 
 logger = logging.getLogger(__name__)
@@ -28,8 +29,12 @@ class SuperNode:
         work_dir: Path,
         name: str,
         max_wait_time: float = DEFAULT_MAX_WAIT_TIME,
+        root_certificates: Path | None = None,
     ) -> None:
+        """``root_certificates``: the group's published certificate (PEM file): connect
+        over TLS trusting exactly it; None = ``--insecure`` (a loopback SuperLink)."""
         self.superlink_address = superlink_address
+        self.root_certificates = root_certificates
         self.node_config = dict(node_config)
         self.work_dir = Path(work_dir).resolve()  # children never depend on our cwd
         self.name = name
@@ -64,7 +69,7 @@ class SuperNode:
         flwr_home = self.work_dir / f"{self.name}.flwr"
         args = [
             flower_executable("flower-supernode"),
-            "--insecure",
+            *supernode_tls_args(self.root_certificates),
             "--superlink",
             self.superlink_address,
             "--port",

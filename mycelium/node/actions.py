@@ -6,7 +6,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from mycelium.client import RegistryClient, RegistryError
 from mycelium.learning import policy
@@ -14,6 +15,9 @@ from mycelium.node.config import NodeConfig
 from mycelium.node.hosting import Founder
 from mycelium.node.membership import Membership, start_supernode
 from mycelium.node.placement import Placement, superlink_reachable
+
+if TYPE_CHECKING:
+    from mycelium.net.trust import GroupTrust
 
 if TYPE_CHECKING:
     from mycelium.flower.group_host import GroupHost
@@ -47,8 +51,10 @@ class GroupActions:
         *,
         trainer_url: str,
         report: Callable[[], None],
+        trust: GroupTrust,
     ) -> None:
         self.cfg = cfg
+        self.trust = trust
         self.registry = registry
         self.placement = placement
         self.trainer = trainer
@@ -75,6 +81,9 @@ class GroupActions:
 
     def join(self, group: Group, *, reason: str, invite: str | None, move: bool = True) -> None:
         assert self.node_id is not None
+        root = self._trusted_root(group)
+        if root is False:
+            return
         try:
             self.registry.join_group(group["group_id"], self.node_id, invite_code=invite)
         except RegistryError as exc:
@@ -82,12 +91,15 @@ class GroupActions:
             return
         if move:
             self.placement.record_move(group["group_id"])
-        self.attach(group)
+        self.attach(group, root)
         logger.info("joined group %s (%s): %s", group["group_id"], group["name"], reason)
 
     def migrate(self, target: Group, decision: policy.Decision) -> None:
         assert self.node_id is not None and self.membership is not None
         source = self.membership.group_id
+        root = self._trusted_root(target)
+        if root is False:
+            return
         try:
             self.registry.migrate(
                 self.node_id,
@@ -101,7 +113,7 @@ class GroupActions:
             return
         self.stop_supernode()
         self.placement.record_move(target["group_id"])
-        self.attach(target)
+        self.attach(target, root)
         logger.info(
             "migrated from group %s to group %s, expected gain %+.3f (%s)",
             source,
@@ -140,8 +152,9 @@ class GroupActions:
         self.stop_supernode()
         if actual_group_id is not None:
             group = safe(lambda: self.registry.get_group(actual_group_id))
-            if group is not None:
-                self.attach(group)
+            root = self._trusted_root(group) if group is not None else False
+            if group is not None and root is not False:
+                self.attach(group, root)
 
     def tend_hosted(self) -> None:
         """Keep hosting while the group has live members; stop when it is empty."""
@@ -170,20 +183,34 @@ class GroupActions:
         if m is None or m.supernode.is_running():
             return
         logger.warning("SuperNode for group %s exited; restarting it", m.group_id)
-        self.membership = dataclasses.replace(m, supernode=self._supernode(m.fleet_address))
+        supernode = self._supernode(m.fleet_address, m.root_certificates)
+        self.membership = dataclasses.replace(m, supernode=supernode)
         self.report()
 
-    def attach(self, group: Group) -> None:
-        supernode = self._supernode(group["fleet_address"])
-        self.membership = Membership(group["group_id"], group["fleet_address"], supernode)
+    def attach(self, group: Group, root: Path | None) -> None:
+        address = group["fleet_address"]
+        supernode = self._supernode(address, root)
+        self.membership = Membership(group["group_id"], address, supernode, root)
         self.report()
 
-    def _supernode(self, fleet_address: str) -> SuperNode:
+    def _trusted_root(self, group: Group) -> Path | None | Literal[False]:
+        """The root certificate to connect to ``group`` with (None: plaintext on loopback),
+        or False (logged) when the trust rule refuses the group: it is not joined."""
+        from mycelium.net.trust import Untrusted
+
+        try:
+            return self.trust.root_certificates(group)
+        except Untrusted as exc:
+            logger.warning("not joining: %s", exc)
+            return False
+
+    def _supernode(self, fleet_address: str, root: Path | None) -> SuperNode:
         return start_supernode(
             fleet_address,
             trainer_url=self.trainer_url,
             work_dir=self.cfg.work_dir / "supernode",
             name=self.cfg.name,
+            root_certificates=root,
         )
 
     def stop_supernode(self) -> None:

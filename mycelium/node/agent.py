@@ -22,6 +22,7 @@ import zlib
 from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING, TypeVar
+from urllib.parse import urlsplit
 
 from mycelium.client import (
     Conflict,
@@ -33,6 +34,8 @@ from mycelium.client import (
 from mycelium.flower.errors import FlowerNotInstalled
 from mycelium.flower.procs import flower_executable
 from mycelium.learning import policy
+from mycelium.net.addresses import is_loopback
+from mycelium.net.trust import GroupTrust
 from mycelium.node.actions import GroupActions, safe
 from mycelium.node.config import NodeConfig, load_node_data
 from mycelium.node.errors import FatalNodeError
@@ -71,7 +74,8 @@ class NodeAgent:
         clock: Clock = time.monotonic,
     ) -> None:
         self.config = config
-        self.registry = registry or RegistryClient(config.registry_url)
+        self.registry = registry or RegistryClient(config.registry_url, ca_file=config.registry_ca)
+        self.trust = group_trust(config)
         self.clock = clock
         self.stop_event = threading.Event()
         self.credentials: NodeCredentials | None = None
@@ -184,6 +188,7 @@ class NodeAgent:
             invite_ok=cfg.invite_code is not None,
             max_candidates=cfg.max_candidates,
             clock=self.clock,
+            admissible=self.trust.check,
             seed=zlib.crc32(f"{cfg.name}/{cfg.seed}".encode()),  # nodes explore differently
         )
         self.actions = GroupActions(
@@ -193,6 +198,7 @@ class NodeAgent:
             self.trainer,
             trainer_url=self.trainer_url,
             report=self._heartbeat,
+            trust=self.trust,
         )
 
     def _register(self) -> None:
@@ -201,7 +207,10 @@ class NodeAgent:
 
         def register() -> NodeCredentials:
             return self.registry.register_node(
-                name=cfg.name, num_samples=num_samples, task=cfg.task, address=cfg.node_address
+                name=cfg.name,
+                num_samples=num_samples,
+                task=cfg.task,
+                address=cfg.node_address or cfg.public_host,
             )
 
         try:
@@ -380,6 +389,14 @@ class NodeAgent:
                 self.stop_event.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
         return None
+
+
+def group_trust(cfg: NodeConfig) -> GroupTrust:
+    """The rule this node applies to groups: the whole network is on this machine when the
+    registry is on loopback; certificates it is given are kept in WORK_DIR/trust."""
+    host = urlsplit(cfg.registry_url).hostname or ""
+    local = is_loopback(host)
+    return GroupTrust(cfg.work_dir / "trust", local_network=local, insecure=cfg.insecure)
 
 
 def run_node(cfg: NodeConfig) -> int:

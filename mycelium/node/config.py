@@ -51,9 +51,17 @@ class NodeConfig:
     # Where the node keeps its Flower homes, logs and status.json.
     work_dir: Path = field(default_factory=lambda: config.RUNS_DIR / "node")
     group_run_config: dict[str, str | int | float] = field(default_factory=dict)
+    # Across machines (mycelium.net): where a founded group's SuperLink binds and what it
+    # advertises, the CA of an https registry, and explicit plaintext off loopback.
+    host: str = config.GROUP_HOST
+    public_host: str | None = None
+    registry_ca: Path | None = None
+    insecure: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "work_dir", Path(self.work_dir).resolve())
+        if self.registry_ca is not None:
+            object.__setattr__(self, "registry_ca", Path(self.registry_ca).resolve())
         if self.data_path is not None:
             object.__setattr__(self, "data_path", Path(self.data_path).resolve())
 

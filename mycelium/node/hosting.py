@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from mycelium.client import RegistryError
-from mycelium.flower.errors import FlowerError, FlowerNotInstalled, FlowerTimeout
+from mycelium.flower.errors import FlowerError, FlowerNotInstalled, FlowerTimeout, GroupHostError
 from mycelium.flower.group_host import GroupHost
 from mycelium.node.config import NodeConfig
 from mycelium.node.errors import FatalNodeError
@@ -32,19 +32,7 @@ class Founder:
 
     def found(self, *, node_token: str | None, seed_model: bytes) -> GroupHost | None:
         """The started host, or None (one warning) after a failure that may heal."""
-        cfg = self.cfg
-        host = GroupHost(
-            cfg.registry_url,
-            name=f"{cfg.name}-group",
-            task=cfg.task,
-            max_capacity=cfg.max_capacity,
-            join_policy=cfg.join_policy,
-            performance_threshold=cfg.performance_threshold,
-            work_dir=cfg.work_dir / "group",
-            seed_model=seed_model,
-            run_config=cfg.group_run_config or None,
-            creator_token=node_token,
-        )
+        host = self._host(node_token=node_token, seed_model=seed_model)
         try:
             host.start()  # stops whatever it started before raising
         except FlowerNotInstalled as exc:
@@ -56,6 +44,28 @@ class Founder:
             return self._flower_failed(exc)
         self.flower_failures = 0
         return host
+
+    def _host(self, *, node_token: str | None, seed_model: bytes) -> GroupHost:
+        cfg = self.cfg
+        try:
+            return GroupHost(
+                cfg.registry_url,
+                name=f"{cfg.name}-group",
+                task=cfg.task,
+                max_capacity=cfg.max_capacity,
+                join_policy=cfg.join_policy,
+                performance_threshold=cfg.performance_threshold,
+                work_dir=cfg.work_dir / "group",
+                seed_model=seed_model,
+                run_config=cfg.group_run_config or None,
+                creator_token=node_token,
+                host=cfg.host,
+                public_host=cfg.public_host,
+                insecure=cfg.insecure,
+                registry_ca=cfg.registry_ca,
+            )
+        except GroupHostError as exc:  # a refused --host/--public-host: not going to heal
+            raise FatalNodeError(str(exc)) from None
 
     def _flower_failed(self, exc: Exception) -> None:
         self.flower_failures += 1

@@ -23,10 +23,16 @@ class Membership:
     group_id: int
     fleet_address: str
     supernode: SuperNode
+    root_certificates: Path | None = None  # the group's published certificate (TLS)
 
 
 def start_supernode(
-    fleet_address: str, *, trainer_url: str, work_dir: Path, name: str
+    fleet_address: str,
+    *,
+    trainer_url: str,
+    work_dir: Path,
+    name: str,
+    root_certificates: Path | None = None,
 ) -> SuperNode:
     """Start a SuperNode whose ClientApps forward to ``trainer_url``; wait until it is
     connected (a warning if it is not: the agent's loop restarts it if it exits).
@@ -38,6 +44,7 @@ def start_supernode(
         node_config={TRAINER_URL: trainer_url},
         work_dir=work_dir,
         name=name,
+        root_certificates=root_certificates,
     )
     try:
         supernode.start()

@@ -48,8 +48,12 @@ class Placement:
         invite_ok: bool,
         max_candidates: int,
         clock: Callable[[], float],
+        admissible: Callable[[dict[str, Any]], bool] = lambda group: True,
         seed: int = 0,
     ) -> None:
+        """``admissible``: the node's trust rule for a group (see mycelium.net.trust);
+        groups it refuses are not candidates."""
+        self.admissible = admissible
         self.registry = registry
         self.trainer = trainer
         self.policy_config = policy_config
@@ -118,6 +122,7 @@ class Placement:
             if g.get("alive", True)
             and g.get("has_model")
             and superlink_reachable(g["fleet_address"])
+            and self.admissible(g)
         ]
         chosen = choice.choose_candidates(
             [_listing(g) for g in live],

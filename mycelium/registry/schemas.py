@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mycelium import config
 
@@ -94,6 +94,24 @@ class GroupCreate(_In):
     performance_threshold: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] = (
         config.PERFORMANCE_THRESHOLD
     )
+    # PEM of the certificate the group's SuperLink presents; members trust exactly it.
+    certificate: Annotated[str | None, Field(max_length=16_384)] = None
+
+    @model_validator(mode="after")
+    def _certificate_names_the_fleet_host(self) -> GroupCreate:
+        if self.certificate is not None:
+            from mycelium.net.addresses import split_host_port
+            from mycelium.net.certs import CertificateError, certificate_names, covers
+
+            host, _ = split_host_port(self.fleet_address)
+            try:
+                ok = covers(self.certificate, host)
+            except CertificateError as exc:
+                raise ValueError(f"certificate: {exc}") from None
+            if not ok:
+                names = ", ".join(certificate_names(self.certificate)) or "none"
+                raise ValueError(f"certificate does not name {host} (it names: {names})")
+        return self
 
 
 class GroupQuery(BaseModel):
@@ -135,6 +153,7 @@ class GroupPublic(BaseModel):
     model_sha256: str | None
     last_report: float
     created_at: float
+    certificate: str | None = None
 
 
 class RoundIn(_In):

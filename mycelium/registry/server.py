@@ -9,6 +9,8 @@ from pathlib import Path
 
 from mycelium import config
 from mycelium.client import TokenFileError, read_token_file
+from mycelium.net.addresses import AddressError, Exposure, plan_exposure
+from mycelium.net.certs import CertificateError, check_server_material
 from mycelium.registry.app import create_app
 from mycelium.registry.settings import Settings
 from mycelium.registry.store import StoreUnusable, check_database
@@ -31,15 +33,26 @@ def serve(
     operator_token_file: Path | None = None,
     max_groups_per_node: int = config.MAX_GROUPS_PER_NODE,
     log_level: str = "info",
+    public_host: str | None = None,
+    ssl_certfile: Path | None = None,
+    ssl_keyfile: Path | None = None,
+    insecure: bool = False,
 ) -> None:
     """Serve the registry with uvicorn (uvloop + httptools, no access log) until stopped.
 
+
     ``operator_token_file`` holds the token that lets a host without a node create groups
-    (read here, never logged); without it only registered nodes can. What stops the start
-    (database, token file, port) is a :class:`RegistryStartError` with a one-line message.
+    (read here, never logged); without it only registered nodes can. HTTPS with
+    ``ssl_certfile``/``ssl_keyfile``; off loopback that is required unless ``insecure``
+    (see :func:`mycelium.net.addresses.plan_exposure`). What stops the start (address, TLS
+    material, database, token file, port) is a :class:`RegistryStartError` with a one-line
+    message.
     """
     import uvicorn
 
+    from mycelium.dashboard.server import StreamClosingServer
+
+    exposure = _plan_exposure(host, public_host, ssl_certfile, ssl_keyfile, insecure)
     db_path = Path(db_path)
     try:
         check_database(db_path)
@@ -55,21 +68,28 @@ def serve(
         max_groups_per_node=max_groups_per_node,
     )
     sock = _bind(host, port)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings),
-            host=host,
-            port=port,
-            loop="uvloop",
-            http="httptools",
-            access_log=False,
-            log_config=None,
-            log_level=log_level.lower(),
-            timeout_graceful_shutdown=5,
-        )
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_config=None,
+        log_level=log_level.lower(),
+        timeout_graceful_shutdown=5,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
     )
+    server = StreamClosingServer(config, app.state.dashboard)
     who = "nodes and the operator" if operator_token else "nodes only"
-    logger.info("registry on http://%s:%d (db %s, docs at /docs)", host, port, db_path)
+    scheme = "https" if exposure.tls else "http"
+    where = exposure.advertised(port)
+    logger.info(
+        "registry on %s://%s (bound %s, db %s, docs at /docs)", scheme, where, host, db_path
+    )
+    logger.info("dashboard at %s://%s/dashboard, metrics at /metrics", scheme, where)
     logger.info("groups may be created by %s", who)
     try:
         server.run(sockets=[sock])
@@ -79,6 +99,32 @@ def serve(
         sock.close()
     if not server.started:
         raise RegistryStartError("the registry did not start; see the log above")
+
+
+def _plan_exposure(
+    host: str,
+    public_host: str | None,
+    certfile: Path | None,
+    keyfile: Path | None,
+    insecure: bool,
+) -> Exposure:
+    """Where the registry binds and what it is called, or a one-line RegistryStartError."""
+    if (certfile is None) != (keyfile is None):
+        raise RegistryStartError("give both --ssl-certfile and --ssl-keyfile, or neither")
+    try:
+        exposure = plan_exposure(
+            what="registry",
+            host=host,
+            public_host=public_host,
+            tls=certfile is not None,
+            insecure=insecure,
+            tls_hint="--ssl-certfile/--ssl-keyfile",
+        )
+        if certfile is not None and keyfile is not None:
+            check_server_material(certfile, keyfile, names=[exposure.public_host])
+    except (AddressError, CertificateError) as exc:
+        raise RegistryStartError(str(exc)) from None
+    return exposure
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -7,7 +7,7 @@ import json
 import sqlite3
 import statistics
 
-from mycelium.registry.store.records import Model, Row
+from mycelium.registry.store.records import GroupFigures, Model, NetworkStats, Row
 from mycelium.registry.store.schema import GROUP_COLUMNS, LIVE_MEMBERS, NODE_COLUMNS
 
 ROUNDS_IN_DETAIL = 50
@@ -88,6 +88,7 @@ def group_out(
         "model_sha256": row["model_sha256"],
         "last_report": row["last_report"],
         "created_at": row["created_at"],
+        "certificate": row["certificate"],
     }
 
 
@@ -181,3 +182,37 @@ def load_mirror(conn: sqlite3.Connection) -> tuple[list[sqlite3.Row], list[sqlit
     nodes = conn.execute("SELECT id, token_hash, group_id, last_seen FROM nodes").fetchall()
     groups = conn.execute("SELECT id, token_hash FROM groups").fetchall()
     return nodes, groups
+
+
+def select_stats(
+    conn: sqlite3.Connection, now: float, node_ttl: float, group_ttl: float
+) -> NetworkStats:
+    """Counts for ``/metrics``, liveness derived as in the API's resources."""
+    alive_cut, report_cut = now - node_ttl, now - group_ttl
+    registered, alive = conn.execute(
+        "SELECT COUNT(*), COALESCE(SUM(last_seen >= ?), 0) FROM nodes", (alive_cut,)
+    ).fetchone()
+    by_status = {status: 0 for status in ("active", "failed", "dissolved")}
+    by_status |= dict(conn.execute("SELECT status, COUNT(*) FROM groups GROUP BY status"))
+    groups_alive = conn.execute(
+        "SELECT COUNT(*) FROM groups WHERE status = 'active' AND last_report >= ?", (report_cut,)
+    ).fetchone()[0]
+    groups = conn.execute(
+        "SELECT g.id, COUNT(n.id), g.max_capacity FROM groups g "
+        "LEFT JOIN nodes n ON n.group_id = g.id AND n.last_seen >= ? "
+        "WHERE g.status != 'dissolved' GROUP BY g.id ORDER BY g.id",
+        (alive_cut,),
+    ).fetchall()
+    # length() of a blob reads its size from the record header, not the blob itself.
+    models, model_bytes = conn.execute(
+        "SELECT COUNT(*), COALESCE(SUM(length(data)), 0) FROM models"
+    ).fetchone()
+    return NetworkStats(
+        nodes_registered=registered,
+        nodes_alive=alive,
+        groups_by_status=by_status,
+        groups_alive=groups_alive,
+        groups=tuple(GroupFigures(*row) for row in groups),
+        models_stored=models,
+        model_bytes=model_bytes,
+    )

@@ -41,6 +41,7 @@ class GroupSpec:
     max_capacity: int
     join_policy: str
     performance_threshold: float
+    certificate: str | None = None  # PEM the group's SuperLink presents (None: loopback)
 
 
 @dataclass(frozen=True)
@@ -56,3 +57,24 @@ class RoundReport:
 class Model:
     sha256: str
     data: bytes
+
+
+@dataclass(frozen=True)
+class GroupFigures:
+    group_id: int
+    live_members: int
+    max_capacity: int
+
+
+@dataclass(frozen=True)
+class NetworkStats:
+    """Figures about the whole network, for ``GET /metrics``."""
+
+    nodes_registered: int
+    nodes_alive: int
+    groups_by_status: dict[str, int]
+    groups_alive: int
+    groups: tuple[GroupFigures, ...]
+    """Groups not dissolved, with their live members."""
+    models_stored: int
+    model_bytes: int

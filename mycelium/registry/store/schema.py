@@ -18,6 +18,7 @@ CREATE TABLE IF NOT EXISTS groups (
     loss REAL,
     round INTEGER,
     model_sha256 TEXT,
+    certificate TEXT,
     last_report REAL NOT NULL,
     last_live_at REAL NOT NULL,
     created_at REAL NOT NULL,
@@ -70,7 +71,7 @@ CREATE TABLE IF NOT EXISTS events (
 );
 """
 
-ADDED_COLUMNS = (("groups", "creator_node_id", "INTEGER"),)
+ADDED_COLUMNS = (("groups", "creator_node_id", "INTEGER"), ("groups", "certificate", "TEXT"))
 """Columns added after the first release: added to an older file at open (table, name, type)."""
 
 INDEXES_ON_ADDED = "CREATE INDEX IF NOT EXISTS groups_creator ON groups(creator_node_id);"
@@ -82,7 +83,7 @@ NODE_COLUMNS = (
 GROUP_COLUMNS = (
     "g.id, g.name, g.fleet_address, g.task, g.max_capacity, g.join_policy, "
     "g.performance_threshold, g.status, g.accuracy, g.loss, g.round, g.model_sha256, "
-    "g.last_report, g.created_at"
+    "g.last_report, g.created_at, g.certificate"
 )
 FLUSH_SQL = (
     "UPDATE nodes SET last_seen = ?, accuracy = COALESCE(?, accuracy), "

@@ -28,6 +28,7 @@ from mycelium.registry.store.records import (
     GroupSpec,
     Heartbeat,
     Model,
+    NetworkStats,
     NodeCreatedRecord,
     RoundReport,
     Row,
@@ -359,3 +360,7 @@ class Store:
 
     async def events(self, *, since: int, limit: int) -> list[Row]:
         return await self._engine.read(reads.select_events, since, limit)
+
+    async def stats(self) -> NetworkStats:
+        """Counts of nodes, groups, members and stored models (for ``/metrics``)."""
+        return await self._engine.read(reads.select_stats, *self._ttls())

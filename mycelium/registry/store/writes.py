@@ -120,7 +120,7 @@ def insert_group(
     cur = conn.execute(
         "INSERT INTO groups (name, fleet_address, task, max_capacity, join_policy, "
         "performance_threshold, token_hash, invite_hash, last_report, last_live_at, created_at,"
-        " creator_node_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " creator_node_id, certificate) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             spec.name,
             spec.fleet_address,
@@ -134,6 +134,7 @@ def insert_group(
             now,
             now,
             creator,
+            spec.certificate,
         ),
     )
     group_id = int(cur.lastrowid or 0)

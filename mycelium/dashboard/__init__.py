@@ -1,0 +1,11 @@
+"""The registry's read-only live dashboard and its operator metrics.
+
+- ``stream``: ``EventFeed``, the events log followed for server-sent-event clients;
+- ``sources``: the injected async readers it draws from (events, groups, nodes, stats);
+- ``metrics``: Prometheus metrics and the ASGI middleware that times requests;
+- ``routes``: ``/dashboard`` (page + vendored static files), ``/events/stream``, ``/metrics``;
+- ``install``: :func:`install_dashboard` (hooks all that into an app); ``server``: a
+  uvicorn server that ends the streams at shutdown;
+- ``static/``: the page, its script, and the vendored Cytoscape.js and uPlot with their
+  licences.
+"""

@@ -1,0 +1,142 @@
+"""A lab network of hosts in namespaces (see :mod:`mycelium.net.netns`): the real
+registry on HTTPS in ``reg``, real node agents on their hosts, and a read-only view of the
+registry taken from inside a host. Used by the across-machines tests and ``bench net``.
+
+Nothing here opens a socket from the calling process: the view runs ``probe.py`` inside a
+namespace, the processes run under ``ip netns exec``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mycelium.launch import FAST_TIMERS, node_command, registry_command
+from mycelium.net.certs import NetworkCerts, write_network_certs
+from mycelium.net.netns import Network
+from mycelium.procs import ManagedProcess, descendant_pids, wait_for
+
+
+@dataclass(frozen=True)
+class RegistryView:
+    """GETs against the registry, made from inside ``host``."""
+
+    network: Network
+    host: str
+    url: str
+    ca: Path
+
+    def get(self, path: str) -> Any:
+        answer = self.network.probe(self.host, "get", f"{self.url}{path}", "--ca", self.ca)
+        if answer.get("status") != 200:
+            raise AssertionError(f"GET {path} from {self.host}: {answer}")
+        return json.loads(answer["body"])
+
+    def groups(self) -> list[dict[str, Any]]:
+        return self.get("/groups?limit=100")
+
+    def group(self, gid: int) -> dict[str, Any]:
+        return self.get(f"/groups/{gid}")
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return self.get("/nodes")
+
+    def group_of(self, name: str) -> int | None:
+        node = next((n for n in self.nodes() if n["name"] == name), None)
+        return node["group_id"] if node and node["alive"] else None
+
+    def node_round(self, name: str) -> int | None:
+        node = next((n for n in self.nodes() if n["name"] == name), None)
+        return node["round"] if node else None
+
+    def full_rounds(self, gid: int, members: int) -> list[dict[str, Any]]:
+        """Rounds of ``gid`` that had ``members`` nodes or more."""
+        return [r for r in self.group(gid).get("rounds", []) if r["num_nodes"] >= members]
+
+
+@contextmanager
+def https_registry(
+    network: Network, work: Path, *, node_ttl: float = 5, group_ttl: float = 15
+) -> Iterator[tuple[RegistryView, NetworkCerts, ManagedProcess]]:
+    """The real registry in ``reg`` on HTTPS with a fresh network CA; a view from hostB."""
+    reg = network["reg"]
+    certs = write_network_certs(work / "certs", [reg.address])
+    port = network.free_port("reg")
+    args = registry_command(
+        port=port,
+        db=work / "registry.db",
+        host=reg.address,
+        ssl_certfile=certs.server_cert,
+        ssl_keyfile=certs.server_key,
+        node_ttl=node_ttl,
+        group_ttl=group_ttl,
+        log_level="info",
+    )
+    proc = ManagedProcess("registry", network.command("reg", args), log_path=work / "reg.log")
+    url = f"https://{reg.address}:{port}"
+    proc.start()
+    try:
+        wait_for(
+            lambda: (
+                proc.is_running()
+                and network.probe("hostB", "health", url, "--ca", certs.ca)["healthy"]
+            ),
+            timeout=60,
+            interval=0.5,
+            what="registry answers over HTTPS",
+        )
+        yield RegistryView(network, "hostB", url, certs.ca.resolve()), certs, proc
+    finally:
+        proc.stop()
+
+
+@contextmanager
+def agent_in(
+    network: Network,
+    host: str,
+    work: Path,
+    view: RegistryView,
+    *,
+    name: str,
+    cluster: int,
+    index: int,
+    clusters: int = 2,
+    partitions: int = 4,
+) -> Iterator[ManagedProcess]:
+    """A real node agent inside ``host`` that founds groups on the host's address."""
+    args = node_command(
+        name=name,
+        work_dir=(work / name).resolve(),
+        registry_url=view.url,
+        registry_ca=view.ca,
+        host=network[host].address,
+        scenario="rotate",
+        clusters=clusters,
+        cluster=cluster,
+        partition=f"{index}/{partitions}",
+        warmup_epochs=20,
+        log_level="info",
+        **FAST_TIMERS,
+    )
+    proc = ManagedProcess(name, network.command(host, args), log_path=work / f"{name}.log")
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop(timeout=30)
+
+
+def crash(proc: ManagedProcess) -> None:
+    """kill -9 an agent and everything it started, as a machine crash would."""
+    assert proc.pid is not None
+    for pid in [proc.pid, *descendant_pids(proc.pid)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

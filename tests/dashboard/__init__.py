@@ -1,0 +1,1 @@
+"""Tests of the dashboard, the event stream and the metrics (tests/dashboard/)."""

@@ -1,0 +1,170 @@
+"""The dashboard in a real headless Chromium against the real registry (uvicorn subprocess).
+
+A small network is made through the API; the page must show its groups and nodes, a click
+on a node must open its panel, and a migration made through the API while the page is open
+must appear (feed, map, panel, table) within seconds and without a reload.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from mycelium.client import RegistryClient
+from tests.conftest import create_group, register_node, start_registry
+from tests.dashboard.browser import (
+    chromium,
+    click_node,
+    console_problems,
+    missing_browser,
+    save_screenshot,
+    until,
+)
+
+pytestmark = pytest.mark.skipif(missing_browser() is not None, reason=str(missing_browser()))
+
+LIVE_WITHIN_S = 10.0
+XSS_NAME = '<img src=x onerror="window.__xss=1">'
+
+
+@dataclass
+class Network:
+    groups: dict[str, tuple[int, RegistryClient]]
+    nodes: dict[str, tuple[int, RegistryClient, int | None]]
+    secrets: list[str]
+
+
+def build_network(url: str, http: httpx.Client | None = None) -> Network:
+    """Two groups with a few rounds each, four members, one node without a group, and an
+    invite-only group (its invite code is a secret the page must not show)."""
+    groups: dict[str, tuple[int, RegistryClient]] = {}
+    secrets: list[str] = []
+    for name, accuracies in (("upright", (0.42, 0.61, 0.74, 0.81)), ("rotated", (0.35, 0.5))):
+        creds, client = create_group(url, name=name, max_capacity=4, http=http)
+        secrets.append(creds.group_token)
+        for i, acc in enumerate(accuracies, start=1):
+            client.report_round(
+                creds.group_id, round=i, accuracy=acc, loss=1 - acc, num_nodes=2, num_examples=90
+            )
+        groups[name] = (creds.group_id, client)
+    invite, _ = create_group(url, name="private", join_policy="invite-only", http=http)
+    secrets += [invite.group_token, str(invite.invite_code)]
+    nodes: dict[str, tuple[int, RegistryClient, int | None]] = {}
+    plan = [("alice", "upright"), ("bob", "upright"), ("carol", "rotated"), ("dave", "upright")]
+    for name, group in [*plan, (XSS_NAME, None)]:
+        node = register_node(url, name=name, http=http)
+        secrets.append(node.creds.token)
+        gid = groups[group][0] if group else None
+        if gid is not None:
+            node.client.join_group(gid, node.node_id)
+            node.client.heartbeat(node.node_id, group_id=gid, accuracy=0.7, round=2)
+        nodes[name] = (node.node_id, node.client, gid)
+    return Network(groups=groups, nodes=nodes, secrets=secrets)
+
+
+def map_members(driver: Any) -> dict[str, str | None]:
+    """Node name -> the map's parent (group) element id, as Cytoscape holds them."""
+    pairs = driver.execute_script(
+        "const cy = window.myceliumDashboard.cy;"
+        "return cy.nodes('.member').map(n => [n.data('label'), n.data('parent') || null]);"
+    )
+    return dict(pairs)
+
+
+def text_of(driver: Any, element_id: str) -> str:
+    return driver.execute_script(f"return document.getElementById('{element_id}').innerText;")
+
+
+def test_dashboard_shows_the_network_and_a_live_migration(tmp_path: Path) -> None:
+    with start_registry(tmp_path) as (url, _proc), chromium() as driver:
+        net = build_network(url)
+        driver.get(f"{url}/")  # redirects to the dashboard
+        assert driver.current_url == f"{url}/dashboard"
+        until(driver, "document.querySelectorAll('#groups tbody tr').length === 3",
+              timeout=15, what="three group rows")  # fmt: skip
+        groups_text = text_of(driver, "groups")
+        assert "upright #1" in groups_text and "3 / 4" in groups_text, groups_text
+        assert "rotated #2" in groups_text and "1 / 4" in groups_text, groups_text
+        until(driver, "document.querySelectorAll('#groups td.curve canvas').length === 3",
+              timeout=10, what="an accuracy curve per group")  # fmt: skip
+
+        gid = {name: f"g{g[0]}" for name, g in net.groups.items()}
+        members = map_members(driver)
+        assert members == {
+            "alice": gid["upright"], "bob": gid["upright"], "dave": gid["upright"],
+            "carol": gid["rotated"], XSS_NAME: None,
+        }, members  # fmt: skip
+        assert driver.execute_script("return window.__xss === undefined")
+        assert XSS_NAME in text_of(driver, "feed")  # shown as text, not run
+
+        dave_id, dave, _ = net.nodes["dave"]
+        click_node(driver, dave_id)
+        panel = until(driver, "document.getElementById('node-detail').innerText.includes('dave')"
+                      " && document.getElementById('node-detail').innerText",
+                      timeout=5, what="dave's panel")  # fmt: skip
+        assert "upright (#1)" in panel and "joined upright (#1)" in panel, panel
+
+        driver.execute_script("window.__sameDocument = true;")
+        moved_at = time.monotonic()
+        dave.migrate(
+            dave_id, to_group_id=net.groups["rotated"][0], reason="scores better on own data",
+            expected_gain=0.25,
+        )  # fmt: skip
+        until(driver, "document.querySelector('#feed li[data-type=migrated]') !== null",
+              timeout=LIVE_WITHIN_S, what="the migration in the event feed")  # fmt: skip
+        seen_after = time.monotonic() - moved_at
+        until(driver, f"window.myceliumDashboard.cy.getElementById('n{dave_id}')"
+              f".data('parent') === '{gid['rotated']}'",
+              timeout=LIVE_WITHIN_S, what="dave drawn inside the rotated group")  # fmt: skip
+        until(driver, "document.getElementById('groups').innerText.includes('2 / 4')",
+              timeout=LIVE_WITHIN_S, what="member counts updated")  # fmt: skip
+        assert driver.execute_script("return window.__sameDocument === true"), "page reloaded"
+
+        feed = driver.execute_script(
+            "return document.querySelector('#feed li[data-type=migrated]').innerText"
+        )
+        assert "dave migrated upright (#1) → rotated (#2), gain +0.250" in feed, feed
+        panel = text_of(driver, "node-detail")
+        assert "moved upright (#1) → rotated (#2)" in panel and "+0.250" in panel, panel
+        assert "scores better on own data" in panel, panel
+        assert driver.execute_script(
+            "return window.myceliumDashboard.cy.edges('.move').length"
+        ) == 1  # fmt: skip
+
+        shot = save_screenshot(driver, _screenshot_dir(tmp_path) / "dashboard.png")
+        assert shot.stat().st_size > 20_000
+        page = driver.page_source
+        assert not [s for s in net.secrets if s in page]
+        assert console_problems(driver) == []
+        print(f"migration seen in the browser {seen_after:.2f} s after the API call; {shot}")
+
+
+def test_dashboard_over_https(tmp_path: Path) -> None:
+    """Served over TLS, the page loads every file and its stream (relative URLs only)."""
+    from tests.dashboard.tls import serve_registry_tls, trusting
+
+    with (
+        serve_registry_tls(tmp_path) as (url, cert),
+        httpx.Client(verify=trusting(cert), timeout=5.0) as http,
+        chromium(extra_flags=("--ignore-certificate-errors",)) as driver,
+    ):
+        build_network(url, http)
+        driver.get(f"{url}/dashboard")
+        until(driver, "document.querySelectorAll('#groups tbody tr').length === 3",
+              timeout=15, what="three group rows over https")  # fmt: skip
+        assert driver.execute_script("return location.protocol") == "https:"
+        until(driver, "document.getElementById('connection').textContent === 'live'",
+              timeout=5, what="the stream connected")  # fmt: skip
+        assert console_problems(driver) == []
+
+
+def _screenshot_dir(tmp_path: Path) -> Path:
+    """Screenshots go to MYCELIUM_SCREENSHOT_DIR when set (to keep them), else tmp_path."""
+    kept = os.environ.get("MYCELIUM_SCREENSHOT_DIR")
+    return Path(kept).resolve() if kept else tmp_path

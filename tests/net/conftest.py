@@ -1,0 +1,24 @@
+"""Fixtures of the across-machines tests: a private namespace network, skipped with the
+reason where namespaces cannot be made."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from mycelium.net.netns import Network, unavailable_reason
+
+
+@pytest.fixture(scope="session")
+def netns_reason() -> str | None:
+    return unavailable_reason()
+
+
+@pytest.fixture
+def network(netns_reason: str | None) -> Iterator[Network]:
+    """Namespaces reg, hostA, hostB, hostC on one bridge; torn down after the test."""
+    if netns_reason:
+        pytest.skip(f"network namespaces unavailable: {netns_reason}")
+    with Network() as net:
+        yield net

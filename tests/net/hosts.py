@@ -1,0 +1,55 @@
+"""Checks the across-machines tests make on a lab network (mycelium.net.lab)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mycelium.net.addresses import is_loopback, split_host_port
+from mycelium.net.lab import RegistryView
+from mycelium.net.netns import Network
+from mycelium.procs import ManagedProcess, descendant_pids
+
+
+def supernode_root_certificates(agent: ManagedProcess) -> Path | None:
+    """The ``--root-certificates`` file of the agent's running SuperNode (from /proc)."""
+    assert agent.pid is not None
+    for pid in descendant_pids(agent.pid):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+        except OSError:
+            continue
+        if any(a.endswith("flower-supernode") for a in argv) and "--root-certificates" in argv:
+            return Path(argv[argv.index("--root-certificates") + 1])
+    return None
+
+
+def public_listeners(network: Network) -> list[tuple[str, str, int]]:
+    """(host, address, port) of every TCP listener another host could reach."""
+    found = []
+    for name, host in network.hosts.items():
+        for addr, port in network.listening(name):
+            if is_loopback(addr):
+                continue
+            found.append((name, host.address if addr in ("*", "0.0.0.0", "::") else addr, port))
+    return found
+
+
+def assert_all_public_listeners_are_tls(network: Network) -> int:
+    """A plain-HTTP request from another host to every public listener gets no HTTP
+    answer, and a TLS handshake does: returns how many listeners were checked."""
+    listeners = public_listeners(network)
+    for host, addr, port in listeners:
+        other = next(h for h in network.hosts if h != host)
+        plain = network.probe(other, "get", f"http://{addr}:{port}/", "--timeout", 5)
+        assert "status" not in plain, f"{host} {addr}:{port} answers plain HTTP: {plain}"
+        tls = network.probe(other, "cert", f"{addr}:{port}", "--timeout", 5)
+        assert "sha256" in tls, f"{host} {addr}:{port} is not TLS: {tls}"
+    return len(listeners)
+
+
+def assert_nothing_advertises_loopback(view: RegistryView) -> None:
+    for group in view.get("/groups?limit=100&include_dead=true"):
+        host, _ = split_host_port(group["fleet_address"])
+        assert not is_loopback(host), group["fleet_address"]
+    for node in view.nodes():
+        assert node["address"] is None or not is_loopback(node["address"]), node
