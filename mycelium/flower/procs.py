@@ -47,8 +47,10 @@ def flower_env(flwr_home: Path, extra: Mapping[str, str] | None = None) -> dict[
     """Environment for a Flower process: no telemetry, no update check, a private absolute
     FLWR_HOME (created), unbuffered output.
 
-    Our Flower app imports ``mycelium`` from the installed project (``pip install -r
-    requirements.txt`` installs it editable), not from a PYTHONPATH entry."""
+    Our Flower app (ServerApp, ClientApp, SuperExec children) must import the very
+    ``mycelium`` this process runs, not whichever checkout was last installed with
+    ``pip install -e``: the folder holding this process's package goes first on
+    ``PYTHONPATH``."""
     flwr_home = Path(flwr_home).absolute()
     flwr_home.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
@@ -64,9 +66,19 @@ def flower_env(flwr_home: Path, extra: Mapping[str, str] | None = None) -> dict[
             "PYTHONUNBUFFERED": "1",
         }
     )
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(_project_root()), env.get("PYTHONPATH", "")) if p
+    )
     if extra:
         env.update(extra)
     return env
+
+
+def _project_root() -> Path:
+    """The folder that holds the ``mycelium`` package this process imported."""
+    import mycelium
+
+    return Path(mycelium.__file__).resolve().parent.parent
 
 
 class _Exited(BaseException):

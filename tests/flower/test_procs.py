@@ -27,7 +27,16 @@ def test_flower_env_is_private_absolute_and_finds_flowers_children(
     first = env["PATH"].split(os.pathsep)[0]
     assert first in (sysconfig.get_path("scripts"), str(Path(sys.executable).parent))
     assert env["PATH"].endswith("/usr/bin:/bin")
-    assert "PYTHONPATH" not in env or str(Path(__file__).parents[2]) not in env["PYTHONPATH"]
+    # Flower's children import this checkout's mycelium, whatever `pip install -e` points at.
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(Path(__file__).resolve().parents[2])
+
+
+def test_flower_env_keeps_the_callers_pythonpath_after_the_checkout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTHONPATH", "/opt/extra")
+    parts = flower_env(tmp_path / "home")["PYTHONPATH"].split(os.pathsep)
+    assert parts == [str(Path(__file__).resolve().parents[2]), "/opt/extra"]
 
 
 def test_flower_executable_prefers_the_interpreters_scripts(
