@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -67,10 +68,19 @@ def train(
     lr: float = LEARNING_RATE,
     batch_size: int = BATCH_SIZE,
     seed: int = 0,
+    proximal_mu: float = 0.0,
 ) -> float:
-    """Train ``model`` in place on (x, y); returns the mean mini-batch loss."""
+    """Train ``model`` in place on (x, y); returns the mean mini-batch loss (without the
+    FedProx term ``proximal_mu / 2 * ||w - w_start||^2`` that the gradient includes)."""
     weights, losses = train_many(
-        [get_weights(model)], [x], [y], epochs=epochs, lr=lr, batch_size=batch_size, seeds=[seed]
+        [get_weights(model)],
+        [x],
+        [y],
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        seeds=[seed],
+        proximal_mu=proximal_mu,
     )
     set_weights(model, weights[0])
     return float(losses[0])
@@ -91,9 +101,11 @@ def train_many(
     lr: float = LEARNING_RATE,
     batch_size: int = BATCH_SIZE,
     seeds: Sequence[int],
+    proximal_mu: float = 0.0,
 ) -> tuple[list[Weights], np.ndarray]:
     """Train B independent models, model b on (xs[b], ys[b]), in one batched computation.
 
+    ``proximal_mu`` > 0 adds FedProx's ``mu / 2 * ||w - w_start||^2`` to each model's loss.
     Returns the trained weights and each model's mean mini-batch loss.
     """
     count = len(weights)
@@ -102,6 +114,7 @@ def train_many(
     if min(len(y) for y in ys) < 1:
         raise ValueError("every model needs at least one training sample")
     params = [p.requires_grad_() for p in _stack(weights)]
+    anchors = [p.detach().clone() for p in params] if proximal_mu else None
     x_pad, y_pad = _pad(xs, ys)
     sizes = np.array([len(y) for y in ys])
     rngs = [np.random.default_rng(seed) for seed in seeds]
@@ -111,7 +124,9 @@ def train_many(
         order = _epoch_order(rngs, sizes, batch_size)
         for start in range(0, order.shape[1], batch_size):
             index = torch.from_numpy(order[:, start : start + batch_size])
-            batch_loss, active = _sgd_step(params, x_pad, y_pad, index, lr)
+            batch_loss, active = _sgd_step(
+                params, x_pad, y_pad, index, lr, _Proximal(proximal_mu, anchors)
+            )
             loss_sum += batch_loss * active
             steps += active
     return _unstack(params), (loss_sum / steps.clamp(min=1)).numpy()
@@ -174,6 +189,7 @@ def _sgd_step(
     y_pad: torch.Tensor,
     index: torch.Tensor,
     lr: float,
+    proximal: _Proximal,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One SGD step of every model on its rows ``index`` (-1 = padding); (losses, active)."""
     w1, b1, w2, b2 = params
@@ -184,12 +200,30 @@ def _sgd_step(
     logits = torch.baddbmm(b2[:, None], hidden, w2)
     ce = nn.functional.cross_entropy(logits.transpose(1, 2), yb, reduction="none")
     per_model = (ce * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
-    per_model.sum().backward()
+    objective = per_model.sum()
+    if proximal.mu and proximal.anchors is not None:
+        objective = objective + proximal.term(params, mask.sum(dim=1) > 0)
+    objective.backward()
     with torch.no_grad():
         for param in params:
             param -= lr * param.grad
             param.grad = None
     return per_model.detach(), (mask.sum(dim=1) > 0).float()
+
+
+class _Proximal(NamedTuple):
+    """FedProx's term: ``mu / 2 * ||w - anchor||^2`` per model (models with a batch only)."""
+
+    mu: float
+    anchors: list[torch.Tensor] | None
+
+    def term(self, params: list[torch.Tensor], active: torch.Tensor) -> torch.Tensor:
+        assert self.anchors is not None
+        squares = [
+            ((p - a) ** 2).reshape(len(p), -1).sum(dim=1)
+            for p, a in zip(params, self.anchors, strict=True)
+        ]
+        return 0.5 * self.mu * (torch.stack(squares).sum(dim=0) * active).sum()
 
 
 def _epoch_order(rngs: list[np.random.Generator], sizes: np.ndarray, batch_size: int) -> np.ndarray:
