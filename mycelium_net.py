@@ -488,14 +488,38 @@ def bench_learning(
     plot_path: Annotated[
         Path | None, typer.Option("--plot", help="Write accuracy-per-round PNG.")
     ] = None,
+    task: Annotated[
+        str,
+        typer.Option(help="Task: digits, mnist, package.module:attr or file.py:attr."),
+    ] = "digits",
+    strategy: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Group aggregation: fedavg, fedprox, fedadam, fedyogi, fedadagrad; repeat "
+            "(others run next to fedavg)."
+        ),
+    ] = None,
+    proximal_mu: Annotated[
+        float | None, typer.Option(help="FedProx's mu (default 0.01).", min=0)
+    ] = None,
+    server_lr: Annotated[
+        float | None, typer.Option(help="Server learning rate (eta) of FedAdam/Yogi/Adagrad.")
+    ] = None,
+    tau: Annotated[float | None, typer.Option(help="FedAdam/Yogi/Adagrad's tau.")] = None,
     log_level: LogLevel = "warning",
 ) -> None:
-    """Simulate migration policies on clustered non-IID digits, in one process."""
+    """Simulate migration policies on clustered non-IID data of a task, in one process."""
     _setup_logging(log_level)
     from mycelium import sim
+    from mycelium.strategy import configs_for
 
     try:
+        strategies = configs_for(
+            strategy or ["fedavg"], proximal_mu=proximal_mu, server_lr=server_lr, tau=tau
+        )
         table = sim.run_cli(
+            task=task,
+            strategies=strategies,
             scenarios=scenario,
             clusters=clusters,
             clients=clients,

@@ -1,8 +1,10 @@
-"""In-process simulation of learning groups: the same data, model and policy as the real node.
+"""In-process simulation of learning groups: the same task, data and policy as the real node.
 
-One process, no Flower processes, no HTTP. Every algorithm trains the same MLP on the same
-client splits with the same hyper-parameters and seeds; groups aggregate with Flower's own
-FedAvg (``flwr.server.strategy.aggregate.aggregate``). ``mycelium`` and ``naive`` call the real
+One process, no Flower processes, no HTTP. Every algorithm trains the same task's model
+(``--task``, default the digits MLP) on the same client splits with the same hyper-parameters
+and seeds, through the task's batched operations (one model at a time when it has none);
+each group aggregates with its own instance of flwr's strategy (``--strategy``, default
+FedAvg; :class:`mycelium.strategy.GroupAggregator`). ``mycelium`` and ``naive`` call the real
 :func:`mycelium.policy.decide` once per round on a simulated clock (``ROUND_SECONDS`` per
 round), in a seeded random order, so group sizes and capacity are always current.
 """
@@ -13,21 +15,22 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from mycelium import data as data_mod
-from mycelium import model as model_mod
 from mycelium.policy import Candidate, NodeState, PolicyConfig, decide, record_move
+from mycelium.strategy import PROXIMAL_MU_KEY, GroupAggregator, Reply, StrategyConfig
+from mycelium.tasks.base import DataRequest, Weights, get_weights
+from mycelium.tasks.loader import load_task
+from mycelium.tasks.ops import batched
 
 logger = logging.getLogger(__name__)
 
 ALGORITHMS = ("local", "global", "oracle", "ifca", "naive", "mycelium")
 ROUND_SECONDS = 30.0
 SIM_POLICY = PolicyConfig()
-Weights = model_mod.Weights
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,8 @@ class SimConfig:
     seed: int
     max_capacity: int
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    task: str = "digits"
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
 
 
 @dataclass(frozen=True)
@@ -71,12 +76,20 @@ class Federation:
 
     def __init__(self, config: SimConfig) -> None:
         self.config = config
-        self.clients = data_mod.make_federation(
-            scenario=config.scenario,
-            clusters=config.clusters,
-            num_clients=config.clients,
-            seed=config.seed,
-        )
+        self.task = load_task(config.task)
+        self.ops = batched(self.task)
+        self.clients = [
+            self.task.load_data(
+                DataRequest(
+                    scenario=config.scenario,
+                    clusters=config.clusters,
+                    index=i,
+                    num_clients=config.clients,
+                    seed=config.seed,
+                )
+            )
+            for i in range(config.clients)
+        ]
         self.x_train = [c.x_train for c in self.clients]
         self.y_train = [c.y_train for c in self.clients]
         self.x_val = [c.x_val for c in self.clients]
@@ -86,15 +99,26 @@ class Federation:
         rotate = config.scenario == "rotate"
         self.views = [c % 4 if rotate and c is not None else c for c in self.labels]
 
+    def initial(self, seed: int) -> Weights:
+        """The task's fresh model for ``seed`` as arrays."""
+        return get_weights(self.task.create_model(seed))
+
     def train(
-        self, starts: Sequence[Weights], who: Sequence[int], round_: int, salt: int
+        self,
+        starts: Sequence[Weights],
+        who: Sequence[int],
+        round_: int,
+        salt: int,
+        proximal_mu: float = 0.0,
     ) -> list[Weights]:
         """Train client ``who[b]`` from ``starts[b]`` for one round; returns new weights."""
         seeds = [_seed(self.config.seed, round_, i, salt) for i in who]
-        trained, _ = model_mod.train_many(
+        hyper = replace(self.task.hyper, proximal_mu=proximal_mu)
+        trained, _ = self.ops.train_many(
             starts,
             [self.x_train[i] for i in who],
             [self.y_train[i] for i in who],
+            hyper,
             seeds=seeds,
         )
         return trained
@@ -106,7 +130,7 @@ class Federation:
             members = [i for i, c in enumerate(self.labels) if c == label]
             used = sorted({model_of[i] for i in members})
             first = self.clients[members[0]]
-            _, acc = model_mod.evaluate_matrix(
+            _, acc = self.ops.evaluate_matrix(
                 [models[m] for m in used], [first.x_test], [first.y_test]
             )
             row = dict(zip(used, acc[:, 0], strict=True))
@@ -120,10 +144,55 @@ def _seed(seed: int, round_: int, client: int, salt: int) -> int:
 
 
 def fedavg(results: list[tuple[Weights, int]]) -> Weights:
-    """Flower's FedAvg (weighted by examples), imported lazily: only the sim needs flwr."""
+    """Flower's FedAvg (weighted by examples), imported lazily: only the sim needs flwr.
+
+    flwr's legacy ``aggregate``: it equals ``FedAvg.aggregate_train`` up to float rounding
+    (tested) and is what the FedAvg figures of docs/learning.md were measured with."""
     from flwr.server.strategy.aggregate import aggregate
 
     return [np.asarray(a, dtype=np.float32) for a in aggregate(results)]
+
+
+class GroupTraining:
+    """How one algorithm run's groups train and aggregate: each group (by key) keeps its own
+    flwr strategy across rounds; members train with the config it sends (``proximal-mu``).
+    Plain FedAvg (the default) aggregates with :func:`fedavg`."""
+
+    def __init__(self, fed: Federation, salt: int) -> None:
+        self.fed, self.salt = fed, salt
+        self.aggregators: dict[int, GroupAggregator] = {}
+        self.plain = fed.config.strategy == StrategyConfig()
+
+    def round(
+        self, models: dict[int, Weights], members: dict[int, list[int]], round_: int
+    ) -> dict[int, Weights]:
+        """Every non-empty group's members train from its model (one batched call, clients
+        in index order); returns each such group's aggregate."""
+        groups = sorted(g for g, m in members.items() if m)
+        configs: dict[int, dict] = {}
+        for g in [] if self.plain else groups:
+            configs.update(self._aggregator(g).configure(models[g], members[g]))
+        group_of = {i: g for g in groups for i in members[g]}
+        who = sorted(group_of)
+        mus = {float(configs.get(i, {}).get(PROXIMAL_MU_KEY, 0.0)) for i in who}
+        if len(mus) > 1:
+            raise RuntimeError(f"groups of one simulation sent different proximal-mu {mus}")
+        starts = [models[group_of[i]] for i in who]
+        trained = self.fed.train(starts, who, round_, self.salt, mus.pop() if mus else 0.0)
+        by_client = dict(zip(who, trained, strict=True))
+        new = {}
+        for g in groups:
+            if self.plain:
+                new[g] = fedavg([(by_client[i], len(self.fed.y_train[i])) for i in members[g]])
+                continue
+            replies = [Reply(i, by_client[i], len(self.fed.y_train[i])) for i in members[g]]
+            new[g] = self._aggregator(g).aggregate(replies)
+        return new
+
+    def _aggregator(self, group: int) -> GroupAggregator:
+        if group not in self.aggregators:
+            self.aggregators[group] = GroupAggregator(self.fed.config.strategy)
+        return self.aggregators[group]
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -136,7 +205,7 @@ def _mean(values: Sequence[float]) -> float:
 def run_local(fed: Federation) -> _Trace:
     """Every client trains alone."""
     n = fed.config.clients
-    models = [model_mod.get_weights(model_mod.create_model(fed.config.seed))] * n
+    models = [fed.initial(fed.config.seed)] * n
     curve = []
     for round_ in range(fed.config.rounds):
         models = fed.train(models, range(n), round_, salt=0)
@@ -146,25 +215,26 @@ def run_local(fed: Federation) -> _Trace:
 
 def run_fixed_groups(fed: Federation, assignment: list[int]) -> _Trace:
     """FedAvg within fixed groups (``assignment[i]`` = client i's group index)."""
-    init = model_mod.get_weights(model_mod.create_model(fed.config.seed))
+    init = fed.initial(fed.config.seed)
     models = [init] * (max(assignment) + 1)
+    training = GroupTraining(fed, salt=1)
     curve = []
     for round_ in range(fed.config.rounds):
-        models = _group_round(fed, models, assignment, round_)
+        models = _group_round(training, models, assignment, round_)
         curve.append(_mean(fed.test_accuracy(models, assignment)))
     return _Trace(curve, assignment, 0)
 
 
 def _group_round(
-    fed: Federation, models: list[Weights], assignment: Sequence[int], round_: int
+    training: GroupTraining, models: list[Weights], assignment: Sequence[int], round_: int
 ) -> list[Weights]:
-    """One FedAvg round of every group; a group nobody trained keeps its model."""
-    who = list(range(len(assignment)))
-    trained = fed.train([models[assignment[i]] for i in who], who, round_, salt=1)
+    """One round of every group; a group nobody trained keeps its model."""
+    members: dict[int, list[int]] = {}
+    for i, g in enumerate(assignment):
+        members.setdefault(g, []).append(i)
     new = list(models)
-    for g in sorted(set(assignment)):
-        members = [i for i in who if assignment[i] == g]
-        new[g] = fedavg([(trained[i], len(fed.y_train[i])) for i in members])
+    for g, arrays in training.round(dict(enumerate(models)), members, round_).items():
+        new[g] = arrays
     return new
 
 
@@ -181,17 +251,18 @@ def run_oracle(fed: Federation) -> _Trace:
 def run_ifca(fed: Federation) -> _Trace:
     """IFCA (Ghosh et al. 2020): K models; each client trains the one with its lowest loss."""
     k = fed.config.clusters
-    models = [model_mod.get_weights(model_mod.create_model(fed.config.seed + j)) for j in range(k)]
+    models = [fed.initial(fed.config.seed + j) for j in range(k)]
+    training = GroupTraining(fed, salt=1)
     choice: list[int] = []
     migrations = 0
     curve = []
     for round_ in range(fed.config.rounds):
-        loss, _ = model_mod.evaluate_matrix(models, fed.x_train, fed.y_train)
+        loss, _ = fed.ops.evaluate_matrix(models, fed.x_train, fed.y_train)
         new_choice = [int(j) for j in loss.argmin(axis=0)]
         if choice:
             migrations += sum(a != b for a, b in zip(choice, new_choice, strict=True))
         choice = new_choice
-        models = _group_round(fed, models, choice, round_)
+        models = _group_round(training, models, choice, round_)
         curve.append(_mean(fed.test_accuracy(models, choice)))
     return _Trace(curve, choice, migrations)
 
@@ -231,10 +302,11 @@ class PolicyRun:
         self.fed, self.probe = fed, probe
         self.config = fed.config
         n = fed.config.clients
-        self.local = [model_mod.get_weights(model_mod.create_model(fed.config.seed))] * n
+        self.local = [fed.initial(fed.config.seed)] * n
         self.local_scores = np.zeros(n, dtype=np.float64)
         self.states = [NodeState(None, None, 0.0, None, 0.0) for _ in range(n)]
         self.net = _Network()
+        self.training = GroupTraining(fed, salt=3)
         self.migrations = 0
 
     def run(self) -> _Trace:
@@ -259,23 +331,20 @@ class PolicyRun:
             trained = self.fed.train([self.local[i] for i in alone], alone, round_, salt=2)
             for i, weights in zip(alone, trained, strict=True):
                 self.local[i] = weights
-            _, scores = model_mod.evaluate_pairs(
+            _, scores = self.fed.ops.evaluate_pairs(
                 trained, [self.fed.x_val[i] for i in alone], [self.fed.y_val[i] for i in alone]
             )
             self.local_scores[alone] = scores
         if grouped:
-            starts = [self.net.models[self._group_of(i)] for i in grouped]
-            by_client = dict(zip(grouped, self.fed.train(starts, grouped, round_, 3), strict=True))
-            for gid, members in self.net.members.items():
-                results = [(by_client[i], len(self.fed.y_train[i])) for i in sorted(members)]
-                self.net.models[gid] = fedavg(results)
+            members = {gid: sorted(m) for gid, m in self.net.members.items()}
+            self.net.models.update(self.training.round(self.net.models, members, round_))
 
     def _score(self) -> None:
         """Every group model on every client's own validation split (the probes)."""
         gids = sorted(self.net.models)
         self.net.scores = {}
         if gids:
-            _, acc = model_mod.evaluate_matrix(
+            _, acc = self.fed.ops.evaluate_matrix(
                 [self.net.models[g] for g in gids], self.fed.x_val, self.fed.y_val
             )
             self.net.scores = dict(zip(gids, acc, strict=True))
@@ -326,7 +395,7 @@ class PolicyRun:
     def _found(self, client: int) -> int:
         """A new group seeded with the founder's local model, probed by every client."""
         gid = self.net.found(self.local[client])
-        _, acc = model_mod.evaluate_matrix([self.local[client]], self.fed.x_val, self.fed.y_val)
+        _, acc = self.fed.ops.evaluate_matrix([self.local[client]], self.fed.x_val, self.fed.y_val)
         self.net.scores[gid] = acc[0]
         self.net.published[gid] = float(self.local_scores[client])
         return gid
@@ -433,16 +502,17 @@ def _validate(
     scenarios: list[str] | None,
     algorithms: list[str] | None,
     *,
+    task_scenarios: Sequence[str],
     clusters: int,
     clients: int,
     rounds: int,
     seed: int,
     max_capacity: int | None,
 ) -> tuple[list[str], list[str]]:
-    chosen_s = list(dict.fromkeys(scenarios or data_mod.SCENARIOS))
+    chosen_s = list(dict.fromkeys(scenarios or task_scenarios))
     chosen_a = list(dict.fromkeys(algorithms or ALGORITHMS))
     for name, chosen, allowed in (
-        ("scenario", chosen_s, data_mod.SCENARIOS),
+        ("scenario", chosen_s, tuple(task_scenarios)),
         ("algorithm", chosen_a, ALGORITHMS),
     ):
         unknown = [c for c in chosen if c not in allowed]
@@ -469,11 +539,18 @@ def run_cli(
     algorithms: list[str] | None,
     json_path: Path | None,
     plot_path: Path | None,
+    task: str = "digits",
+    strategies: Sequence[StrategyConfig] = (),
 ) -> str:
-    """Run the benchmark; write JSON / PNG if asked; return the markdown table."""
+    """Run the benchmark; write JSON / PNG if asked; return the markdown table.
+
+    ``strategies`` other than plain FedAvg run next to FedAvg; each scenario's results are
+    then keyed ``"scenario strategy"`` (just ``"scenario"`` with FedAvg alone)."""
+    task_scenarios = load_task(task).scenarios  # TaskLoadError (ValueError): one line
     chosen_s, chosen_a = _validate(
         scenarios,
         algorithms,
+        task_scenarios=task_scenarios,
         clusters=clusters,
         clients=clients,
         rounds=rounds,
@@ -484,12 +561,18 @@ def run_cli(
         if path is not None and path.suffix.lower() != suffix:
             raise ValueError(f"{path}: expected a {suffix} file name")
     capacity = max_capacity or clients
-    results = {
-        s: simulate(SimConfig(s, clusters, clients, rounds, seed, capacity), chosen_a)
-        for s in chosen_s
-    }
-    config = {"clusters": clusters, "clients": clients, "rounds": rounds, "seed": seed}
-    config["max_capacity"] = capacity
+    chosen_st = _with_fedavg(strategies)
+    results = {}
+    for s in chosen_s:
+        for st in chosen_st:
+            label = s if len(chosen_st) == 1 else f"{s} {st.describe()}"
+            config_s = SimConfig(
+                s, clusters, clients, rounds, seed, capacity, task=task, strategy=st
+            )
+            results[label] = simulate(config_s, chosen_a)
+    config: dict[str, object] = {"clusters": clusters, "clients": clients, "rounds": rounds}
+    config |= {"seed": seed, "max_capacity": capacity, "task": task}
+    config["strategies"] = [st.describe() for st in chosen_st]
     if json_path is not None:
         _write(json_path, json.dumps(to_json(config, results), indent=2, sort_keys=True) + "\n")
     if plot_path is not None:
@@ -497,7 +580,15 @@ def run_cli(
     return markdown(results)
 
 
-def to_json(config: dict[str, int], results: dict[str, list[RunResult]]) -> dict[str, object]:
+def _with_fedavg(strategies: Sequence[StrategyConfig]) -> list[StrategyConfig]:
+    """The requested strategies, FedAvg first (the baseline every other is compared with)."""
+    chosen = list(dict.fromkeys(strategies))
+    if not any(st.name == "fedavg" for st in chosen):
+        chosen.insert(0, StrategyConfig())
+    return chosen
+
+
+def to_json(config: dict[str, object], results: dict[str, list[RunResult]]) -> dict[str, object]:
     """Deterministic results under ``results``; wall-clock figures apart under ``timing``."""
     body: dict[str, dict[str, object]] = {}
     timing: dict[str, dict[str, float]] = {}

@@ -103,7 +103,7 @@ class MnistTask(StackedTask):
 
     name = "mnist"
     dataset = MNIST
-    hyper = Hyper(epochs=1, lr=0.1, batch_size=32)
+    hyper = Hyper(epochs=1, lr=0.2, batch_size=32)
 
     def create_model(self, seed: int) -> nn.Module:
         return create_cnn(seed)
