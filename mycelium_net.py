@@ -473,7 +473,9 @@ def bench_learning(
     ] = None,
     clusters: Annotated[int, typer.Option(help="Latent clusters K.", min=1)] = 4,
     clients: Annotated[int, typer.Option(help="Clients N.", min=1)] = 24,
-    rounds: Annotated[int, typer.Option(help="Rounds R.", min=1)] = 30,
+    rounds: Annotated[
+        int | None, typer.Option(help="Rounds R (default: the task's, digits 30, mnist 20).", min=1)
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     max_capacity: Annotated[
         int | None, typer.Option(help="Group capacity (default: number of clients).", min=1)

@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 ALGORITHMS = ("local", "global", "oracle", "ifca", "naive", "mycelium")
 ROUND_SECONDS = 30.0
+DEFAULT_ROUNDS = 30  # bench rounds of a task without its own ``bench_rounds``
 SIM_POLICY = PolicyConfig()
 
 
@@ -533,7 +534,7 @@ def run_cli(
     scenarios: list[str] | None,
     clusters: int,
     clients: int,
-    rounds: int,
+    rounds: int | None,
     seed: int,
     max_capacity: int | None,
     algorithms: list[str] | None,
@@ -546,7 +547,9 @@ def run_cli(
 
     ``strategies`` other than plain FedAvg run next to FedAvg; each scenario's results are
     then keyed ``"scenario strategy"`` (just ``"scenario"`` with FedAvg alone)."""
-    task_scenarios = load_task(task).scenarios  # TaskLoadError (ValueError): one line
+    task_obj = load_task(task)  # TaskLoadError (ValueError): one line
+    task_scenarios = task_obj.scenarios
+    rounds = rounds or getattr(task_obj, "bench_rounds", DEFAULT_ROUNDS)
     chosen_s, chosen_a = _validate(
         scenarios,
         algorithms,
