@@ -4,7 +4,8 @@ group's and the nodes' Flower processes and start-up costs.
 
 Everything is real: a registry process, a GroupHost (flower-superlink + ``flwr run``) and
 one ``flower-supernode`` per node. In warm mode the three nodes' trainers
-(:class:`mycelium.trainer.TrainerServer`) live in this process, as the node agents' would.
+(:class:`mycelium.flower.trainer_http.TrainerServer`) live in this process, as the node
+agents' would.
 Round time = interval between consecutive rounds the registry received with all nodes,
 after the first round (which includes start-up). RSS = VmRSS summed over a process and its
 descendants, sampled every 0.5 s while rounds run (/proc; psutil is not installed).
@@ -18,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -27,22 +27,24 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import httpx
-
+from mycelium import launch
 from mycelium.client import RegistryClient, RegistryError
+from mycelium.flower import protocol
 from mycelium.procs import (
     DeadlineExceeded,
-    ManagedProcess,
-    free_port,
     tree_rss_mb,
     wait_for,
 )
 
 logger = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent
 NUM_NODES = 3
-SCENARIO = {"scenario": "rotate", "clusters": 1, "cluster": 0, "num-partitions": NUM_NODES}
+SCENARIO = {
+    protocol.SCENARIO: "rotate",
+    protocol.CLUSTERS: 1,
+    protocol.CLUSTER: 0,
+    protocol.NUM_PARTITIONS: NUM_NODES,
+}
 TARGET_RATIO = 0.5
 RSS_SAMPLE_INTERVAL = 0.5
 
@@ -114,23 +116,13 @@ class RssSampler:
 @contextmanager
 def registry_process(workdir: Path) -> Iterator[str]:
     """The real registry on a free port."""
-    port = free_port()
-    args = [sys.executable, str(ROOT / "mycelium_net.py"), "registry", "--port", str(port)]
-    args += ["--db", str(workdir / "registry.db"), "--log-level", "warning"]
-    proc = ManagedProcess("registry", args, log_path=workdir / "registry.log", cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
     try:
-        proc.start()
-        wait_for(
-            lambda: httpx.get(f"{url}/health", timeout=1.0).status_code == 200,
-            timeout=30,
-            what="registry",
-        )
-        yield url
-    except DeadlineExceeded as exc:
-        raise BenchError(f"registry did not start: {exc}") from None
-    finally:
-        proc.stop()
+        with launch.registry_process(
+            db=workdir / "registry.db", log_path=workdir / "registry.log"
+        ) as registry:
+            yield registry.url
+    except launch.LaunchError as exc:
+        raise BenchError(str(exc)) from None
 
 
 class _Heartbeats:
@@ -157,9 +149,10 @@ class _Heartbeats:
 
 def _node_config(mode: str, index: int, stack: ExitStack) -> dict[str, str | int]:
     if mode == "cold":
-        return {**SCENARIO, "partition-index": index, "seed": 0}
-    from mycelium.data import make_partition
-    from mycelium.trainer import LocalTrainer, TrainerServer
+        return {**SCENARIO, protocol.PARTITION_INDEX: index, protocol.SEED: 0}
+    from mycelium.flower.trainer import LocalTrainer
+    from mycelium.flower.trainer_http import TrainerServer
+    from mycelium.learning.data import make_partition
 
     data = make_partition(
         scenario="rotate", clusters=1, cluster=0, index=index, num_clients=NUM_NODES, seed=0
@@ -167,13 +160,13 @@ def _node_config(mode: str, index: int, stack: ExitStack) -> dict[str, str | int
     server = TrainerServer(LocalTrainer(data, seed=0))
     url = server.start()
     stack.callback(server.stop)
-    return {"trainer-url": url}
+    return {protocol.TRAINER_URL: url}
 
 
 def measure_mode(mode: str, registry_url: str, workdir: Path, rounds: int) -> ModeFigures:
     """Run one group of NUM_NODES nodes in ``mode`` ("warm" or "cold") for ``rounds``+1."""
-    from mycelium.group_host import GroupHost
-    from mycelium.supernode import SuperNode
+    from mycelium.flower.group_host import GroupHost
+    from mycelium.flower.supernode import SuperNode
 
     with ExitStack() as stack:
         reader = stack.enter_context(RegistryClient(registry_url))
@@ -196,7 +189,7 @@ def measure_mode(mode: str, registry_url: str, workdir: Path, rounds: int) -> Mo
             node = client.register_node(name=f"{mode}-{i}", num_samples=0)
             sn = SuperNode(
                 superlink_address=str(host.fleet_address),
-                node_config={**config, "registry-node-id": node.node_id},
+                node_config=config,
                 work_dir=workdir / mode / "nodes",
                 name=f"n{i}",
             ).start()

@@ -17,8 +17,8 @@ from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 
 from mycelium.client import RegistryClient
+from mycelium.launch import FAST_TIMERS, agent_process
 from mycelium.procs import ManagedProcess, descendant_pids, tree_rss_mb, wait_for
-from mycelium_node import FAST_TIMERS, agent_process
 
 logger = logging.getLogger(__name__)
 

@@ -32,6 +32,7 @@ import httpx
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
+from mycelium.launch import registry_command
 from mycelium.procs import DeadlineExceeded, ManagedProcess, free_port, wait_for
 
 logger = logging.getLogger(__name__)
@@ -199,11 +200,12 @@ def _answers(url: str) -> bool:
 
 def registry_server(workdir: Path) -> tuple[list[str], int]:
     port = free_port()
-    args = [sys.executable, str(ROOT / "mycelium_net.py"), "registry", "--port", str(port)]
-    args += ["--db", str(workdir / "bench.db"), "--log-level", "warning"]
     # Long TTLs: loading 10,000 nodes on busy shared cores can outlast the default 120 s,
     # and the figures are about request cost, not about groups expiring mid-run.
-    return args + ["--node-ttl", str(LOAD_TTL), "--group-ttl", str(LOAD_TTL)], port
+    args = registry_command(
+        port=port, db=workdir / "bench.db", node_ttl=LOAD_TTL, group_ttl=LOAD_TTL
+    )
+    return args, port
 
 
 def bare_server() -> tuple[list[str], int]:

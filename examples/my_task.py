@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from mycelium.data import Dataset
-from mycelium.tasks.base import Hyper, ImageTask
+from mycelium.learning.data import Dataset
+from mycelium.learning.tasks.base import Hyper, ImageTask
 
 
 def load_images() -> tuple[np.ndarray, np.ndarray]:

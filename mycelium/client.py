@@ -13,6 +13,8 @@ from typing import Any
 
 import httpx
 
+from mycelium import config
+
 logger = logging.getLogger(__name__)
 
 
@@ -109,7 +111,7 @@ class RegistryClient:
         *,
         token: str | None = None,
         http: httpx.Client | None = None,
-        timeout: float = 5.0,
+        timeout: float = config.REGISTRY_TIMEOUT_S,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
@@ -177,7 +179,7 @@ class RegistryClient:
             return False
 
     def register_node(
-        self, *, name: str, num_samples: int, task: str = "digits", address: str | None = None
+        self, *, name: str, num_samples: int, task: str = config.TASK, address: str | None = None
     ) -> NodeCredentials:
         """Register a node; also sets :attr:`token` to the node's token."""
         body = {"name": name, "num_samples": num_samples, "task": task, "address": address}
@@ -226,10 +228,10 @@ class RegistryClient:
         *,
         name: str,
         fleet_address: str,
-        task: str = "digits",
-        max_capacity: int = 10,
-        join_policy: str = "open",
-        performance_threshold: float = 0.05,
+        task: str = config.TASK,
+        max_capacity: int = config.MAX_CAPACITY,
+        join_policy: str = config.JOIN_POLICY,
+        performance_threshold: float = config.PERFORMANCE_THRESHOLD,
     ) -> GroupCredentials:
         """Create a group (as the node whose token is set, or as an operator without one)."""
         body = {

@@ -25,6 +25,7 @@ T = TypeVar("T")
 
 Clock = Callable[[], float]
 PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
 
 
 class DeadlineExceeded(TimeoutError):
@@ -48,6 +49,21 @@ def _die_with_parent() -> None:
         _LIBC.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
 
 
+def become_subreaper() -> bool:
+    """Adopt this process's orphaned descendants (Linux prctl), so that what a crashed
+    child leaves behind stays findable with :func:`descendant_pids` and can be stopped."""
+    return _LIBC is not None and _LIBC.prctl(PR_SET_CHILD_SUBREAPER, 1) == 0
+
+
+def reap(pids: Sequence[int]) -> None:
+    """Collect the exit status of adopted descendants that ended (no zombies left)."""
+    for pid in pids:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """Return a TCP port that is free on ``host`` right now (the OS picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -55,14 +71,28 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def bind_socket(port: int, host: str = "127.0.0.1") -> socket.socket:
+    """A TCP socket bound to ``host:port`` with the options uvicorn's own bind uses
+    (``SO_REUSEADDR``): connections that a killed server left in TIME_WAIT do not block a
+    restart on its port, a live listener still does (``OSError``)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    """True when ``port`` can be bound on ``host``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-        return True
+    """True when a server could bind ``port`` on ``host`` now (see :func:`bind_socket`)."""
+    try:
+        bind_socket(port, host).close()
+    except OSError:
+        return False
+    return True
 
 
 def port_is_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
@@ -100,28 +130,6 @@ def wait_for(
             detail = f" (last error: {last_error})" if last_error else ""
             raise DeadlineExceeded(f"{what} not met within {timeout:.1f}s{detail}")
         time.sleep(interval)
-
-
-def flower_env(flwr_home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Environment for a Flower process: no telemetry, no update check, a private FLWR_HOME.
-
-    The project root is put on PYTHONPATH so that our Flower app can import ``mycelium``.
-    """
-    flwr_home.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
-    env.update(
-        {
-            "FLWR_TELEMETRY_ENABLED": "0",
-            "FLWR_DISABLE_UPDATE_CHECK": "1",
-            "FLWR_HOME": str(flwr_home),
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    if extra:
-        env.update(extra)
-    return env
 
 
 def _parent_of(pid: int) -> int | None:
@@ -232,7 +240,8 @@ class ManagedProcess:
             start_new_session=True,
             preexec_fn=_die_with_parent if _LIBC is not None else None,
         )
-        logger.debug("started %s pid=%s: %s", self.name, self._popen.pid, " ".join(self.args))
+        # Not the arguments: a command line may carry an invite code.
+        logger.debug("started %s pid=%s: %s", self.name, self._popen.pid, self.args[0])
         return self
 
     @property
@@ -268,6 +277,7 @@ class ManagedProcess:
                     self._popen.wait(timeout=timeout)
                 except subprocess.TimeoutExpired:
                     logger.warning("%s did not stop in %.0fs; killing it", self.name, timeout)
+                    self._remember_descendants()  # also those it started while stopping
             # Grandchildren may outlive a child that exited on SIGTERM: end the group.
             self._signal_group(signal.SIGKILL)
             self._popen.wait(timeout=5)

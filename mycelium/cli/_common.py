@@ -1,0 +1,59 @@
+"""What every command shares: the log-level option, logging set-up, one-line errors."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+
+from mycelium import config
+
+LogLevel = Annotated[
+    str, typer.Option(help="Logging level.", envvar="MYCELIUM_LOG_LEVEL", case_sensitive=False)
+]
+TaskRef = Annotated[
+    str,
+    typer.Option(
+        "--task",
+        help="Learning task: digits, mnist, package.module:attr or path/file.py:attr.",
+        envvar="MYCELIUM_TASK",
+    ),
+]
+ProximalMu = Annotated[
+    float | None,
+    typer.Option(help="FedProx's mu (default 0.01).", min=0, envvar="MYCELIUM_PROXIMAL_MU"),
+]
+ServerLr = Annotated[
+    float | None,
+    typer.Option(
+        help="Server learning rate (eta) of fedadam/fedyogi/fedadagrad (default: flwr's).",
+        envvar="MYCELIUM_SERVER_LR",
+    ),
+]
+Tau = Annotated[
+    float | None,
+    typer.Option(
+        help="tau of fedadam/fedyogi/fedadagrad (default: flwr's).", envvar="MYCELIUM_TAU"
+    ),
+]
+
+
+def setup_logging(level: str) -> None:
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        raise typer.BadParameter(f"unknown log level {level!r}", param_hint="--log-level")
+    logging.basicConfig(level=numeric, format=config.LOG_FORMAT, datefmt=config.LOG_DATEFMT)
+    # One line per request is noise next to the node's state changes.
+    logging.getLogger("httpx").setLevel(max(numeric, logging.WARNING))
+
+
+def fail(message: str) -> typer.Exit:
+    """Print a one-line error and return the exit to raise (code 1)."""
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code=1)
+
+
+def check_join_policy(join_policy: str) -> None:
+    if join_policy not in config.JOIN_POLICIES:
+        raise fail(f"--join-policy must be open or invite-only, not {join_policy!r}")

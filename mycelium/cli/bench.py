@@ -1,0 +1,147 @@
+"""``mycelium bench ...``: benchmarks that print measured figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mycelium import config
+from mycelium.cli._common import LogLevel, ProximalMu, ServerLr, TaskRef, Tau, fail, setup_logging
+
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print measured figures.")
+
+
+@bench_app.command("registry")
+def bench_registry(
+    nodes: Annotated[int, typer.Option(help="Registered nodes.", min=1)] = 10_000,
+    groups: Annotated[int, typer.Option(help="Groups the nodes are spread over.", min=1)] = 1_000,
+    connections: Annotated[int, typer.Option(help="Concurrent clients.", min=1)] = 64,
+    duration: Annotated[float, typer.Option(help="Seconds per measurement.", min=1)] = 10.0,
+    json_path: Annotated[
+        Path | None,
+        typer.Option("--json", resolve_path=True, help="Also write the figures as JSON here."),
+    ] = None,
+    log_level: LogLevel = "warning",
+) -> None:
+    """Measure registry heartbeat and discovery throughput against a bare endpoint."""
+    setup_logging(log_level)
+    from bench import registry_bench
+
+    try:
+        report = registry_bench.run(
+            nodes=nodes,
+            groups=groups,
+            connections=connections,
+            duration=duration,
+            json_path=json_path,
+        )
+    except registry_bench.BenchError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(report)
+
+
+@bench_app.command("learning")
+def bench_learning(
+    scenario: Annotated[
+        list[str] | None,
+        typer.Option(help="rotate, permute or mixed; repeat for several (default: all three)."),
+    ] = None,
+    clusters: Annotated[int, typer.Option(help="Latent clusters K.", min=1)] = 4,
+    clients: Annotated[int, typer.Option(help="Clients N.", min=1)] = 24,
+    rounds: Annotated[
+        int | None,
+        typer.Option(help="Rounds R (default: the task's; digits 30, mnist 20).", min=1),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    max_capacity: Annotated[
+        int | None, typer.Option(help="Group capacity (default: number of clients).", min=1)
+    ] = None,
+    algorithms: Annotated[
+        list[str] | None,
+        typer.Option(help="local, global, oracle, ifca, naive, mycelium; repeat (default: all)."),
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", resolve_path=True, help="Write results as JSON.")
+    ] = None,
+    plot_path: Annotated[
+        Path | None, typer.Option("--plot", resolve_path=True, help="Write accuracy-per-round PNG.")
+    ] = None,
+    task: TaskRef = config.TASK,
+    strategy: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="fedavg, fedprox, fedadam, fedyogi or fedadagrad; repeat (others run next "
+            "to fedavg)."
+        ),
+    ] = None,
+    proximal_mu: ProximalMu = None,
+    server_lr: ServerLr = None,
+    tau: Tau = None,
+    log_level: LogLevel = "warning",
+) -> None:
+    """Simulate migration policies on clustered non-IID data of a task, in one process."""
+    setup_logging(log_level)
+    from bench import learning_bench
+    from mycelium.learning.strategy import configs_for
+
+    try:
+        strategies = configs_for(
+            strategy or ["fedavg"], proximal_mu=proximal_mu, server_lr=server_lr, tau=tau
+        )
+        table = learning_bench.run_cli(
+            task=task,
+            strategies=strategies,
+            scenarios=scenario,
+            clusters=clusters,
+            clients=clients,
+            rounds=rounds,
+            seed=seed,
+            max_capacity=max_capacity,
+            algorithms=algorithms,
+            json_path=json_path,
+            plot_path=plot_path,
+        )
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(table)
+
+
+@bench_app.command("flower")
+def bench_flower(
+    rounds: Annotated[int, typer.Option(help="Measured rounds per mode.", min=1)] = 4,
+    mode: Annotated[
+        list[str] | None,
+        typer.Option(help="warm and/or cold; repeat for both (default: both)."),
+    ] = None,
+    json_path: Annotated[
+        Path | None,
+        typer.Option("--json", resolve_path=True, help="Also write the figures as JSON here."),
+    ] = None,
+    work_dir: Annotated[
+        Path | None,
+        typer.Option(resolve_path=True, help="Keep logs here (default: a temporary folder)."),
+    ] = None,
+    migration: Annotated[
+        bool, typer.Option(help="Also measure migration latency and node/group RSS.")
+    ] = True,
+    log_level: LogLevel = "warning",
+) -> None:
+    """Round time of a 3-node group, warm-trainer vs quickstart ClientApp; RSS; start-up;
+    migration latency with real node agents."""
+    setup_logging(log_level)
+    from bench import flower_bench, migration_bench
+
+    sections = [migration_bench.measure_migration] if migration else []
+    try:
+        report = flower_bench.run(
+            rounds=rounds,
+            modes=mode or ("warm", "cold"),
+            json_path=json_path,
+            workdir=work_dir,
+            sections=sections,
+        )
+    except (flower_bench.BenchError, OSError, RuntimeError) as exc:
+        raise fail(str(exc)) from None
+    typer.echo(report)

@@ -1,0 +1,98 @@
+"""``mycelium demo``: a registry and N nodes on one machine, watched live."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mycelium import config
+from mycelium.cli._common import LogLevel, fail, setup_logging
+from mycelium.demo.config import DemoConfig
+
+DEFAULTS = DemoConfig()
+
+
+def demo(
+    nodes: Annotated[int, typer.Option(help="Number of nodes.", min=2, max=32)] = DEFAULTS.nodes,
+    scenario: Annotated[str, typer.Option(help="rotate, permute or mixed.")] = DEFAULTS.scenario,
+    clusters: Annotated[
+        int, typer.Option(help="Latent clusters.", min=1, max=8)
+    ] = DEFAULTS.clusters,
+    duration: Annotated[
+        float, typer.Option(help="Stop after this many seconds at most.", min=10)
+    ] = DEFAULTS.duration,
+    seed: Annotated[int, typer.Option(help="Seed of the data split.")] = DEFAULTS.seed,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            help="Registry port (default 8000 when free, else any free port).", min=1, max=65535
+        ),
+    ] = None,
+    keep_running: Annotated[
+        bool, typer.Option(help="Leave the network up after the summary, until Ctrl-C.")
+    ] = False,
+    run_dir: Annotated[
+        Path | None,
+        typer.Option(
+            resolve_path=True,
+            help="Folder for logs, report and figure (default: a new ./mycelium-demo-*).",
+        ),
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option(resolve_path=True, help="Write the JSON report here.")
+    ] = None,
+    plot: Annotated[
+        Path | None, typer.Option(resolve_path=True, help="Write the PNG figure here.")
+    ] = None,
+    log_level: LogLevel = "warning",
+) -> None:
+    """Start a registry and N nodes; watch groups form, learn and migrate."""
+    setup_logging(log_level)
+    if scenario not in config.SCENARIOS:
+        raise fail(f"--scenario must be rotate, permute or mixed, not {scenario!r}")
+    if port is not None and not _port_free(port):
+        raise fail(f"port {port} is already in use")
+    import signal
+
+    from rich.console import Console
+
+    from mycelium.demo.live import LiveView
+    from mycelium.demo.run import DemoFailed, run_demo
+
+    def _sigterm(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _sigterm)
+    demo_config = DemoConfig(
+        nodes=nodes,
+        scenario=scenario,
+        clusters=clusters,
+        duration=duration,
+        seed=seed,
+        port=port,
+        keep_running=keep_running,
+        run_dir=run_dir,
+        report_path=report,
+        plot_path=plot,
+    )
+    view = LiveView(Console())
+    try:
+        result = run_demo(demo_config, view)
+    except KeyboardInterrupt:
+        raise fail("interrupted; every process was stopped") from None
+    except DemoFailed as exc:
+        raise fail(f"{exc}; report {exc.report_path}") from None
+    except (RuntimeError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    finally:
+        view.close()
+    if result["groups"] == []:
+        raise fail("no group formed; see the logs in the run folder")
+
+
+def _port_free(port: int) -> bool:
+    from mycelium.procs import port_is_free
+
+    return port_is_free(port)

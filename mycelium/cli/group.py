@@ -1,0 +1,121 @@
+"""``mycelium group``: host a learning group without a local learner."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mycelium import config
+from mycelium.cli._common import LogLevel, check_join_policy, fail, setup_logging
+
+logger = logging.getLogger(__name__)
+
+
+def group(
+    registry_url: Annotated[
+        str, typer.Option(help="Registry base URL.", envvar="MYCELIUM_REGISTRY_URL")
+    ] = config.REGISTRY_URL,
+    name: Annotated[
+        str, typer.Option(help="Group name shown in the registry.", envvar="MYCELIUM_NAME")
+    ] = "group",
+    task: Annotated[str, typer.Option(help="Task name.", envvar="MYCELIUM_TASK")] = config.TASK,
+    max_capacity: Annotated[
+        int, typer.Option(help="Most live members.", min=1, envvar="MYCELIUM_MAX_CAPACITY")
+    ] = config.MAX_CAPACITY,
+    join_policy: Annotated[
+        str, typer.Option(help="open or invite-only.", envvar="MYCELIUM_JOIN_POLICY")
+    ] = config.JOIN_POLICY,
+    performance_threshold: Annotated[
+        float,
+        typer.Option(
+            help="Gain members need to leave for another group (published).",
+            min=0,
+            max=1,
+            envvar="MYCELIUM_PERFORMANCE_THRESHOLD",
+        ),
+    ] = config.PERFORMANCE_THRESHOLD,
+    work_dir: Annotated[
+        Path | None,
+        typer.Option(
+            resolve_path=True,
+            help="Folder for the Flower home and logs (default runs/group-NAME).",
+            envvar="MYCELIUM_WORK_DIR",
+        ),
+    ] = None,
+    heartbeat_interval: Annotated[
+        float,
+        typer.Option(
+            help="Seconds between group heartbeats.", min=0.1, envvar="MYCELIUM_HEARTBEAT_INTERVAL"
+        ),
+    ] = config.GROUP_HEARTBEAT_INTERVAL_S,
+    local_epochs: Annotated[
+        int | None,
+        typer.Option(
+            help="Local epochs per round (default: the members').",
+            min=0,
+            envvar="MYCELIUM_LOCAL_EPOCHS",
+        ),
+    ] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option(
+            help="Local learning rate (default: the members').", min=1e-9, envvar="MYCELIUM_LR"
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Local batch size (default: the members').", min=1, envvar="MYCELIUM_BATCH_SIZE"
+        ),
+    ] = None,
+    num_rounds: Annotated[
+        int,
+        typer.Option(
+            help="Rounds to run (0 = until stopped).", min=0, envvar="MYCELIUM_NUM_ROUNDS"
+        ),
+    ] = 0,
+    min_round_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Lower bound of the adaptive round timeout (s).",
+            min=1,
+            envvar="MYCELIUM_MIN_ROUND_TIMEOUT",
+        ),
+    ] = config.MIN_ROUND_TIMEOUT_S,
+    log_level: LogLevel = "info",
+) -> None:
+    """Host a learning group (SuperLink + ServerApp) without a local learner, until Ctrl-C."""
+    setup_logging(log_level)
+    check_join_policy(join_policy)
+    from mycelium.client import RegistryError
+    from mycelium.flower.errors import FlowerError
+    from mycelium.flower.group_host import GroupHost, host_until_signalled
+
+    host = GroupHost(
+        registry_url,
+        name=name,
+        task=task,
+        max_capacity=max_capacity,
+        join_policy=join_policy,
+        performance_threshold=performance_threshold,
+        work_dir=(work_dir or config.RUNS_DIR / f"group-{name}").resolve(),
+        heartbeat_interval=heartbeat_interval,
+        run_config={
+            "local-epochs": -1 if local_epochs is None else local_epochs,
+            "lr": -1.0 if lr is None else lr,
+            "batch-size": -1 if batch_size is None else batch_size,
+            "num-rounds": num_rounds,
+            "min-round-timeout": min_round_timeout,
+        },
+    )
+    try:
+        code = host_until_signalled(host)
+    except (FlowerError, RegistryError, OSError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - a user sees one line, never a traceback
+        logger.debug("group failed", exc_info=True)
+        raise fail(f"unexpected {type(exc).__name__}: {exc}") from None
+    raise typer.Exit(code)

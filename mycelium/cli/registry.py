@@ -1,0 +1,63 @@
+"""``mycelium registry``: serve the global registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mycelium import config
+from mycelium.cli._common import LogLevel, fail, setup_logging
+
+
+def registry(
+    host: Annotated[str, typer.Option(help="Interface to bind.", envvar="MYCELIUM_HOST")] = (
+        config.REGISTRY_HOST
+    ),
+    port: Annotated[
+        int, typer.Option(help="TCP port.", envvar="MYCELIUM_PORT", min=1, max=65535)
+    ] = config.REGISTRY_PORT,
+    db: Annotated[
+        Path, typer.Option(resolve_path=True, help="SQLite database file.", envvar="MYCELIUM_DB")
+    ] = config.REGISTRY_DB,
+    node_ttl: Annotated[
+        float,
+        typer.Option(
+            help="Seconds without heartbeat before a node counts as dead.",
+            min=0.1,
+            envvar="MYCELIUM_NODE_TTL",
+        ),
+    ] = config.NODE_TTL_S,
+    group_ttl: Annotated[
+        float,
+        typer.Option(
+            help="Seconds without a coordinator report before a group has failed.",
+            min=0.1,
+            envvar="MYCELIUM_GROUP_TTL",
+        ),
+    ] = config.GROUP_TTL_S,
+    max_model_mb: Annotated[
+        float,
+        typer.Option(
+            help="Largest model upload in MiB.", min=0.001, envvar="MYCELIUM_MAX_MODEL_MB"
+        ),
+    ] = config.MAX_MODEL_MB,
+    log_level: LogLevel = "info",
+) -> None:
+    """Serve the global registry of learning groups (Swagger UI at /docs)."""
+    setup_logging(log_level)
+    from mycelium.registry.server import RegistryStartError, serve
+
+    try:
+        serve(
+            host=host,
+            port=port,
+            db_path=db,
+            node_ttl=node_ttl,
+            group_ttl=group_ttl,
+            max_model_mb=max_model_mb,
+            log_level=log_level,
+        )
+    except RegistryStartError as exc:
+        raise fail(str(exc)) from None

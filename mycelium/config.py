@@ -1,0 +1,55 @@
+"""The one home of Mycelium Net's defaults (in the spirit of httpx's ``_config.py``).
+
+Every default that more than one place needs (the CLI, the registry's ``Settings``,
+``NodeConfig``, the group host, the demo, benchmarks, tests) is defined here once and
+imported. Values that only one module uses stay in that module. This module imports
+nothing heavy: the CLI reads it before ``--help``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# -- the registry ------------------------------------------------------------------------
+REGISTRY_HOST = "127.0.0.1"
+REGISTRY_PORT = 8000
+REGISTRY_URL = f"http://localhost:{REGISTRY_PORT}"
+REGISTRY_DB = Path("mycelium.db")
+NODE_TTL_S = 90.0  # seconds without heartbeat before a node counts as dead
+GROUP_TTL_S = 120.0  # seconds without a coordinator report before a group has failed
+MAX_MODEL_MB = 64.0  # largest model upload, MiB
+MiB = 1024 * 1024
+MAX_MODEL_BYTES = int(MAX_MODEL_MB * MiB)
+
+# -- talking to the registry ---------------------------------------------------------------
+REGISTRY_TIMEOUT_S = 5.0  # every RegistryClient call
+HEALTH_TIMEOUT_S = 1.0  # one /health probe while waiting for a registry to start
+START_TIMEOUT_S = 30.0  # a registry process must answer /health within this
+
+# -- tasks, data and groups ----------------------------------------------------------------
+TASK = "digits"
+SCENARIOS = ("rotate", "permute", "mixed")
+SCENARIO = "rotate"
+CLUSTERS = 3
+JOIN_POLICIES = ("open", "invite-only")
+JOIN_POLICY = "open"
+MAX_CAPACITY = 10
+
+# -- a node agent --------------------------------------------------------------------------
+NODE_HEARTBEAT_INTERVAL_S = 30.0
+GROUP_EVALUATION_INTERVAL_S = 60.0
+PERFORMANCE_THRESHOLD = 0.05  # accuracy gain on own data needed to migrate
+COOLDOWN_S = 120.0  # seconds after a move before the next
+WARMUP_EPOCHS = 20
+NODE_PARTITION = "0/6"
+
+# -- a hosted group ------------------------------------------------------------------------
+GROUP_HEARTBEAT_INTERVAL_S = 10.0
+MIN_ROUND_TIMEOUT_S = 30.0
+
+# -- where processes keep their files (relative defaults are made absolute by the CLI) -----
+RUNS_DIR = Path("runs")
+
+# -- logging -------------------------------------------------------------------------------
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+LOG_DATEFMT = "%H:%M:%S"

@@ -1,0 +1,183 @@
+"""The demo's live terminal view (rich): groups, nodes, latest events, elapsed time."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from mycelium.demo.observation import Snapshot
+    from mycelium.demo.run import DemoRun
+
+EVENT_ROWS = 8
+PLAIN_EVERY_S = 10.0
+
+
+def _fmt(value: float | None, spec: str = ".3f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _describe(event: dict[str, Any], names: dict[int, str]) -> str:
+    data = event.get("data") or {}
+    group, kind = event.get("group_id"), event["type"]
+    node = names.get(event.get("node_id") or -1, f"node {event.get('node_id')}")
+    if kind == "migrated":
+        return (
+            f"{node} migrated: group {data.get('from_group_id')} -> {data.get('to_group_id')}"
+            f" (gain {_fmt(data.get('expected_gain'), '+.3f')}, {data.get('reason', '')})"
+        )
+    if kind in ("joined", "left", "evicted"):
+        return f"{node} {kind} group {group}"
+    if kind == "node_registered":
+        return f"{node} registered"
+    if kind == "group_created":
+        return f"group {group} founded ({data.get('name', '')})"
+    if kind in ("dissolved", "group_failed"):
+        return f"group {group} {kind.replace('_', ' ')}"
+    return f"{kind} {node} group={group}"
+
+
+def render(run: DemoRun, snap: Snapshot) -> Group:
+    clusters = {s.name: s.cluster for s in run.specs}
+    groups = Table(title="groups", expand=True)
+    for col in ("id", "name", "members (cluster)", "round", "accuracy", "status"):
+        groups.add_column(col)
+    for g in snap.groups:
+        members = ", ".join(
+            f"{m['name']}({clusters.get(m['name'], '?')})" for m in g.get("members", [])
+        )
+        groups.add_row(
+            str(g["group_id"]),
+            g["name"],
+            members,
+            str(g.get("round") or "-"),
+            _fmt(g.get("accuracy")),
+            g["status"],
+        )
+    nodes = Table(title="nodes", expand=True)
+    for col in ("name", "cluster", "group", "accuracy on own data", "round", "alive"):
+        nodes.add_column(col)
+    for n in snap.nodes:
+        nodes.add_row(
+            n["name"],
+            str(clusters.get(n["name"], "?")),
+            str(n.get("group_id") or "-"),
+            _fmt(n.get("accuracy")),
+            str(n.get("round") or "-"),
+            str(n["alive"]),
+        )
+    names = {
+        e["node_id"]: e["data"].get("name", "?")
+        for e in snap.events
+        if e["type"] == "node_registered"
+    }
+    recent = snap.events[-EVENT_ROWS:]
+    events = "\n".join(f"#{e['id']:>4} {_describe(e, names)}" for e in recent)
+    header = (
+        f"Mycelium Net demo  |  elapsed {snap.at:5.0f}s / {run.config.duration:.0f}s  |  "
+        f"API docs: {run.registry_url}/docs"
+    )
+    return Group(Panel(header), groups, nodes, Panel(events or "(no events yet)", title="events"))
+
+
+def plain_line(snap: Snapshot) -> str:
+    """One line of progress for a console that is not a terminal (logs, CI)."""
+    groups = "; ".join(
+        f"group {g['group_id']}: {g['num_members']} members, round {g.get('round') or 0}, "
+        f"acc {_fmt(g.get('accuracy'))}"
+        for g in snap.groups
+    )
+    moves = sum(1 for e in snap.events if e["type"] == "migrated")
+    summary = groups or "no group yet"
+    return f"[{snap.at:5.0f}s] {len(snap.nodes)} nodes; {summary}; {moves} migrations"
+
+
+class LiveView:
+    """Draws the demo in the terminal; falls back to plain lines when not a TTY."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console()
+        self._live: Live | None = None
+        self._last_line_at = -PLAIN_EVERY_S
+
+    def started(self, run: DemoRun) -> None:
+        # soft_wrap: a path or URL stays on one line, whatever the console's width.
+        self.console.print(
+            f"registry up at {run.registry_url}  (browse {run.registry_url}/docs)",
+            soft_wrap=True,
+        )
+        self.console.print(f"run folder: {run.run_dir}", soft_wrap=True)
+        if self.console.is_terminal:
+            self._live = Live(console=self.console, refresh_per_second=2, transient=False)
+            self._live.start()
+
+    def update(self, run: DemoRun, snap: Snapshot) -> None:
+        if self._live is not None:
+            self._live.update(render(run, snap))
+        elif snap.at - self._last_line_at >= PLAIN_EVERY_S:
+            self._last_line_at = snap.at
+            self.console.print(plain_line(snap), soft_wrap=True)
+
+    def close(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+    def finished(self, run: DemoRun, report: dict[str, Any]) -> None:
+        """Print the summary of a completed run."""
+        self.close()
+        print_summary(self.console, report)
+
+    def holding(self, run: DemoRun) -> None:
+        self.console.print(
+            f"network left running: registry {run.registry_url}/docs. "
+            "Press Ctrl-C to stop everything."
+        )
+
+
+def print_summary(console: Console, report: dict[str, Any]) -> None:
+    table = Table(title="groups formed")
+    for col in ("group", "members (cluster)", "rounds", "accuracy", "purity"):
+        table.add_column(col)
+    for g in report["groups"]:
+        members = ", ".join(f"{m['name']}({m['cluster']})" for m in g["members"])
+        table.add_row(
+            f"{g['group_id']} {g['name']}",
+            members,
+            str(g["round"] or "-"),
+            _fmt(g["accuracy"]),
+            _fmt(g["purity"], ".2f"),
+        )
+    console.print(table)
+    nodes = Table(title="each node: group model vs local-only, on its own test data")
+    for col in ("node", "cluster", "group", "local only", "in group", "gain"):
+        nodes.add_column(col)
+    for n in report["nodes"]:
+        local, grp = n["local_test_accuracy"], n["group_test_accuracy"]
+        gain = None if local is None or grp is None else grp - local
+        nodes.add_row(
+            n["name"] + (" (misplaced)" if n["misplaced"] else ""),
+            str(n["cluster"]),
+            str(n["group_id"] or "-"),
+            _fmt(local),
+            _fmt(grp),
+            _fmt(gain, "+.3f"),
+        )
+    console.print(nodes)
+    for m in report["migrations"]:
+        gain = _fmt(m.get("expected_gain"), "+.3f")
+        console.print(
+            f"migration: {m.get('node') or m['node_id']} group {m.get('from_group_id')} -> "
+            f"{m.get('to_group_id')}, expected gain {gain} ({m.get('reason', '')})",
+            soft_wrap=True,
+        )
+    t = report["timings"]
+    console.print(
+        f"wall time {t['wall_s']}s, peak memory {t['peak_rss_mb']} MB (all processes); "
+        f"report {report['report_path']}; figure {report['plot_path']}",
+        soft_wrap=True,
+    )

@@ -1,0 +1,334 @@
+"""One demo run: start a registry and N node agents, watch until the network settles (or a
+process fails), report, and stop everything.
+
+Everything runs as real processes (the registry, node agents, and the SuperLinks,
+SuperNodes and Flower apps they start). The demo only watches the registry and its own
+children: when one of them exits unexpectedly the run stops at once, names it, and keeps
+the report of what it saw.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from mycelium import config as defaults
+from mycelium import launch
+from mycelium.client import RegistryClient, RegistryError
+from mycelium.demo.config import DemoConfig, NodeSpec, plan_nodes
+from mycelium.demo.observation import STABLE_CYCLES, Snapshot, everyone_placed, is_stable, observe
+from mycelium.demo.report import build_report, write_outputs
+from mycelium.procs import (
+    ManagedProcess,
+    become_subreaper,
+    descendant_pids,
+    free_port,
+    port_is_free,
+    reap,
+    terminate_pids,
+    tree_rss_mb,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PORT = defaults.REGISTRY_PORT
+POLL_S = 1.0
+START_GAP_S = 3.0
+MISPLACE_WAIT_S = 120.0
+STOP_BUDGET_S = 30.0  # a normal stop: agents leave their groups and say goodbye
+FAILED_STOP_BUDGET_S = 6.0  # after a failure everything must be down within seconds
+
+
+class DemoFailed(RuntimeError):
+    """A child of the demo exited while it should have been running (or never started).
+
+    ``failure`` is the report's entry for it; ``report_path`` is set once the report of
+    the failed run is written.
+    """
+
+    def __init__(self, message: str, failure: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.failure = failure
+        self.report_path: str | None = None
+
+    @classmethod
+    def exited(cls, proc: ManagedProcess) -> DemoFailed:
+        code, cause = proc.returncode(), launch.last_meaningful_line(proc.read_log())
+        message = (
+            f"{proc.name} exited unexpectedly ({_describe_exit(code)}); "
+            f"its last log line: {cause} (log {proc.log_path})"
+        )
+        failure = {"process": proc.name, "returncode": code, "cause": cause}
+        return cls(message, failure | {"log": str(proc.log_path)})
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is not None and code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
+
+
+class View(Protocol):
+    """What the demo tells its viewer (see :class:`mycelium.demo.live.LiveView`)."""
+
+    def started(self, run: DemoRun) -> None: ...
+    def update(self, run: DemoRun, snap: Snapshot) -> None: ...
+    def finished(self, run: DemoRun, report: dict[str, Any]) -> None: ...
+    def holding(self, run: DemoRun) -> None: ...
+
+
+@dataclass
+class DemoRun:
+    """The state of a running demo: its processes and what it has observed."""
+
+    config: DemoConfig
+    run_dir: Path
+    registry_url: str = ""
+    specs: list[NodeSpec] = field(default_factory=list)
+    processes: list[ManagedProcess] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+    started_unix: float = field(default_factory=time.time)
+    timings: dict[str, float] = field(default_factory=dict)
+    peak_rss_mb: float = 0.0
+    last: Snapshot | None = None
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def check_children(self) -> None:
+        """Raise :class:`DemoFailed` for the first child that is no longer running."""
+        for proc in self.processes:
+            if not proc.is_running():
+                raise DemoFailed.exited(proc)
+
+    def poll(self, client: RegistryClient) -> Snapshot | None:
+        """Check the children, sample memory, read the registry (None if it did not answer)."""
+        self.check_children()
+        self.peak_rss_mb = max(self.peak_rss_mb, tree_rss_mb(os.getpid()))
+        try:
+            self.last = observe(client, self.events, self.elapsed())
+        except RegistryError as exc:
+            logger.warning("registry poll failed: %s", exc)
+            return None
+        return self.last
+
+
+# ---------------------------------------------------------------------- processes
+def start_registry(run: DemoRun) -> ManagedProcess:
+    """The registry on ``--port``, else on 8000 when free, else on any free port."""
+    cfg = run.config
+    port = cfg.port or (DEFAULT_PORT if port_is_free(DEFAULT_PORT) else free_port())
+    try:
+        try:
+            started = _launch_registry(run, port)
+        except launch.LaunchError as exc:
+            if cfg.port is not None or "already in use" not in str(exc):
+                raise
+            started = _launch_registry(run, free_port())  # someone took 8000 meanwhile
+    except launch.LaunchError as exc:
+        raise DemoFailed(str(exc), {"process": "registry", "cause": str(exc)}) from None
+    run.processes.append(started.process)
+    run.registry_url = started.url
+    return started.process
+
+
+def _launch_registry(run: DemoRun, port: int) -> launch.RegistryProcess:
+    return launch.start_registry(
+        port=port,
+        db=run.run_dir / "registry.db",
+        log_path=run.run_dir / "logs" / "registry.log",
+        node_ttl=run.config.node_ttl,
+        group_ttl=run.config.group_ttl,
+    )
+
+
+def start_node(run: DemoRun, spec: NodeSpec, join_group: int | None) -> ManagedProcess:
+    cfg = run.config
+    proc = launch.start_agent(
+        run.run_dir,
+        name=spec.name,
+        log_path=run.run_dir / "logs" / f"{spec.name}.log",
+        registry_url=run.registry_url,
+        scenario=cfg.scenario,
+        clusters=cfg.clusters,
+        cluster=spec.cluster,
+        partition=f"{spec.index}/{cfg.nodes * cfg.shards_per_node}",
+        seed=cfg.seed,
+        heartbeat_interval=cfg.heartbeat_interval,
+        group_evaluation_interval=cfg.evaluation_interval,
+        cooldown=cfg.cooldown,
+        max_capacity=max(2, cfg.nodes),
+        join=join_group,
+    )
+    run.processes.append(proc)
+    return proc
+
+
+def stop_all(run: DemoRun, budget: float = STOP_BUDGET_S) -> None:
+    """SIGTERM every node at once (each leaves its group and stops its Flower children),
+    wait for them within one shared ``budget``, then stop the registry last so their
+    goodbyes reach it; whatever outlives the budget is killed."""
+    deadline = time.monotonic() + budget
+    nodes = [p for p in run.processes if p.name != "registry"]
+    grandchildren = [pid for p in nodes if p.is_running() for pid in descendant_pids(p.pid or 0)]
+    for proc in nodes:
+        proc.terminate()
+    for pid in grandchildren:  # those in sessions of their own (Flower's superexec) too
+        _sigterm(pid)
+    for proc in nodes:
+        proc.stop(timeout=max(0.5, deadline - time.monotonic()))
+    for proc in run.processes:
+        if proc.name == "registry":
+            proc.stop(timeout=max(1.0, min(10.0, deadline - time.monotonic())))
+    # What a crashed agent left behind (e.g. a ServerApp whose SuperLink died) was adopted
+    # by this process (see run_demo): stop it too, so nothing outlives the demo.
+    leftovers = descendant_pids(os.getpid())
+    terminate_pids(leftovers, timeout=max(1.0, deadline - time.monotonic()))
+    reap(leftovers)
+
+
+def _sigterm(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+# ---------------------------------------------------------------------- the run
+def _misplacement_target(run: DemoRun, client: RegistryClient, spec: NodeSpec) -> int | None:
+    """A group holding a live node of a cluster other than ``spec``'s, if any now."""
+    clusters = {s.name: s.cluster for s in run.specs}
+    try:
+        alive = client.list_nodes(alive=True)
+    except RegistryError:
+        return None
+    for node in alive:
+        gid, cluster = node.get("group_id"), clusters.get(node["name"])
+        if gid is not None and cluster is not None and cluster != spec.cluster:
+            return int(gid)
+    return None
+
+
+def _wait_for_misplacement(
+    run: DemoRun, client: RegistryClient, spec: NodeSpec, tick: Callable[[], None]
+) -> int | None:
+    deadline = time.monotonic() + MISPLACE_WAIT_S
+    while time.monotonic() < deadline:
+        tick()  # checks the children: a failure ends the wait at once
+        target = _misplacement_target(run, client, spec)
+        if target is not None:
+            return target
+        time.sleep(POLL_S)
+    logger.warning("no group to misplace %s into; it chooses freely", spec.name)
+    return None
+
+
+def start_nodes(run: DemoRun, client: RegistryClient, tick: Callable[[], None]) -> None:
+    for spec in run.specs:
+        join = _wait_for_misplacement(run, client, spec, tick) if spec.misplaced else None
+        start_node(run, spec, join)
+        deadline = time.monotonic() + START_GAP_S
+        while time.monotonic() < deadline:
+            tick()
+            time.sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))
+
+
+def watch(run: DemoRun, client: RegistryClient, tick: Callable[[], None]) -> None:
+    """Poll until the network is stable and everyone placed, or the duration is over."""
+    window = STABLE_CYCLES * run.config.evaluation_interval
+    names = [s.name for s in run.specs]
+    while run.elapsed() < run.config.duration:
+        tick()
+        last = run.last
+        if (
+            last is not None
+            and is_stable(last.groups, run.events, time.time(), window)
+            and everyone_placed(names, last)
+        ):
+            run.timings["stable_at_s"] = round(last.at, 1)
+            return
+        time.sleep(POLL_S)
+
+
+def hold(run: DemoRun, tick: Callable[[], None]) -> None:
+    """``--keep-running``: leave the network up until Ctrl-C (or SIGTERM, which the CLI
+    turns into KeyboardInterrupt); a child failing still ends the run."""
+    try:
+        while True:
+            tick()
+            time.sleep(POLL_S)
+    except KeyboardInterrupt:
+        return
+
+
+@contextmanager
+def _registry_client(url: str) -> Iterator[RegistryClient]:
+    client = RegistryClient(url, timeout=defaults.REGISTRY_TIMEOUT_S)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def new_run_dir(config: DemoConfig) -> Path:
+    """The run folder: ``--run-dir``, else a new ``./mycelium-demo-*`` (absolute)."""
+    if config.run_dir is not None:
+        config.run_dir.mkdir(parents=True, exist_ok=True)
+        return config.run_dir
+    return Path(tempfile.mkdtemp(prefix="mycelium-demo-", dir=Path.cwd())).resolve()
+
+
+def run_demo(config: DemoConfig, view: View | None = None) -> dict[str, Any]:
+    """Run the demo to the end; every child is stopped before this returns.
+
+    When a child exits unexpectedly (or the registry does not start) everything is
+    stopped at once, the report of what was seen is written with its ``failure`` entry,
+    and :class:`DemoFailed` is raised.
+    """
+    run = DemoRun(config=config, run_dir=new_run_dir(config), specs=plan_nodes(config))
+    become_subreaper()
+    try:
+        start_registry(run)
+        if view is not None:
+            view.started(run)
+        with _registry_client(run.registry_url) as client:
+            return _run(run, client, view)
+    except DemoFailed as exc:
+        logger.info("%s; stopping every process", exc)
+        stop_all(run, FAILED_STOP_BUDGET_S)
+        logger.info("stopped; writing the report")
+        report = build_report(run, run.last, exc.failure)
+        write_outputs(run, report, figure=False)
+        exc.report_path = report["report_path"]
+        raise
+    finally:
+        stop_all(run)
+
+
+def _run(run: DemoRun, client: RegistryClient, view: View | None) -> dict[str, Any]:
+    def tick() -> None:
+        snap = run.poll(client)
+        if view is not None and snap is not None:
+            view.update(run, snap)
+
+    start_nodes(run, client, tick)
+    run.timings["nodes_started_s"] = round(run.elapsed(), 1)
+    watch(run, client, tick)
+    report = build_report(run, run.poll(client) or run.last)
+    write_outputs(run, report)
+    if view is not None:
+        view.finished(run, report)
+    if run.config.keep_running:
+        if view is not None:
+            view.holding(run)
+        hold(run, tick)
+    return report

@@ -1,0 +1,337 @@
+"""Hosts one learning group: a ``flower-superlink``, the group's registry entry, the open-ended
+``flwr run`` of our Flower app, and a heartbeat thread telling the registry the host lives.
+
+The group token travels to the ServerApp in the run config; the SuperLink's Control API is
+on loopback only, so only local users can read it (see docs/flower.md).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from mycelium import config
+from mycelium.client import GroupCredentials, RegistryClient, RegistryError
+from mycelium.flower import protocol
+from mycelium.flower.errors import ChildExited, GroupHostError
+from mycelium.flower.procs import flower_env, flower_executable, wait_while_running
+from mycelium.flower.protocol import CONNECTION, ConfigValue, format_config
+from mycelium.procs import (
+    DeadlineExceeded,
+    ManagedProcess,
+    descendant_pids,
+    free_port,
+    port_is_open,
+)
+
+logger = logging.getLogger(__name__)
+
+APP_DIR = Path(__file__).resolve().parents[2] / "flower_app"
+SUPERLINK_READY_TIMEOUT = 30.0
+FLWR_CLI_TIMEOUT = 120.0
+
+
+class GroupHost:
+    """One group's Flower side plus its registry registration; see the module docstring."""
+
+    def __init__(
+        self,
+        registry_url: str,
+        *,
+        name: str,
+        task: str = config.TASK,
+        max_capacity: int = config.MAX_CAPACITY,
+        join_policy: str = config.JOIN_POLICY,
+        performance_threshold: float = config.PERFORMANCE_THRESHOLD,
+        work_dir: Path,
+        seed_model: bytes | None = None,
+        run_config: Mapping[str, ConfigValue] | None = None,
+        heartbeat_interval: float = config.GROUP_HEARTBEAT_INTERVAL_S,
+        node_token: str | None = None,
+        registry_timeout: float = config.REGISTRY_TIMEOUT_S,
+        app_dir: Path = APP_DIR,
+    ) -> None:
+        self.registry_url = registry_url
+        self.name = name
+        self.task = task
+        self.max_capacity = max_capacity
+        self.join_policy = join_policy
+        self.performance_threshold = performance_threshold
+        # Absolute once, here: flwr runs with cwd=work_dir and FLWR_HOME inside it.
+        self.work_dir = Path(work_dir).resolve()
+        self.seed_model = seed_model
+        self.run_config = dict(run_config or {})
+        self.heartbeat_interval = heartbeat_interval
+        self.app_dir = Path(app_dir).resolve()
+        self._client = RegistryClient(registry_url, token=node_token, timeout=registry_timeout)
+        self._flwr_home = self.work_dir / "superlink.flwr"
+        self._superlink: ManagedProcess | None = None
+        self._credentials: GroupCredentials | None = None
+        self._port: int | None = None
+        self.run_id: int | None = None
+        self.superlink_ready_s: float | None = None
+        self._serverapp_seen = False
+        self._stop = threading.Event()
+        self._stopped = False
+        self._heartbeat: threading.Thread | None = None
+
+    # -- public state -------------------------------------------------------------------
+    @property
+    def credentials(self) -> GroupCredentials | None:
+        return self._credentials
+
+    @property
+    def group_id(self) -> int | None:
+        return self._credentials.group_id if self._credentials else None
+
+    @property
+    def invite_code(self) -> str | None:
+        return self._credentials.invite_code if self._credentials else None
+
+    @property
+    def fleet_address(self) -> str | None:
+        return f"127.0.0.1:{self._port}" if self._port else None
+
+    @property
+    def superlink_pid(self) -> int | None:
+        return self._superlink.pid if self._superlink else None
+
+    def is_healthy(self) -> bool:
+        """True while the SuperLink runs and the run's ServerApp has not ended."""
+        running = bool(self._superlink and self._superlink.is_running() and self.run_id)
+        return running and not self._serverapp_ended()
+
+    def _serverapp_ended(self) -> bool:
+        """True once the ServerApp process was seen under the SuperLink and is gone (it
+        ended: stopped, ``num-rounds`` reached, or the group failed/dissolved)."""
+        pid = self.superlink_pid
+        alive = pid is not None and any(
+            protocol.SERVERAPP_PROCESS in _cmdline(p) for p in descendant_pids(pid)
+        )
+        self._serverapp_seen = self._serverapp_seen or alive
+        return self._serverapp_seen and not alive
+
+    def run_log(self, timeout: float = 30.0) -> str:
+        """The ServerApp's log so far (``flwr log RUN --show``); one line per round."""
+        if self.run_id is None:
+            return ""
+        return self._flwr("log", str(self.run_id), CONNECTION, "--show", timeout=timeout)
+
+    # -- life cycle -----------------------------------------------------------------------
+    def start(self) -> GroupCredentials:
+        """Start the SuperLink, register the group, start the run and the heartbeats.
+
+        Raises :class:`GroupHostError` or :class:`mycelium.client.RegistryError`; whatever
+        was started is stopped again before raising.
+        """
+        try:
+            if not self._client.health():
+                raise GroupHostError(f"registry at {self.registry_url} is unreachable")
+            self._start_superlink()
+            self._register()
+            self._write_connection()
+            self.run_id = self._start_run()
+            self._heartbeat = threading.Thread(
+                target=self._heartbeat_loop, name=f"group-{self.group_id}-heartbeat", daemon=True
+            )
+            self._heartbeat.start()
+        except BaseException:
+            self.stop()
+            raise
+        assert self._credentials is not None
+        logger.info(
+            "group %s (%s) hosted at %s, run %s",
+            self.group_id,
+            self.name,
+            self.fleet_address,
+            self.run_id,
+        )
+        return self._credentials
+
+    def stop(self, *, close_in_registry: bool = True) -> None:
+        """Close the group in the registry (its members re-home at once; skipped when the
+        caller knows the registry is unreachable: the group then fails after its TTL), then
+        stop the run, the SuperLink and the heartbeats; nothing is left running. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._stop.set()
+        try:
+            if close_in_registry:
+                self._close_in_registry()
+            if self.run_id is not None and self._superlink and self._superlink.is_running():
+                self._flwr("stop", str(self.run_id), CONNECTION, timeout=30.0, check=False)
+        finally:
+            try:
+                if self._superlink is not None:
+                    self._superlink.stop()
+            finally:
+                if self._heartbeat is not None:
+                    self._heartbeat.join(timeout=self._client.timeout + 1)
+                self._client.close()
+
+    # -- steps ----------------------------------------------------------------------------
+    def _start_superlink(self) -> None:
+        self._port = free_port()
+        args = [
+            flower_executable("flower-superlink"),
+            "--insecure",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self._port),
+            "--disable-runtime-dependency-installation",
+        ]
+        self._superlink = ManagedProcess(
+            f"superlink:{self.name}",
+            args,
+            log_path=self.work_dir / "superlink.log",
+            env=flower_env(self._flwr_home),
+            cwd=self.work_dir,
+        ).start()
+        port = self._port
+        started = time.monotonic()
+        try:
+            wait_while_running(
+                self._superlink,
+                lambda: port_is_open(port),
+                timeout=SUPERLINK_READY_TIMEOUT,
+                what=f"flower-superlink on port {port}",
+            )
+        except (ChildExited, DeadlineExceeded) as exc:
+            raise GroupHostError(str(exc)) from None
+        self.superlink_ready_s = time.monotonic() - started
+
+    def _register(self) -> None:
+        assert self.fleet_address is not None
+        self._credentials = self._client.create_group(
+            name=self.name,
+            fleet_address=self.fleet_address,
+            task=self.task,
+            max_capacity=self.max_capacity,
+            join_policy=self.join_policy,
+            performance_threshold=self.performance_threshold,
+        )
+        self._client.token = self._credentials.group_token
+        if self.seed_model is not None:
+            self._client.put_model(self._credentials.group_id, self.seed_model)
+
+    def _write_connection(self) -> None:
+        (self._flwr_home / "config.toml").write_text(
+            f'[superlink]\ndefault = "{CONNECTION}"\n\n'
+            f'[superlink.{CONNECTION}]\naddress = "{self.fleet_address}"\ninsecure = true\n'
+        )
+
+    def _start_run(self) -> int:
+        assert self._credentials is not None
+        config: dict[str, ConfigValue] = {
+            **self.run_config,
+            protocol.REGISTRY_URL: self.registry_url,
+            protocol.GROUP_ID: self._credentials.group_id,
+            protocol.GROUP_TOKEN: self._credentials.group_token,
+        }
+        out = self._flwr(
+            "run",
+            str(self.app_dir),
+            CONNECTION,
+            "--run-config",
+            format_config(config),
+            "--format",
+            "json",
+        )
+        try:
+            return int(json.loads(out)[protocol.RUN_ID_KEY])
+        except (ValueError, KeyError, TypeError):
+            tail = self._redact(out.strip())[:300]
+            raise GroupHostError(f"flwr run gave no run id: {tail}") from None
+
+    def _flwr(self, *args: str, timeout: float = FLWR_CLI_TIMEOUT, check: bool = True) -> str:
+        try:
+            proc = subprocess.run(
+                [flower_executable("flwr"), *args],
+                env=flower_env(self._flwr_home),
+                cwd=self.work_dir,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                stdin=subprocess.DEVNULL,
+            )
+        except subprocess.TimeoutExpired:
+            raise GroupHostError(f"flwr {args[0]} did not finish in {timeout:.0f}s") from None
+        if check and proc.returncode != 0:
+            tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
+            detail = self._redact(" | ".join(tail))[:300]
+            raise GroupHostError(f"flwr {args[0]} failed: {detail}")
+        if proc.returncode != 0:
+            logger.warning("flwr %s exited %s", args[0], proc.returncode)
+        return proc.stdout
+
+    def _redact(self, text: str) -> str:
+        """``text`` without the group's secrets (Flower may echo the run config)."""
+        creds = self._credentials
+        for secret in (creds.group_token, creds.invite_code) if creds else ():
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+    def _close_in_registry(self) -> None:
+        if self._credentials is None:
+            return
+        try:
+            self._client.close_group(self._credentials.group_id)
+        except RegistryError as exc:
+            logger.warning(
+                "group %s: could not close it in the registry: %s", self._credentials.group_id, exc
+            )
+
+    def _heartbeat_loop(self) -> None:
+        assert self._credentials is not None
+        gid = self._credentials.group_id
+        while not self._stop.wait(self.heartbeat_interval):
+            if not self.is_healthy():
+                logger.warning("group %s: superlink or serverapp ended; heartbeats stop", gid)
+                return
+            try:
+                self._client.group_heartbeat(gid)
+            except RegistryError as exc:
+                logger.warning("group %s heartbeat failed: %s", gid, exc)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def host_until_signalled(host: GroupHost, *, check_interval: float = 1.0) -> int:
+    """Start ``host`` and keep it until SIGINT/SIGTERM (returns 0) or until its SuperLink
+    dies (returns 1). Always stops it. Start-up errors propagate."""
+    stop = threading.Event()
+    handled = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in handled}
+    try:
+        host.start()
+        while not stop.wait(check_interval):
+            if not host.is_healthy():
+                logger.error(
+                    "group %s: its superlink or serverapp ended (stopped, or the registry "
+                    "failed/dissolved the group); see %s",
+                    host.group_id,
+                    host.work_dir,
+                )
+                return 1
+        logger.info("group %s: stopping on signal", host.group_id)
+        return 0
+    finally:
+        try:
+            host.stop()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)

@@ -1,0 +1,90 @@
+"""Flower processes: where their executables are, the environment they run in, and waiting
+for one to become ready while it may die."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import sysconfig
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TypeVar
+
+from mycelium.flower.errors import ChildExited, FlowerNotInstalled
+from mycelium.procs import ManagedProcess, wait_for
+
+T = TypeVar("T")
+
+
+def flower_executable(name: str) -> str:
+    """Absolute path of a Flower console script (``flower-superlink``, ``flower-supernode``,
+    ``flwr``): beside the running interpreter first (a virtual environment's scripts folder,
+    also when it is not activated), then on PATH. :class:`FlowerNotInstalled` if missing."""
+    for folder in _script_dirs():
+        found = shutil.which(name, path=str(folder))
+        if found is not None:
+            return str(Path(found).absolute())
+    found = shutil.which(name)
+    if found is None:
+        raise FlowerNotInstalled(
+            f"{name} not found beside {sys.executable} nor on PATH (install flwr 1.42 "
+            "into this interpreter's environment)"
+        )
+    return str(Path(found).absolute())
+
+
+def _script_dirs() -> list[Path]:
+    """The interpreter's scripts folder, then the folder ``sys.executable`` is in."""
+    folders: list[Path] = []
+    for folder in (sysconfig.get_path("scripts"), str(Path(sys.executable).parent)):
+        if folder and Path(folder) not in folders:
+            folders.append(Path(folder))
+    return folders
+
+
+def flower_env(flwr_home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment for a Flower process: no telemetry, no update check, a private absolute
+    FLWR_HOME (created), unbuffered output.
+
+    Our Flower app imports ``mycelium`` from the installed project (``pip install -r
+    requirements.txt`` installs it editable), not from a PYTHONPATH entry."""
+    flwr_home = Path(flwr_home).absolute()
+    flwr_home.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    # Flower's own children (the SuperLink starts `flower-superexec` by name) must find
+    # their executables where ours were found, also when the venv is not activated.
+    scripts = os.pathsep.join(str(folder) for folder in _script_dirs())
+    env["PATH"] = os.pathsep.join(p for p in (scripts, env.get("PATH", "")) if p)
+    env.update(
+        {
+            "FLWR_TELEMETRY_ENABLED": "0",
+            "FLWR_DISABLE_UPDATE_CHECK": "1",
+            "FLWR_HOME": str(flwr_home),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    if extra:
+        env.update(extra)
+    return env
+
+
+class _Exited(BaseException):
+    """Escapes :func:`wait_for`'s retry (it retries ``Exception``)."""
+
+
+def wait_while_running(
+    proc: ManagedProcess, condition: Callable[[], T | None], *, timeout: float, what: str
+) -> T:
+    """:func:`wait_for` ``condition``, failing at once with :class:`ChildExited` if ``proc``
+    exits meanwhile."""
+
+    def check() -> T | None:
+        if not proc.is_running():
+            raise _Exited(f"{proc.name} exited with code {proc.returncode()}")
+        return condition()
+
+    try:
+        return wait_for(check, timeout=timeout, interval=0.1, what=what)
+    except _Exited as exc:
+        raise ChildExited(f"{exc}; see {proc.log_path}") from None

@@ -1,0 +1,243 @@
+"""The node agent's warm local trainer (the torch side of the warm-trainer bridge).
+
+Flower starts one ClientApp process per message, so importing torch and loading data
+there costs seconds every round. Instead the ClientApp posts the group model to the node
+agent's :class:`mycelium.flower.trainer_http.TrainerServer`, whose :class:`LocalTrainer`
+keeps torch, the data and the models warm.
+
+torch is imported only when a :class:`LocalTrainer` is built, so :class:`FitResult` and
+:class:`FitParams` are usable without it.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mycelium.flower.protocol import (
+    ACCURACY_KEY,
+    BATCH_SIZE,
+    LOCAL_EPOCHS,
+    LOSS_KEY,
+    LR,
+    POST_ACCURACY_KEY,
+    POST_LOSS_KEY,
+    TRAIN_LOSS_KEY,
+)
+
+if TYPE_CHECKING:
+    from mycelium.learning.data import ClientData
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What one local fit returns: updated arrays, examples trained on, metrics."""
+
+    arrays: list[np.ndarray]
+    num_examples: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FitParams:
+    """Validated hyper-parameters of one fit."""
+
+    epochs: int
+    lr: float
+    batch_size: int
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], defaults: FitParams) -> FitParams:
+        """Read ``local-epochs``/``lr``/``batch-size`` from ``config``; ValueError if bad."""
+        epochs = config.get(LOCAL_EPOCHS, defaults.epochs)
+        lr = config.get(LR, defaults.lr)
+        batch_size = config.get(BATCH_SIZE, defaults.batch_size)
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or not 0 <= epochs <= 1000:
+            raise ValueError(f"{LOCAL_EPOCHS} must be an integer in [0, 1000], got {epochs!r}")
+        if isinstance(lr, bool) or not isinstance(lr, int | float) or not 0 < lr < math.inf:
+            raise ValueError(f"{LR} must be a positive finite number, got {lr!r}")
+        if (
+            isinstance(batch_size, bool)
+            or not isinstance(batch_size, int)
+            or not 1 <= batch_size <= 1_000_000
+        ):
+            raise ValueError(f"{BATCH_SIZE} must be a positive integer, got {batch_size!r}")
+        return cls(epochs=epochs, lr=float(lr), batch_size=batch_size)
+
+
+class LocalTrainer:
+    """A node's warm trainer: its data, its own local model and a scratch group model.
+
+    ``epochs``/``lr``/``batch_size`` default to :mod:`mycelium.learning.model`'s constants.
+
+    Thread-safe: one lock serialises fits, probes and warm-up.
+    """
+
+    def __init__(
+        self,
+        data: ClientData,
+        *,
+        seed: int,
+        epochs: int | None = None,
+        lr: float | None = None,
+        batch_size: int | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        from mycelium.learning import model as model_lib  # torch: only where training happens
+
+        self._lib = model_lib
+        self._data = data
+        self._seed = seed
+        core = FitParams(model_lib.EPOCHS, model_lib.LEARNING_RATE, model_lib.BATCH_SIZE)
+        given = {LOCAL_EPOCHS: epochs, LR: lr, BATCH_SIZE: batch_size}
+        self._defaults = FitParams.from_config(
+            {k: v for k, v in given.items() if v is not None}, core
+        )
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._local_model = model_lib.create_model(seed)
+        self._group_model = model_lib.create_model(seed)
+        self._shapes = [a.shape for a in model_lib.get_weights(self._group_model)]
+        self._warmup_epochs_done = 0
+        self._last_round: int | None = None
+        self._last_fit_at: float | None = None
+        self._group_score: float | None = None
+        self._flower_node_id: int | None = None
+        self._last_group_arrays: list[np.ndarray] | None = None
+
+    # -- read-only status (updated on each fit) ---------------------------------------
+    @property
+    def defaults(self) -> FitParams:
+        """Hyper-parameters used when a fit config leaves them out (the learning core's
+        constants unless given)."""
+        return self._defaults
+
+    @property
+    def num_examples(self) -> int:
+        return int(len(self._data.y_train))
+
+    @property
+    def val_size(self) -> int:
+        return int(len(self._data.y_val))
+
+    @property
+    def last_round(self) -> int | None:
+        return self._last_round
+
+    @property
+    def last_fit_at(self) -> float | None:
+        return self._last_fit_at
+
+    @property
+    def group_score(self) -> float | None:
+        """Accuracy of the latest group model received, on the node's own val split."""
+        return self._group_score
+
+    @property
+    def flower_node_id(self) -> int | None:
+        return self._flower_node_id
+
+    @property
+    def last_group_arrays(self) -> list[np.ndarray] | None:
+        return self._last_group_arrays
+
+    # -- work -------------------------------------------------------------------------
+    def check_arrays(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Return ``arrays`` as float32 if they fit the model's shapes, else ValueError."""
+        shapes = [tuple(np.shape(a)) for a in arrays]
+        if shapes != [tuple(s) for s in self._shapes]:
+            raise ValueError(f"model arrays have shapes {shapes}, expected {self._shapes}")
+        out = [np.asarray(a, dtype=np.float32) for a in arrays]
+        if not all(np.isfinite(a).all() for a in out):
+            raise ValueError("model arrays contain NaN or infinity")
+        return out
+
+    def fit(
+        self,
+        arrays: Sequence[np.ndarray],
+        config: Mapping[str, Any],
+        *,
+        round: int | None = None,  # noqa: A002 - the protocol's name
+        flower_node_id: int | None = None,
+    ) -> FitResult:
+        """Score the incoming group model on own val data, then train it locally."""
+        params = FitParams.from_config(config, self._defaults)
+        incoming = self.check_arrays(arrays)
+        lib, data = self._lib, self._data
+        with self._lock:
+            lib.set_weights(self._group_model, incoming)
+            val_loss, val_acc = lib.evaluate(self._group_model, data.x_val, data.y_val)
+            train_loss = lib.train(
+                self._group_model,
+                data.x_train,
+                data.y_train,
+                epochs=params.epochs,
+                lr=params.lr,
+                batch_size=params.batch_size,
+                seed=self._seed + (round or 0),
+            )
+            post_loss, post_acc = lib.evaluate(self._group_model, data.x_val, data.y_val)
+            updated = lib.get_weights(self._group_model)
+            self._last_round = round
+            self._last_fit_at = self._clock()
+            self._group_score = float(val_acc)
+            if flower_node_id is not None:
+                self._flower_node_id = flower_node_id
+            self._last_group_arrays = [a.copy() for a in incoming]
+        metrics = {
+            ACCURACY_KEY: float(val_acc),
+            LOSS_KEY: float(val_loss),
+            TRAIN_LOSS_KEY: float(train_loss),
+            POST_ACCURACY_KEY: float(post_acc),
+            POST_LOSS_KEY: float(post_loss),
+        }
+        return FitResult(arrays=updated, num_examples=self.num_examples, metrics=metrics)
+
+    def evaluate_arrays(self, arrays: Sequence[np.ndarray]) -> tuple[float, float]:
+        """(loss, accuracy) of a model (e.g. a candidate group's) on own val split."""
+        return self._score(arrays, self._data.x_val, self._data.y_val)
+
+    def test_accuracy(self, arrays: Sequence[np.ndarray]) -> float:
+        """Accuracy of a model on the node's own test split (for status reports)."""
+        return self._score(arrays, self._data.x_test, self._data.y_test)[1]
+
+    def _score(
+        self, arrays: Sequence[np.ndarray], x: np.ndarray, y: np.ndarray
+    ) -> tuple[float, float]:
+        checked = self.check_arrays(arrays)
+        with self._lock:  # the scratch group model is shared with fits
+            self._lib.set_weights(self._group_model, checked)
+            loss, acc = self._lib.evaluate(self._group_model, x, y)
+        return float(loss), float(acc)
+
+    def warm_up(self, epochs: int) -> float:
+        """Train the node's own local-only model for ``epochs``; returns the mean loss."""
+        with self._lock:
+            loss = self._lib.train(
+                self._local_model,
+                self._data.x_train,
+                self._data.y_train,
+                epochs=epochs,
+                lr=self._defaults.lr,
+                batch_size=self._defaults.batch_size,
+                seed=self._seed + self._warmup_epochs_done,
+            )
+            self._warmup_epochs_done += epochs
+        return float(loss)
+
+    def local_score(self) -> float:
+        """Accuracy of the node's own local-only model on its val split."""
+        with self._lock:
+            _, acc = self._lib.evaluate(self._local_model, self._data.x_val, self._data.y_val)
+        return float(acc)
+
+    def local_arrays(self) -> list[np.ndarray]:
+        """The local-only model's arrays (e.g. to seed a group this node founds)."""
+        with self._lock:
+            return self._lib.get_weights(self._local_model)

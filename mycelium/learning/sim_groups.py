@@ -1,0 +1,67 @@
+"""How the simulation's groups train and aggregate, one flwr strategy instance per group."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from mycelium.learning.strategy import PROXIMAL_MU_KEY, GroupAggregator, Reply, StrategyConfig
+from mycelium.learning.tasks.base import Weights
+
+if TYPE_CHECKING:
+    from mycelium.learning.sim import Federation
+
+__all__ = ["GroupTraining", "fedavg"]
+
+
+def fedavg(results: list[tuple[Weights, int]]) -> Weights:
+    """Flower's FedAvg (weighted by examples), imported lazily: only the sim needs flwr.
+
+    flwr's legacy ``aggregate``: it equals ``FedAvg.aggregate_train`` up to float rounding
+    (tested) and is what the FedAvg figures of docs/learning.md were measured with."""
+    from flwr.server.strategy.aggregate import aggregate
+
+    return [np.asarray(a, dtype=np.float32) for a in aggregate(results)]
+
+
+class GroupTraining:
+    """How one algorithm run's groups train and aggregate: each group (by key) keeps its own
+    flwr strategy across rounds; members train with the config it sends (``proximal-mu``).
+    Plain FedAvg (the default) aggregates with :func:`fedavg`."""
+
+    def __init__(self, fed: Federation, salt: int) -> None:
+        self.fed, self.salt = fed, salt
+        self.aggregators: dict[int, GroupAggregator] = {}
+        self.plain = fed.config.strategy == StrategyConfig()
+
+    def round(
+        self, models: dict[int, Weights], members: dict[int, list[int]], round_: int
+    ) -> dict[int, Weights]:
+        """Every non-empty group's members train from its model (one batched call, clients
+        in index order); returns each such group's aggregate."""
+        groups = sorted(g for g, m in members.items() if m)
+        configs: dict[int, dict] = {}
+        for g in [] if self.plain else groups:
+            configs.update(self._aggregator(g).configure(models[g], members[g]))
+        group_of = {i: g for g in groups for i in members[g]}
+        who = sorted(group_of)
+        mus = {float(configs.get(i, {}).get(PROXIMAL_MU_KEY, 0.0)) for i in who}
+        if len(mus) > 1:
+            raise RuntimeError(f"groups of one simulation sent different proximal-mu {mus}")
+        starts = [models[group_of[i]] for i in who]
+        trained = self.fed.train(starts, who, round_, self.salt, mus.pop() if mus else 0.0)
+        by_client = dict(zip(who, trained, strict=True))
+        new = {}
+        for g in groups:
+            if self.plain:
+                new[g] = fedavg([(by_client[i], len(self.fed.y_train[i])) for i in members[g]])
+                continue
+            replies = [Reply(i, by_client[i], len(self.fed.y_train[i])) for i in members[g]]
+            new[g] = self._aggregator(g).aggregate(replies)
+        return new
+
+    def _aggregator(self, group: int) -> GroupAggregator:
+        if group not in self.aggregators:
+            self.aggregators[group] = GroupAggregator(self.fed.config.strategy)
+        return self.aggregators[group]

@@ -1,0 +1,200 @@
+"""What a node does about groups: join, migrate, found, follow the registry, keep or stop
+the group it hosts. Holds the node's :class:`Membership` and its hosted ``GroupHost``."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from mycelium.client import RegistryClient, RegistryError
+from mycelium.learning import policy
+from mycelium.node.config import NodeConfig
+from mycelium.node.hosting import found_group
+from mycelium.node.membership import Membership, start_supernode
+from mycelium.node.placement import Placement, superlink_reachable
+
+if TYPE_CHECKING:
+    from mycelium.flower.group_host import GroupHost
+    from mycelium.flower.supernode import SuperNode
+    from mycelium.flower.trainer import LocalTrainer
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+Group = dict[str, Any]
+
+
+def safe(call: Callable[[], T]) -> T | None:
+    """Run a registry call; log and return None when it fails."""
+    try:
+        return call()
+    except RegistryError as exc:
+        logger.warning("registry call failed: %s", exc)
+        return None
+
+
+class GroupActions:
+    """The node's moves between groups; ``report`` heartbeats at once after a move (so
+    the registry learns the new Flower node id without waiting for the next beat)."""
+
+    def __init__(
+        self,
+        cfg: NodeConfig,
+        registry: RegistryClient,
+        placement: Placement,
+        trainer: LocalTrainer,
+        *,
+        trainer_url: str,
+        report: Callable[[], None],
+    ) -> None:
+        self.cfg = cfg
+        self.registry = registry
+        self.placement = placement
+        self.trainer = trainer
+        self.trainer_url = trainer_url
+        self.report = report
+        self.node_id: int | None = None
+        self.node_token: str | None = None
+        self.membership: Membership | None = None
+        self.hosted: GroupHost | None = None
+
+    def act(self, decision: policy.Decision, groups: list[Group]) -> None:
+        """Carry out ``decision`` (taken on ``groups``)."""
+        by_id = {g["group_id"]: g for g in groups}
+        if decision.action == "found":
+            # Re-forming after our group vanished keeps what that group had learned.
+            self.found(decision, reform=self.placement.current_group_vanished())
+        elif decision.action in ("join", "migrate") and decision.group_id in by_id:
+            target = by_id[decision.group_id]
+            if self.membership is None:
+                self.join(target, reason=decision.reason, invite=self.cfg.invite_code)
+            else:
+                self.migrate(target, decision)
+
+    def join(self, group: Group, *, reason: str, invite: str | None, move: bool = True) -> None:
+        assert self.node_id is not None
+        try:
+            self.registry.join_group(group["group_id"], self.node_id, invite_code=invite)
+        except RegistryError as exc:
+            logger.warning("could not join group %s: %s", group["group_id"], exc)
+            return
+        if move:
+            self.placement.record_move(group["group_id"])
+        self.attach(group)
+        logger.info("joined group %s (%s): %s", group["group_id"], group["name"], reason)
+
+    def migrate(self, target: Group, decision: policy.Decision) -> None:
+        assert self.node_id is not None and self.membership is not None
+        source = self.membership.group_id
+        try:
+            self.registry.migrate(
+                self.node_id,
+                to_group_id=target["group_id"],
+                reason=decision.reason,
+                expected_gain=decision.expected_gain,
+                invite_code=self.cfg.invite_code,
+            )
+        except RegistryError as exc:
+            logger.warning("migration to group %s refused: %s", target["group_id"], exc)
+            return
+        self.stop_supernode()
+        self.placement.record_move(target["group_id"])
+        self.attach(target)
+        logger.info(
+            "migrated from group %s to group %s, expected gain %+.3f (%s)",
+            source,
+            target["group_id"],
+            decision.expected_gain,
+            decision.reason,
+        )
+
+    def found(self, decision: policy.Decision, *, reform: bool) -> None:
+        if self.hosted is not None:
+            return  # already hosting one: the policy will join it once it has a model
+        host = found_group(self.cfg, node_token=self.node_token, seed_model=self._seed(reform))
+        if host is None or host.credentials is None:
+            return
+        self.hosted, creds = host, host.credentials
+        logger.info("founded group %s (%s)", creds.group_id, decision.reason)
+        group = safe(lambda: self.registry.get_group(creds.group_id))
+        if group is None:
+            return
+        if self.membership is None:
+            self.join(group, reason="founder", invite=creds.invite_code)
+        else:
+            self.migrate(group, dataclasses.replace(decision, group_id=creds.group_id))
+
+    def _seed(self, reform: bool) -> bytes:
+        """A group re-formed after its group failed starts from that group's last model;
+        a new group starts from this node's warmed-up local model."""
+        from mycelium.learning.codec import weights_to_bytes
+
+        arrays = self.trainer.last_group_arrays if reform else None
+        return weights_to_bytes(arrays if arrays is not None else self.trainer.local_arrays())
+
+    def resync(self, actual_group_id: int | None) -> None:
+        """The registry holds a different group for us: follow the registry."""
+        logger.warning("registry says group %s, resynchronising", actual_group_id)
+        self.stop_supernode()
+        if actual_group_id is not None:
+            group = safe(lambda: self.registry.get_group(actual_group_id))
+            if group is not None:
+                self.attach(group)
+
+    def tend_hosted(self) -> None:
+        """Keep hosting while the group has live members; stop when it is empty."""
+        gid = self.hosted.group_id if self.hosted else None
+        if self.hosted is None or gid is None:
+            return
+        group = safe(lambda: self.registry.get_group(gid))
+        if group is None:
+            return
+        mine = self.membership is not None and self.membership.group_id == gid
+        if not mine and group.get("num_members", 0) == 0:
+            logger.info("hosted group %s has no live member: stopping it", gid)
+            self.hosted.stop()
+            self.hosted = None
+
+    def current_group_failed(self) -> bool:
+        m = self.membership
+        if m is None or superlink_reachable(m.fleet_address):
+            return False
+        logger.warning("SuperLink of group %s unreachable", m.group_id)
+        return True
+
+    def check_supernode(self) -> None:
+        """Restart a SuperNode that died on its own (not a migration)."""
+        m = self.membership
+        if m is None or m.supernode.is_running():
+            return
+        logger.warning("SuperNode for group %s exited; restarting it", m.group_id)
+        self.membership = dataclasses.replace(m, supernode=self._supernode(m.fleet_address))
+        self.report()
+
+    def attach(self, group: Group) -> None:
+        supernode = self._supernode(group["fleet_address"])
+        self.membership = Membership(group["group_id"], group["fleet_address"], supernode)
+        self.report()
+
+    def _supernode(self, fleet_address: str) -> SuperNode:
+        return start_supernode(
+            fleet_address,
+            trainer_url=self.trainer_url,
+            work_dir=self.cfg.work_dir / "supernode",
+            name=self.cfg.name,
+        )
+
+    def stop_supernode(self) -> None:
+        if self.membership is not None:
+            self.membership.supernode.stop()
+            self.membership = None
+
+    def stop_all(self, *, registry_reachable: bool) -> None:
+        """Stop the SuperNode and the hosted group (closed in the registry if reachable)."""
+        try:
+            self.stop_supernode()
+        finally:
+            if self.hosted is not None:
+                self.hosted.stop(close_in_registry=registry_reachable)
+                self.hosted = None

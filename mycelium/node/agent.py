@@ -1,0 +1,375 @@
+"""The node agent's life: start, loop, act, shut down.
+
+Start: check Flower's executables, load the data, start the warm trainer and its endpoint,
+register (retried while the registry is unreachable), warm up, place itself. Loop (one
+:meth:`NodeAgent.tick` every 0.5 s of its clock): heartbeat, write ``status.json``, restart
+a SuperNode that died, and every ``group_evaluation_interval`` (or at once when it has no
+group or its group's SuperLink is gone) probe and decide. Shut down: leave, deregister,
+stop every child.
+
+Errors that retrying cannot fix raise :class:`FatalNodeError` out of :meth:`NodeAgent.run`
+after the shutdown; what can heal (the registry unreachable, a group that failed to start)
+is logged and retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+from typing import TYPE_CHECKING, TypeVar
+
+from mycelium.client import (
+    Conflict,
+    NodeCredentials,
+    RegistryClient,
+    RegistryError,
+    RegistryUnavailable,
+)
+from mycelium.flower.errors import FlowerNotInstalled
+from mycelium.flower.procs import flower_executable
+from mycelium.learning import policy
+from mycelium.node.actions import GroupActions, safe
+from mycelium.node.config import NodeConfig, load_node_data
+from mycelium.node.errors import FatalNodeError
+from mycelium.node.placement import Placement
+from mycelium.node.status import StatusReporter
+
+if TYPE_CHECKING:
+    from mycelium.flower.group_host import GroupHost
+    from mycelium.flower.trainer import LocalTrainer
+    from mycelium.flower.trainer_http import TrainerServer
+    from mycelium.node.membership import Membership
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+Clock = Callable[[], float]
+
+MAX_BACKOFF_S = 30.0
+LOOP_TICK_S = 0.5
+REHOME_RETRY_S = 3.0
+FLOWER_EXECUTABLES = ("flower-superlink", "flower-supernode", "flwr")
+
+
+class NodeAgent:
+    """The node's life: register, warm up, place itself, train, heartbeat, migrate, leave.
+
+    ``registry`` and ``clock`` are injectable (tests drive :meth:`tick` with a fake clock
+    against an in-process registry).
+    """
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        registry: RegistryClient | None = None,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.registry = registry or RegistryClient(config.registry_url)
+        self.clock = clock
+        self.stop_event = threading.Event()
+        self.credentials: NodeCredentials | None = None
+        self.actions: GroupActions | None = None
+        self.trainer: LocalTrainer | None = None
+        self.trainer_server: TrainerServer | None = None
+        self.trainer_url = ""
+        self.placement: Placement | None = None
+        self.status: StatusReporter | None = None
+        self._next_heartbeat = self._next_status = self._next_evaluation = 0.0
+        self._last_evaluation = -REHOME_RETRY_S
+        self._last_logged_round: int | None = None
+        self._shut_down = False
+
+    @property
+    def membership(self) -> Membership | None:
+        """The group this node trains in (None before start-up and between groups)."""
+        return self.actions.membership if self.actions else None
+
+    @property
+    def hosted(self) -> GroupHost | None:
+        """The group this node founded and still hosts."""
+        return self.actions.hosted if self.actions else None
+
+    # ------------------------------------------------------------------ life cycle
+    def run(self) -> int:
+        """Run until :meth:`stop` or a signal; always shuts down. Returns 0; raises
+        :class:`FatalNodeError` (after shutting down) for what retrying cannot fix."""
+        try:
+            if self.start():
+                while not self.stop_event.is_set():
+                    self.tick()
+                    self.stop_event.wait(LOOP_TICK_S)
+        finally:
+            self.shutdown()
+        return 0
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def install_signal_handlers(self) -> None:
+        def _handler(signum: int, _frame: FrameType | None) -> None:
+            logger.info("received %s: leaving the network", signal.Signals(signum).name)
+            self.stop()
+
+        signal.signal(signal.SIGINT, _handler)
+        signal.signal(signal.SIGTERM, _handler)
+
+    def start(self) -> bool:
+        """Everything before the loop; False when stopped while waiting for the registry."""
+        for name in FLOWER_EXECUTABLES:  # fail at once, not at the first group we found
+            try:
+                flower_executable(name)
+            except FlowerNotInstalled as exc:
+                raise FatalNodeError(str(exc)) from None
+        self._start_trainer()
+        self._register()
+        if self.stop_event.is_set():
+            return False
+        self._warm_up()
+        self._place_initially()
+        now = self.clock()
+        self._next_heartbeat = self._next_status = self._last_evaluation = now
+        self._next_evaluation = now + self.config.group_evaluation_interval
+        return True
+
+    def tick(self) -> None:
+        """One turn of the loop at ``clock()``: whatever is due."""
+        now = self.clock()
+        self._log_round_progress()
+        assert self.actions is not None
+        self.actions.check_supernode()
+        if now >= self._next_heartbeat:
+            self._heartbeat()
+            self._next_heartbeat = now + self.config.heartbeat_interval
+        if now >= self._next_status:
+            self._write_status()
+            self._next_status = now + self.config.status_interval
+        if now >= self._next_evaluation or self._needs_home(now):
+            self._last_evaluation = now
+            self._evaluate_and_act()
+            self.actions.tend_hosted()
+            self._next_evaluation = self.clock() + self.config.group_evaluation_interval
+
+    # ------------------------------------------------------------------ start-up
+    def _start_trainer(self) -> None:
+        from mycelium.flower.trainer import LocalTrainer
+        from mycelium.flower.trainer_http import TrainerServer
+
+        cfg = self.config
+        data = load_node_data(cfg)
+        try:
+            cfg.work_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise FatalNodeError(f"cannot create work dir {cfg.work_dir}: {exc}") from None
+        self.trainer = LocalTrainer(data, seed=cfg.seed)
+        self.trainer_server = TrainerServer(self.trainer)
+        self.trainer_url = self.trainer_server.start()
+        self.status = StatusReporter(cfg.work_dir, self.trainer)
+        self.placement = Placement(
+            self.registry,
+            self.trainer,
+            policy_config=policy.PolicyConfig(
+                performance_threshold=cfg.performance_threshold,
+                cooldown_s=cfg.cooldown,
+                warmup_s=0.0,  # the agent warms up with local epochs before deciding
+            ),
+            invite_ok=cfg.invite_code is not None,
+            max_candidates=cfg.max_candidates,
+            clock=self.clock,
+        )
+        self.actions = GroupActions(
+            cfg,
+            self.registry,
+            self.placement,
+            self.trainer,
+            trainer_url=self.trainer_url,
+            report=self._heartbeat,
+        )
+
+    def _register(self) -> None:
+        assert self.trainer is not None
+        cfg, num_samples = self.config, self.trainer.num_examples
+
+        def register() -> NodeCredentials:
+            return self.registry.register_node(
+                name=cfg.name, num_samples=num_samples, task=cfg.task, address=cfg.node_address
+            )
+
+        try:
+            self.credentials = self._retry("register", register)
+        except RegistryError as exc:  # refused (not unreachable): our input is wrong
+            raise FatalNodeError(f"registration refused: {exc}") from None
+        if self.credentials is not None:
+            assert self.actions is not None
+            self.actions.node_id = self.credentials.node_id
+            self.actions.node_token = self.credentials.token
+            logger.info("registered as node %s (%s)", self.credentials.node_id, cfg.name)
+
+    def _warm_up(self) -> None:
+        assert self.trainer is not None and self.placement and self.status
+        self.trainer.warm_up(self.config.warmup_epochs)
+        self.status.local_model_trained()
+        self.placement.warmed_up()
+        logger.info("warmed up: local-only accuracy %.3f", self.trainer.local_score())
+
+    def _place_initially(self) -> None:
+        forced = self.config.join_group
+        if forced is None:
+            self._evaluate_and_act()
+            return
+        assert self.actions is not None
+        group = safe(lambda: self.registry.get_group(forced))
+        if group is None:
+            logger.warning("group %s from --join is not available; choosing by probe", forced)
+            self._evaluate_and_act()
+            return
+        # A forced placement is not a move of the policy's: it starts no cooldown.
+        self.actions.join(
+            group, reason="--join override", invite=self.config.invite_code, move=False
+        )
+
+    # ------------------------------------------------------------------ the loop's work
+    def _needs_home(self, now: float) -> bool:
+        """Out of schedule: no group, or its SuperLink is gone (rate-limited)."""
+        if now - self._last_evaluation < REHOME_RETRY_S:
+            return False
+        assert self.actions is not None
+        return self.membership is None or self.actions.current_group_failed()
+
+    def _log_round_progress(self) -> None:
+        assert self.trainer is not None
+        rnd = self.trainer.last_round
+        if rnd is not None and rnd != self._last_logged_round and self.membership:
+            self._last_logged_round = rnd
+            score = self.trainer.group_score
+            logger.info(
+                "round %s in group %s: group model accuracy on my data %s",
+                rnd,
+                self.membership.group_id,
+                "n/a" if score is None else f"{score:.3f}",
+            )
+
+    def _heartbeat(self) -> None:
+        assert self.credentials is not None and self.trainer is not None
+        m = self.membership
+        score = self.trainer.group_score if m else None
+        try:
+            self.registry.heartbeat(
+                self.credentials.node_id,
+                group_id=m.group_id if m else None,
+                accuracy=score if score is not None else self.trainer.local_score(),
+                loss=None,
+                num_samples=self.trainer.num_examples,
+                round=self.trainer.last_round,
+                flower_node_id=m.supernode.flower_node_id if m else None,
+            )
+        except Conflict as exc:
+            assert self.actions is not None
+            self.actions.resync(exc.actual_group_id)
+        except RegistryUnavailable as exc:
+            logger.warning("registry unreachable, training on: %s", exc)
+        except RegistryError as exc:
+            logger.warning("heartbeat refused: %s", exc)
+
+    def _write_status(self) -> None:
+        assert self.status is not None and self.placement is not None
+        self.status.write(
+            name=self.config.name,
+            node_id=self.credentials.node_id if self.credentials else None,
+            group_id=self.membership.group_id if self.membership else None,
+            moves=self.placement.moves,
+            hosting_group_id=self.hosted.group_id if self.hosted else None,
+        )
+
+    # ------------------------------------------------------------------ decisions
+    def _evaluate_and_act(self) -> None:
+        assert self.placement is not None and self.actions is not None
+        if self.credentials is None:
+            return
+        groups = safe(lambda: self.registry.list_groups(task=self.config.task, limit=100))
+        if groups is None:
+            return  # registry down: keep training where we are
+        current_id = self.membership.group_id if self.membership else None
+        decision = self.placement.decide(groups, current_id)
+        logger.debug("decision: %s", decision)
+        self.actions.act(decision, groups)
+
+    # ------------------------------------------------------------------ shutdown
+    def shutdown(self) -> None:
+        """Leave the group, deregister, stop every child, close the client. Idempotent;
+        at most one log line when the registry cannot be told (it then marks the node
+        dead after its TTL and the hosted group failed after the group TTL)."""
+        if self._shut_down:
+            return
+        self._shut_down = True
+        reachable = True
+        try:
+            reachable = self._leave_network()
+        finally:
+            if self.actions is not None:
+                self.actions.stop_all(registry_reachable=reachable)
+            if self.trainer_server is not None:
+                self.trainer_server.stop()
+            self.registry.close()
+
+    def _leave_network(self) -> bool:
+        """Leave the group and deregister (which also drops the membership). False, with
+        one warning, when the registry cannot be reached."""
+        if self.credentials is None:
+            return True
+        node_id = self.credentials.node_id
+        try:
+            if self.membership is not None:
+                self._leave_group(self.membership.group_id, node_id)
+            self.registry.delete_node(node_id)
+        except RegistryUnavailable as exc:
+            logger.warning(
+                "registry unreachable while leaving; it marks node %s dead after its TTL: %s",
+                node_id,
+                exc,
+            )
+            return False
+        except RegistryError as exc:
+            logger.warning("could not deregister node %s: %s", node_id, exc)
+            return True
+        logger.info("deregistered node %s", node_id)
+        return True
+
+    def _leave_group(self, group_id: int, node_id: int) -> None:
+        try:
+            self.registry.leave_group(group_id, node_id)
+        except RegistryUnavailable:
+            raise
+        except RegistryError as exc:  # e.g. the group is gone: deregistering still works
+            logger.debug("leaving group %s: %s", group_id, exc)
+        else:
+            logger.info("left group %s", group_id)
+
+    # ------------------------------------------------------------------ helpers
+    def _retry(self, what: str, call: Callable[[], T]) -> T | None:
+        """Retry a registry call with exponential backoff while the registry is
+        unreachable; other refusals raise. None when stopped meanwhile."""
+        backoff = 1.0
+        while not self.stop_event.is_set():
+            try:
+                return call()
+            except RegistryUnavailable as exc:
+                logger.warning(
+                    "%s: registry unreachable (%s); retrying in %.0fs", what, exc, backoff
+                )
+                self.stop_event.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+        return None
+
+
+def run_node(cfg: NodeConfig) -> int:
+    """Run an agent until SIGINT/SIGTERM (0); :class:`FatalNodeError` for what retrying
+    cannot fix."""
+    agent = NodeAgent(cfg)
+    agent.install_signal_handlers()
+    return agent.run()

@@ -1,0 +1,80 @@
+"""A node agent's configuration, and the data it learns on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mycelium import config
+from mycelium.node.errors import FatalNodeError
+
+if TYPE_CHECKING:
+    from mycelium.learning.data import ClientData
+
+STATUS_INTERVAL_S = 15.0  # seconds between writes of status.json
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Everything a node agent needs; each field is also a ``node`` CLI option.
+
+    ``work_dir`` and ``data_path`` are made absolute here, once: the agent's children
+    (SuperNode, SuperLink, ``flwr``) never depend on the working directory.
+    """
+
+    name: str
+    registry_url: str = config.REGISTRY_URL
+    node_address: str | None = None
+    task: str = config.TASK
+    # Data: a slice of a clustered digits scenario, or the user's own .npz (x, y).
+    scenario: str = config.SCENARIO
+    clusters: int = config.CLUSTERS
+    cluster: int = 0
+    partition_index: int = 0
+    partition_count: int = 6
+    seed: int = 0
+    data_path: Path | None = None
+    # Timing.
+    heartbeat_interval: float = config.NODE_HEARTBEAT_INTERVAL_S
+    group_evaluation_interval: float = config.GROUP_EVALUATION_INTERVAL_S
+    status_interval: float = STATUS_INTERVAL_S
+    cooldown: float = config.COOLDOWN_S
+    warmup_epochs: int = config.WARMUP_EPOCHS
+    # Policy and the group this node founds when none fits.
+    performance_threshold: float = config.PERFORMANCE_THRESHOLD
+    max_capacity: int = config.MAX_CAPACITY
+    join_policy: str = config.JOIN_POLICY
+    invite_code: str | None = field(default=None, repr=False)  # a secret: not in repr
+    join_group: int | None = None
+    max_candidates: int = 8
+    # Where the node keeps its Flower homes, logs and status.json.
+    work_dir: Path = field(default_factory=lambda: config.RUNS_DIR / "node")
+    group_run_config: dict[str, str | int | float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "work_dir", Path(self.work_dir).resolve())
+        if self.data_path is not None:
+            object.__setattr__(self, "data_path", Path(self.data_path).resolve())
+
+
+def load_node_data(cfg: NodeConfig) -> ClientData:
+    """The node's own data: the user's .npz or its slice of a clustered digits scenario.
+
+    :class:`FatalNodeError` when the file or the scenario is unusable.
+    """
+    from mycelium.learning import data
+
+    try:
+        if cfg.data_path is not None:
+            return data.load_npz(cfg.data_path, seed=cfg.seed)
+        return data.make_partition(
+            scenario=cfg.scenario,
+            clusters=cfg.clusters,
+            cluster=cfg.cluster,
+            index=cfg.partition_index,
+            num_clients=cfg.partition_count,
+            seed=cfg.seed,
+        )
+    except (OSError, ValueError) as exc:
+        raise FatalNodeError(f"unusable data: {exc}") from None

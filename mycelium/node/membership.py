@@ -1,0 +1,51 @@
+"""The group a node trains in, and the ``flower-supernode`` child that connects it there."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from mycelium.flower.errors import ChildExited, FlowerNotInstalled
+from mycelium.flower.protocol import TRAINER_URL
+from mycelium.flower.supernode import SuperNode
+from mycelium.node.errors import FatalNodeError
+
+logger = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class Membership:
+    """The group this node trains in, and its SuperNode child."""
+
+    group_id: int
+    fleet_address: str
+    supernode: SuperNode
+
+
+def start_supernode(
+    fleet_address: str, *, trainer_url: str, work_dir: Path, name: str
+) -> SuperNode:
+    """Start a SuperNode whose ClientApps forward to ``trainer_url``; wait until it is
+    connected (a warning if it is not: the agent's loop restarts it if it exits).
+
+    :class:`FatalNodeError` when ``flower-supernode`` is not installed.
+    """
+    supernode = SuperNode(
+        superlink_address=fleet_address,
+        node_config={TRAINER_URL: trainer_url},
+        work_dir=work_dir,
+        name=name,
+    )
+    try:
+        supernode.start()
+    except FlowerNotInstalled as exc:
+        raise FatalNodeError(str(exc)) from None
+    try:
+        flower_id = supernode.wait_connected(timeout=CONNECT_TIMEOUT_S)
+        logger.debug("SuperNode connected as Flower node %s", flower_id)
+    except (TimeoutError, ChildExited) as exc:
+        logger.warning("SuperNode did not connect to %s: %s", fleet_address, exc)
+    return supernode

@@ -1,0 +1,85 @@
+"""``status.json`` in the node's work dir, written on its own timer (not on the heartbeat path).
+
+It compares the node's local-only model with its group's model on the node's own validation
+and test data; the demo reads it for its report. Scoring a model on the test split costs a
+torch forward pass, so the group model's test accuracy is computed once per received model,
+not once per write.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mycelium.flower.trainer import LocalTrainer
+
+STATUS_FILE = "status.json"
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    """What ``status.json`` holds (its keys are these field names)."""
+
+    name: str
+    node_id: int | None
+    group_id: int | None
+    local_val_accuracy: float
+    local_test_accuracy: float | None
+    group_val_accuracy: float | None
+    group_test_accuracy: float | None
+    round: int | None
+    moves: int
+    hosting_group_id: int | None
+
+
+class StatusReporter:
+    """Writes :class:`NodeStatus` atomically to ``work_dir/status.json``."""
+
+    def __init__(self, work_dir: Path, trainer: LocalTrainer) -> None:
+        self.path = Path(work_dir) / STATUS_FILE
+        self._trainer = trainer
+        self._local_test: float | None = None
+        self._group_test: tuple[float | None, float | None] = (None, None)  # (fit time, acc)
+
+    def local_model_trained(self) -> None:
+        """Score the (warmed-up) local-only model on the test split, once."""
+        self._local_test = self._trainer.test_accuracy(self._trainer.local_arrays())
+
+    def write(
+        self,
+        *,
+        name: str,
+        node_id: int | None,
+        group_id: int | None,
+        moves: int,
+        hosting_group_id: int | None,
+    ) -> NodeStatus:
+        trainer = self._trainer
+        status = NodeStatus(
+            name=name,
+            node_id=node_id,
+            group_id=group_id,
+            local_val_accuracy=trainer.local_score(),
+            local_test_accuracy=self._local_test,
+            group_val_accuracy=trainer.group_score,
+            group_test_accuracy=self._group_test_accuracy() if group_id is not None else None,
+            round=trainer.last_round,
+            moves=moves,
+            hosting_group_id=hosting_group_id,
+        )
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(status), indent=2))
+        tmp.replace(self.path)
+        return status
+
+    def _group_test_accuracy(self) -> float | None:
+        """Test accuracy of the last group model received, computed once per model."""
+        fitted_at, arrays = self._trainer.last_fit_at, self._trainer.last_group_arrays
+        if arrays is None:
+            return None
+        if self._group_test[0] != fitted_at:
+            self._group_test = (fitted_at, self._trainer.test_accuracy(arrays))
+        return self._group_test[1]

@@ -1,0 +1,134 @@
+"""The registry app: factory, lifespan (store + liveness sweeper) and the HTTP mapping of
+store refusals."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from mycelium.registry.deps import Unauthorized
+from mycelium.registry.middleware import BodyRules
+from mycelium.registry.routers import events, groups, models, nodes
+from mycelium.registry.schemas import INT64_MAX, UINT64_MAX
+from mycelium.registry.settings import Settings
+from mycelium.registry.store import (
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    Store,
+    StoreError,
+)
+
+STATUS: dict[type[StoreError], int] = {NotFoundError: 404, ForbiddenError: 403, ConflictError: 409}
+"""HTTP status of each store refusal (any other :class:`StoreError` is a 400)."""
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The registry app; the lifespan opens the store and runs the liveness sweeper."""
+    app = FastAPI(
+        title="Mycelium Net registry",
+        version="1.0",
+        description="The DNS of learning groups: nodes, groups, membership, models, events.",
+        lifespan=_lifespan,
+    )
+    app.state.settings = settings
+    app.state.discovery_json = groups.JsonCache()
+    app.add_middleware(BodyRules, model_limit=settings.max_model_bytes)
+    _add_error_handlers(app)
+    for module in (nodes, groups, models, events):
+        app.include_router(module.router)
+    app.openapi = _exact_openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _exact_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """FastAPI's OpenAPI with integer bounds as exact integers.
+
+    FastAPI's OpenAPI model types ``minimum``/``maximum`` as floats, which turns 2^63 - 1
+    into 2^63 (and 2^64 - 1 into 2^64): a client or a fuzzer reading the schema would send
+    one value past what the API accepts.
+    """
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _exact_integer_bounds(generate())
+        return app.openapi_schema
+
+    return openapi
+
+
+_EXACT = {float(INT64_MAX): INT64_MAX, float(UINT64_MAX): UINT64_MAX}
+
+
+def _exact_integer_bounds(node: Any) -> Any:
+    if isinstance(node, list):
+        for item in node:
+            _exact_integer_bounds(item)
+    elif isinstance(node, dict):
+        if node.get("type") == "integer":
+            for key in ("minimum", "maximum"):
+                if isinstance(node.get(key), float):
+                    node[key] = _EXACT.get(node[key], int(node[key]))
+        for value in node.values():
+            _exact_integer_bounds(value)
+    return node
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    store = Store(
+        settings.db_path,
+        node_ttl=settings.node_ttl,
+        group_ttl=settings.group_ttl,
+        clock=settings.clock,
+        flush_interval=settings.flush_interval,
+    )
+    await store.open()
+    app.state.storage = store
+    sweeper = asyncio.create_task(store.sweep_forever(settings.sweep_interval))
+    try:
+        yield
+    finally:
+        sweeper.cancel()
+        with suppress(asyncio.CancelledError):
+            await sweeper
+        await store.close()
+
+
+def error_detail(exc: StoreError) -> Any:
+    """A message; a conflict also carries the node's actual group to resynchronise with."""
+    if isinstance(exc, ConflictError):
+        return {"message": exc.message, "group_id": exc.group_id}
+    return exc.message
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(StoreError)
+    async def refused(request: Request, exc: StoreError) -> JSONResponse:
+        status = STATUS.get(type(exc), 400)
+        return JSONResponse({"detail": error_detail(exc)}, status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's default echoes the input, which fails to encode for NaN/inf (a 500).
+        errors = [
+            {"type": e.get("type"), "loc": list(e.get("loc", ())), "msg": e.get("msg")}
+            for e in exc.errors()
+        ]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(Unauthorized)
+    async def unauthorized(request: Request, exc: Unauthorized) -> JSONResponse:
+        return JSONResponse(
+            {"detail": "missing 'Authorization: Bearer <token>' header"},
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )

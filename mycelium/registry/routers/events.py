@@ -1,0 +1,30 @@
+"""The append-only event log, and the health check."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from mycelium.registry import schemas
+from mycelium.registry.deps import StoreDep
+
+router = APIRouter(tags=["events"])
+
+
+@router.get("/events", response_model=schemas.EventPage)
+async def events(
+    store: StoreDep,
+    since: schemas.Count = 0,
+    limit: schemas.Limit = 100,
+) -> Any:
+    """The append-only event log, oldest first, ids greater than ``since``."""
+    page = await store.events(since=since, limit=limit)
+    next_since = page[-1]["id"] if page else since
+    return {"events": page, "next_since": next_since}
+
+
+@router.get("/health", response_model=schemas.Health, tags=["health"])
+async def health() -> Any:
+    return JSONResponse({"status": "ok"})

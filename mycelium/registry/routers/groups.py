@@ -1,0 +1,112 @@
+"""Groups: create, discover (the hottest read), read, membership, the coordinator's reports."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+
+from mycelium.registry import schemas
+from mycelium.registry.deps import OptionalTokenDep, StoreDep, TokenDep
+from mycelium.registry.parsing import parse_query, query_parameters
+from mycelium.registry.store import GroupSpec, RoundReport, Row
+
+router = APIRouter(prefix="/groups", tags=["groups"])
+
+
+class JsonCache:
+    """JSON bytes of discovery answers, reused while the store returns the same list."""
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self._entries: dict[tuple[Any, ...], tuple[list[Row], bytes]] = {}
+
+    def encode(self, key: tuple[Any, ...], rows: list[Row]) -> bytes:
+        cached = self._entries.get(key)
+        if cached is None or cached[0] is not rows:
+            if len(self._entries) > self.size:
+                self._entries.clear()
+            cached = (rows, json.dumps(rows).encode())
+            self._entries[key] = cached
+        return cached[1]
+
+
+@router.post("", status_code=201, response_model=schemas.GroupCreated, responses=schemas.ERRORS)
+async def create_group(body: schemas.GroupCreate, store: StoreDep, token: OptionalTokenDep) -> Any:
+    """Create a group (node token, or none for an operator); the creator is not a member."""
+    created = await store.create_group(spec=GroupSpec(**body.model_dump()), token=token)
+    return {
+        "group_id": created.group_id,
+        "group_token": created.group_token,
+        "invite_code": created.invite_code,
+    }
+
+
+@router.get(
+    "",
+    response_model=list[schemas.GroupPublic],
+    openapi_extra={"parameters": query_parameters(schemas.GroupQuery)},
+)
+async def list_groups(request: Request, store: StoreDep) -> Any:
+    """Live groups, best accuracy first (none last), then most live members.
+
+    The hottest read: its query is validated with one pydantic call instead of FastAPI's
+    per-parameter path, and the JSON of an unchanged answer is reused.
+    """
+    query = parse_query(schemas.GroupQuery, request.query_params)
+    groups = await store.list_groups(**query.model_dump())
+    key = tuple(query.model_dump().values())
+    content = request.app.state.discovery_json.encode(key, groups)
+    return Response(content, media_type="application/json")
+
+
+@router.get("/{group_id}", response_model=schemas.GroupDetail, responses=schemas.ERRORS)
+async def get_group(group_id: schemas.Id, store: StoreDep) -> Any:
+    return await store.get_group(group_id=group_id)
+
+
+@router.post("/{group_id}/join", response_model=schemas.MembershipOut, responses=schemas.ERRORS)
+async def join(group_id: schemas.Id, body: schemas.JoinIn, store: StoreDep, token: TokenDep) -> Any:
+    """Join with the node's token; 409 when full, 403 without a valid invite."""
+    await store.join(
+        group_id=group_id,
+        node_id=body.node_id,
+        token=token,
+        invite_code=body.invite_code,
+        flower_node_id=body.flower_node_id,
+    )
+    return {"group_id": group_id, "node_id": body.node_id}
+
+
+@router.post("/{group_id}/leave", response_model=schemas.MembershipOut, responses=schemas.ERRORS)
+async def leave(
+    group_id: schemas.Id, body: schemas.LeaveIn, store: StoreDep, token: TokenDep
+) -> Any:
+    await store.leave(group_id=group_id, node_id=body.node_id, token=token)
+    return {"group_id": None, "node_id": body.node_id}
+
+
+@router.post("/{group_id}/heartbeat", responses=schemas.ERRORS)
+async def group_heartbeat(group_id: schemas.Id, store: StoreDep, token: TokenDep) -> dict[str, Any]:
+    """The group's coordinator is alive (group token)."""
+    await store.group_heartbeat(group_id=group_id, token=token)
+    return {"group_id": group_id, "alive": True}
+
+
+@router.delete("/{group_id}", status_code=204, responses=schemas.ERRORS)
+async def close_group(group_id: schemas.Id, store: StoreDep, token: TokenDep) -> Response:
+    """The group's host stops the group (group token): it is dissolved at once and its
+    members are detached (events ``evicted``, ``dissolved``) so they re-home."""
+    await store.close_group(group_id=group_id, token=token)
+    return Response(status_code=204)
+
+
+@router.post("/{group_id}/rounds", status_code=201, responses=schemas.ERRORS)
+async def report_round(
+    group_id: schemas.Id, body: schemas.RoundIn, store: StoreDep, token: TokenDep
+) -> dict[str, Any]:
+    """Record a finished round's metrics (group token)."""
+    report = RoundReport(**body.model_dump())
+    await store.report_round(group_id=group_id, token=token, report=report)
+    return {"group_id": group_id, "round": body.round}

@@ -1,0 +1,49 @@
+"""A group's model: uploaded by its coordinator as raw bytes, downloaded by anyone."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from typing import Annotated
+
+from fastapi import APIRouter, Header, HTTPException, Request, Response
+
+from mycelium.registry import schemas
+from mycelium.registry.deps import SettingsDep, StoreDep, TokenDep
+from mycelium.registry.store import Model
+
+router = APIRouter(prefix="/groups/{group_id}/model", tags=["models"])
+
+SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+@router.put("", status_code=204, responses=schemas.ERRORS)
+async def put_model(
+    group_id: schemas.Id,
+    request: Request,
+    store: StoreDep,
+    settings: SettingsDep,
+    token: TokenDep,
+    x_model_sha256: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Upload the raw model bytes; header X-Model-SHA256 must be their hex sha256."""
+    claimed = (x_model_sha256 or "").strip().lower()
+    if not SHA256_HEX.match(claimed):
+        raise HTTPException(400, "header X-Model-SHA256 with the body's hex sha256 is required")
+    data = await request.body()
+    if len(data) > settings.max_model_bytes:
+        raise HTTPException(413, f"model is larger than {settings.max_model_mb} MiB")
+    actual = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
+    if actual != claimed:
+        raise HTTPException(400, f"X-Model-SHA256 {claimed} does not match the body ({actual})")
+    await store.put_model(group_id=group_id, token=token, model=Model(actual, data))
+    return Response(status_code=204)
+
+
+@router.get("", responses={200: {"content": {"application/octet-stream": {}}}, **schemas.ERRORS})
+async def get_model(group_id: schemas.Id, store: StoreDep) -> Response:
+    """The group's latest model bytes (ETag and X-Model-SHA256 = their sha256)."""
+    model = await store.get_model(group_id=group_id)
+    headers = {"ETag": f'"{model.sha256}"', "X-Model-SHA256": model.sha256}
+    return Response(model.data, media_type="application/octet-stream", headers=headers)

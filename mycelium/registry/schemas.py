@@ -1,0 +1,228 @@
+"""Pydantic models of the registry API, one family per resource (see docs/api.md)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mycelium import config
+
+UINT64_MAX = 2**64 - 1
+INT64_MAX = 2**63 - 1
+
+# -- the one rule for integers -----------------------------------------------------------
+# Every integer that reaches the store, from a body, a query or a path, is one of these
+# types: bounded to what SQLite holds (int64; Flower's uint64 node id is stored as TEXT) and
+# to a sane range where one exists. Out of range is a 422 from validation, never an
+# OverflowError (a 500) in the store. tests/registry/test_bounds.py checks every route.
+Id = Annotated[int, Field(ge=1, le=INT64_MAX)]
+Count = Annotated[int, Field(ge=0, le=INT64_MAX)]
+Limit = Annotated[int, Field(ge=1, le=1000)]
+Capacity = Annotated[int, Field(ge=1, le=10_000)]
+FlowerNodeId = Annotated[int, Field(ge=0, le=UINT64_MAX)]
+
+Name = Annotated[str, Field(min_length=1, max_length=100)]
+Address = Annotated[str, Field(min_length=1, max_length=200)]
+Accuracy = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+Loss = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+JoinPolicy = Literal["open", "invite-only"]
+GroupStatus = Literal["active", "failed", "dissolved"]
+
+
+class _In(BaseModel):
+    """Request bodies refuse unknown fields, so a typo is a 422 and not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- nodes ------------------------------------------------------------------------------------
+
+
+class NodeCreate(_In):
+    name: Name
+    address: Address | None = None
+    num_samples: Count
+    task: Name = config.TASK
+
+
+class NodeCreated(BaseModel):
+    node_id: int
+    token: str
+
+
+class NodePublic(BaseModel):
+    node_id: int
+    name: str
+    address: str | None
+    task: str
+    num_samples: int
+    group_id: int | None
+    flower_node_id: int | None
+    accuracy: float | None
+    loss: float | None
+    round: int | None
+    last_seen: float
+    alive: bool
+    created_at: float
+
+
+class HeartbeatIn(_In):
+    group_id: Id | None
+    accuracy: Accuracy | None = None
+    loss: Loss | None = None
+    num_samples: Count = 0
+    round: Count | None = None
+    flower_node_id: FlowerNodeId | None = None
+
+
+class HeartbeatOut(BaseModel):
+    node_id: int
+    group_id: int | None
+    alive: bool = True
+
+
+# -- groups -----------------------------------------------------------------------------------
+
+
+class GroupCreate(_In):
+    name: Name
+    fleet_address: Annotated[str, Field(min_length=3, max_length=200, pattern=r"^\S+:\d{1,5}$")]
+    task: Name = config.TASK
+    max_capacity: Capacity = config.MAX_CAPACITY
+    join_policy: JoinPolicy = config.JOIN_POLICY
+    performance_threshold: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] = (
+        config.PERFORMANCE_THRESHOLD
+    )
+
+
+class GroupQuery(BaseModel):
+    """Query of ``GET /groups`` (parsed by hand on this hot path, see routers/groups.py)."""
+
+    task: Name | None = None
+    has_capacity: bool | None = None
+    limit: Limit = 20
+    offset: Count = 0
+    include_dead: bool = False
+
+
+class GroupCreated(BaseModel):
+    group_id: int
+    group_token: str
+    invite_code: str | None
+
+
+class GroupPublic(BaseModel):
+    group_id: int
+    name: str
+    fleet_address: str
+    task: str
+    max_capacity: int
+    join_policy: JoinPolicy
+    performance_threshold: float
+    status: GroupStatus
+    alive: bool
+    num_members: int
+    accuracy: float | None
+    loss: float | None
+    round: int | None
+    has_model: bool
+    model_sha256: str | None
+    last_report: float
+    created_at: float
+
+
+class RoundIn(_In):
+    round: Count
+    accuracy: Accuracy
+    loss: Loss
+    num_nodes: Count
+    num_examples: Count
+
+
+class RoundPublic(BaseModel):
+    round: int
+    accuracy: float
+    loss: float
+    num_nodes: int
+    num_examples: int
+    reported_at: float
+
+
+class GroupDetail(GroupPublic):
+    members: list[NodePublic]
+    rounds: list[RoundPublic]
+
+
+# -- membership -------------------------------------------------------------------------------
+
+
+class JoinIn(_In):
+    node_id: Id
+    invite_code: Annotated[str, Field(max_length=200)] | None = None
+    flower_node_id: FlowerNodeId | None = None
+
+
+class LeaveIn(_In):
+    node_id: Id
+
+
+class MembershipOut(BaseModel):
+    group_id: int | None
+    node_id: int
+
+
+class MigrateIn(_In):
+    to_group_id: Id
+    invite_code: Annotated[str, Field(max_length=200)] | None = None
+    reason: Annotated[str, Field(max_length=500)] = ""
+    expected_gain: Annotated[float, Field(allow_inf_nan=False)]
+
+
+class MigrateOut(BaseModel):
+    node_id: int
+    from_group_id: int | None
+    to_group_id: int
+
+
+# -- events -----------------------------------------------------------------------------------
+
+EventType = Literal[
+    "node_registered",
+    "node_deleted",
+    "group_created",
+    "joined",
+    "left",
+    "migrated",
+    "evicted",
+    "dissolved",
+    "group_failed",
+]
+
+
+class EventPublic(BaseModel):
+    id: int
+    type: EventType
+    at: float
+    node_id: int | None
+    group_id: int | None
+    data: dict[str, Any]
+
+
+class EventPage(BaseModel):
+    events: list[EventPublic]
+    next_since: int
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class ErrorOut(BaseModel):
+    detail: Any
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413)
+}
+"""OpenAPI ``responses`` of a route that may refuse (every refusal has a ``detail``)."""

@@ -1,0 +1,78 @@
+"""Serving the registry with uvicorn, with one-line errors for what stops it at start-up."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from pathlib import Path
+
+from mycelium import config
+from mycelium.registry.app import create_app
+from mycelium.registry.settings import Settings
+from mycelium.registry.store import StoreUnusable, check_database
+
+logger = logging.getLogger(__name__)
+
+
+class RegistryStartError(Exception):
+    """The registry could not start (port taken, database not usable)."""
+
+
+def serve(
+    *,
+    host: str,
+    port: int,
+    db_path: Path,
+    node_ttl: float = config.NODE_TTL_S,
+    group_ttl: float = config.GROUP_TTL_S,
+    max_model_mb: float = config.MAX_MODEL_MB,
+    log_level: str = "info",
+) -> None:
+    """Serve the registry with uvicorn (uvloop + httptools, no access log) until stopped."""
+    import uvicorn
+
+    db_path = Path(db_path)
+    try:
+        check_database(db_path)
+    except StoreUnusable as exc:
+        raise RegistryStartError(str(exc)) from None
+    settings = Settings(
+        db_path=db_path, node_ttl=node_ttl, group_ttl=group_ttl, max_model_mb=max_model_mb
+    )
+    sock = _bind(host, port)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings),
+            host=host,
+            port=port,
+            loop="uvloop",
+            http="httptools",
+            access_log=False,
+            log_config=None,
+            log_level=log_level.lower(),
+            timeout_graceful_shutdown=5,
+        )
+    )
+    logger.info("registry on http://%s:%d (db %s, docs at /docs)", host, port, db_path)
+    try:
+        server.run(sockets=[sock])
+    except SystemExit as exc:
+        raise RegistryStartError(f"uvicorn stopped at start-up (exit {exc.code})") from None
+    finally:
+        sock.close()
+    if not server.started:
+        raise RegistryStartError("the registry did not start; see the log above")
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here with uvicorn's options and handed to uvicorn: no
+    check-then-bind race, and connections a killed registry left in TIME_WAIT do not block
+    a restart on its port."""
+    from mycelium.procs import bind_socket
+
+    try:
+        return bind_socket(port, host)
+    except OSError as exc:
+        reason = "already in use" if exc.errno == errno.EADDRINUSE else f"not usable ({exc})"
+        raise RegistryStartError(f"port {port} on {host} is {reason}") from None

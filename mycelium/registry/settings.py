@@ -1,0 +1,25 @@
+"""Settings of one registry process (defaults from :mod:`mycelium.config`)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from mycelium import config
+
+
+@dataclass(frozen=True)
+class Settings:
+    db_path: Path
+    node_ttl: float = config.NODE_TTL_S
+    group_ttl: float = config.GROUP_TTL_S
+    max_model_mb: float = config.MAX_MODEL_MB
+    sweep_interval: float = 1.0
+    flush_interval: float = 0.2
+    clock: Callable[[], float] = time.time
+
+    @property
+    def max_model_bytes(self) -> int:
+        return int(self.max_model_mb * config.MiB)

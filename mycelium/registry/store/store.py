@@ -1,0 +1,351 @@
+"""Store: the registry's keyword-only async API over the SQLite engine.
+
+* Tokens are checked against an in-memory mirror of (token hash, group, last_seen) per node
+  and the token hash per group, loaded at open and updated after each commit.
+* A heartbeat is checked against the mirror, answered at once and queued in the engine.
+* Discovery (``list_groups``) is answered from a snapshot of live groups rebuilt after any
+  change, and at most ``max_age`` seconds old (liveness changes with time alone).
+* Liveness is derived at read time from ``last_seen`` / ``last_report`` and one clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mycelium.registry.store import reads, writes
+from mycelium.registry.store.engine import Clock, Engine
+from mycelium.registry.store.errors import ConflictError, ForbiddenError, NotFoundError
+from mycelium.registry.store.records import (
+    GroupCreatedRecord,
+    GroupSpec,
+    Heartbeat,
+    Model,
+    NodeCreatedRecord,
+    RoundReport,
+    Row,
+)
+from mycelium.registry.store.writes import hash_secret, matches
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _NodeState:
+    """Mirror of the columns a heartbeat needs (mutable, event loop thread only)."""
+
+    token_hash: str
+    group_id: int | None
+    last_seen: float
+
+
+def _group_name(group_id: int | None) -> str:
+    return f"group {group_id}" if group_id is not None else "no group"
+
+
+class Store:
+    """The registry's data on one SQLite file; every method runs on the event loop."""
+
+    def __init__(
+        self,
+        db_path: Path,
+        *,
+        node_ttl: float,
+        group_ttl: float,
+        clock: Clock = time.time,
+        flush_interval: float = 0.2,
+        checkpoint_interval: float = 5.0,
+    ) -> None:
+        self.node_ttl = node_ttl
+        self.group_ttl = group_ttl
+        self.clock = clock
+        self.max_age = min(1.0, node_ttl / 4, group_ttl / 4)
+        self._engine = Engine(
+            db_path,
+            clock=clock,
+            flush_interval=flush_interval,
+            checkpoint_interval=checkpoint_interval,
+        )
+        self._nodes: dict[int, _NodeState] = {}
+        self._by_token: dict[str, int] = {}
+        self._group_tokens: dict[int, str] = {}
+        self._snapshot: tuple[float, list[Row]] | None = None
+        self._views: dict[tuple[Any, ...], list[Row]] = {}
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Create the schema (WAL mode), load the mirror, start the background work."""
+        nodes, groups = reads.load_mirror(self._engine.open())
+        for node_id, token_hash, group_id, last_seen in nodes:
+            self._nodes[node_id] = _NodeState(token_hash, group_id, last_seen)
+            self._by_token[token_hash] = node_id
+        self._group_tokens = {group_id: token_hash for group_id, token_hash in groups}
+        path, n_nodes, n_groups = self._engine.db_path, len(self._nodes), len(groups)
+        logger.info("store %s: %d nodes, %d groups", path, n_nodes, n_groups)
+        self._engine.start()
+
+    async def close(self) -> None:
+        """Commit queued heartbeats, checkpoint and close."""
+        await self._engine.close()
+
+    async def flush(self) -> None:
+        """Commit queued heartbeats now."""
+        await self._engine.flush()
+
+    def _ttls(self) -> writes.Ttls:
+        return (self.node_ttl, self.group_ttl)
+
+    def _invalidate(self) -> None:
+        self._snapshot = None
+        self._views = {}
+
+    # -- auth against the mirror ------------------------------------------------------------
+
+    def _auth_node(self, node_id: int, token: str) -> _NodeState:
+        state = self._nodes.get(node_id)
+        if state is None:
+            raise NotFoundError(f"node {node_id} not found")
+        if not matches(token, state.token_hash):
+            raise ForbiddenError(f"token is not valid for node {node_id}")
+        return state
+
+    def _auth_group(self, group_id: int, token: str) -> None:
+        stored = self._group_tokens.get(group_id)
+        if stored is None:
+            raise NotFoundError(f"group {group_id} not found")
+        if not matches(token, stored):
+            raise ForbiddenError(f"token is not valid for group {group_id}")
+
+    def _node_for_token(self, token: str) -> int:
+        node_id = self._by_token.get(hash_secret(token))
+        if node_id is None:
+            raise ForbiddenError("token does not belong to a registered node")
+        return node_id
+
+    def _node_moved(self, node_id: int, group_id: int | None, now: float) -> None:
+        state = self._nodes.get(node_id)
+        if state is not None:
+            state.group_id = group_id
+            state.last_seen = now
+        self._invalidate()
+
+    def _detached(self, group_id: int, members: list[int]) -> None:
+        for node_id in members:
+            state = self._nodes.get(node_id)
+            if state is not None and state.group_id == group_id:
+                state.group_id = None
+
+    # -- nodes ------------------------------------------------------------------------------
+
+    async def create_node(
+        self, *, name: str, address: str | None, num_samples: int, task: str
+    ) -> NodeCreatedRecord:
+        token = secrets.token_urlsafe(32)
+        token_hash = hash_secret(token)
+        args = (name, address, num_samples, task, token_hash)
+        node_id, now = await self._engine.write(writes.insert_node, *args)
+        self._nodes[node_id] = _NodeState(token_hash, None, now)
+        self._by_token[token_hash] = node_id
+        self._invalidate()
+        return NodeCreatedRecord(node_id=node_id, token=token)
+
+    async def delete_node(self, *, node_id: int, token: str) -> None:
+        self._auth_node(node_id, token)
+        self._engine.pending.pop(node_id, None)
+        await self._engine.write(writes.delete_node, node_id, self.node_ttl)
+        state = self._nodes.pop(node_id, None)
+        if state is not None:
+            self._by_token.pop(state.token_hash, None)
+        self._invalidate()
+
+    async def heartbeat(self, *, beat: Heartbeat, token: str) -> int | None:
+        """Check the beat against the mirror and queue it; returns the node's group."""
+        state = self._auth_node(beat.node_id, token)
+        if beat.group_id != state.group_id:
+            raise ConflictError(
+                f"node {beat.node_id} is in {_group_name(state.group_id)}, "
+                f"not in {_group_name(beat.group_id)}",
+                group_id=state.group_id,
+            )
+        now = self.clock()
+        if now - state.last_seen > self.node_ttl:
+            self._invalidate()  # a dead member came back: live counts changed
+        state.last_seen = now
+        self._engine.pending[beat.node_id] = (
+            now,
+            beat.accuracy,
+            beat.loss,
+            beat.num_samples,
+            beat.round,
+            reads.fid_in(beat.flower_node_id),
+            beat.node_id,
+        )
+        return state.group_id
+
+    async def get_node(self, *, node_id: int) -> Row:
+        row = await self._engine.read(reads.select_node, node_id, self.node_ttl)
+        if row is None:
+            raise NotFoundError(f"node {node_id} not found")
+        return row
+
+    async def list_nodes(self, *, group_id: int | None, alive: bool | None) -> list[Row]:
+        return await self._engine.read(reads.select_nodes, group_id, alive, self.node_ttl)
+
+    # -- groups -----------------------------------------------------------------------------
+
+    async def create_group(self, *, spec: GroupSpec, token: str | None) -> GroupCreatedRecord:
+        """Create a group, as the node owning ``token`` or as an operator (``None``)."""
+        creator = self._node_for_token(token) if token is not None else None
+        group_token = secrets.token_urlsafe(32)
+        invite = secrets.token_urlsafe(12) if spec.join_policy == "invite-only" else None
+        token_hash = hash_secret(group_token)
+        invite_hash = hash_secret(invite) if invite else None
+        args = (spec, token_hash, invite_hash, creator)
+        group_id = await self._engine.write(writes.insert_group, *args)
+        self._group_tokens[group_id] = token_hash
+        self._invalidate()
+        return GroupCreatedRecord(group_id=group_id, group_token=group_token, invite_code=invite)
+
+    async def list_groups(
+        self,
+        *,
+        task: str | None,
+        has_capacity: bool | None,
+        limit: int,
+        offset: int,
+        include_dead: bool,
+    ) -> list[Row]:
+        """Groups best first; live ones come from a snapshot at most ``max_age`` old.
+
+        For live groups the same query returns the same list object while the snapshot
+        holds, so a caller may cache what it derived from it (the route caches the JSON).
+        """
+        if include_dead:
+            groups = await self._engine.read(reads.select_groups, True, *self._ttls())
+            return reads.filter_groups(groups, task, has_capacity)[offset : offset + limit]
+        groups = await self._live_groups()
+        key = (task, has_capacity, limit, offset)
+        view = self._views.get(key)
+        if view is None:
+            view = reads.filter_groups(groups, task, has_capacity)[offset : offset + limit]
+            self._views[key] = view
+        return view
+
+    async def _live_groups(self) -> list[Row]:
+        snapshot = self._snapshot
+        if snapshot is not None and self.clock() - snapshot[0] <= self.max_age:
+            return snapshot[1]
+        started = time.perf_counter()
+        groups = await self._engine.read(reads.select_groups, False, *self._ttls())
+        self._snapshot = (self.clock(), groups)
+        self._views = {}
+        elapsed_ms = 1000 * (time.perf_counter() - started)
+        logger.debug("discovery snapshot: %d groups in %.1f ms", len(groups), elapsed_ms)
+        return groups
+
+    async def get_group(self, *, group_id: int) -> Row:
+        row = await self._engine.read(reads.select_group_detail, group_id, *self._ttls())
+        if row is None:
+            raise NotFoundError(f"group {group_id} not found")
+        return row
+
+    # -- membership -------------------------------------------------------------------------
+
+    async def join(
+        self,
+        *,
+        group_id: int,
+        node_id: int,
+        token: str,
+        invite_code: str | None,
+        flower_node_id: int | None,
+    ) -> None:
+        self._auth_node(node_id, token)
+        args = (group_id, node_id, invite_code, reads.fid_in(flower_node_id), self._ttls())
+        now = await self._engine.write(writes.join, *args)
+        self._node_moved(node_id, group_id, now)
+
+    async def leave(self, *, group_id: int, node_id: int, token: str) -> None:
+        self._auth_node(node_id, token)
+        now = await self._engine.write(writes.leave, group_id, node_id, self.node_ttl)
+        self._node_moved(node_id, None, now)
+
+    async def migrate(
+        self,
+        *,
+        node_id: int,
+        token: str,
+        to_group_id: int,
+        invite_code: str | None,
+        reason: str,
+        expected_gain: float,
+    ) -> int | None:
+        """Leave + join in one transaction; returns the group the node came from."""
+        self._auth_node(node_id, token)
+        move = (to_group_id, invite_code, reason, expected_gain)
+        from_group, now = await self._engine.write(writes.migrate, node_id, move, self._ttls())
+        self._node_moved(node_id, to_group_id, now)
+        return from_group
+
+    # -- the coordinator (group token) ------------------------------------------------------
+
+    async def group_heartbeat(self, *, group_id: int, token: str) -> None:
+        self._auth_group(group_id, token)
+        await self._engine.write(writes.report, group_id)
+        self._invalidate()
+
+    async def report_round(self, *, group_id: int, token: str, report: RoundReport) -> None:
+        self._auth_group(group_id, token)
+        await self._engine.write(writes.insert_round, group_id, report)
+        self._invalidate()
+
+    async def put_model(self, *, group_id: int, token: str, model: Model) -> None:
+        self._auth_group(group_id, token)
+        await self._engine.write(writes.upsert_model, group_id, model)
+        self._invalidate()
+
+    async def get_model(self, *, group_id: int) -> Model:
+        """The latest model, read on the helper thread (a blob of up to the model limit)."""
+        if group_id not in self._group_tokens:
+            raise NotFoundError(f"group {group_id} not found")
+        model = await self._engine.on_helper(reads.select_model, group_id)
+        if model is None:
+            raise NotFoundError(f"group {group_id} has no model yet")
+        return model
+
+    async def close_group(self, *, group_id: int, token: str) -> None:
+        """The group's host stops it: dissolve it now (idempotent), members re-home."""
+        self._auth_group(group_id, token)
+        members = await self._engine.write(writes.close_group, group_id)
+        self._detached(group_id, members)
+        self._invalidate()
+
+    # -- liveness sweep, events -------------------------------------------------------------
+
+    async def sweep(self) -> None:
+        """Mark groups whose coordinator went silent failed; dissolve groups left empty."""
+        failed, dissolved = await self._engine.write(writes.sweep, self._ttls())
+        for group_id, members in dissolved:
+            self._detached(group_id, members)
+        if failed or dissolved:
+            logger.info("sweep: %d groups failed, %d dissolved", len(failed), len(dissolved))
+            self._invalidate()
+
+    async def sweep_forever(self, interval: float) -> None:
+        """Sweep every ``interval`` seconds until cancelled; a failed sweep is retried."""
+        while True:
+            try:
+                await self.sweep()
+            except sqlite3.Error:
+                logger.exception("liveness sweep failed; will retry")
+            await asyncio.sleep(interval)
+
+    async def events(self, *, since: int, limit: int) -> list[Row]:
+        return await self._engine.read(reads.select_events, since, limit)

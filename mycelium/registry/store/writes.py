@@ -1,0 +1,327 @@
+"""Changes, each run inside one transaction as ``fn(conn, now, *args)`` (see ``engine``).
+
+A refusal raises a :mod:`~mycelium.registry.store.errors` class; the engine then rolls back
+the change alone. Every change appends its events to the ``events`` table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import sqlite3
+from typing import Any
+
+from mycelium.registry.store.errors import ConflictError, ForbiddenError, NotFoundError
+from mycelium.registry.store.records import GroupSpec, Model, RoundReport
+
+Ttls = tuple[float, float]
+"""(node_ttl, group_ttl) in seconds."""
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def matches(secret: str | None, stored_hash: str | None) -> bool:
+    """Constant-time check of ``secret`` against its stored sha256."""
+    if secret is None or stored_hash is None:
+        return False
+    return hmac.compare_digest(hash_secret(secret), stored_hash)
+
+
+def event(
+    conn: sqlite3.Connection,
+    kind: str,
+    at: float,
+    *,
+    node_id: int | None = None,
+    group_id: int | None = None,
+    **data: Any,
+) -> None:
+    conn.execute(
+        "INSERT INTO events (type, at, node_id, group_id, data) VALUES (?, ?, ?, ?, ?)",
+        (kind, at, node_id, group_id, json.dumps(data)),
+    )
+
+
+# -- nodes -------------------------------------------------------------------------------------
+
+
+def insert_node(
+    conn: sqlite3.Connection,
+    now: float,
+    name: str,
+    address: str | None,
+    num_samples: int,
+    task: str,
+    token_hash: str,
+) -> tuple[int, float]:
+    cur = conn.execute(
+        "INSERT INTO nodes (name, address, task, num_samples, token_hash, last_seen, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (name, address, task, num_samples, token_hash, now, now),
+    )
+    node_id = int(cur.lastrowid or 0)
+    event(conn, "node_registered", now, node_id=node_id, name=name, task=task)
+    return node_id, now
+
+
+def _node_row(conn: sqlite3.Connection, node_id: int) -> sqlite3.Row:
+    row = conn.execute(
+        "SELECT id, group_id, last_seen FROM nodes WHERE id = ?", (node_id,)
+    ).fetchone()
+    if row is None:
+        raise NotFoundError(f"node {node_id} not found")
+    return row
+
+
+def _detach(conn: sqlite3.Connection, now: float, node: sqlite3.Row, node_ttl: float) -> None:
+    """Take a node out of its group; the group counts as live now if the node was."""
+    conn.execute("UPDATE nodes SET group_id = NULL WHERE id = ?", (node["id"],))
+    if node["group_id"] is not None and now - node["last_seen"] <= node_ttl:
+        conn.execute(
+            "UPDATE groups SET last_live_at = MAX(last_live_at, ?) WHERE id = ?",
+            (now, node["group_id"]),
+        )
+
+
+def delete_node(conn: sqlite3.Connection, now: float, node_id: int, node_ttl: float) -> None:
+    node = _node_row(conn, node_id)
+    _detach(conn, now, node, node_ttl)
+    conn.execute("DELETE FROM nodes WHERE id = ?", (node_id,))
+    event(conn, "node_deleted", now, node_id=node_id, group_id=node["group_id"])
+
+
+# -- groups and membership ---------------------------------------------------------------------
+
+
+def insert_group(
+    conn: sqlite3.Connection,
+    now: float,
+    spec: GroupSpec,
+    token_hash: str,
+    invite_hash: str | None,
+    creator: int | None,
+) -> int:
+    cur = conn.execute(
+        "INSERT INTO groups (name, fleet_address, task, max_capacity, join_policy, "
+        "performance_threshold, token_hash, invite_hash, last_report, last_live_at, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            spec.name,
+            spec.fleet_address,
+            spec.task,
+            spec.max_capacity,
+            spec.join_policy,
+            spec.performance_threshold,
+            token_hash,
+            invite_hash,
+            now,
+            now,
+            now,
+        ),
+    )
+    group_id = int(cur.lastrowid or 0)
+    event(conn, "group_created", now, group_id=group_id, name=spec.name, by_node_id=creator)
+    return group_id
+
+
+def _joinable_group(
+    conn: sqlite3.Connection,
+    now: float,
+    group_id: int,
+    node_id: int,
+    invite_code: str | None,
+    ttls: Ttls,
+) -> sqlite3.Row:
+    """The group row if ``node_id`` may join it now; raises the refusal otherwise."""
+    node_ttl, group_ttl = ttls
+    group = conn.execute(
+        "SELECT id, status, max_capacity, join_policy, invite_hash, last_report "
+        "FROM groups WHERE id = ?",
+        (group_id,),
+    ).fetchone()
+    if group is None:
+        raise NotFoundError(f"group {group_id} not found")
+    if group["status"] != "active" or now - group["last_report"] > group_ttl:
+        status = group["status"] if group["status"] != "active" else "not reporting"
+        raise ConflictError(f"group {group_id} is {status}; it takes no members")
+    if group["join_policy"] == "invite-only" and not matches(invite_code, group["invite_hash"]):
+        raise ForbiddenError(f"group {group_id} is invite-only: a valid invite_code is needed")
+    members = conn.execute(
+        "SELECT COUNT(*) FROM nodes WHERE group_id = ? AND last_seen >= ? AND id != ?",
+        (group_id, now - node_ttl, node_id),
+    ).fetchone()[0]
+    if members >= group["max_capacity"]:
+        raise ConflictError(f"group {group_id} is full ({members}/{group['max_capacity']})")
+    return group
+
+
+def _attach(
+    conn: sqlite3.Connection, now: float, node_id: int, group_id: int, fid: str | None
+) -> None:
+    conn.execute(
+        "UPDATE nodes SET group_id = ?, last_seen = ?, "
+        "flower_node_id = COALESCE(?, flower_node_id) WHERE id = ?",
+        (group_id, now, fid, node_id),
+    )
+    conn.execute("UPDATE groups SET last_live_at = ? WHERE id = ?", (now, group_id))
+
+
+def join(
+    conn: sqlite3.Connection,
+    now: float,
+    group_id: int,
+    node_id: int,
+    invite_code: str | None,
+    fid: str | None,
+    ttls: Ttls,
+) -> float:
+    node = _node_row(conn, node_id)
+    if node["group_id"] is not None and node["group_id"] != group_id:
+        raise ConflictError(
+            f"node {node_id} is in group {node['group_id']}: leave or migrate first",
+            group_id=node["group_id"],
+        )
+    _joinable_group(conn, now, group_id, node_id, invite_code, ttls)
+    _attach(conn, now, node_id, group_id, fid)
+    if node["group_id"] is None:
+        event(conn, "joined", now, node_id=node_id, group_id=group_id)
+    return now
+
+
+def leave(
+    conn: sqlite3.Connection, now: float, group_id: int, node_id: int, node_ttl: float
+) -> float:
+    node = _node_row(conn, node_id)
+    if node["group_id"] != group_id:
+        raise ConflictError(
+            f"node {node_id} is not a member of group {group_id}", group_id=node["group_id"]
+        )
+    _detach(conn, now, node, node_ttl)
+    event(conn, "left", now, node_id=node_id, group_id=group_id)
+    return now
+
+
+def migrate(
+    conn: sqlite3.Connection,
+    now: float,
+    node_id: int,
+    move: tuple[int, str | None, str, float],
+    ttls: Ttls,
+) -> tuple[int | None, float]:
+    """Leave + join; returns the group the node came from."""
+    to_group_id, invite_code, reason, expected_gain = move
+    node = _node_row(conn, node_id)
+    if node["group_id"] == to_group_id:
+        raise ConflictError(
+            f"node {node_id} is already in group {to_group_id}", group_id=to_group_id
+        )
+    _joinable_group(conn, now, to_group_id, node_id, invite_code, ttls)
+    _detach(conn, now, node, ttls[0])
+    _attach(conn, now, node_id, to_group_id, None)
+    event(
+        conn,
+        "migrated",
+        now,
+        node_id=node_id,
+        group_id=to_group_id,
+        from_group_id=node["group_id"],
+        to_group_id=to_group_id,
+        reason=reason,
+        expected_gain=expected_gain,
+    )
+    return node["group_id"], now
+
+
+# -- the coordinator's reports -----------------------------------------------------------------
+
+
+def report(conn: sqlite3.Connection, now: float, group_id: int) -> None:
+    """Refresh a group's last_report (a failed group whose coordinator is back is active)."""
+    status = conn.execute("SELECT status FROM groups WHERE id = ?", (group_id,)).fetchone()
+    if status is None:
+        raise NotFoundError(f"group {group_id} not found")
+    if status[0] == "dissolved":
+        raise ConflictError(f"group {group_id} is dissolved")
+    conn.execute(
+        "UPDATE groups SET last_report = ?, status = 'active' WHERE id = ?", (now, group_id)
+    )
+
+
+def insert_round(conn: sqlite3.Connection, now: float, group_id: int, r: RoundReport) -> None:
+    report(conn, now, group_id)
+    conn.execute(
+        "INSERT INTO rounds (group_id, round, accuracy, loss, num_nodes, num_examples, "
+        "reported_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (group_id, r.round, r.accuracy, r.loss, r.num_nodes, r.num_examples, now),
+    )
+    conn.execute(
+        "UPDATE groups SET accuracy = ?, loss = ?, round = ? WHERE id = ?",
+        (r.accuracy, r.loss, r.round, group_id),
+    )
+
+
+def upsert_model(conn: sqlite3.Connection, now: float, group_id: int, model: Model) -> None:
+    report(conn, now, group_id)
+    conn.execute(
+        "INSERT INTO models (group_id, sha256, data, updated_at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT(group_id) DO UPDATE SET sha256 = excluded.sha256, data = excluded.data, "
+        "updated_at = excluded.updated_at",
+        (group_id, model.sha256, sqlite3.Binary(model.data), now),
+    )
+    conn.execute("UPDATE groups SET model_sha256 = ? WHERE id = ?", (model.sha256, group_id))
+
+
+# -- the end of groups -------------------------------------------------------------------------
+
+
+def sweep(
+    conn: sqlite3.Connection, now: float, ttls: Ttls
+) -> tuple[list[int], list[tuple[int, list[int]]]]:
+    """Fail groups silent for group_ttl; dissolve groups without a live member as long.
+
+    Returns the failed group ids and ``(group_id, detached members)`` per dissolved group.
+    """
+    node_ttl, group_ttl = ttls
+    cut = now - group_ttl
+    failed = [
+        r[0]
+        for r in conn.execute(
+            "SELECT id FROM groups WHERE status = 'active' AND last_report < ?", (cut,)
+        )
+    ]
+    for group_id in failed:
+        conn.execute("UPDATE groups SET status = 'failed' WHERE id = ?", (group_id,))
+        event(conn, "group_failed", now, group_id=group_id, silent_for=group_ttl)
+    empty = [
+        r[0]
+        for r in conn.execute(
+            "SELECT g.id FROM groups g WHERE g.status != 'dissolved' AND g.last_live_at < ? "
+            "AND NOT EXISTS (SELECT 1 FROM nodes n WHERE n.group_id = g.id "
+            "AND n.last_seen >= ?)",
+            (cut, cut - node_ttl),
+        )
+    ]
+    dissolved = [(group_id, _dissolve(conn, now, group_id, "no live member")) for group_id in empty]
+    return failed, dissolved
+
+
+def _dissolve(conn: sqlite3.Connection, now: float, group_id: int, reason: str) -> list[int]:
+    """Detach every member (evicted events), mark the group dissolved; returns the members."""
+    members = [r[0] for r in conn.execute("SELECT id FROM nodes WHERE group_id = ?", (group_id,))]
+    conn.execute("UPDATE nodes SET group_id = NULL WHERE group_id = ?", (group_id,))
+    conn.execute("UPDATE groups SET status = 'dissolved' WHERE id = ?", (group_id,))
+    for node_id in members:
+        event(conn, "evicted", now, node_id=node_id, group_id=group_id, reason="dissolved")
+    event(conn, "dissolved", now, group_id=group_id, detached=members, reason=reason)
+    return members
+
+
+def close_group(conn: sqlite3.Connection, now: float, group_id: int) -> list[int]:
+    """Dissolve at once (idempotent); returns the detached members."""
+    status = conn.execute("SELECT status FROM groups WHERE id = ?", (group_id,)).fetchone()
+    if status is not None and status[0] == "dissolved":
+        return []
+    return _dissolve(conn, now, group_id, "closed by its host")

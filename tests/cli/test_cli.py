@@ -1,0 +1,71 @@
+"""The Typer entrypoint: help, and one-line errors with a non-zero exit for bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mycelium_net import app
+
+ROOT = Path(__file__).resolve().parents[2]
+runner = CliRunner()
+
+
+def test_no_args_shows_help() -> None:
+    result = runner.invoke(app, [])
+    assert "registry" in result.output and "node" in result.output and "demo" in result.output
+
+
+@pytest.mark.parametrize("command", ["registry", "node", "demo", "bench"])
+def test_every_command_has_help(command: str) -> None:
+    result = runner.invoke(app, [command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def test_help_does_not_import_heavy_modules() -> None:
+    code = (
+        "import sys; sys.argv=['mycelium_net.py','--help'];"
+        "import mycelium_net\n"
+        "try:\n    mycelium_net.app()\nexcept SystemExit:\n    pass\n"
+        "heavy=[m for m in ('torch','flwr','fastapi','sklearn') if m in sys.modules];"
+        "print('HEAVY', heavy)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert "HEAVY []" in out.stdout, out.stdout + out.stderr
+
+
+def test_unreadable_data_file_is_a_one_line_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.npz"
+    bad.write_text("not an npz")
+    result = runner.invoke(
+        app, ["node", "--data", str(bad), "--registry-url", "http://127.0.0.1:9"]
+    )
+    assert result.exit_code == 1
+    assert "error:" in result.output and "bad.npz" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["node", "--partition", "7/3"], "0 <= i < N"),
+        (["node", "--partition", "x"], "expected i/N"),
+        (["node", "--cluster", "5", "--clusters", "3"], "--cluster must be in"),
+        (["node", "--join-policy", "closed"], "--join-policy"),
+        (["node", "--data", "/nonexistent.npz"], "is not a file"),
+        (["demo", "--scenario", "spiral"], "--scenario"),
+        (["node", "--scenario", "spiral", "--registry-url", "http://127.0.0.1:9"], "scenario"),
+    ],
+)
+def test_bad_input_is_a_one_line_error(args: list[str], message: str) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code != 0
+    assert message in result.output
+    assert "Traceback" not in result.output

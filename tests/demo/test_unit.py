@@ -1,0 +1,90 @@
+"""Pure parts of the demo: the node plan, purity and the stability rule."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mycelium.demo.config import DemoConfig, plan_nodes
+from mycelium.demo.observation import is_stable, purity
+from mycelium.demo.run import DemoFailed, DemoRun, new_run_dir
+from mycelium.procs import ManagedProcess, wait_for
+
+
+def test_plan_round_robins_clusters_and_misplaces_the_last_node() -> None:
+    specs = plan_nodes(DemoConfig(nodes=6, clusters=3))
+    assert [s.cluster for s in specs] == [0, 1, 2, 0, 1, 2]
+    assert [s.misplaced for s in specs] == [False] * 5 + [True]
+    assert [s.index for s in specs] == list(range(6))
+
+
+def test_no_misplacement_without_a_second_node_of_a_cluster() -> None:
+    assert not any(s.misplaced for s in plan_nodes(DemoConfig(nodes=3, clusters=3)))
+    assert not any(s.misplaced for s in plan_nodes(DemoConfig(nodes=4, clusters=1)))
+
+
+def test_purity() -> None:
+    clusters = {"a": 0, "b": 0, "c": 1}
+    assert purity(["a", "b"], clusters) == 1.0
+    assert purity(["a", "b", "c"], clusters) == 2 / 3
+    assert purity([], clusters) is None
+
+
+def group(accs: list[float], start: float = 100.0, step: float = 7.0) -> dict[str, Any]:
+    rounds = [{"reported_at": start + k * step, "accuracy": a} for k, a in enumerate(accs)]
+    return {"members": [{"name": "n0"}], "rounds": rounds}
+
+
+JOINED = [{"type": "joined", "at": 90.0}, {"type": "heartbeat-free noise", "at": 500.0}]
+
+
+def test_stable_after_a_quiet_window_with_enough_flat_rounds() -> None:
+    flat = [0.80, 0.86, 0.83, 0.84, 0.86, 0.83]
+    assert is_stable([group(flat)], JOINED, now=150.0, window=30.0)
+
+
+def test_not_stable_too_soon_after_a_membership_change() -> None:
+    flat = [0.80, 0.86, 0.83, 0.84, 0.86, 0.83]
+    moved = [*JOINED, {"type": "migrated", "at": 130.0}]
+    assert not is_stable([group(flat)], moved, now=150.0, window=30.0)
+    assert not is_stable([group(flat)], [], now=150.0, window=30.0)
+
+
+def test_not_stable_with_too_few_rounds_or_a_rising_group() -> None:
+    assert not is_stable([group([0.8, 0.8, 0.8])], JOINED, now=150.0, window=30.0)
+    rising = [0.70, 0.72, 0.74, 0.80, 0.82, 0.84]
+    assert not is_stable([group(rising)], JOINED, now=150.0, window=30.0)
+    empty_group = {"members": [], "rounds": []}
+    flat = group([0.8] * 6)
+    assert is_stable([flat, empty_group], JOINED, now=150.0, window=30.0)
+
+
+def test_config_paths_are_absolute_where_they_enter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = DemoConfig(run_dir=Path("run"), report_path=Path("out/r.json"), plot_path=None)
+    assert config.run_dir == tmp_path / "run"
+    assert config.report_path == tmp_path / "out" / "r.json"
+    default = new_run_dir(DemoConfig())
+    assert default.is_absolute() and default.parent == tmp_path
+    assert default.name.startswith("mycelium-demo-")
+
+
+def test_a_child_that_exits_is_named_with_the_last_line_of_its_log(tmp_path: Path) -> None:
+    code = "import sys; print('warming up'); print('error: data file is empty'); sys.exit(3)"
+    proc = ManagedProcess("n7", [sys.executable, "-c", code], log_path=tmp_path / "n7.log")
+    run = DemoRun(config=DemoConfig(run_dir=tmp_path), run_dir=tmp_path, processes=[proc])
+    proc.start()
+    wait_for(lambda: not proc.is_running(), timeout=30, what="the child to exit")
+    with pytest.raises(DemoFailed) as failed:
+        run.check_children()
+    proc.stop()
+    assert str(failed.value).startswith(
+        "n7 exited unexpectedly (exit code 3); its last log line: error: data file is empty"
+    )
+    assert failed.value.failure["process"] == "n7"
+    assert failed.value.failure["returncode"] == 3

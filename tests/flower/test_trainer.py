@@ -1,0 +1,163 @@
+"""The warm trainer (torch side) and its loopback HTTP endpoint (HTTP side)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mycelium.flower.errors import FitError
+from mycelium.flower.protocol import META_HEADER
+from mycelium.flower.rounds import Settings
+from mycelium.flower.strategy import initial_arrays
+from mycelium.flower.trainer import LocalTrainer
+from mycelium.flower.trainer_http import TrainerServer, request_fit
+from mycelium.learning import model as model_lib
+from mycelium.learning.codec import weights_to_bytes
+from mycelium.learning.data import make_partition
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def trainer() -> LocalTrainer:
+    data = make_partition(scenario="rotate", clusters=2, index=0, num_clients=4, seed=0)
+    return LocalTrainer(data, seed=0)
+
+
+@pytest.fixture(scope="module")
+def server(trainer: LocalTrainer) -> Iterator[tuple[str, int]]:
+    srv = TrainerServer(trainer)
+    url = srv.start()
+    try:
+        yield url, int(url.rsplit(":", 1)[1])
+    finally:
+        srv.stop()
+
+
+def test_hyper_parameter_defaults_are_the_learning_cores(trainer: LocalTrainer) -> None:
+    core = (model_lib.EPOCHS, model_lib.LEARNING_RATE, model_lib.BATCH_SIZE)
+    d = trainer.defaults
+    assert (d.epochs, d.lr, d.batch_size) == core
+    app_config = tomllib.loads((ROOT / "flower_app/pyproject.toml").read_text())
+    run_config = app_config["tool"]["flwr"]["app"]["config"]
+    settings = Settings.from_run_config(run_config)
+    assert settings == Settings()  # the ServerApp's defaults are the app's
+    # By default a group sends no hyper-parameters: members use the learning core's.
+    assert dict(settings.train_config(3)) == {"server-round": 3}
+    chosen = Settings(local_epochs=3, lr=0.2, batch_size=-1).train_config(1)
+    assert dict(chosen) == {"server-round": 1, "local-epochs": 3, "lr": 0.2}
+
+
+def test_fit_scores_incoming_model_then_trains(trainer: LocalTrainer) -> None:
+    incoming = initial_arrays(3)
+    loss, acc = trainer.evaluate_arrays(incoming)
+    result = trainer.fit(incoming, {"local-epochs": 2}, round=4, flower_node_id=99)
+    assert result.metrics["val_accuracy"] == pytest.approx(acc)
+    assert result.metrics["val_loss"] == pytest.approx(loss)
+    assert result.metrics["post_val_accuracy"] > acc  # two epochs beat a random init
+    assert result.num_examples == trainer.num_examples > 0
+    assert [a.shape for a in result.arrays] == [a.shape for a in incoming]
+    assert not all(np.array_equal(a, b) for a, b in zip(result.arrays, incoming, strict=True))
+    assert (trainer.last_round, trainer.flower_node_id) == (4, 99)
+    assert trainer.group_score == pytest.approx(acc)
+    assert trainer.last_group_arrays is not None
+    assert all(
+        np.array_equal(a, b) for a, b in zip(trainer.last_group_arrays, incoming, strict=True)
+    )
+    assert trainer.last_fit_at is not None and abs(trainer.last_fit_at - time.time()) < 60
+
+
+def test_fit_refuses_bad_arrays_and_config(trainer: LocalTrainer) -> None:
+    good = initial_arrays(0)
+    with pytest.raises(ValueError, match="shapes"):
+        trainer.fit(good[:2], {})
+    with pytest.raises(ValueError, match="NaN"):
+        trainer.fit([np.full_like(a, np.nan) for a in good], {})
+    with pytest.raises(ValueError, match="lr"):
+        trainer.fit(good, {"lr": -1.0})
+    with pytest.raises(ValueError, match="batch-size"):
+        trainer.fit(good, {"batch-size": 0})
+
+
+def test_warm_up_trains_the_local_model() -> None:
+    data = make_partition(scenario="rotate", clusters=2, index=1, num_clients=4, seed=0)
+    fresh = LocalTrainer(data, seed=1)
+    before = fresh.local_score()
+    fresh.warm_up(5)
+    assert fresh.local_score() > before + 0.2
+
+
+def test_request_fit_round_trip(server: tuple[str, int], trainer: LocalTrainer) -> None:
+    url, _ = server
+    result = request_fit(url, initial_arrays(1), {"local-epochs": 1}, round=7)
+    assert result.num_examples == trainer.num_examples
+    assert set(result.metrics) >= {"val_accuracy", "val_loss", "train_loss", "post_val_accuracy"}
+    assert trainer.last_round == 7
+
+
+def _post(port: int, body: bytes, headers: dict[str, str], path: str = "/fit") -> tuple[int, str]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("POST", path, body=body, headers=headers)
+        response = conn.getresponse()
+        return response.status, response.read().decode(errors="replace")
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "fragment"),
+    [
+        (b"not an npz", {}, 400, "npz"),
+        (b"", {}, 400, "empty body"),
+        (weights_to_bytes(initial_arrays(0)), {META_HEADER: "{oops"}, 400, "JSON"),
+        (
+            weights_to_bytes(initial_arrays(0)),
+            {META_HEADER: '{"round": "x"}'},
+            400,
+            "round",
+        ),
+        (weights_to_bytes([np.zeros((3, 3), np.float32)]), {}, 400, "shapes"),
+        (
+            weights_to_bytes(initial_arrays(0)),
+            {META_HEADER: json.dumps({"config": {"lr": "fast"}})},
+            400,
+            "lr",
+        ),
+    ],
+)
+def test_trainer_server_rejects_bad_requests(
+    server: tuple[str, int], body: bytes, headers: dict[str, str], status: int, fragment: str
+) -> None:
+    _, port = server
+    got, text = _post(port, body, headers)
+    assert got == status
+    assert fragment in json.loads(text)["detail"]
+
+
+def test_trainer_server_unknown_path_and_oversize(server: tuple[str, int]) -> None:
+    _, port = server
+    assert _post(port, b"x", {}, path="/nope")[0] == 404
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.putrequest("POST", "/fit")
+        conn.putheader("Content-Length", str(10**12))
+        conn.endheaders()
+        assert conn.getresponse().status == 413
+    finally:
+        conn.close()
+
+
+def test_request_fit_reports_refusals_and_unreachable(server: tuple[str, int]) -> None:
+    url, _ = server
+    with pytest.raises(FitError, match="400"):
+        request_fit(url, [np.zeros(3, np.float32)], {})
+    with pytest.raises(FitError, match="unreachable"):
+        request_fit("http://127.0.0.1:9", initial_arrays(0), {}, timeout=2)
