@@ -232,8 +232,15 @@ class RegistryClient:
         max_capacity: int = config.MAX_CAPACITY,
         join_policy: str = config.JOIN_POLICY,
         performance_threshold: float = config.PERFORMANCE_THRESHOLD,
+        model_spec: list[Any] | None = None,
+        fingerprint: str | None = None,
+        strategy: str = config.STRATEGY,
+        strategy_params: dict[str, float] | None = None,
     ) -> GroupCredentials:
-        """Create a group (as the node whose token is set, or as an operator without one)."""
+        """Create a group (as the node whose token is set, or as an operator without one).
+
+        ``model_spec`` + ``fingerprint`` (see :mod:`mycelium.fingerprint`) make the registry
+        refuse model uploads that do not fit; ``strategy`` is listed for discovery."""
         body = {
             "name": name,
             "fleet_address": fleet_address,
@@ -241,7 +248,11 @@ class RegistryClient:
             "max_capacity": max_capacity,
             "join_policy": join_policy,
             "performance_threshold": performance_threshold,
+            "strategy": strategy,
+            "strategy_params": dict(strategy_params or {}),
         }
+        if model_spec is not None:
+            body |= {"model_spec": model_spec, "fingerprint": fingerprint}
         data = self._json("POST", "/groups", json=body)
         return GroupCredentials(
             group_id=int(data["group_id"]),
@@ -256,9 +267,13 @@ class RegistryClient:
         has_capacity: bool | None = None,
         limit: int = 20,
         offset: int = 0,
+        fingerprint: str | None = None,
+        strategy: str | None = None,
     ) -> list[dict[str, Any]]:
         params = {
             "task": task,
+            "fingerprint": fingerprint,
+            "strategy": strategy,
             "has_capacity": _bool_param(has_capacity),
             "limit": limit,
             "offset": offset,

@@ -35,7 +35,10 @@ class JsonCache:
 @router.post("", status_code=201, response_model=schemas.GroupCreated, responses=schemas.ERRORS)
 async def create_group(body: schemas.GroupCreate, store: StoreDep, token: OptionalTokenDep) -> Any:
     """Create a group (node token, or none for an operator); the creator is not a member."""
-    created = await store.create_group(spec=GroupSpec(**body.model_dump()), token=token)
+    fields = body.model_dump()
+    fields["model_spec"] = None if body.model_spec is None else json.dumps(body.model_spec)
+    fields["strategy_params"] = json.dumps(body.strategy_params)
+    created = await store.create_group(spec=GroupSpec(**fields), token=token)
     return {
         "group_id": created.group_id,
         "group_token": created.group_token,

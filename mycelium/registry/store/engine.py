@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mycelium.registry.store.errors import StoreError, StoreUnusable
-from mycelium.registry.store.schema import FLUSH_SQL, SCHEMA
+from mycelium.registry.store.schema import ADDED_COLUMNS, FLUSH_SQL, SCHEMA
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +89,7 @@ class Engine:
             raise sqlite3.OperationalError(f"{self.db_path}: cannot enable WAL (got {mode})")
         conn.execute("PRAGMA wal_autocheckpoint = 0")  # checkpoints run off the loop
         conn.executescript(SCHEMA)
+        _add_missing_columns(conn)
         self._conn = conn
         return conn
 
@@ -204,3 +205,12 @@ def _nothing(conn: sqlite3.Connection, now: float) -> None:
 
 def _checkpoint(conn: sqlite3.Connection, now: float) -> None:
     conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """A database file of an older release gets the columns added since (ALTER TABLE)."""
+    for table, column, declaration in ADDED_COLUMNS:
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+    conn.commit()

@@ -41,6 +41,10 @@ class GroupSpec:
     max_capacity: int
     join_policy: str
     performance_threshold: float
+    fingerprint: str | None = None
+    model_spec: str | None = None  # JSON of mycelium.fingerprint.ModelSpec.to_json()
+    strategy: str = "fedavg"
+    strategy_params: str = "{}"  # JSON object of floats
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,10 @@ CREATE TABLE IF NOT EXISTS groups (
     loss REAL,
     round INTEGER,
     model_sha256 TEXT,
+    fingerprint TEXT,
+    model_spec TEXT,
+    strategy TEXT NOT NULL DEFAULT 'fedavg',
+    strategy_params TEXT NOT NULL DEFAULT '{}',
     last_report REAL NOT NULL,
     last_live_at REAL NOT NULL,
     created_at REAL NOT NULL
@@ -69,6 +73,14 @@ CREATE TABLE IF NOT EXISTS events (
 );
 """
 
+# Columns added after the first release: (table, column, declaration) for older files.
+ADDED_COLUMNS = (
+    ("groups", "fingerprint", "TEXT"),
+    ("groups", "model_spec", "TEXT"),
+    ("groups", "strategy", "TEXT NOT NULL DEFAULT 'fedavg'"),
+    ("groups", "strategy_params", "TEXT NOT NULL DEFAULT '{}'"),
+)
+
 NODE_COLUMNS = (
     "id, name, address, task, num_samples, group_id, flower_node_id, accuracy, loss, round, "
     "last_seen, created_at"
@@ -76,7 +88,7 @@ NODE_COLUMNS = (
 GROUP_COLUMNS = (
     "g.id, g.name, g.fleet_address, g.task, g.max_capacity, g.join_policy, "
     "g.performance_threshold, g.status, g.accuracy, g.loss, g.round, g.model_sha256, "
-    "g.last_report, g.created_at"
+    "g.fingerprint, g.strategy, g.strategy_params, g.last_report, g.created_at"
 )
 FLUSH_SQL = (
     "UPDATE nodes SET last_seen = ?, accuracy = COALESCE(?, accuracy), "
