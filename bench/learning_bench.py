@@ -69,7 +69,8 @@ def run_cli(
     plain FedAvg run next to FedAvg; each scenario's results are then keyed
     ``"scenario strategy"`` (just ``"scenario"`` with FedAvg alone)."""
     task_obj = load_task(task)  # TaskLoadError (ValueError): one line
-    rounds = rounds or getattr(task_obj, "bench_rounds", DEFAULT_ROUNDS)
+    if rounds is None:
+        rounds = getattr(task_obj, "bench_rounds", DEFAULT_ROUNDS)
     chosen_s, chosen_a = _validate(
         scenarios,
         algorithms,
