@@ -22,12 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mycelium import config
+
 if TYPE_CHECKING:
     from flwr.app import Message
     from flwr.serverapp import Grid
     from flwr.serverapp.strategy import Strategy
 
-STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad")
+STRATEGIES = config.STRATEGIES  # fedavg, fedprox, fedadam, fedyogi, fedadagrad
 DEFAULT_PROXIMAL_MU = 0.01  # flwr's own default 0.0 makes FedProx plain FedAvg
 PROXIMAL_MU_KEY = "proximal-mu"  # flwr's FedProx config key
 WEIGHT_KEY = "num-examples"
@@ -101,26 +103,37 @@ class StrategyConfig:
         extra = ", ".join(f"{k}={v:g}" for k, v in self.params.items())
         return f"{self.name}({extra})" if extra else self.name
 
-    def build(self) -> Strategy:
-        """A fresh flwr strategy that trains every node it is offered (one is enough)."""
-        from flwr.serverapp import strategy as flwr_strategy
+    @property
+    def flwr_class_name(self) -> str:
+        """The class of ``flwr.serverapp.strategy`` this strategy is."""
+        return _CLASSES[self.name]
 
-        cls = getattr(flwr_strategy, _CLASSES[self.name])
-        kwargs: dict[str, Any] = {
-            "min_train_nodes": 1,
-            "min_evaluate_nodes": 1,
-            "min_available_nodes": 1,
-            "weighted_by_key": WEIGHT_KEY,
-            "arrayrecord_key": ARRAYS_KEY,
-            "configrecord_key": CONFIG_KEY,
-        }
+    def flwr_kwargs(self) -> dict[str, float]:
+        """The strategy's own keyword arguments for flwr's class (FedProx: mu 0.01 unless
+        given)."""
+        kwargs: dict[str, float] = {}
         if self.name == "fedprox":
             kwargs["proximal_mu"] = DEFAULT_PROXIMAL_MU
         for param, (keyword, _) in _PARAMS.items():
             value = getattr(self, param)
             if value is not None:
                 kwargs[keyword] = float(value)
-        return cls(**kwargs)
+        return kwargs
+
+    def build(self) -> Strategy:
+        """A fresh flwr strategy that trains every node it is offered (one is enough)."""
+        from flwr.serverapp import strategy as flwr_strategy
+
+        cls = getattr(flwr_strategy, self.flwr_class_name)
+        return cls(
+            min_train_nodes=1,
+            min_evaluate_nodes=1,
+            min_available_nodes=1,
+            weighted_by_key=WEIGHT_KEY,
+            arrayrecord_key=ARRAYS_KEY,
+            configrecord_key=CONFIG_KEY,
+            **self.flwr_kwargs(),
+        )
 
 
 def configs_for(names: Sequence[str], **params: float | None) -> list[StrategyConfig]:
@@ -208,7 +221,7 @@ class GroupAggregator:
 
         self.server_round += 1
         self._dtypes = [np.asarray(a).dtype for a in arrays]
-        with _process_identity(), quiet_flwr():
+        with process_identity(), quiet_flwr():
             messages = self.strategy.configure_train(
                 self.server_round,
                 ArrayRecord([np.asarray(a) for a in arrays]),
@@ -258,7 +271,7 @@ def quiet_flwr(level: int = logging.WARNING) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _process_identity() -> Iterator[None]:
+def process_identity() -> Iterator[None]:
     """flwr's Messages need the process's run/node/task identity, which a real ServerApp
     process has; outside one (simulation, tests) this plays run 0 on the SuperLink's node."""
     from flwr.common.constant import SUPERLINK_NODE_ID
