@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from mycelium import config
+
+if TYPE_CHECKING:
+    from mycelium.learning.strategy import StrategyConfig
 
 LogLevel = Annotated[
     str, typer.Option(help="Logging level.", envvar="MYCELIUM_LOG_LEVEL", case_sensitive=False)
@@ -29,6 +32,14 @@ ServerLr = Annotated[
     typer.Option(
         help="Server learning rate (eta) of fedadam/fedyogi/fedadagrad (default: flwr's).",
         envvar="MYCELIUM_SERVER_LR",
+    ),
+]
+StrategyName = Annotated[
+    str,
+    typer.Option(
+        "--strategy",
+        help="Aggregation of a group founded here: fedavg, fedprox, fedadam, fedyogi, fedadagrad.",
+        envvar="MYCELIUM_STRATEGY",
     ),
 ]
 Tau = Annotated[
@@ -57,3 +68,15 @@ def fail(message: str) -> typer.Exit:
 def check_join_policy(join_policy: str) -> None:
     if join_policy not in config.JOIN_POLICIES:
         raise fail(f"--join-policy must be open or invite-only, not {join_policy!r}")
+
+
+def strategy_from_flags(
+    name: str, *, proximal_mu: float | None, server_lr: float | None, tau: float | None
+) -> StrategyConfig:
+    """The group strategy the flags describe, or a one-line error (exit 1)."""
+    from mycelium.learning.strategy import StrategyConfig, StrategyError
+
+    try:
+        return StrategyConfig(name, proximal_mu=proximal_mu, server_lr=server_lr, tau=tau)
+    except StrategyError as exc:
+        raise fail(str(exc)) from None

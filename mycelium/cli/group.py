@@ -9,7 +9,18 @@ from typing import Annotated
 import typer
 
 from mycelium import config
-from mycelium.cli._common import LogLevel, check_join_policy, fail, setup_logging
+from mycelium.cli._common import (
+    LogLevel,
+    ProximalMu,
+    ServerLr,
+    StrategyName,
+    TaskRef,
+    Tau,
+    check_join_policy,
+    fail,
+    setup_logging,
+    strategy_from_flags,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +32,14 @@ def group(
     name: Annotated[
         str, typer.Option(help="Group name shown in the registry.", envvar="MYCELIUM_NAME")
     ] = "group",
-    task: Annotated[str, typer.Option(help="Task name.", envvar="MYCELIUM_TASK")] = config.TASK,
+    task: TaskRef = config.TASK,
+    strategy: StrategyName = config.STRATEGY,
+    proximal_mu: ProximalMu = None,
+    server_lr: ServerLr = None,
+    tau: Tau = None,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the group's initial model.", envvar="MYCELIUM_SEED")
+    ] = 0,
     max_capacity: Annotated[
         int, typer.Option(help="Most live members.", min=1, envvar="MYCELIUM_MAX_CAPACITY")
     ] = config.MAX_CAPACITY,
@@ -94,23 +112,29 @@ def group(
     from mycelium.flower.errors import FlowerError
     from mycelium.flower.group_host import GroupHost, host_until_signalled
 
-    host = GroupHost(
-        registry_url,
-        name=name,
-        task=task,
-        max_capacity=max_capacity,
-        join_policy=join_policy,
-        performance_threshold=performance_threshold,
-        work_dir=(work_dir or config.RUNS_DIR / f"group-{name}").resolve(),
-        heartbeat_interval=heartbeat_interval,
-        run_config={
-            "local-epochs": -1 if local_epochs is None else local_epochs,
-            "lr": -1.0 if lr is None else lr,
-            "batch-size": -1 if batch_size is None else batch_size,
-            "num-rounds": num_rounds,
-            "min-round-timeout": min_round_timeout,
-        },
-    )
+    chosen = strategy_from_flags(strategy, proximal_mu=proximal_mu, server_lr=server_lr, tau=tau)
+    try:  # builds the task's seeded model: the group's initial model in the registry
+        host = GroupHost(
+            registry_url,
+            name=name,
+            task=task,
+            init_seed=seed,
+            strategy=chosen,
+            max_capacity=max_capacity,
+            join_policy=join_policy,
+            performance_threshold=performance_threshold,
+            work_dir=(work_dir or config.RUNS_DIR / f"group-{name}").resolve(),
+            heartbeat_interval=heartbeat_interval,
+            run_config={
+                "local-epochs": -1 if local_epochs is None else local_epochs,
+                "lr": -1.0 if lr is None else lr,
+                "batch-size": -1 if batch_size is None else batch_size,
+                "num-rounds": num_rounds,
+                "min-round-timeout": min_round_timeout,
+            },
+        )
+    except ValueError as exc:  # TaskLoadError: the --task reference leads to no task
+        raise fail(str(exc)) from None
     try:
         code = host_until_signalled(host)
     except (FlowerError, RegistryError, OSError, ValueError) as exc:

@@ -63,6 +63,7 @@ CLUSTER = "cluster"  # -1 = by partition index
 PARTITION_INDEX = "partition-index"
 NUM_PARTITIONS = "num-partitions"
 SEED = "seed"
+TASK = "task"  # optional task reference of a cold ClientApp (default digits)
 COLD_KEYS = (SCENARIO, CLUSTERS, CLUSTER, PARTITION_INDEX, NUM_PARTITIONS, SEED)
 
 # -- the warm trainer's HTTP endpoint (ClientApp -> node agent, loopback) -------------------
