@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mycelium import launch
-from mycelium.client import RegistryClient, RegistryError
+from mycelium.client import RegistryClient, RegistryError, read_token_file, write_token_file
 from mycelium.flower import protocol
 from mycelium.procs import (
     DeadlineExceeded,
@@ -115,14 +115,22 @@ class RssSampler:
 # -- pieces ------------------------------------------------------------------------------------
 @contextmanager
 def registry_process(workdir: Path) -> Iterator[str]:
-    """The real registry on a free port."""
+    """The real registry on a free port; its operator token is in ``workdir/operator.token``
+    (the bench hosts groups without a node, as the ``group`` command does)."""
+    token_file = workdir / OPERATOR_TOKEN_FILE
+    write_token_file(token_file)
     try:
         with launch.registry_process(
-            db=workdir / "registry.db", log_path=workdir / "registry.log"
+            db=workdir / "registry.db",
+            log_path=workdir / "registry.log",
+            operator_token_file=token_file,
         ) as registry:
             yield registry.url
     except launch.LaunchError as exc:
         raise BenchError(str(exc)) from None
+
+
+OPERATOR_TOKEN_FILE = "operator.token"
 
 
 class _Heartbeats:
@@ -175,6 +183,7 @@ def measure_mode(mode: str, registry_url: str, workdir: Path, rounds: int) -> Mo
             registry_url,
             name=f"bench-{mode}",
             work_dir=workdir / mode / "group",
+            creator_token=read_token_file(workdir / OPERATOR_TOKEN_FILE),
             run_config={"min-round-timeout": 60.0, "first-round-timeout": 180.0},
         )
         stack.callback(host.stop)

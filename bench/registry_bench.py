@@ -32,6 +32,7 @@ import httpx
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
+from mycelium.client import write_token_file
 from mycelium.launch import registry_command
 from mycelium.procs import DeadlineExceeded, ManagedProcess, free_port, wait_for
 
@@ -198,14 +199,21 @@ def _answers(url: str) -> bool:
     return httpx.get(url, timeout=1.0).status_code == 200
 
 
-def registry_server(workdir: Path) -> tuple[list[str], int]:
+def registry_server(workdir: Path) -> tuple[list[str], int, str]:
+    """argv, port and operator token (the bench creates its groups as the operator)."""
     port = free_port()
+    token_file = workdir / "operator.token"
+    token = write_token_file(token_file)
     # Long TTLs: loading 10,000 nodes on busy shared cores can outlast the default 120 s,
     # and the figures are about request cost, not about groups expiring mid-run.
     args = registry_command(
-        port=port, db=workdir / "bench.db", node_ttl=LOAD_TTL, group_ttl=LOAD_TTL
+        port=port,
+        db=workdir / "bench.db",
+        node_ttl=LOAD_TTL,
+        group_ttl=LOAD_TTL,
+        operator_token_file=token_file,
     )
-    return args, port
+    return args, port, token
 
 
 def bare_server() -> tuple[list[str], int]:
@@ -219,8 +227,11 @@ def bare_server() -> tuple[list[str], int]:
 # -- loading 10,000 nodes into 1,000 groups ----------------------------------------------------
 
 
-async def _load(url: str, nodes: int, groups: int, seed: int = 0) -> list[tuple[int, int, str]]:
-    """Register groups and nodes, report a round per group, join every node to its group."""
+async def _load(
+    url: str, operator: str, nodes: int, groups: int, seed: int = 0
+) -> list[tuple[int, int, str]]:
+    """Register groups (as the operator) and nodes, report a round per group, join every
+    node to its group."""
     rng = random.Random(seed)
     limit = asyncio.Semaphore(LOAD_CONCURRENCY)
     limits = httpx.Limits(max_connections=LOAD_CONCURRENCY)
@@ -244,7 +255,8 @@ async def _load(url: str, nodes: int, groups: int, seed: int = 0) -> list[tuple[
             members = range(i, nodes, groups)
             capacity = len(members) if i % 2 == 0 else 2 * max(len(members), 1)
             body = {"name": f"g{i}", "fleet_address": f"10.0.{i // 250}.{i % 250}:9092"}
-            made = await call("POST", "/groups", {**body, "max_capacity": max(capacity, 1)})
+            body["max_capacity"] = max(capacity, 1)
+            made = await call("POST", "/groups", body, operator)
             metrics = {"round": 1, "accuracy": rng.random(), "loss": 1.0}
             metrics |= {"num_nodes": len(members), "num_examples": 100 * len(members)}
             await call("POST", f"/groups/{made['group_id']}/rounds", metrics, made["group_token"])
@@ -276,12 +288,12 @@ def run(
     with tempfile.TemporaryDirectory(prefix="registry-bench-") as tmp:
         workdir = Path(tmp)
         bare_args, bare_port = bare_server()
-        reg_args, reg_port = registry_server(workdir)
+        reg_args, reg_port, operator = registry_server(workdir)
         with (
             _server("bare", bare_args, bare_port, workdir) as bare_url,
             _server("registry", reg_args, reg_port, workdir) as url,
         ):
-            loaded = asyncio.run(_load(url, nodes, groups))
+            loaded = asyncio.run(_load(url, operator, nodes, groups))
             beats = workdir / "beats.txt"
             beats.write_text("".join(f"{n} {g} {t}\n" for n, g, t in loaded))
             script = workdir / "heartbeat.lua"

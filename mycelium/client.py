@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import secrets
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -39,6 +42,10 @@ class Forbidden(RegistryError):
     """401/403: missing or wrong token, or a missing/wrong invite code."""
 
 
+class LimitReached(RegistryError):
+    """429: an allowance is used up (e.g. the live groups a node may own)."""
+
+
 class Conflict(RegistryError):
     """409: full group, wrong membership, failed group; see :attr:`actual_group_id`."""
 
@@ -49,6 +56,43 @@ class Conflict(RegistryError):
             value = self.detail.get("group_id")
             return int(value) if value is not None else None
         return None
+
+
+class TokenFileError(ValueError):
+    """A token file is missing, unreadable, empty or too short (the message never shows it)."""
+
+
+MIN_TOKEN_CHARS = 16
+
+
+def read_token_file(path: Path) -> str:
+    """The secret in ``path`` (an operator token), surrounding whitespace stripped.
+
+    Secrets come from files, never from the command line (``ps`` shows it) or logs.
+    """
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "unreadable"
+        raise TokenFileError(f"token file {path}: {reason}") from None
+    if len(token) < MIN_TOKEN_CHARS or any(c.isspace() for c in token):
+        raise TokenFileError(
+            f"token file {path} must hold one token of at least {MIN_TOKEN_CHARS} characters "
+            "and no whitespace (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+    return token
+
+
+def write_token_file(path: Path) -> str:
+    """Write a new random token to ``path`` (mode 0600) and return it: an operator token
+    for ``registry --operator-token-file`` and ``group --operator-token-file``."""
+    token = secrets.token_urlsafe(32)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(token + "\n")
+    return token
 
 
 @dataclass(frozen=True)
@@ -97,6 +141,8 @@ def _error_for(response: httpx.Response) -> RegistryError:
         cls = Forbidden
     elif code == 409:
         cls = Conflict
+    elif code == 429:
+        cls = LimitReached
     else:
         cls = RegistryError
     return cls(message, status_code=code, detail=detail)
@@ -237,7 +283,8 @@ class RegistryClient:
         strategy: str = config.STRATEGY,
         strategy_params: dict[str, float] | None = None,
     ) -> GroupCredentials:
-        """Create a group (as the node whose token is set, or as an operator without one).
+        """Create a group with the token set: a node's (it is recorded as the creator) or
+        the operator's (``RegistryClient(url, token=read_token_file(path))``).
 
         ``model_spec`` + ``fingerprint`` (see :mod:`mycelium.fingerprint`) make the registry
         refuse model uploads that do not fit; ``strategy`` is listed for discovery."""

@@ -20,6 +20,7 @@ GROUP_TTL_S = 120.0  # seconds without a coordinator report before a group has f
 MAX_MODEL_MB = 64.0  # largest model upload, MiB
 MiB = 1024 * 1024
 MAX_MODEL_BYTES = int(MAX_MODEL_MB * MiB)
+MAX_GROUPS_PER_NODE = 3  # live groups one node may have created (operators are not bounded)
 
 # -- talking to the registry ---------------------------------------------------------------
 REGISTRY_TIMEOUT_S = 5.0  # every RegistryClient call

@@ -43,6 +43,17 @@ def registry_args(
 
 registry_is_healthy = launch.registry_is_healthy
 
+OPERATOR_TOKEN = "operator-token-of-the-test-suite"
+"""The operator token of every test registry (a process or an in-process app)."""
+
+
+def operator_token_file(tmp_path: Path) -> Path:
+    """``tmp_path / "operator.token"`` holding :data:`OPERATOR_TOKEN` (for the
+    ``--operator-token-file`` of ``registry`` and ``group``)."""
+    path = tmp_path / "operator.token"
+    path.write_text(OPERATOR_TOKEN + "\n")
+    return path
+
 
 @contextmanager
 def start_registry(
@@ -57,8 +68,8 @@ def start_registry(
     """Run the REAL registry on a free port; yield ``(url, process)``, stop it on exit.
 
     The database defaults to ``tmp_path / "registry.db"``; the log goes to
-    ``tmp_path / f"{name}.log"``. A registry that does not start fails the test with
-    the cause.
+    ``tmp_path / f"{name}.log"``; the operator token is :data:`OPERATOR_TOKEN`. A registry
+    that does not start fails the test with the cause.
     """
     try:
         started = launch.start_registry(
@@ -68,6 +79,7 @@ def start_registry(
             node_ttl=node_ttl,
             group_ttl=group_ttl,
             max_model_mb=max_model_mb,
+            operator_token_file=operator_token_file(tmp_path),
         )
     except launch.LaunchError as exc:
         raise AssertionError(str(exc)) from None
@@ -110,8 +122,8 @@ def create_group(
     task: str = "digits",
     http: httpx.Client | None = None,
 ) -> tuple[GroupCredentials, RegistryClient]:
-    """Create a group as an operator; the returned client carries the group token."""
-    creds = RegistryClient(url, http=http).create_group(
+    """Create a group as the operator; the returned client carries the group token."""
+    creds = RegistryClient(url, token=OPERATOR_TOKEN, http=http).create_group(
         name=name,
         fleet_address="127.0.0.1:9092",
         task=task,
@@ -139,11 +151,13 @@ def registry_app(db_path: Path, **settings: Any) -> Iterator[TestClient]:
     """The registry app in-process (lifespan run) behind a starlette TestClient.
 
     ``settings`` are :class:`registry.Settings` fields; the sweeper only runs when a test
-    calls :func:`sweep` unless ``sweep_interval`` is given.
+    calls :func:`sweep` unless ``sweep_interval`` is given; the operator token is
+    :data:`OPERATOR_TOKEN` unless ``operator_token`` is given.
     """
     import registry
 
     settings.setdefault("sweep_interval", 3600.0)
+    settings.setdefault("operator_token", OPERATOR_TOKEN)
     app = registry.create_app(registry.Settings(db_path=db_path, **settings))
     with TestClient(app) as client:
         yield client
@@ -179,11 +193,13 @@ def live_registry(tmp_path: Path) -> Iterator[str]:
 
 __all__ = [
     "ENTRYPOINT",
+    "OPERATOR_TOKEN",
     "ROOT",
     "FakeClock",
     "RegisteredNode",
     "auth",
     "create_group",
+    "operator_token_file",
     "register_node",
     "registry_app",
     "registry_args",

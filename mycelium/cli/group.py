@@ -103,16 +103,29 @@ def group(
             envvar="MYCELIUM_MIN_ROUND_TIMEOUT",
         ),
     ] = config.MIN_ROUND_TIMEOUT_S,
+    operator_token_file: Annotated[
+        Path | None,
+        typer.Option(
+            resolve_path=True,
+            help="File holding the registry's operator token: a host without a node needs "
+            "it to create its group.",
+            envvar="MYCELIUM_OPERATOR_TOKEN_FILE",
+        ),
+    ] = None,
     log_level: LogLevel = "info",
 ) -> None:
     """Host a learning group (SuperLink + ServerApp) without a local learner, until Ctrl-C."""
     setup_logging(log_level)
     check_join_policy(join_policy)
-    from mycelium.client import RegistryError
+    from mycelium.client import RegistryError, read_token_file
     from mycelium.flower.errors import FlowerError
     from mycelium.flower.group_host import GroupHost, host_until_signalled
 
     chosen = strategy_from_flags(strategy, proximal_mu=proximal_mu, server_lr=server_lr, tau=tau)
+    try:
+        creator_token = read_token_file(operator_token_file) if operator_token_file else None
+    except ValueError as exc:
+        raise fail(str(exc)) from None
     try:  # builds the task's seeded model: the group's initial model in the registry
         host = GroupHost(
             registry_url,
@@ -125,6 +138,7 @@ def group(
             performance_threshold=performance_threshold,
             work_dir=(work_dir or config.RUNS_DIR / f"group-{name}").resolve(),
             heartbeat_interval=heartbeat_interval,
+            creator_token=creator_token,
             run_config={
                 "local-epochs": -1 if local_epochs is None else local_epochs,
                 "lr": -1.0 if lr is None else lr,

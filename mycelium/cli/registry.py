@@ -43,6 +43,23 @@ def registry(
             help="Largest model upload in MiB.", min=0.001, envvar="MYCELIUM_MAX_MODEL_MB"
         ),
     ] = config.MAX_MODEL_MB,
+    operator_token_file: Annotated[
+        Path | None,
+        typer.Option(
+            resolve_path=True,
+            help="File holding the operator token, which lets hosts without a node "
+            "(the group command) create groups. Without it only nodes can.",
+            envvar="MYCELIUM_OPERATOR_TOKEN_FILE",
+        ),
+    ] = None,
+    max_groups_per_node: Annotated[
+        int,
+        typer.Option(
+            help="Live groups one node may have created.",
+            min=1,
+            envvar="MYCELIUM_MAX_GROUPS_PER_NODE",
+        ),
+    ] = config.MAX_GROUPS_PER_NODE,
     log_level: LogLevel = "info",
 ) -> None:
     """Serve the global registry of learning groups (Swagger UI at /docs)."""
@@ -57,6 +74,8 @@ def registry(
             node_ttl=node_ttl,
             group_ttl=group_ttl,
             max_model_mb=max_model_mb,
+            operator_token_file=operator_token_file,
+            max_groups_per_node=max_groups_per_node,
             log_level=log_level,
         )
     except RegistryStartError as exc:

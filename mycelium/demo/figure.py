@@ -44,7 +44,8 @@ def plot_report(report: dict[str, Any], path: Path) -> None:
         ylim=(0, 1),
         title="Group accuracy (colour = members' cluster); red dashes: migrations",
     )
-    ax.legend(fontsize=7, loc="lower right")
+    if ax.get_legend_handles_labels()[1]:  # no legend (and no warning) before any round
+        ax.legend(fontsize=7, loc="lower right")
     _plot_assignment(ax_nodes, report)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

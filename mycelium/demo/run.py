@@ -173,16 +173,18 @@ def start_node(run: DemoRun, spec: NodeSpec, join_group: int | None) -> ManagedP
     return proc
 
 
-def stop_all(run: DemoRun, budget: float = STOP_BUDGET_S) -> None:
+def stop_all(run: DemoRun, budget: float = STOP_BUDGET_S, *, failed: bool = False) -> None:
     """SIGTERM every node at once (each leaves its group and stops its Flower children),
     wait for them within one shared ``budget``, then stop the registry last so their
-    goodbyes reach it; whatever outlives the budget is killed."""
+    goodbyes reach it; whatever outlives the budget is killed. After a failure the nodes'
+    Flower children are signalled at once too, instead of by their agents in turn."""
     deadline = time.monotonic() + budget
     nodes = [p for p in run.processes if p.name != "registry"]
-    grandchildren = [pid for p in nodes if p.is_running() for pid in descendant_pids(p.pid or 0)]
+    running = [p for p in nodes if p.is_running()] if failed else []
+    grandchildren = [pid for p in running for pid in descendant_pids(p.pid or 0)]
     for proc in nodes:
         proc.terminate()
-    for pid in grandchildren:  # those in sessions of their own (Flower's superexec) too
+    for pid in grandchildren:
         _sigterm(pid)
     for proc in nodes:
         proc.stop(timeout=max(0.5, deadline - time.monotonic()))
@@ -292,7 +294,8 @@ def run_demo(config: DemoConfig, view: View | None = None) -> dict[str, Any]:
 
     When a child exits unexpectedly (or the registry does not start) everything is
     stopped at once, the report of what was seen is written with its ``failure`` entry,
-    and :class:`DemoFailed` is raised.
+    and :class:`DemoFailed` is raised. The calling process becomes a child subreaper
+    (Linux) for the rest of its life, so that it can stop what crashed children leave.
     """
     run = DemoRun(config=config, run_dir=new_run_dir(config), specs=plan_nodes(config))
     become_subreaper()
@@ -304,7 +307,7 @@ def run_demo(config: DemoConfig, view: View | None = None) -> dict[str, Any]:
             return _run(run, client, view)
     except DemoFailed as exc:
         logger.info("%s; stopping every process", exc)
-        stop_all(run, FAILED_STOP_BUDGET_S)
+        stop_all(run, FAILED_STOP_BUDGET_S, failed=True)
         logger.info("stopped; writing the report")
         report = build_report(run, run.last, exc.failure)
         write_outputs(run, report, figure=False)

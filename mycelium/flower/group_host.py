@@ -17,10 +17,15 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from mycelium import config
-from mycelium.client import GroupCredentials, RegistryClient, RegistryError
+from mycelium.client import (
+    GroupCredentials,
+    RegistryClient,
+    RegistryError,
+    RegistryUnavailable,
+)
 from mycelium.fingerprint import ModelSpec
 from mycelium.flower import protocol
-from mycelium.flower.errors import ChildExited, GroupHostError
+from mycelium.flower.errors import ChildExited, FlowerNotInstalled, GroupHostError
 from mycelium.flower.procs import flower_env, flower_executable, wait_while_running
 from mycelium.flower.protocol import CONNECTION, ConfigValue, format_config
 from mycelium.learning.strategy import StrategyConfig
@@ -58,7 +63,7 @@ class GroupHost:
         init_seed: int = 0,
         run_config: Mapping[str, ConfigValue] | None = None,
         heartbeat_interval: float = config.GROUP_HEARTBEAT_INTERVAL_S,
-        node_token: str | None = None,
+        creator_token: str | None = None,
         registry_timeout: float = config.REGISTRY_TIMEOUT_S,
         app_dir: Path = APP_DIR,
     ) -> None:
@@ -79,7 +84,9 @@ class GroupHost:
         self.run_config = {**strategy_run_config(self.strategy), **dict(run_config or {})}
         self.heartbeat_interval = heartbeat_interval
         self.app_dir = Path(app_dir).resolve()
-        self._client = RegistryClient(registry_url, token=node_token, timeout=registry_timeout)
+        # The group is created with the founding node's token, or the operator's for a
+        # host without a node (``group --operator-token-file``); the registry needs one.
+        self._client = RegistryClient(registry_url, token=creator_token, timeout=registry_timeout)
         self._flwr_home = self.work_dir / "superlink.flwr"
         self._superlink: ManagedProcess | None = None
         self._credentials: GroupCredentials | None = None
@@ -137,12 +144,18 @@ class GroupHost:
     def start(self) -> GroupCredentials:
         """Start the SuperLink, register the group, start the run and the heartbeats.
 
-        Raises :class:`GroupHostError` or :class:`mycelium.client.RegistryError`; whatever
-        was started is stopped again before raising.
+        Raises :class:`mycelium.client.RegistryError` (e.g. ``RegistryUnavailable``) or a
+        :class:`mycelium.flower.errors.FlowerError`; whatever was started is stopped again
+        before raising.
         """
         try:
-            if not self._client.health():
-                raise GroupHostError(f"registry at {self.registry_url} is unreachable")
+            if not (self.app_dir / "pyproject.toml").is_file():
+                raise FlowerNotInstalled(
+                    f"Flower app folder {self.app_dir} not found: install the project from "
+                    "its checkout (pip install -e .)"
+                )
+            if not self._client.health():  # a RegistryError: the caller may retry later
+                raise RegistryUnavailable(f"registry at {self.registry_url} is unreachable")
             self._start_superlink()
             self._register()
             self._write_connection()
@@ -165,25 +178,24 @@ class GroupHost:
         return self._credentials
 
     def stop(self, *, close_in_registry: bool = True) -> None:
-        """Close the group in the registry (its members re-home at once; skipped when the
-        caller knows the registry is unreachable: the group then fails after its TTL), then
-        stop the run, the SuperLink and the heartbeats; nothing is left running. Idempotent."""
+        """Stop the heartbeats, close the group in the registry (its members re-home at once;
+        skipped when the caller knows the registry is unreachable: the group then fails
+        after its TTL), stop the SuperLink with its run; nothing is left running.
+        Idempotent; a registry that refuses is one warning, never an exception."""
         if self._stopped:
             return
         self._stopped = True
         self._stop.set()
         try:
+            if self._heartbeat is not None:  # no heartbeat may follow the close
+                self._heartbeat.join(timeout=self._client.timeout + 1)
             if close_in_registry:
                 self._close_in_registry()
-            if self.run_id is not None and self._superlink and self._superlink.is_running():
-                self._flwr("stop", str(self.run_id), CONNECTION, timeout=30.0, check=False)
-        finally:
+        finally:  # stopping the SuperLink ends the run (the model is saved every round)
             try:
                 if self._superlink is not None:
                     self._superlink.stop()
             finally:
-                if self._heartbeat is not None:
-                    self._heartbeat.join(timeout=self._client.timeout + 1)
                 self._client.close()
 
     # -- steps ----------------------------------------------------------------------------
@@ -265,7 +277,7 @@ class GroupHost:
             tail = self._redact(out.strip())[:300]
             raise GroupHostError(f"flwr run gave no run id: {tail}") from None
 
-    def _flwr(self, *args: str, timeout: float = FLWR_CLI_TIMEOUT, check: bool = True) -> str:
+    def _flwr(self, *args: str, timeout: float = FLWR_CLI_TIMEOUT) -> str:
         try:
             proc = subprocess.run(
                 [flower_executable("flwr"), *args],
@@ -278,12 +290,10 @@ class GroupHost:
             )
         except subprocess.TimeoutExpired:
             raise GroupHostError(f"flwr {args[0]} did not finish in {timeout:.0f}s") from None
-        if check and proc.returncode != 0:
+        if proc.returncode != 0:
             tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
             detail = self._redact(" | ".join(tail))[:300]
             raise GroupHostError(f"flwr {args[0]} failed: {detail}")
-        if proc.returncode != 0:
-            logger.warning("flwr %s exited %s", args[0], proc.returncode)
         return proc.stdout
 
     def _redact(self, text: str) -> str:

@@ -49,6 +49,10 @@ class SuperNode:
 
     @property
     def flower_node_id(self) -> int | None:
+        """Flower's id for this SuperNode once it connected; read from its log, so an id
+        that appears after :meth:`wait_connected` gave up is still found."""
+        if self._flower_node_id is None and self.is_running():
+            self._flower_node_id = self._read_node_id()
         return self._flower_node_id
 
     def start(self) -> SuperNode:

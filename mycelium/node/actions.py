@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from mycelium.client import RegistryClient, RegistryError
 from mycelium.learning import policy
 from mycelium.node.config import NodeConfig
-from mycelium.node.hosting import found_group
+from mycelium.node.hosting import Founder
 from mycelium.node.membership import Membership, start_supernode
 from mycelium.node.placement import Placement, superlink_reachable
 
@@ -58,6 +58,7 @@ class GroupActions:
         self.node_token: str | None = None
         self.membership: Membership | None = None
         self.hosted: GroupHost | None = None
+        self.founder = Founder(cfg)
 
     def act(self, decision: policy.Decision, groups: list[Group]) -> None:
         """Carry out ``decision`` (taken on ``groups``)."""
@@ -112,8 +113,7 @@ class GroupActions:
     def found(self, decision: policy.Decision, *, reform: bool) -> None:
         if self.hosted is not None:
             return  # already hosting one: the policy will join it once it has a model
-        host = found_group(
-            self.cfg,
+        host = self.founder.found(
             node_token=self.node_token,
             seed_model=self._seed(reform),
             spec=self.trainer.spec,

@@ -15,39 +15,69 @@ from mycelium.node.errors import FatalNodeError
 
 logger = logging.getLogger(__name__)
 
+MAX_FLOWER_FAILURES = 3  # consecutive Flower start-up failures before the agent gives up
 
-def found_group(
-    cfg: NodeConfig,
-    *,
-    node_token: str | None,
-    seed_model: bytes,
-    spec: ModelSpec | None = None,
-    task_name: str | None = None,
-) -> GroupHost | None:
-    """Start a group for this node: its SuperLink, registry entry and open-ended run.
 
-    None (logged) when it failed in a way that may heal (the registry unreachable, a Flower
-    process that did not come up); :class:`FatalNodeError` when retrying cannot help.
+class Founder:
+    """Starts this node's group: its SuperLink, registry entry and open-ended run.
+
+    What may heal is retried by the caller: the registry unreachable or refusing for now
+    (always), a Flower process that did not come up (up to :data:`MAX_FLOWER_FAILURES`
+    times in a row: a port race heals, a broken installation does not). What cannot heal
+    raises :class:`FatalNodeError`.
     """
-    host = GroupHost(
-        cfg.registry_url,
-        name=f"{cfg.name}-group",
-        task=task_name or cfg.task,
-        model_spec=spec,
-        strategy=StrategyConfig.from_params(cfg.strategy, cfg.strategy_params),
-        max_capacity=cfg.max_capacity,
-        join_policy=cfg.join_policy,
-        performance_threshold=cfg.performance_threshold,
-        work_dir=cfg.work_dir / "group",
-        seed_model=seed_model,
-        run_config=cfg.group_run_config or None,
-        node_token=node_token,
-    )
-    try:
-        host.start()  # stops whatever it started before raising
-    except FlowerNotInstalled as exc:
-        raise FatalNodeError(str(exc)) from None
-    except (FlowerError, RegistryError, OSError) as exc:
-        logger.warning("could not found a group: %s", exc)
+
+    def __init__(self, cfg: NodeConfig) -> None:
+        self.cfg = cfg
+        self.flower_failures = 0
+
+    def found(
+        self,
+        *,
+        node_token: str | None,
+        seed_model: bytes,
+        spec: ModelSpec | None = None,
+        task_name: str | None = None,
+    ) -> GroupHost | None:
+        """The started host, or None (one warning) after a failure that may heal. ``spec``
+        and ``task_name`` are the node's model fingerprint and task name (the registry's)."""
+        cfg = self.cfg
+        host = GroupHost(
+            cfg.registry_url,
+            name=f"{cfg.name}-group",
+            task=task_name or cfg.task,
+            model_spec=spec,
+            strategy=StrategyConfig.from_params(cfg.strategy, cfg.strategy_params),
+            max_capacity=cfg.max_capacity,
+            join_policy=cfg.join_policy,
+            performance_threshold=cfg.performance_threshold,
+            work_dir=cfg.work_dir / "group",
+            seed_model=seed_model,
+            run_config=cfg.group_run_config or None,
+            creator_token=node_token,
+        )
+        try:
+            host.start()  # stops whatever it started before raising
+        except FlowerNotInstalled as exc:
+            raise FatalNodeError(str(exc)) from None
+        except RegistryError as exc:
+            logger.warning("could not found a group: %s", exc)
+            return None
+        except (FlowerError, OSError) as exc:
+            return self._flower_failed(exc)
+        self.flower_failures = 0
+        return host
+
+    def _flower_failed(self, exc: Exception) -> None:
+        self.flower_failures += 1
+        if self.flower_failures >= MAX_FLOWER_FAILURES:
+            raise FatalNodeError(
+                f"could not found a group {self.flower_failures} times in a row: {exc}"
+            ) from None
+        logger.warning(
+            "could not found a group (attempt %s of %s): %s",
+            self.flower_failures,
+            MAX_FLOWER_FAILURES,
+            exc,
+        )
         return None
-    return host

@@ -20,12 +20,19 @@ from mycelium.registry.settings import Settings
 from mycelium.registry.store import (
     ConflictError,
     ForbiddenError,
+    LimitError,
     NotFoundError,
     Store,
     StoreError,
+    hash_secret,
 )
 
-STATUS: dict[type[StoreError], int] = {NotFoundError: 404, ForbiddenError: 403, ConflictError: 409}
+STATUS: dict[type[StoreError], int] = {
+    NotFoundError: 404,
+    ForbiddenError: 403,
+    ConflictError: 409,
+    LimitError: 429,
+}
 """HTTP status of each store refusal (any other :class:`StoreError` is a 400)."""
 
 
@@ -90,6 +97,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         group_ttl=settings.group_ttl,
         clock=settings.clock,
         flush_interval=settings.flush_interval,
+        operator_token_hash=hash_secret(token) if (token := settings.operator_token) else None,
+        max_groups_per_node=settings.max_groups_per_node,
     )
     await store.open()
     app.state.storage = store
@@ -128,7 +137,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Unauthorized)
     async def unauthorized(request: Request, exc: Unauthorized) -> JSONResponse:
         return JSONResponse(
-            {"detail": "missing 'Authorization: Bearer <token>' header"},
+            {"detail": exc.message},
             status_code=401,
             headers={"WWW-Authenticate": "Bearer"},
         )

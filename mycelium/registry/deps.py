@@ -14,11 +14,17 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from mycelium.registry.settings import Settings
 from mycelium.registry.store import Store
 
-_bearer = HTTPBearer(auto_error=False, description="A node token or a group token.")
+_bearer = HTTPBearer(
+    auto_error=False, description="A node token, a group token or the operator token."
+)
 
 
 class Unauthorized(Exception):
     """No usable ``Authorization: Bearer`` header: 401."""
+
+    def __init__(self, message: str = "missing 'Authorization: Bearer <token>' header") -> None:
+        super().__init__(message)
+        self.message = message
 
 
 async def get_store(request: Request) -> Store:
@@ -49,7 +55,16 @@ def bearer_token(request: Request) -> str:
     return token.strip()
 
 
+async def require_creator_token(token: Annotated[str | None, Depends(optional_token)]) -> str:
+    if not token:
+        raise Unauthorized(
+            "creating a group needs 'Authorization: Bearer <token>' with a registered "
+            "node's token or the operator token"
+        )
+    return token
+
+
 StoreDep = Annotated[Store, Depends(get_store)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 TokenDep = Annotated[str, Depends(require_token)]
-OptionalTokenDep = Annotated[str | None, Depends(optional_token)]
+CreatorTokenDep = Annotated[str, Depends(require_creator_token)]

@@ -38,6 +38,17 @@ def json_body(model: type[BaseModel]) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
+VALIDATION_ERROR: dict[int | str, dict[str, Any]] = {
+    422: {
+        "description": "Validation Error",
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}
+        },
+    }
+}
+"""The 422 FastAPI documents for the routes it parses, for a route that parses by hand."""
+
+
 def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
     """OpenAPI query parameters documenting ``model``."""
     props = model.model_json_schema()["properties"]

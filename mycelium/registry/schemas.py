@@ -250,6 +250,6 @@ class ErrorOut(BaseModel):
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413)
+    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413, 429)
 }
 """OpenAPI ``responses`` of a route that may refuse (every refusal has a ``detail``)."""

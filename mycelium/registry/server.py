@@ -8,6 +8,7 @@ import socket
 from pathlib import Path
 
 from mycelium import config
+from mycelium.client import TokenFileError, read_token_file
 from mycelium.registry.app import create_app
 from mycelium.registry.settings import Settings
 from mycelium.registry.store import StoreUnusable, check_database
@@ -27,18 +28,31 @@ def serve(
     node_ttl: float = config.NODE_TTL_S,
     group_ttl: float = config.GROUP_TTL_S,
     max_model_mb: float = config.MAX_MODEL_MB,
+    operator_token_file: Path | None = None,
+    max_groups_per_node: int = config.MAX_GROUPS_PER_NODE,
     log_level: str = "info",
 ) -> None:
-    """Serve the registry with uvicorn (uvloop + httptools, no access log) until stopped."""
+    """Serve the registry with uvicorn (uvloop + httptools, no access log) until stopped.
+
+    ``operator_token_file`` holds the token that lets a host without a node create groups
+    (read here, never logged); without it only registered nodes can. What stops the start
+    (database, token file, port) is a :class:`RegistryStartError` with a one-line message.
+    """
     import uvicorn
 
     db_path = Path(db_path)
     try:
         check_database(db_path)
-    except StoreUnusable as exc:
+        operator_token = read_token_file(operator_token_file) if operator_token_file else None
+    except (StoreUnusable, TokenFileError) as exc:
         raise RegistryStartError(str(exc)) from None
     settings = Settings(
-        db_path=db_path, node_ttl=node_ttl, group_ttl=group_ttl, max_model_mb=max_model_mb
+        db_path=db_path,
+        node_ttl=node_ttl,
+        group_ttl=group_ttl,
+        max_model_mb=max_model_mb,
+        operator_token=operator_token,
+        max_groups_per_node=max_groups_per_node,
     )
     sock = _bind(host, port)
     server = uvicorn.Server(
@@ -54,7 +68,9 @@ def serve(
             timeout_graceful_shutdown=5,
         )
     )
+    who = "nodes and the operator" if operator_token else "nodes only"
     logger.info("registry on http://%s:%d (db %s, docs at /docs)", host, port, db_path)
+    logger.info("groups may be created by %s", who)
     try:
         server.run(sockets=[sock])
     except SystemExit as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mycelium import config
@@ -19,6 +19,10 @@ class Settings:
     sweep_interval: float = 1.0
     flush_interval: float = 0.2
     clock: Callable[[], float] = time.time
+    # The credential of hosts that create groups without a node (``group`` command); None:
+    # only nodes can create groups. Kept out of repr so that no log shows it.
+    operator_token: str | None = field(default=None, repr=False)
+    max_groups_per_node: int = config.MAX_GROUPS_PER_NODE
 
     @property
     def max_model_bytes(self) -> int:

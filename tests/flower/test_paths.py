@@ -24,7 +24,7 @@ def test_group_host_with_relative_work_dir_from_another_directory(
         founder = register_node(url, name="founder")
         monkeypatch.chdir(first)
         host = GroupHost(
-            url, name="rel", work_dir=Path("rel/group"), node_token=founder.creds.token
+            url, name="rel", work_dir=Path("rel/group"), creator_token=founder.creds.token
         )
         monkeypatch.chdir(elsewhere)
         try:

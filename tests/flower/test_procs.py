@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from mycelium.flower.errors import FlowerNotInstalled
+from mycelium.flower.group_host import GroupHost
 from mycelium.flower.procs import flower_env, flower_executable
 
 
@@ -42,3 +43,10 @@ def test_a_missing_executable_is_a_one_line_error() -> None:
     with pytest.raises(FlowerNotInstalled) as info:
         flower_executable("flower-does-not-exist")
     assert "\n" not in str(info.value) and "flower-does-not-exist not found" in str(info.value)
+
+
+def test_a_missing_flower_app_folder_is_flower_not_installed(tmp_path: Path) -> None:
+    host = GroupHost("http://127.0.0.1:9", name="g", work_dir=tmp_path, app_dir=tmp_path / "no")
+    with pytest.raises(FlowerNotInstalled, match="Flower app folder"):
+        host.start()
+    host.stop()  # idempotent after the failed start

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.factories import FakeClock, auth, registry_app, sweep
+from tests.conftest import OPERATOR_TOKEN, FakeClock, auth, registry_app, sweep
 
 NODE_TTL = 90.0
 GROUP_TTL = 120.0
@@ -40,8 +40,9 @@ def new_node(api: TestClient, name: str = "n", num_samples: int = 10) -> tuple[i
 
 
 def new_group(api: TestClient, **fields: Any) -> dict[str, Any]:
+    """Create a group as the operator."""
     body = {"name": "g", "fleet_address": "127.0.0.1:9092", **fields}
-    r = api.post("/groups", json=body)
+    r = api.post("/groups", json=body, headers=auth(OPERATOR_TOKEN))
     assert r.status_code == 201, r.text
     return r.json()
 
@@ -252,7 +253,7 @@ def test_create_group_as_operator_and_as_node(api: TestClient) -> None:
 )
 def test_create_group_refuses_bad_input(api: TestClient, fields: dict[str, Any]) -> None:
     body = {"name": "g", "fleet_address": "127.0.0.1:9092", **fields}
-    assert api.post("/groups", json=body).status_code == 422
+    assert api.post("/groups", json=body, headers=auth(OPERATOR_TOKEN)).status_code == 422
 
 
 def test_list_groups_task_filter_and_paging_bounds(api: TestClient) -> None:

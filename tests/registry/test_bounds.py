@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from mycelium.registry.schemas import INT64_MAX, UINT64_MAX
-from tests.factories import registry_app
+from tests.conftest import registry_app
 
 # Flower's node id is a uint64; the store keeps it as TEXT, so 2^64 - 1 is what it holds.
 UINT64_FIELDS = {"flower_node_id"}

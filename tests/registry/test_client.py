@@ -18,7 +18,7 @@ from mycelium.client import (
     RegistryUnavailable,
 )
 from mycelium.procs import free_port
-from tests.factories import create_group, register_node, registry_app
+from tests.conftest import create_group, register_node, registry_app
 
 URL = "http://testserver"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from tests.factories import auth, registry_app
+from tests.conftest import OPERATOR_TOKEN, auth, registry_app
 
 
 def _nodes(api: TestClient, count: int) -> list[tuple[int, str]]:
@@ -21,7 +21,7 @@ def _nodes(api: TestClient, count: int) -> list[tuple[int, str]]:
 
 def _group(api: TestClient, capacity: int) -> int:
     body = {"name": "g", "fleet_address": "127.0.0.1:9092", "max_capacity": capacity}
-    return api.post("/groups", json=body).json()["group_id"]
+    return api.post("/groups", json=body, headers=auth(OPERATOR_TOKEN)).json()["group_id"]
 
 
 def _members_in_db(db: Path, group_id: int) -> int:

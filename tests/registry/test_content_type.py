@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from mycelium.registry.middleware import is_json
-from tests.factories import auth, registry_app
+from tests.conftest import auth, registry_app
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from mycelium.fingerprint import model_spec
-from tests.factories import FakeClock, auth, registry_app, sha256_hex
+from tests.conftest import OPERATOR_TOKEN, FakeClock, auth, registry_app, sha256_hex
 
 ARRAYS = [np.zeros((10, 64), np.float32), np.zeros(10, np.float32)]
 SPEC = model_spec(["fc.weight", "fc.bias"], ARRAYS)
@@ -27,7 +27,7 @@ def api(tmp_path: Path) -> Iterator[TestClient]:
 
 def found(api: TestClient, **extra: object) -> dict:
     body = {"name": "g", "fleet_address": "127.0.0.1:9092", "task": "mnist", **extra}
-    reply = api.post("/groups", json=body)
+    reply = api.post("/groups", json=body, headers=auth(OPERATOR_TOKEN))
     assert reply.status_code == 201, reply.text
     return reply.json()
 
@@ -88,7 +88,7 @@ def test_a_group_lists_its_fingerprint_and_strategy_and_discovery_filters(
 )
 def test_bad_group_models_or_strategies_are_422(api: TestClient, extra: dict, message: str) -> None:
     body = {"name": "g", "fleet_address": "127.0.0.1:9092", **extra}
-    reply = api.post("/groups", json=body)
+    reply = api.post("/groups", json=body, headers=auth(OPERATOR_TOKEN))
     assert reply.status_code == 422
     assert message in reply.text
 

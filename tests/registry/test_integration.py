@@ -13,7 +13,7 @@ import httpx
 from mycelium.client import RegistryClient
 from mycelium.launch import registry_command
 from mycelium.procs import free_port
-from tests.factories import (
+from tests.conftest import (
     ROOT,
     RegisteredNode,
     create_group,

@@ -18,17 +18,21 @@ from mycelium.registry.store import (
     ForbiddenError,
     GroupSpec,
     Heartbeat,
+    LimitError,
     Model,
     NotFoundError,
     RoundReport,
     Store,
     StoreUnusable,
     check_database,
+    hash_secret,
 )
-from tests.factories import ROOT, FakeClock
+from mycelium.registry.store.schema import SCHEMA
+from tests.conftest import ROOT, FakeClock
 
 T = TypeVar("T")
 NODE_TTL, GROUP_TTL = 90.0, 120.0
+OPERATOR = "operator-token-of-the-store-tests"
 
 
 def spec(capacity: int = 10, policy: str = "open") -> GroupSpec:
@@ -50,7 +54,15 @@ def beat(node_id: int, group_id: int | None, accuracy: float | None = None) -> H
 async def opened(db: Path, clock: FakeClock, **kwargs: float) -> AsyncIterator[Store]:
     # Long background intervals: a test decides when heartbeats are flushed.
     kwargs = {"flush_interval": 1.0, "checkpoint_interval": 3600.0, **kwargs}
-    store = Store(db, node_ttl=NODE_TTL, group_ttl=GROUP_TTL, clock=clock, **kwargs)
+    store = Store(
+        db,
+        node_ttl=NODE_TTL,
+        group_ttl=GROUP_TTL,
+        clock=clock,
+        operator_token_hash=hash_secret(OPERATOR),
+        max_groups_per_node=2,
+        **kwargs,
+    )
     await store.open()
     try:
         yield store
@@ -100,7 +112,7 @@ def test_refused_change_rolls_back_alone_and_keeps_queued_heartbeats(
     async def body(store: Store) -> None:
         a = await store.create_node(name="a", address=None, num_samples=1, task="digits")
         b = await store.create_node(name="b", address=None, num_samples=1, task="digits")
-        group = await store.create_group(spec=spec(capacity=1), token=None)
+        group = await store.create_group(spec=spec(capacity=1), token=OPERATOR)
         await store.join(
             group_id=group.group_id,
             node_id=a.node_id,
@@ -127,7 +139,7 @@ def test_refused_change_rolls_back_alone_and_keeps_queued_heartbeats(
 
 def test_concurrent_joins_on_the_loop_respect_capacity(db: Path, clock: FakeClock) -> None:
     async def body(store: Store) -> list[object]:
-        group = await store.create_group(spec=spec(capacity=3), token=None)
+        group = await store.create_group(spec=spec(capacity=3), token=OPERATOR)
         nodes = [
             await store.create_node(name=f"n{i}", address=None, num_samples=1, task="digits")
             for i in range(12)
@@ -158,7 +170,7 @@ def test_tokens_are_checked_and_survive_a_reopen(db: Path, clock: FakeClock) -> 
             await store.heartbeat(beat=beat(node.node_id, None), token=group.group_token)
         with pytest.raises(ForbiddenError):
             await store.group_heartbeat(group_id=group.group_id, token=node.token)
-        with pytest.raises(ForbiddenError, match="registered node"):
+        with pytest.raises(ForbiddenError, match="neither"):
             await store.create_group(spec=spec(), token="bogus")
         with pytest.raises(NotFoundError):
             await store.heartbeat(beat=beat(999, None), token=node.token)
@@ -189,8 +201,8 @@ def test_close_commits_queued_heartbeats(db: Path, clock: FakeClock) -> None:
 def test_refused_migration_keeps_the_node_and_writes_no_event(db: Path, clock: FakeClock) -> None:
     async def body(store: Store) -> None:
         node = await store.create_node(name="a", address=None, num_samples=1, task="digits")
-        home = await store.create_group(spec=spec(), token=None)
-        closed = await store.create_group(spec=spec(policy="invite-only"), token=None)
+        home = await store.create_group(spec=spec(), token=OPERATOR)
+        closed = await store.create_group(spec=spec(policy="invite-only"), token=OPERATOR)
         await store.join(
             group_id=home.group_id,
             node_id=node.node_id,
@@ -227,13 +239,13 @@ def test_discovery_snapshot_is_reused_until_a_change_or_max_age(db: Path, clock:
     query = {"task": None, "has_capacity": None, "limit": 20, "offset": 0, "include_dead": False}
 
     async def body(store: Store) -> None:
-        await store.create_group(spec=spec(), token=None)
+        await store.create_group(spec=spec(), token=OPERATOR)
         first = await store.list_groups(**query)
         assert await store.list_groups(**query) is first
         clock.advance(store.max_age + 0.01)
         aged = await store.list_groups(**query)
         assert aged is not first and aged == first
-        await store.create_group(spec=spec(), token=None)
+        await store.create_group(spec=spec(), token=OPERATOR)
         assert len(await store.list_groups(**query)) == 2
 
     run(db, clock, body)
@@ -242,7 +254,7 @@ def test_discovery_snapshot_is_reused_until_a_change_or_max_age(db: Path, clock:
 def test_sweep_fails_silent_groups_then_dissolves_empty_ones(db: Path, clock: FakeClock) -> None:
     async def body(store: Store) -> None:
         node = await store.create_node(name="a", address=None, num_samples=1, task="digits")
-        group = await store.create_group(spec=spec(), token=None)
+        group = await store.create_group(spec=spec(), token=OPERATOR)
         await store.join(
             group_id=group.group_id,
             node_id=node.node_id,
@@ -269,7 +281,7 @@ def test_sweep_fails_silent_groups_then_dissolves_empty_ones(db: Path, clock: Fa
 
 def test_model_blob_round_trip_on_the_helper_thread(db: Path, clock: FakeClock) -> None:
     async def body(store: Store) -> None:
-        group = await store.create_group(spec=spec(), token=None)
+        group = await store.create_group(spec=spec(), token=OPERATOR)
         with pytest.raises(NotFoundError, match="no model"):
             await store.get_model(group_id=group.group_id)
         model = Model(sha256="ab" * 32, data=b"\x00\x01" * 1000)
@@ -279,6 +291,37 @@ def test_model_blob_round_trip_on_the_helper_thread(db: Path, clock: FakeClock) 
             await store.get_model(group_id=999)
 
     run(db, clock, body)
+
+
+def test_a_node_owns_a_bounded_number_of_live_groups(db: Path, clock: FakeClock) -> None:
+    async def body(store: Store) -> None:
+        node = await store.create_node(name="a", address=None, num_samples=1, task="digits")
+        first = await store.create_group(spec=spec(), token=node.token)
+        await store.create_group(spec=spec(), token=node.token)
+        with pytest.raises(LimitError, match="at most 2"):
+            await store.create_group(spec=spec(), token=node.token)
+        for _ in range(3):  # the operator is not bounded
+            await store.create_group(spec=spec(), token=OPERATOR)
+        await store.close_group(group_id=first.group_id, token=first.group_token)
+        third = await store.create_group(spec=spec(), token=node.token)  # a closed one frees
+        clock.advance(GROUP_TTL + 1)  # silent groups are not live: they free their places
+        await store.group_heartbeat(group_id=third.group_id, token=third.group_token)
+        await store.create_group(spec=spec(), token=node.token)
+        with pytest.raises(LimitError):
+            await store.create_group(spec=spec(), token=node.token)
+
+    run(db, clock, body)
+    creators = rows(db, "SELECT creator_node_id FROM groups ORDER BY id")
+    assert creators == [(1,), (1,), (None,), (None,), (None,), (1,), (1,)]
+
+
+def test_an_older_file_gets_the_creator_column(db: Path, clock: FakeClock) -> None:
+    before = SCHEMA.replace(",\n    creator_node_id INTEGER", "")  # the first release's
+    assert before != SCHEMA
+    with sqlite3.connect(db) as conn:
+        conn.executescript(before)
+    run(db, clock, lambda store: asyncio.sleep(0))
+    assert "creator_node_id" in [r[1] for r in rows(db, "PRAGMA table_info(groups)")]
 
 
 def test_check_database_refuses_an_unusable_path(tmp_path: Path) -> None:

@@ -8,8 +8,8 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from mycelium.registry import schemas
-from mycelium.registry.deps import OptionalTokenDep, StoreDep, TokenDep
-from mycelium.registry.parsing import parse_query, query_parameters
+from mycelium.registry.deps import CreatorTokenDep, StoreDep, TokenDep
+from mycelium.registry.parsing import VALIDATION_ERROR, parse_query, query_parameters
 from mycelium.registry.store import GroupSpec, RoundReport, Row
 
 router = APIRouter(prefix="/groups", tags=["groups"])
@@ -33,8 +33,9 @@ class JsonCache:
 
 
 @router.post("", status_code=201, response_model=schemas.GroupCreated, responses=schemas.ERRORS)
-async def create_group(body: schemas.GroupCreate, store: StoreDep, token: OptionalTokenDep) -> Any:
-    """Create a group (node token, or none for an operator); the creator is not a member."""
+async def create_group(body: schemas.GroupCreate, store: StoreDep, token: CreatorTokenDep) -> Any:
+    """Create a group with a node token (the node is recorded as its creator; 429 beyond
+    its allowance of live groups) or the operator token; the creator is not a member."""
     fields = body.model_dump()
     fields["model_spec"] = None if body.model_spec is None else json.dumps(body.model_spec)
     fields["strategy_params"] = json.dumps(body.strategy_params)
@@ -49,6 +50,7 @@ async def create_group(body: schemas.GroupCreate, store: StoreDep, token: Option
 @router.get(
     "",
     response_model=list[schemas.GroupPublic],
+    responses=VALIDATION_ERROR,
     openapi_extra={"parameters": query_parameters(schemas.GroupQuery)},
 )
 async def list_groups(request: Request, store: StoreDep) -> Any:

@@ -2,7 +2,7 @@
 
 - ``schema``: tables and indexes, created when the store opens.
 - ``records``: frozen values going in and out (``GroupSpec``, ``Heartbeat``, ``Model``, ...).
-- ``errors``: refusals (not found, forbidden, conflict) without HTTP status codes.
+- ``errors``: refusals (not found, forbidden, conflict, limit) without HTTP status codes.
 - ``engine``: connections, one-writer transactions on the event loop, the heartbeat queue,
   WAL checkpoints and blobs on a helper thread.
 - ``writes`` / ``reads``: the statements, as plain functions ``fn(conn, now, ...)``.
@@ -13,6 +13,7 @@ from mycelium.registry.store.engine import check_database
 from mycelium.registry.store.errors import (
     ConflictError,
     ForbiddenError,
+    LimitError,
     NotFoundError,
     StoreError,
     StoreUnusable,
@@ -27,10 +28,12 @@ from mycelium.registry.store.records import (
     Row,
 )
 from mycelium.registry.store.store import Store
+from mycelium.registry.store.writes import hash_secret
 
 __all__ = [
     "ConflictError",
     "ForbiddenError",
+    "LimitError",
     "GroupCreatedRecord",
     "GroupSpec",
     "Heartbeat",
@@ -43,4 +46,5 @@ __all__ = [
     "StoreError",
     "StoreUnusable",
     "check_database",
+    "hash_secret",
 ]

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mycelium.registry.store.errors import StoreError, StoreUnusable
-from mycelium.registry.store.schema import ADDED_COLUMNS, FLUSH_SQL, SCHEMA
+from mycelium.registry.store.schema import ADDED_COLUMNS, FLUSH_SQL, INDEXES_ON_ADDED, SCHEMA
 
 logger = logging.getLogger(__name__)
 
@@ -199,18 +199,18 @@ class Engine:
             self._helper_conn = None
 
 
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Bring a file written by an older registry up to the schema (additive changes only)."""
+    for table, column, kind in ADDED_COLUMNS:
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+    conn.executescript(INDEXES_ON_ADDED)
+
+
 def _nothing(conn: sqlite3.Connection, now: float) -> None:
     """An empty change: the transaction commits the queued heartbeats alone."""
 
 
 def _checkpoint(conn: sqlite3.Connection, now: float) -> None:
     conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-
-
-def _add_missing_columns(conn: sqlite3.Connection) -> None:
-    """A database file of an older release gets the columns added since (ALTER TABLE)."""
-    for table, column, declaration in ADDED_COLUMNS:
-        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-        if column not in present:
-            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
-    conn.commit()

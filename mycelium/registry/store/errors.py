@@ -28,5 +28,9 @@ class ConflictError(StoreError):
     """
 
 
+class LimitError(StoreError):
+    """A bounded allowance is used up (e.g. the live groups one node may own)."""
+
+
 class StoreUnusable(Exception):
     """The database file cannot be opened, written or put in WAL mode."""

@@ -24,7 +24,8 @@ CREATE TABLE IF NOT EXISTS groups (
     strategy_params TEXT NOT NULL DEFAULT '{}',
     last_report REAL NOT NULL,
     last_live_at REAL NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    creator_node_id INTEGER
 );
 CREATE INDEX IF NOT EXISTS groups_status_task ON groups(status, task);
 CREATE TABLE IF NOT EXISTS nodes (
@@ -73,13 +74,16 @@ CREATE TABLE IF NOT EXISTS events (
 );
 """
 
-# Columns added after the first release: (table, column, declaration) for older files.
 ADDED_COLUMNS = (
+    ("groups", "creator_node_id", "INTEGER"),
     ("groups", "fingerprint", "TEXT"),
     ("groups", "model_spec", "TEXT"),
     ("groups", "strategy", "TEXT NOT NULL DEFAULT 'fedavg'"),
     ("groups", "strategy_params", "TEXT NOT NULL DEFAULT '{}'"),
 )
+"""Columns added after the first release: added to an older file at open (table, name, type)."""
+
+INDEXES_ON_ADDED = "CREATE INDEX IF NOT EXISTS groups_creator ON groups(creator_node_id);"
 
 NODE_COLUMNS = (
     "id, name, address, task, num_samples, group_id, flower_node_id, accuracy, loss, round, "

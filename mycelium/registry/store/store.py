@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mycelium import config
 from mycelium.registry.store import reads, writes
 from mycelium.registry.store.engine import Clock, Engine
 from mycelium.registry.store.errors import ConflictError, ForbiddenError, NotFoundError
@@ -61,9 +62,13 @@ class Store:
         clock: Clock = time.time,
         flush_interval: float = 0.2,
         checkpoint_interval: float = 5.0,
+        operator_token_hash: str | None = None,
+        max_groups_per_node: int = config.MAX_GROUPS_PER_NODE,
     ) -> None:
         self.node_ttl = node_ttl
         self.group_ttl = group_ttl
+        self.max_groups_per_node = max_groups_per_node
+        self._operator_hash = operator_token_hash
         self.clock = clock
         self.max_age = min(1.0, node_ttl / 4, group_ttl / 4)
         self._engine = Engine(
@@ -122,12 +127,6 @@ class Store:
             raise NotFoundError(f"group {group_id} not found")
         if not matches(token, stored):
             raise ForbiddenError(f"token is not valid for group {group_id}")
-
-    def _node_for_token(self, token: str) -> int:
-        node_id = self._by_token.get(hash_secret(token))
-        if node_id is None:
-            raise ForbiddenError("token does not belong to a registered node")
-        return node_id
 
     def _node_moved(self, node_id: int, group_id: int | None, now: float) -> None:
         state = self._nodes.get(node_id)
@@ -200,18 +199,29 @@ class Store:
 
     # -- groups -----------------------------------------------------------------------------
 
-    async def create_group(self, *, spec: GroupSpec, token: str | None) -> GroupCreatedRecord:
-        """Create a group, as the node owning ``token`` or as an operator (``None``)."""
-        creator = self._node_for_token(token) if token is not None else None
+    async def create_group(self, *, spec: GroupSpec, token: str) -> GroupCreatedRecord:
+        """Create a group as the operator or as the node owning ``token`` (recorded as its
+        creator, refused with :class:`LimitError` beyond ``max_groups_per_node`` live
+        groups); the creator does not become a member."""
+        creator = self._creator(token)
         group_token = secrets.token_urlsafe(32)
         invite = secrets.token_urlsafe(12) if spec.join_policy == "invite-only" else None
         token_hash = hash_secret(group_token)
-        invite_hash = hash_secret(invite) if invite else None
-        args = (spec, token_hash, invite_hash, creator)
-        group_id = await self._engine.write(writes.insert_group, *args)
+        hashes = (token_hash, hash_secret(invite) if invite else None)
+        allowance = (self.max_groups_per_node, self.group_ttl)
+        group_id = await self._engine.write(writes.insert_group, spec, hashes, creator, allowance)
         self._group_tokens[group_id] = token_hash
         self._invalidate()
         return GroupCreatedRecord(group_id=group_id, group_token=group_token, invite_code=invite)
+
+    def _creator(self, token: str) -> int | None:
+        """The node owning ``token``, or None for the operator token."""
+        if matches(token, self._operator_hash):
+            return None
+        node_id = self._by_token.get(hash_secret(token))
+        if node_id is None:
+            raise ForbiddenError("token is neither a registered node's nor the operator's")
+        return node_id
 
     async def list_groups(
         self,

@@ -12,7 +12,12 @@ import json
 import sqlite3
 from typing import Any
 
-from mycelium.registry.store.errors import ConflictError, ForbiddenError, NotFoundError
+from mycelium.registry.store.errors import (
+    ConflictError,
+    ForbiddenError,
+    LimitError,
+    NotFoundError,
+)
 from mycelium.registry.store.records import GroupSpec, Model, RoundReport
 
 Ttls = tuple[float, float]
@@ -100,15 +105,23 @@ def insert_group(
     conn: sqlite3.Connection,
     now: float,
     spec: GroupSpec,
-    token_hash: str,
-    invite_hash: str | None,
+    hashes: tuple[str, str | None],
     creator: int | None,
+    allowance: tuple[int, float],
 ) -> int:
+    """Insert a group created by node ``creator`` (None: the operator).
+
+    ``hashes`` are those of the group token and of the invite code; ``allowance`` is
+    (live groups a node may own, group_ttl): a node at its allowance is refused.
+    """
+    if creator is not None:
+        _check_allowance(conn, now, creator, allowance)
+    token_hash, invite_hash = hashes
     cur = conn.execute(
         "INSERT INTO groups (name, fleet_address, task, max_capacity, join_policy, "
         "performance_threshold, fingerprint, model_spec, strategy, strategy_params, "
-        "token_hash, invite_hash, last_report, last_live_at, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "token_hash, invite_hash, last_report, last_live_at, created_at, creator_node_id)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             spec.name,
             spec.fleet_address,
@@ -125,11 +138,28 @@ def insert_group(
             now,
             now,
             now,
+            creator,
         ),
     )
     group_id = int(cur.lastrowid or 0)
     event(conn, "group_created", now, group_id=group_id, name=spec.name, by_node_id=creator)
     return group_id
+
+
+def _check_allowance(
+    conn: sqlite3.Connection, now: float, creator: int, allowance: tuple[int, float]
+) -> None:
+    most, group_ttl = allowance
+    owned = conn.execute(
+        "SELECT COUNT(*) FROM groups WHERE creator_node_id = ? AND status = 'active' "
+        "AND last_report >= ?",
+        (creator, now - group_ttl),
+    ).fetchone()[0]
+    if owned >= most:
+        raise LimitError(
+            f"node {creator} already owns {owned} live groups (at most {most}); "
+            "close one (DELETE /groups/{id}) or let it expire"
+        )
 
 
 def _joinable_group(
