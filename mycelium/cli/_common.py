@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -80,3 +81,12 @@ def strategy_from_flags(
         return StrategyConfig(name, proximal_mu=proximal_mu, server_lr=server_lr, tau=tau)
     except StrategyError as exc:
         raise fail(str(exc)) from None
+
+
+def absolute_task_ref(reference: str) -> str:
+    """``path/file.py:attr`` with an absolute path (a child process may run elsewhere);
+    other references unchanged."""
+    module, sep, attr = reference.strip().rpartition(":")
+    if sep and module.endswith(".py"):
+        return f"{Path(module).expanduser().resolve()}:{attr}"
+    return reference
