@@ -46,7 +46,7 @@ from mycelium.flower.protocol import (
     NUM_EXAMPLES_KEY,
     NUM_NODES_KEY,
 )
-from mycelium.learning.strategy import StrategyConfig, TargetGrid
+from mycelium.learning.strategy import StrategyConfig, TargetGrid, quiet_flwr
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +178,8 @@ class LiveMembers:
     ) -> list[Message]:
         """flwr's configure_train over the targets only; every message gets the TTL."""
         targets = TargetGrid(grid, self.targets(grid))
-        messages = list(super().configure_train(server_round, arrays, config, targets))  # type: ignore[misc]
+        with quiet_flwr():  # flwr logs a line per call: every idle poll
+            messages = list(super().configure_train(server_round, arrays, config, targets))  # type: ignore[misc]
         for message in messages:
             if self.message_ttl is not None:
                 message.metadata.ttl = self.message_ttl
@@ -195,7 +196,8 @@ class LiveMembers:
                 usable.append(Message(content, metadata=msg.metadata))
         if not usable:
             return None, None
-        arrays, metrics = super().aggregate_train(server_round, usable)  # type: ignore[misc]
+        with quiet_flwr():
+            arrays, metrics = super().aggregate_train(server_round, usable)  # type: ignore[misc]
         if arrays is None or self.spec is None:
             return arrays, metrics
         cast = [
