@@ -292,9 +292,16 @@ class RegistryClient:
         join_policy: str = config.JOIN_POLICY,
         performance_threshold: float = config.PERFORMANCE_THRESHOLD,
         certificate: str | None = None,
+        model_spec: list[Any] | None = None,
+        fingerprint: str | None = None,
+        strategy: str = config.STRATEGY,
+        strategy_params: dict[str, float] | None = None,
     ) -> GroupCredentials:
         """Create a group with the token set: a node's (it is recorded as the creator) or
-        the operator's (``RegistryClient(url, token=read_token_file(path))``)."""
+        the operator's (``RegistryClient(url, token=read_token_file(path))``).
+
+        ``model_spec`` + ``fingerprint`` (see :mod:`mycelium.fingerprint`) make the registry
+        refuse model uploads that do not fit; ``strategy`` is listed for discovery."""
         body = {
             "name": name,
             "fleet_address": fleet_address,
@@ -302,9 +309,13 @@ class RegistryClient:
             "max_capacity": max_capacity,
             "join_policy": join_policy,
             "performance_threshold": performance_threshold,
+            "strategy": strategy,
+            "strategy_params": dict(strategy_params or {}),
         }
         if certificate is not None:
             body["certificate"] = certificate  # the PEM the group's SuperLink presents
+        if model_spec is not None:
+            body |= {"model_spec": model_spec, "fingerprint": fingerprint}
         data = self._json("POST", "/groups", json=body)
         return GroupCredentials(
             group_id=int(data["group_id"]),
@@ -319,9 +330,13 @@ class RegistryClient:
         has_capacity: bool | None = None,
         limit: int = 20,
         offset: int = 0,
+        fingerprint: str | None = None,
+        strategy: str | None = None,
     ) -> list[dict[str, Any]]:
         params = {
             "task": task,
+            "fingerprint": fingerprint,
+            "strategy": strategy,
             "has_capacity": _bool_param(has_capacity),
             "limit": limit,
             "offset": offset,

@@ -24,6 +24,7 @@ def ours(*names: str) -> set[str]:
 FORBIDDEN: dict[str, set[str]] = {
     "mycelium.config": HEAVY | {"httpx", "numpy"} | ours(*OURS),
     "mycelium.procs": HEAVY | {"httpx", "numpy"} | ours(*OURS),
+    "mycelium.fingerprint": HEAVY | {"httpx", "numpy"} | ours(*OURS),
     "mycelium.learning": {"fastapi", "uvicorn", "httpx"} | ours(*OURS - {"learning"}),
     "mycelium.client": HEAVY | ours(*OURS - {"client"}),
     "mycelium.registry": {"torch", "flwr", "sklearn"}
