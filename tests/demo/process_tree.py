@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -63,6 +64,10 @@ def cmdline(pid: int) -> str:
         return ""
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_demo(cwd: Path, script: Path, *args: str, output: Path) -> Tree:
     """``python SCRIPT demo ARGS`` in ``cwd``; stdout and stderr go to ``output``."""
     log = open(output, "wb")  # noqa: SIM115 - the child owns it
@@ -72,6 +77,9 @@ def start_demo(cwd: Path, script: Path, *args: str, output: Path) -> Tree:
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
+        # As from a terminal: a pytest started in the background (`cmd &` in a script)
+        # ignores SIGINT, and an ignored SIGINT is inherited, so Ctrl-C would never arrive.
+        preexec_fn=_default_sigint,
     )
     log.close()
     return Tree(proc, output)
