@@ -338,8 +338,16 @@ class RegistryClient:
         *,
         invite_code: str | None = None,
         flower_node_id: int | None = None,
+        public_key: str | None = None,
     ) -> dict[str, Any]:
-        body = {"node_id": node_id, "invite_code": invite_code, "flower_node_id": flower_node_id}
+        """Join; ``public_key``: the SuperNode key of this membership (a TLS group admits it)."""
+        body: dict[str, Any] = {
+            "node_id": node_id,
+            "invite_code": invite_code,
+            "flower_node_id": flower_node_id,
+        }
+        if public_key is not None:
+            body["public_key"] = public_key
         return self._json("POST", f"/groups/{group_id}/join", json=body)
 
     def leave_group(self, group_id: int, node_id: int) -> dict[str, Any]:
@@ -353,15 +361,37 @@ class RegistryClient:
         reason: str,
         expected_gain: float,
         invite_code: str | None = None,
+        public_key: str | None = None,
     ) -> dict[str, Any]:
         """Leave the current group and join ``to_group_id`` in one registry transaction."""
-        body = {
+        body: dict[str, Any] = {
             "to_group_id": to_group_id,
             "invite_code": invite_code,
             "reason": reason,
             "expected_gain": expected_gain,
         }
+        if public_key is not None:
+            body["public_key"] = public_key
         return self._json("POST", f"/nodes/{node_id}/migrate", json=body)
+
+    # -- admission (docs/security.md) --------------------------------------------------------
+
+    def set_public_key(self, node_id: int, public_key: str) -> None:
+        """A new SuperNode key for the node's current membership (node token)."""
+        self._request("PUT", f"/nodes/{node_id}/public-key", json={"public_key": public_key})
+
+    def admission(self, node_id: int) -> dict[str, Any]:
+        """The node's admission receipt (node token): ``admitted``, ``flower_node_id``."""
+        return self._json("GET", f"/nodes/{node_id}/admission")
+
+    def group_members(self, group_id: int) -> list[dict[str, Any]]:
+        """The group's members with their keys (group token)."""
+        return self._json("GET", f"/groups/{group_id}/members")
+
+    def admit(self, group_id: int, node_id: int, *, public_key: str, flower_node_id: int) -> None:
+        """Write a member's admission receipt (group token)."""
+        body = {"public_key": public_key, "flower_node_id": flower_node_id}
+        self._request("PUT", f"/groups/{group_id}/members/{node_id}/admission", json=body)
 
     # -- group coordinator (token = group token) ---------------------------------------------
 

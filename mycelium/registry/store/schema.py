@@ -38,7 +38,10 @@ CREATE TABLE IF NOT EXISTS nodes (
     loss REAL,
     round INTEGER,
     last_seen REAL NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    public_key TEXT,
+    admitted_group INTEGER,
+    admitted_key TEXT
 );
 -- group_id alone: an index holding last_seen too would be rewritten by every heartbeat
 -- flush (measured 3x slower flushes); a group's few rows are filtered by last_seen cheaply.
@@ -71,7 +74,15 @@ CREATE TABLE IF NOT EXISTS events (
 );
 """
 
-ADDED_COLUMNS = (("groups", "creator_node_id", "INTEGER"), ("groups", "certificate", "TEXT"))
+ADDED_COLUMNS = (
+    ("groups", "creator_node_id", "INTEGER"),
+    ("groups", "certificate", "TEXT"),
+    # Admission (docs/security.md): the key of the node's current membership, and the
+    # receipt its group's host wrote (group, key; the Flower id goes in flower_node_id).
+    ("nodes", "public_key", "TEXT"),
+    ("nodes", "admitted_group", "INTEGER"),
+    ("nodes", "admitted_key", "TEXT"),
+)
 """Columns added after the first release: added to an older file at open (table, name, type)."""
 
 INDEXES_ON_ADDED = "CREATE INDEX IF NOT EXISTS groups_creator ON groups(creator_node_id);"
