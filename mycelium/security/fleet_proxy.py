@@ -93,6 +93,10 @@ http {{
             proxy_ssl_verify on;
             proxy_ssl_name {cfg.upstream_name};
             proxy_ssl_server_name on;
+            # Stream both ways: nginx's workers (another user when started as root) never
+            # touch a temp file, and a model's objects are not buffered twice.
+            proxy_request_buffering off;
+            proxy_buffering off;
             proxy_read_timeout 300s;
             proxy_send_timeout 300s;
         }}
