@@ -341,13 +341,8 @@ class RegistryClient:
         public_key: str | None = None,
     ) -> dict[str, Any]:
         """Join; ``public_key``: the SuperNode key of this membership (a TLS group admits it)."""
-        body: dict[str, Any] = {
-            "node_id": node_id,
-            "invite_code": invite_code,
-            "flower_node_id": flower_node_id,
-        }
-        if public_key is not None:
-            body["public_key"] = public_key
+        body = {"node_id": node_id, "invite_code": invite_code, "flower_node_id": flower_node_id}
+        body["public_key"] = public_key
         return self._json("POST", f"/groups/{group_id}/join", json=body)
 
     def leave_group(self, group_id: int, node_id: int) -> dict[str, Any]:
@@ -364,14 +359,13 @@ class RegistryClient:
         public_key: str | None = None,
     ) -> dict[str, Any]:
         """Leave the current group and join ``to_group_id`` in one registry transaction."""
-        body: dict[str, Any] = {
+        body = {
             "to_group_id": to_group_id,
             "invite_code": invite_code,
             "reason": reason,
             "expected_gain": expected_gain,
+            "public_key": public_key,
         }
-        if public_key is not None:
-            body["public_key"] = public_key
         return self._json("POST", f"/nodes/{node_id}/migrate", json=body)
 
     # -- admission (docs/security.md) --------------------------------------------------------
