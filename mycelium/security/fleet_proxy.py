@@ -101,6 +101,9 @@ http {{
             proxy_send_timeout 300s;
         }}
         location / {{ return 404; }}
+        # Plain HTTP to this TLS port: close without an answer (nginx would send a 400).
+        error_page 497 = @plain;
+        location @plain {{ return 444; }}
     }}
 }}
 """
