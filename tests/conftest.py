@@ -2,8 +2,7 @@
 registered nodes and groups, a settable clock.
 
 Pytest loads this module for every test; helpers are imported from it as
-``from tests.conftest import ...`` (``tests/factories.py`` re-exports them for tests not
-switched yet).
+``from tests.conftest import ...``.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.factories import FakeClock, auth, registry_app
+from tests.conftest import FakeClock, auth, registry_app
 from tests.registry.test_api import beat, join, migrate, new_group, new_node
 
 NODE_TTL = 90.0
