@@ -16,8 +16,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -120,6 +122,7 @@ class GroupHost:
         self._port: int | None = None  # the SuperLink's (behind the gate when TLS)
         self._public_port: int | None = None  # the Fleet proxy's (TLS)
         self.gate: GroupGate | None = None
+        self._secret_dir: Path | None = None  # holds the token file for the ServerApp
         self.run_id: int | None = None
         self.superlink_ready_s: float | None = None
         self._serverapp_seen = False
@@ -244,6 +247,8 @@ class GroupHost:
                         self._superlink.stop()
                 finally:
                     self._client.close()
+                    if self._secret_dir is not None:
+                        shutil.rmtree(self._secret_dir, ignore_errors=True)
 
     # -- steps ----------------------------------------------------------------------------
     def _start_superlink(self) -> None:
@@ -345,9 +350,11 @@ class GroupHost:
             raise GroupHostError(f"flwr run gave no run id: {tail}") from None
 
     def _write_token_file(self) -> Path:
-        """The group token in a 0600 file on this host, for the ServerApp."""
+        """The group token in a 0600 file, for the ServerApp: in a private temporary folder
+        (0700) removed at :meth:`stop`, never in the work dir with the logs."""
         assert self._credentials is not None
-        path = self.work_dir / GROUP_TOKEN_FILE
+        self._secret_dir = Path(tempfile.mkdtemp(prefix="mycelium-group-"))
+        path = self._secret_dir / GROUP_TOKEN_FILE
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(self._credentials.group_token)
