@@ -119,7 +119,11 @@ class SuperNode:
             f"supernode:{self.name}", args, log_path=self.log_path, env=flower_env(flwr_home)
         ).start()
         if self.pin is not None:
-            self._executor = self.pin(f"127.0.0.1:{self.port}", secret)
+            try:
+                self._executor = self.pin(f"127.0.0.1:{self.port}", secret)
+            except BaseException:  # no executor, no SuperNode: nothing is left running
+                self._proc.stop()
+                raise
         logger.debug("supernode %s -> %s (pid %s)", self.name, self.superlink_address, self.pid)
         return self
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -76,6 +77,8 @@ class GroupActions:
         self.keys = MembershipKeys(cfg.work_dir / "keys")
         self.pin = AppPin(APP_DIR)
         self.refused_groups: dict[int, str] = {}
+        if not trust.local_network:  # TLS groups ahead: hash our app off the join path
+            threading.Thread(target=self.pin.preload, name="app-pin", daemon=True).start()
 
     def act(self, decision: policy.Decision, groups: list[Group]) -> None:
         """Carry out ``decision`` (taken on ``groups``)."""

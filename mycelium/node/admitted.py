@@ -103,6 +103,15 @@ class AppPin:
                 self._client_app = load_client_app(self.app_dir)
                 logger.info("pinned to our ClientApp, FAB %s", self._fab_hash[:12])
 
+    def preload(self) -> None:
+        """:meth:`load` in the background; a failure is logged (the join raises it)."""
+        from mycelium.security.app_pin import PinError
+
+        try:
+            self.load()
+        except PinError as exc:
+            logger.error("cannot pin our ClientApp: %s", exc)
+
     def executor(self, runtime_address: str, secret: bytes) -> PinnedExecutor:
         """A started executor for one pinned SuperNode start (``SuperNode(pin=...)``)."""
         from mycelium.security.app_pin import PinnedExecutor

@@ -52,9 +52,11 @@ def start_supernode(
         auth_private_key=key.private_key_path if key else None,
         pin=pin,
     )
+    from mycelium.security.app_pin import PinError
+
     try:
         supernode.start()
-    except FlowerNotInstalled as exc:
+    except (FlowerNotInstalled, PinError) as exc:  # no Flower, or our own app is unusable
         raise FatalNodeError(str(exc)) from None
     try:
         flower_id = supernode.wait_connected(timeout=CONNECT_TIMEOUT_S)
