@@ -48,6 +48,49 @@ class GateConfig:
         return host_port(SUPERLINK_HOST, self.superlink_port)
 
 
+class RegistryMembers:
+    """The registry side of one group's admission (its host's group-token ``client``):
+    :meth:`members` feeds :class:`Admission`, :meth:`publish` writes receipts."""
+
+    def __init__(self, client: RegistryClient, group_id: int) -> None:
+        self.client = client
+        self.group_id = group_id
+        self.admission: Admission | None = None  # set by the gate: its receipts to retry
+        self._receipts: set[tuple[int, int]] = set()  # (node id, flower id) published
+
+    def members(self) -> Sequence[Member] | None:
+        """The registry's members with a key, or None when it cannot be read (then
+        nothing changes). Receipts that could not be written before are retried here."""
+        if self.admission is not None:
+            self.publish(self.admission.registered)
+        try:
+            listed = self.client.group_members(self.group_id)
+        except RegistryError as exc:
+            logger.warning("group %s: member list unavailable: %s", self.group_id, exc)
+            return None
+        return [Member(m["node_id"], m["public_key"]) for m in listed if m.get("public_key")]
+
+    def publish(self, registered: Mapping[int, Registration]) -> None:
+        """Write the receipt of every registration not published yet."""
+        for reg in registered.values():
+            mark = (reg.node_id, reg.flower_node_id)
+            if mark in self._receipts:
+                continue
+            try:
+                self.client.admit(
+                    self.group_id,
+                    reg.node_id,
+                    public_key=reg.public_key,
+                    flower_node_id=reg.flower_node_id,
+                )
+            except Conflict as exc:  # it moved on meanwhile: the next sync unregisters it
+                logger.info("node %s: no receipt (%s)", reg.node_id, exc)
+            except RegistryError as exc:
+                logger.warning("node %s: receipt not written yet: %s", reg.node_id, exc)
+                continue
+            self._receipts.add(mark)
+
+
 class GroupGate:
     """See the module docstring; every method is idempotent and safe after a failure."""
 
@@ -67,9 +110,6 @@ class GroupGate:
         )
         self.admission: Admission | None = None
         self._admin: ControlApiAdmin | None = None
-        self._client: RegistryClient | None = None
-        self._group_id: int | None = None
-        self._receipts: set[tuple[int, int]] = set()  # (node id, flower id) published
 
     def start_proxy(self) -> None:
         """nginx on the public address (FleetProxyError, one line, if it cannot start)."""
@@ -77,19 +117,18 @@ class GroupGate:
 
     def start_admission(self, client: RegistryClient, group_id: int) -> None:
         """Admit the members ``client`` (the group token) lists; a first sync at once."""
-        self._client, self._group_id = client, group_id
+        registry = RegistryMembers(client, group_id)
         self._admin = ControlApiAdmin(
             self.cfg.superlink_address, root_certificates=self.cfg.tls.ca_certfile
         )
         self.admission = Admission(
-            self._admin, self._members, interval=self.cfg.interval, on_change=self._publish
-        ).start()
+            self._admin, registry.members, interval=self.cfg.interval, on_change=registry.publish
+        )
+        registry.admission = self.admission
+        self.admission.start()
 
     def is_running(self) -> bool:
         return self.proxy.is_running()
-
-    def flower_node_id(self, node_id: int) -> int | None:
-        return self.admission.flower_node_id(node_id) if self.admission else None
 
     def stop(self) -> None:
         """Stop admitting, unregister everyone admitted, stop the proxy."""
@@ -104,38 +143,3 @@ class GroupGate:
                     self._admin = None
             finally:
                 self.proxy.stop()
-
-    # -- the registry side ------------------------------------------------------------
-    def _members(self) -> Sequence[Member] | None:
-        """The registry's members with a key, or None when it cannot be read (then
-        nothing changes). Receipts that could not be written before are retried here."""
-        assert self._client is not None and self._group_id is not None
-        if self.admission is not None:
-            self._publish(self.admission.registered)
-        try:
-            listed = self._client.group_members(self._group_id)
-        except RegistryError as exc:
-            logger.warning("group %s: member list unavailable: %s", self._group_id, exc)
-            return None
-        return [Member(m["node_id"], m["public_key"]) for m in listed if m.get("public_key")]
-
-    def _publish(self, registered: Mapping[int, Registration]) -> None:
-        """Write the receipt of every registration not published yet."""
-        assert self._client is not None and self._group_id is not None
-        for reg in registered.values():
-            mark = (reg.node_id, reg.flower_node_id)
-            if mark in self._receipts:
-                continue
-            try:
-                self._client.admit(
-                    self._group_id,
-                    reg.node_id,
-                    public_key=reg.public_key,
-                    flower_node_id=reg.flower_node_id,
-                )
-            except Conflict as exc:  # it moved on meanwhile: the next sync unregisters it
-                logger.info("node %s: no receipt (%s)", reg.node_id, exc)
-            except RegistryError as exc:
-                logger.warning("node %s: receipt not written yet: %s", reg.node_id, exc)
-                continue
-            self._receipts.add(mark)
