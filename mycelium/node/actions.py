@@ -77,8 +77,9 @@ class GroupActions:
         self.keys = MembershipKeys(cfg.work_dir / "keys")
         self.pin = AppPin(APP_DIR)
         self.refused_groups: dict[int, str] = {}
-        if not trust.local_network:  # TLS groups ahead: hash our app off the join path
-            threading.Thread(target=self.pin.preload, name="app-pin", daemon=True).start()
+        # Every SuperNode is pinned (also on loopback: cheaper, docs/security.md); hash
+        # and import our app in the background, off the first join's path.
+        threading.Thread(target=self.pin.preload, name="app-pin", daemon=True).start()
 
     def act(self, decision: policy.Decision, groups: list[Group]) -> None:
         """Carry out ``decision`` (taken on ``groups``)."""
@@ -259,7 +260,7 @@ class GroupActions:
     def _supernode(
         self, fleet_address: str, root: Path | None, key: NodeKeyPair | None = None
     ) -> SuperNode:
-        """A SuperNode; in a TLS group authenticated with ``key`` and pinned to our app."""
+        """A SuperNode pinned to our app; in a TLS group authenticated with ``key``."""
         return start_supernode(
             fleet_address,
             trainer_url=self.trainer_url,
@@ -267,7 +268,7 @@ class GroupActions:
             name=self.cfg.name,
             root_certificates=root,
             key=key,
-            pin=self.pin.executor if key is not None else None,
+            pin=self.pin.executor,
         )
 
     def stop_supernode(self) -> None:
