@@ -9,13 +9,17 @@ from __future__ import annotations
 import json
 import resource
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from mycelium.learning import data as data_mod
 from mycelium.learning import sim
 from mycelium.learning.sim_federation import Federation, SimConfig
 from mycelium.learning.sim_timeline import Drift, Timeline, parse_drift
+from mycelium.learning.strategy import StrategyConfig
+from mycelium.learning.tasks.loader import load_task
+
+DEFAULT_ROUNDS = 30  # bench rounds of a task without its own ``bench_rounds``
 
 
 @dataclass(frozen=True)
@@ -33,8 +37,10 @@ class _Flags:
     drift: Drift | None
     liars: int
     max_candidates: int
+    task: str = "digits"
+    strategies: tuple[StrategyConfig, ...] = (StrategyConfig(),)
 
-    def config(self, scenario: str) -> SimConfig:
+    def config(self, scenario: str, strategy: StrategyConfig) -> SimConfig:
         return SimConfig(
             scenario,
             self.clusters,
@@ -46,12 +52,24 @@ class _Flags:
             drift=self.drift,
             liars=self.liars,
             max_candidates=self.max_candidates,
+            task=self.task,
+            strategy=strategy,
         )
+
+    def runs(self) -> list[tuple[str, SimConfig]]:
+        """(label, config) per scenario and strategy: the label is the scenario, followed
+        by the strategy when more than FedAvg runs."""
+        return [
+            (s if len(self.strategies) == 1 else f"{s} {st.describe()}", self.config(s, st))
+            for s in self.scenarios
+            for st in self.strategies
+        ]
 
     def as_json(self) -> dict[str, object]:
         values = asdict(self)
         values["max_capacity"] = values.pop("capacity")
         values["drift"] = None if self.drift is None else f"{self.drift.round}:{self.drift.share}"
+        values["strategies"] = [st.describe() for st in self.strategies]
         for key in ("scenarios", "algorithms"):
             values.pop(key)
         return values
@@ -61,6 +79,7 @@ def _validate(
     scenarios: list[str] | None,
     algorithms: list[str] | None,
     *,
+    task_scenarios: Sequence[str],
     clusters: int,
     clients: int,
     rounds: int,
@@ -70,13 +89,15 @@ def _validate(
     drift: str | None,
     liars: int,
     max_candidates: int,
+    task: str,
+    strategies: Sequence[StrategyConfig],
 ) -> _Flags:
     parsed = None if drift is None else parse_drift(drift)
-    default = [s for s in data_mod.SCENARIOS if parsed is None or s != "mixed"]
+    default = [s for s in task_scenarios if parsed is None or s != "mixed"]
     chosen_s = list(dict.fromkeys(scenarios or default))
     chosen_a = list(dict.fromkeys(algorithms or sim.ALGORITHMS))
     for name, chosen, allowed in (
-        ("scenario", chosen_s, data_mod.SCENARIOS),
+        ("scenario", chosen_s, tuple(task_scenarios)),
         ("algorithm", chosen_a, sim.ALGORITHMS),
     ):
         unknown = [c for c in chosen if c not in allowed]
@@ -103,7 +124,7 @@ def _validate(
     capacity = max_capacity or clients
     return _Flags(
         chosen_s, chosen_a, clusters, clients, rounds, seed, capacity,
-        arrivals, parsed, liars, max_candidates,
+        arrivals, parsed, liars, max_candidates, task, _with_fedavg(strategies),
     )  # fmt: skip
 
 
@@ -112,7 +133,7 @@ def run_cli(
     scenarios: list[str] | None,
     clusters: int,
     clients: int,
-    rounds: int,
+    rounds: int | None,
     seed: int,
     max_capacity: int | None,
     algorithms: list[str] | None,
@@ -122,11 +143,21 @@ def run_cli(
     drift: str | None = None,
     liars: int = 0,
     max_candidates: int = 8,
+    task: str = "digits",
+    strategies: Sequence[StrategyConfig] = (),
 ) -> str:
-    """Run the benchmark; write JSON / PNG if asked; return the markdown report."""
+    """Run the benchmark; write JSON / PNG if asked; return the markdown report.
+
+    ``rounds`` None = the task's ``bench_rounds`` (30 without). ``strategies`` other than
+    plain FedAvg run next to FedAvg; each scenario's results are then keyed
+    ``"scenario strategy"`` (just ``"scenario"`` with FedAvg alone)."""
+    task_obj = load_task(task)  # TaskLoadError (ValueError): one line
+    if rounds is None:
+        rounds = getattr(task_obj, "bench_rounds", DEFAULT_ROUNDS)
     flags = _validate(
         scenarios,
         algorithms,
+        task_scenarios=task_obj.scenarios,
         clusters=clusters,
         clients=clients,
         rounds=rounds,
@@ -136,6 +167,8 @@ def run_cli(
         drift=drift,
         liars=liars,
         max_candidates=max_candidates,
+        task=task,
+        strategies=strategies,
     )
     for path, suffix in ((json_path, ".json"), (plot_path, ".png")):
         if path is not None and path.suffix.lower() != suffix:
@@ -143,10 +176,10 @@ def run_cli(
     started = time.perf_counter()
     results: dict[str, list[sim.RunResult]] = {}
     timelines: dict[str, Timeline] = {}
-    for scenario in flags.scenarios:
-        fed = Federation(flags.config(scenario))
-        timelines[scenario] = fed.timeline
-        results[scenario] = sim.run_all(fed, flags.algorithms)
+    for label, sim_config in flags.runs():
+        fed = Federation(sim_config)
+        timelines[label] = fed.timeline
+        results[label] = sim.run_all(fed, flags.algorithms)
     wall = time.perf_counter() - started
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if json_path is not None:
@@ -159,6 +192,14 @@ def run_cli(
         learning_plot.plot(results, timelines, plot_path)
     footer = f"wall {wall:.1f} s, peak RSS {peak_mb:.0f} MB (this process)"
     return markdown(results, timelines) + "\n\n" + footer
+
+
+def _with_fedavg(strategies: Sequence[StrategyConfig]) -> tuple[StrategyConfig, ...]:
+    """The requested strategies, FedAvg first (the baseline every other is compared with)."""
+    chosen = list(dict.fromkeys(strategies))
+    if not any(st.name == "fedavg" for st in chosen):
+        chosen.insert(0, StrategyConfig())
+    return tuple(chosen)
 
 
 def to_json(

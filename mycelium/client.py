@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from mycelium import config
+from mycelium.client_admission import AdmissionCalls
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +149,7 @@ def _error_for(response: httpx.Response) -> RegistryError:
     return cls(message, status_code=code, detail=detail)
 
 
-class RegistryClient:
+class RegistryClient(AdmissionCalls):
     """Typed calls to the registry API; errors become :class:`RegistryError` subclasses."""
 
     def __init__(
@@ -292,9 +293,16 @@ class RegistryClient:
         join_policy: str = config.JOIN_POLICY,
         performance_threshold: float = config.PERFORMANCE_THRESHOLD,
         certificate: str | None = None,
+        model_spec: list[Any] | None = None,
+        fingerprint: str | None = None,
+        strategy: str = config.STRATEGY,
+        strategy_params: dict[str, float] | None = None,
     ) -> GroupCredentials:
         """Create a group with the token set: a node's (it is recorded as the creator) or
-        the operator's (``RegistryClient(url, token=read_token_file(path))``)."""
+        the operator's (``RegistryClient(url, token=read_token_file(path))``).
+
+        ``model_spec`` + ``fingerprint`` (see :mod:`mycelium.fingerprint`) make the registry
+        refuse model uploads that do not fit; ``strategy`` is listed for discovery."""
         body = {
             "name": name,
             "fleet_address": fleet_address,
@@ -302,9 +310,13 @@ class RegistryClient:
             "max_capacity": max_capacity,
             "join_policy": join_policy,
             "performance_threshold": performance_threshold,
+            "strategy": strategy,
+            "strategy_params": dict(strategy_params or {}),
         }
         if certificate is not None:
             body["certificate"] = certificate  # the PEM the group's SuperLink presents
+        if model_spec is not None:
+            body |= {"model_spec": model_spec, "fingerprint": fingerprint}
         data = self._json("POST", "/groups", json=body)
         return GroupCredentials(
             group_id=int(data["group_id"]),
@@ -319,9 +331,13 @@ class RegistryClient:
         has_capacity: bool | None = None,
         limit: int = 20,
         offset: int = 0,
+        fingerprint: str | None = None,
+        strategy: str | None = None,
     ) -> list[dict[str, Any]]:
         params = {
             "task": task,
+            "fingerprint": fingerprint,
+            "strategy": strategy,
             "has_capacity": _bool_param(has_capacity),
             "limit": limit,
             "offset": offset,
@@ -367,25 +383,6 @@ class RegistryClient:
             "public_key": public_key,
         }
         return self._json("POST", f"/nodes/{node_id}/migrate", json=body)
-
-    # -- admission (docs/security.md) --------------------------------------------------------
-
-    def set_public_key(self, node_id: int, public_key: str) -> None:
-        """A new SuperNode key for the node's current membership (node token)."""
-        self._request("PUT", f"/nodes/{node_id}/public-key", json={"public_key": public_key})
-
-    def admission(self, node_id: int) -> dict[str, Any]:
-        """The node's admission receipt (node token): ``admitted``, ``flower_node_id``."""
-        return self._json("GET", f"/nodes/{node_id}/admission")
-
-    def group_members(self, group_id: int) -> list[dict[str, Any]]:
-        """The group's members with their keys (group token)."""
-        return self._json("GET", f"/groups/{group_id}/members")
-
-    def admit(self, group_id: int, node_id: int, *, public_key: str, flower_node_id: int) -> None:
-        """Write a member's admission receipt (group token)."""
-        body = {"public_key": public_key, "flower_node_id": flower_node_id}
-        self._request("PUT", f"/groups/{group_id}/members/{node_id}/admission", json=body)
 
     # -- group coordinator (token = group token) ---------------------------------------------
 

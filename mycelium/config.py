@@ -33,6 +33,8 @@ SCENARIOS = ("rotate", "permute", "mixed")
 SCENARIO = "rotate"
 CLUSTERS = 3
 JOIN_POLICIES = ("open", "invite-only")
+STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad")  # flwr's classes
+STRATEGY = "fedavg"
 JOIN_POLICY = "open"
 MAX_CAPACITY = 10
 

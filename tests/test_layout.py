@@ -24,8 +24,10 @@ def ours(*names: str) -> set[str]:
 FORBIDDEN: dict[str, set[str]] = {
     "mycelium.config": HEAVY | {"httpx", "numpy"} | ours(*OURS),
     "mycelium.procs": HEAVY | {"httpx", "numpy"} | ours(*OURS),
+    "mycelium.fingerprint": HEAVY | {"httpx", "numpy"} | ours(*OURS),
     "mycelium.learning": {"fastapi", "uvicorn", "httpx"} | ours(*OURS - {"learning"}),
     "mycelium.client": HEAVY | ours(*OURS - {"client"}),
+    "mycelium.client_admission": HEAVY | {"mycelium"},
     "mycelium.registry": {"torch", "flwr", "sklearn"}
     | ours(*OURS - {"registry", "client", "dashboard"}),
     # The dashboard reads the registry only through injected readers and the store's records.

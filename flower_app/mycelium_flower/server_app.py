@@ -1,4 +1,5 @@
-"""ServerApp of a Mycelium Net group: open-ended FedAvg rounds over the group's live members.
+"""ServerApp of a Mycelium Net group: open-ended rounds of the group's flwr strategy over its
+live members.
 
 The strategy (:mod:`mycelium.flower.strategy`) and the round loop
 (:mod:`mycelium.flower.rounds`) live in the ``mycelium`` package; see docs/flower.md.
@@ -11,7 +12,6 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from mycelium.flower.rounds import RoundLoop, Settings, setup_app_logging
-from mycelium.flower.strategy import LiveMembersFedAvg
 
 app = ServerApp()
 
@@ -21,6 +21,6 @@ def main(grid: Grid, context: Context) -> None:
     """Run the group's rounds until stopped, ``num-rounds`` done, or the group ended."""
     setup_app_logging()
     settings = Settings.from_run_config(context.run_config)
-    strategy = LiveMembersFedAvg(unclaimed_grace=settings.unclaimed_grace)
+    strategy = settings.build_strategy()
     with settings.registry() as registry:
         RoundLoop(grid, strategy, registry, settings).run()

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from mycelium.cli._common import LogLevel, fail, setup_logging
+from mycelium import config
+from mycelium.cli._common import LogLevel, ProximalMu, ServerLr, TaskRef, Tau, fail, setup_logging
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print measured figures.")
 
@@ -59,7 +60,10 @@ def bench_learning(
     ] = None,
     clusters: Annotated[int, typer.Option(help="Latent clusters K.", min=1)] = 4,
     clients: Annotated[int, typer.Option(help="Clients N.", min=1)] = 24,
-    rounds: Annotated[int, typer.Option(help="Rounds R.", min=1)] = 30,
+    rounds: Annotated[
+        int | None,
+        typer.Option(help="Rounds R (default: the task's; digits 30, mnist 20).", min=1),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     max_capacity: Annotated[
         int | None, typer.Option(help="Group capacity (default: number of clients).", min=1)
@@ -93,14 +97,31 @@ def bench_learning(
     plot_path: Annotated[
         Path | None, typer.Option("--plot", resolve_path=True, help="Write accuracy-per-round PNG.")
     ] = None,
+    task: TaskRef = config.TASK,
+    strategy: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="fedavg, fedprox, fedadam, fedyogi or fedadagrad; repeat (others run next "
+            "to fedavg)."
+        ),
+    ] = None,
+    proximal_mu: ProximalMu = None,
+    server_lr: ServerLr = None,
+    tau: Tau = None,
     log_level: LogLevel = "warning",
 ) -> None:
-    """Simulate migration policies on clustered non-IID digits, in one process."""
+    """Simulate migration policies on clustered non-IID data of a task, in one process."""
     setup_logging(log_level)
     from bench import learning_bench
+    from mycelium.learning.strategy import configs_for
 
     try:
+        strategies = configs_for(
+            strategy or ["fedavg"], proximal_mu=proximal_mu, server_lr=server_lr, tau=tau
+        )
         table = learning_bench.run_cli(
+            task=task,
+            strategies=strategies,
             scenarios=scenario,
             clusters=clusters,
             clients=clients,

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from mycelium import config
-from mycelium.cli._common import LogLevel, fail, setup_logging
+from mycelium.cli._common import LogLevel, TaskRef, absolute_task_ref, fail, setup_logging
 from mycelium.demo.config import DemoConfig
 
 DEFAULTS = DemoConfig()
@@ -17,6 +17,7 @@ DEFAULTS = DemoConfig()
 def demo(
     nodes: Annotated[int, typer.Option(help="Number of nodes.", min=2, max=32)] = DEFAULTS.nodes,
     scenario: Annotated[str, typer.Option(help="rotate, permute or mixed.")] = DEFAULTS.scenario,
+    task: TaskRef = DEFAULTS.task,
     clusters: Annotated[
         int, typer.Option(help="Latent clusters.", min=1, max=8)
     ] = DEFAULTS.clusters,
@@ -67,6 +68,7 @@ def demo(
     signal.signal(signal.SIGTERM, _sigterm)
     demo_config = DemoConfig(
         nodes=nodes,
+        task=absolute_task_ref(task),
         scenario=scenario,
         clusters=clusters,
         duration=duration,

@@ -13,12 +13,18 @@ from mycelium.cli._common import (
     BindHost,
     Insecure,
     LogLevel,
+    ProximalMu,
     PublicHost,
     RegistryCa,
+    ServerLr,
+    StrategyName,
+    TaskRef,
+    Tau,
     check_join_policy,
     check_network,
     fail,
     setup_logging,
+    strategy_from_flags,
 )
 
 logger = logging.getLogger(__name__)
@@ -31,7 +37,14 @@ def group(
     name: Annotated[
         str, typer.Option(help="Group name shown in the registry.", envvar="MYCELIUM_NAME")
     ] = "group",
-    task: Annotated[str, typer.Option(help="Task name.", envvar="MYCELIUM_TASK")] = config.TASK,
+    task: TaskRef = config.TASK,
+    strategy: StrategyName = config.STRATEGY,
+    proximal_mu: ProximalMu = None,
+    server_lr: ServerLr = None,
+    tau: Tau = None,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the group's initial model.", envvar="MYCELIUM_SEED")
+    ] = 0,
     max_capacity: Annotated[
         int, typer.Option(help="Most live members.", min=1, envvar="MYCELIUM_MAX_CAPACITY")
     ] = config.MAX_CAPACITY,
@@ -123,17 +136,21 @@ def group(
     )
     from mycelium.client import RegistryError, read_token_file
     from mycelium.flower.errors import FlowerError
-    from mycelium.flower.group_host import GroupHost, host_until_signalled
+    from mycelium.flower.group_host import GroupHost
+    from mycelium.flower.group_run import host_until_signalled
 
+    chosen = strategy_from_flags(strategy, proximal_mu=proximal_mu, server_lr=server_lr, tau=tau)
     try:
         creator_token = read_token_file(operator_token_file) if operator_token_file else None
     except ValueError as exc:
         raise fail(str(exc)) from None
-    try:
+    try:  # builds the task's seeded model: the group's initial model in the registry
         group_host = GroupHost(
             registry_url,
             name=name,
             task=task,
+            init_seed=seed,
+            strategy=chosen,
             max_capacity=max_capacity,
             join_policy=join_policy,
             performance_threshold=performance_threshold,
@@ -152,7 +169,7 @@ def group(
             insecure=insecure,
             registry_ca=registry_ca,
         )
-    except (FlowerError, ValueError) as exc:  # refused address, unreadable CA file
+    except (FlowerError, ValueError) as exc:  # refused address, unreadable CA, bad --task
         raise fail(str(exc)) from None
     try:
         code = host_until_signalled(group_host)

@@ -13,12 +13,18 @@ from mycelium.cli._common import (
     BindHost,
     Insecure,
     LogLevel,
+    ProximalMu,
     PublicHost,
     RegistryCa,
+    ServerLr,
+    StrategyName,
+    TaskRef,
+    Tau,
     check_join_policy,
     check_network,
     fail,
     setup_logging,
+    strategy_from_flags,
 )
 
 logger = logging.getLogger(__name__)
@@ -47,9 +53,11 @@ def node(
         str | None,
         typer.Option(help="Address others may reach this node at.", envvar="MYCELIUM_ADDRESS"),
     ] = None,
-    task: Annotated[
-        str, typer.Option(help="Task name; groups are per task.", envvar="MYCELIUM_TASK")
-    ] = config.TASK,
+    task: TaskRef = config.TASK,
+    strategy: StrategyName = config.STRATEGY,
+    proximal_mu: ProximalMu = None,
+    server_lr: ServerLr = None,
+    tau: Tau = None,
     scenario: Annotated[
         str, typer.Option(help="rotate, permute or mixed.", envvar="MYCELIUM_SCENARIO")
     ] = config.SCENARIO,
@@ -176,11 +184,15 @@ def node(
     from mycelium.node.config import NodeConfig
     from mycelium.node.errors import FatalNodeError
 
+    chosen = strategy_from_flags(strategy, proximal_mu=proximal_mu, server_lr=server_lr, tau=tau)
+
     node_config = NodeConfig(
         name=name,
         registry_url=registry_url,
         node_address=address,
         task=task,
+        strategy=chosen.name,
+        strategy_params=chosen.params,
         scenario=scenario,
         clusters=clusters,
         cluster=cluster,

@@ -13,6 +13,7 @@ class DemoConfig:
     """A demo run; every path is made absolute when the config is created."""
 
     nodes: int = 6
+    task: str = defaults.TASK  # a task reference (docs/tasks.md), passed to every node
     scenario: str = defaults.SCENARIO
     clusters: int = defaults.CLUSTERS
     duration: float = 180.0

@@ -158,6 +158,7 @@ def start_node(run: DemoRun, spec: NodeSpec, join_group: int | None) -> ManagedP
         name=spec.name,
         log_path=run.run_dir / "logs" / f"{spec.name}.log",
         registry_url=run.registry_url,
+        task=cfg.task,
         scenario=cfg.scenario,
         clusters=cfg.clusters,
         cluster=spec.cluster,

@@ -55,16 +55,20 @@ def _fit_cold(
     if missing:
         raise ValueError(f"no {p.TRAINER_URL} and node_config lacks {', '.join(missing)}")
     from mycelium.flower.trainer import LocalTrainer
-    from mycelium.learning.data import make_partition
+    from mycelium.learning.tasks.base import DataRequest
+    from mycelium.learning.tasks.loader import load_task
 
+    task = load_task(str(node_config.get(p.TASK, "digits")))
     cluster = int(node_config[p.CLUSTER])
-    data = make_partition(
-        scenario=str(node_config[p.SCENARIO]),
-        clusters=int(node_config[p.CLUSTERS]),
-        cluster=cluster if cluster >= 0 else None,
-        index=int(node_config[p.PARTITION_INDEX]),
-        num_clients=int(node_config[p.NUM_PARTITIONS]),
-        seed=int(node_config[p.SEED]),
+    data = task.load_data(
+        DataRequest(
+            scenario=str(node_config[p.SCENARIO]),
+            clusters=int(node_config[p.CLUSTERS]),
+            cluster=cluster if cluster >= 0 else None,
+            index=int(node_config[p.PARTITION_INDEX]),
+            num_clients=int(node_config[p.NUM_PARTITIONS]),
+            seed=int(node_config[p.SEED]),
+        )
     )
-    trainer = LocalTrainer(data, seed=int(node_config[p.SEED]))
+    trainer = LocalTrainer(data, seed=int(node_config[p.SEED]), task=task)
     return trainer.fit(arrays, config, round=round_, flower_node_id=node_id)

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import threading
@@ -32,12 +30,14 @@ from mycelium.client import (
     RegistryError,
     RegistryUnavailable,
 )
+from mycelium.fingerprint import ModelSpec
 from mycelium.flower import protocol
 from mycelium.flower.errors import FlowerNotInstalled, FlowerTimeout, GroupHostError
 from mycelium.flower.procs import flower_env, flower_executable, wait_while_running
 from mycelium.flower.protocol import CONNECTION, ConfigValue, format_config
+from mycelium.learning.strategy import StrategyConfig
 from mycelium.net.addresses import AddressError, host_port
-from mycelium.net.certs import TlsFiles
+from mycelium.net.certs import TlsFiles, write_private
 from mycelium.net.tls import (
     SUPERLINK_HOST,
     flwr_connection_toml,
@@ -78,6 +78,9 @@ class GroupHost:
         performance_threshold: float = config.PERFORMANCE_THRESHOLD,
         work_dir: Path,
         seed_model: bytes | None = None,
+        model_spec: ModelSpec | None = None,
+        strategy: StrategyConfig | None = None,
+        init_seed: int = 0,
         run_config: Mapping[str, ConfigValue] | None = None,
         heartbeat_interval: float = config.GROUP_HEARTBEAT_INTERVAL_S,
         creator_token: str | None = None,
@@ -101,14 +104,19 @@ class GroupHost:
         self.tls: TlsFiles | None = None
         self.registry_url = registry_url
         self.name = name
-        self.task = task
         self.max_capacity = max_capacity
         self.join_policy = join_policy
         self.performance_threshold = performance_threshold
         # Absolute once, here: flwr runs with cwd=work_dir and FLWR_HOME inside it.
         self.work_dir = Path(work_dir).resolve()
+        if seed_model is None or model_spec is None:  # the task's own model, seeded
+            task, spec, seed_bytes = initial_model(task, init_seed)
+            seed_model, model_spec = seed_model or seed_bytes, model_spec or spec
+        self.task = task
         self.seed_model = seed_model
-        self.run_config = dict(run_config or {})
+        self.model_spec = model_spec
+        self.strategy = strategy or StrategyConfig()
+        self.run_config = {**strategy_run_config(self.strategy), **dict(run_config or {})}
         self.heartbeat_interval = heartbeat_interval
         self.app_dir = Path(app_dir).resolve()
         # The group is created with the founding node's token, or the operator's for a
@@ -313,6 +321,10 @@ class GroupHost:
             join_policy=self.join_policy,
             performance_threshold=self.performance_threshold,
             certificate=self.tls.certfile.read_text() if self.tls else None,
+            model_spec=None if self.model_spec is None else self.model_spec.to_json(),
+            fingerprint=None if self.model_spec is None else self.model_spec.fingerprint,
+            strategy=self.strategy.name,
+            strategy_params=self.strategy.params,
         )
         self._client.token = self._credentials.group_token
         if self.seed_model is not None:
@@ -354,11 +366,8 @@ class GroupHost:
         (0700) removed at :meth:`stop`, never in the work dir with the logs."""
         assert self._credentials is not None
         self._secret_dir = Path(tempfile.mkdtemp(prefix="mycelium-group-"))
-        path = self._secret_dir / GROUP_TOKEN_FILE
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(self._credentials.group_token)
-        return path
+        write_private(self._secret_dir / GROUP_TOKEN_FILE, self._credentials.group_token.encode())
+        return self._secret_dir / GROUP_TOKEN_FILE
 
     def _flwr(self, *args: str, timeout: float = FLWR_CLI_TIMEOUT) -> str:
         try:
@@ -417,28 +426,25 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def host_until_signalled(host: GroupHost, *, check_interval: float = 1.0) -> int:
-    """Start ``host`` and keep it until SIGINT/SIGTERM (returns 0) or until its SuperLink
-    dies (returns 1). Always stops it. Start-up errors propagate."""
-    stop = threading.Event()
-    handled = (signal.SIGINT, signal.SIGTERM)
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in handled}
-    try:
-        host.start()
-        while not stop.wait(check_interval):
-            if not host.is_healthy():
-                logger.error(
-                    "group %s: its superlink or serverapp ended (stopped, or the registry "
-                    "failed/dissolved the group); see %s",
-                    host.group_id,
-                    host.work_dir,
-                )
-                return 1
-        logger.info("group %s: stopping on signal", host.group_id)
-        return 0
-    finally:
-        try:
-            host.stop()
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+def strategy_run_config(strategy: StrategyConfig) -> dict[str, ConfigValue]:
+    """The ServerApp's run-config keys for ``strategy`` (-1 = the strategy's default)."""
+    params = strategy.params
+    return {
+        protocol.STRATEGY: strategy.name,
+        protocol.PROXIMAL_MU: params.get("proximal_mu", -1.0),
+        protocol.SERVER_LR: params.get("server_lr", -1.0),
+        protocol.TAU: params.get("tau", -1.0),
+    }
+
+
+def initial_model(reference: str, seed: int) -> tuple[str, ModelSpec, bytes]:
+    """(task name, model spec, seeded initial model as npz bytes) of a task reference: what
+    the registry lists and the ServerApp starts from (torch here, never in the ServerApp).
+    TaskLoadError (a ValueError) if the reference leads to no task."""
+    from mycelium.learning.codec import weights_to_bytes
+    from mycelium.learning.tasks.base import get_weights, spec_of
+    from mycelium.learning.tasks.loader import load_task
+
+    task = load_task(reference)
+    model = task.create_model(seed)
+    return task.name, spec_of(model), weights_to_bytes(get_weights(model))

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mycelium.client import NotFound, RegistryClient, RegistryError
+from mycelium.fingerprint import FingerprintError, ModelSpec
 from mycelium.flower.protocol import ACCURACY_KEY, LOSS_KEY, NUM_EXAMPLES_KEY, NUM_NODES_KEY
 from mycelium.learning import codec
 
@@ -38,7 +39,7 @@ class RoundOutcome:
     def from_records(cls, arrays: ArrayRecord, metrics: MetricRecord) -> RoundOutcome:
         """From what :meth:`LiveMembersFedAvg.aggregate_train` returns."""
         return cls(
-            arrays=[a.astype(np.float32) for a in arrays.to_numpy_ndarrays()],
+            arrays=arrays.to_numpy_ndarrays(),
             accuracy=min(1.0, max(0.0, float(metrics[ACCURACY_KEY]))),
             loss=max(0.0, float(metrics[LOSS_KEY])),
             num_nodes=int(metrics[NUM_NODES_KEY]),
@@ -114,20 +115,36 @@ class GroupRegistry:
             self._client.close()
 
 
+def group_spec(group: Mapping[str, Any] | None) -> ModelSpec | None:
+    """The group's model fingerprint spec as the registry lists it (None if it has none)."""
+    raw = (group or {}).get("model_spec")
+    try:
+        return ModelSpec.from_json(raw) if raw else None
+    except FingerprintError as exc:
+        logger.warning("registry lists a malformed model spec (%s); checking shapes only", exc)
+        return None
+
+
 def start_point(
     registry: GroupRegistry,
     group: Mapping[str, Any] | None,
-    shapes: list[tuple[int, ...]],
-    fresh: list[np.ndarray],
-) -> tuple[list[np.ndarray], int]:
-    """The registry's model and the round after its last one when it has a model of the
-    right ``shapes`` (a restarted or re-formed group resumes), else ``fresh`` at round 1."""
+    spec: ModelSpec | None,
+    given: list[np.ndarray] | None,
+) -> tuple[list[np.ndarray], int] | None:
+    """Where the rounds start: the registry's model (the founder's seed, or a restarted or
+    re-formed group's last model) and the round after its last one; else the ``given``
+    arrays (run config ``initial-model``) at round 1; None when there is neither yet.
+    Arrays that do not fit ``spec`` are skipped (logged)."""
     arrays = registry.model()
-    if arrays is not None and [a.shape for a in arrays] == shapes:
+    if arrays is not None and (spec is None or spec.fits(arrays)):
         last = (group or {}).get("round")
         start = int(last) + 1 if isinstance(last, int) else 1
-        logger.info("resuming from the registry's model at round %s", start)
-        return [a.astype(np.float32) for a in arrays], start
+        logger.info("starting from the registry's model at round %s", start)
+        return arrays, start
     if arrays is not None:
-        logger.warning("registry model has the wrong shapes; starting fresh")
-    return fresh, 1
+        logger.warning("the registry's model does not fit the group's fingerprint")
+    if given is not None and (spec is None or spec.fits(given)):
+        return given, 1
+    if given is not None:
+        logger.warning("initial-model does not fit the group's fingerprint")
+    return None

@@ -47,9 +47,13 @@ FIRST_ROUND_TIMEOUT = "first-round-timeout"
 TIMEOUT_FACTOR = "timeout-factor"
 IDLE_POLL = "idle-poll"
 UNCLAIMED_GRACE = "unclaimed-grace"
-INIT_SEED = "init-seed"
 REGISTRY_TIMEOUT = "registry-timeout"
 REPLY_POLL = "reply-poll"
+STRATEGY = "strategy"  # fedavg | fedprox | fedadam | fedyogi | fedadagrad (flwr's classes)
+PROXIMAL_MU = "proximal-mu"  # also FedProx's train-config key; < 0 in the run config: default
+SERVER_LR = "server-lr"  # FedOpt's eta; < 0: flwr's default
+TAU = "tau"
+INITIAL_MODEL = "initial-model"  # npz path of the starting arrays when the registry has none
 
 # -- node config (ClientApp) ----------------------------------------------------------------
 TRAINER_URL = "trainer-url"  # the node agent's TrainerServer; empty = "cold" mode
@@ -61,6 +65,7 @@ CLUSTER = "cluster"  # -1 = by partition index
 PARTITION_INDEX = "partition-index"
 NUM_PARTITIONS = "num-partitions"
 SEED = "seed"
+TASK = "task"  # optional task reference of a cold ClientApp (default digits)
 COLD_KEYS = (SCENARIO, CLUSTERS, CLUSTER, PARTITION_INDEX, NUM_PARTITIONS, SEED)
 
 # -- the warm trainer's HTTP endpoint (ClientApp -> node agent, loopback) -------------------

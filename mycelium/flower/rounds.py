@@ -14,7 +14,9 @@ methods (``configure_train`` -> send -> ``aggregate_train``) itself, each round:
    accuracy reported for round r is that of the model aggregated in round r-1.
 
 The loop also ends after ``num-rounds`` > 0 rounds. It starts from the registry's model
-when it has one (a restarted or re-formed group resumes), else from ``initial_arrays``.
+(the founder's seed; a restarted or re-formed group resumes) or the ``initial-model`` file,
+waiting for one of them; replies are checked against the group's fingerprint (from the
+registry, else the starting arrays). The strategy is ``strategy`` (+ its parameters).
 """
 
 from __future__ import annotations
@@ -32,14 +34,18 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 
+from mycelium.fingerprint import model_spec
 from mycelium.flower import protocol as p
 from mycelium.flower.group_registry import (
     TERMINAL_STATUSES,
     GroupRegistry,
     RoundOutcome,
+    group_spec,
     start_point,
 )
-from mycelium.flower.strategy import LiveMembersFedAvg, initial_arrays
+from mycelium.flower.strategy import LiveMembers, group_strategy
+from mycelium.learning import codec
+from mycelium.learning.strategy import StrategyConfig
 
 logger = logging.getLogger(__name__)
 
@@ -63,9 +69,13 @@ class Settings:
     timeout_factor: float = 3.0
     idle_poll: float = 1.0
     unclaimed_grace: float = 30.0
-    init_seed: int = 0
     registry_timeout: float = 5.0
     reply_poll: float = 0.25
+    strategy: str = "fedavg"
+    proximal_mu: float = -1.0  # < 0: the strategy's default
+    server_lr: float = -1.0
+    tau: float = -1.0
+    initial_model: str = ""  # an absolute path to an npz of the starting arrays
 
     @classmethod
     def from_run_config(cls, cfg: Mapping[str, Any]) -> Settings:
@@ -84,10 +94,33 @@ class Settings:
             timeout_factor=float(cfg.get(p.TIMEOUT_FACTOR, d.timeout_factor)),
             idle_poll=float(cfg.get(p.IDLE_POLL, d.idle_poll)),
             unclaimed_grace=float(cfg.get(p.UNCLAIMED_GRACE, d.unclaimed_grace)),
-            init_seed=int(cfg.get(p.INIT_SEED, d.init_seed)),
             registry_timeout=float(cfg.get(p.REGISTRY_TIMEOUT, d.registry_timeout)),
             reply_poll=float(cfg.get(p.REPLY_POLL, d.reply_poll)),
+            strategy=str(cfg.get(p.STRATEGY, d.strategy)),
+            proximal_mu=float(cfg.get(p.PROXIMAL_MU, d.proximal_mu)),
+            server_lr=float(cfg.get(p.SERVER_LR, d.server_lr)),
+            tau=float(cfg.get(p.TAU, d.tau)),
+            initial_model=str(cfg.get(p.INITIAL_MODEL, d.initial_model)),
         )
+
+    def strategy_config(self) -> StrategyConfig:
+        """The group's strategy (StrategyError if the run config names a bad one)."""
+        given = {"proximal_mu": self.proximal_mu, "server_lr": self.server_lr, "tau": self.tau}
+        params = {k: v for k, v in given.items() if v >= 0}
+        return StrategyConfig.from_params(self.strategy, params)
+
+    def given_arrays(self) -> list[np.ndarray] | None:
+        """The ``initial-model`` arrays, or None (ValueError if the file is unreadable)."""
+        if not self.initial_model:
+            return None
+        try:
+            with open(self.initial_model, "rb") as f:
+                return codec.bytes_to_weights(f.read())
+        except OSError as exc:
+            raise ValueError(f"initial-model {self.initial_model}: {exc.strerror}") from None
+
+    def build_strategy(self) -> LiveMembers:
+        return group_strategy(self.strategy_config(), unclaimed_grace=self.unclaimed_grace)
 
     def train_config(self, server_round: int) -> ConfigRecord:
         """The round number plus the hyper-parameters the group sets (>= 0)."""
@@ -175,7 +208,7 @@ class RoundLoop:
     def __init__(
         self,
         grid: Grid,
-        strategy: LiveMembersFedAvg,
+        strategy: LiveMembers,
         registry: GroupRegistry,
         settings: Settings,
         *,
@@ -194,10 +227,29 @@ class RoundLoop:
             factor=settings.timeout_factor,
         )
 
+    def _start(self) -> tuple[dict[str, Any] | None, list[np.ndarray], int] | None:
+        """Wait for a starting model (see the module docstring); None if the group ended."""
+        given = self.settings.given_arrays()
+        while True:
+            group = self.registry.group()
+            if group is not None and group.get("status") in TERMINAL_STATUSES:
+                return None
+            spec = group_spec(group)
+            start = start_point(self.registry, group, spec, given)
+            if start is not None:
+                arrays, server_round = start
+                names = [f"array {i}" for i in range(len(arrays))]
+                self.strategy.spec = spec or model_spec(names, arrays)
+                return group, arrays, server_round
+            logger.info("no starting model yet (registry or initial-model); waiting")
+            self.sleep(self.settings.idle_poll)
+
     def run(self) -> None:
-        group = self.registry.group()
-        fresh = initial_arrays(self.settings.init_seed)
-        arrays, server_round = start_point(self.registry, group, self.strategy.shapes, fresh)
+        started = self._start()
+        if started is None:
+            logger.info("group %s ended before its first round", self.settings.group_id)
+            return
+        group, arrays, server_round = started
         done = 0
         while self.settings.num_rounds <= 0 or done < self.settings.num_rounds:
             if group is not None:

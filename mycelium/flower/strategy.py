@@ -1,20 +1,25 @@
-"""The group's strategy: flwr's ``FedAvg`` over the group's LIVE registry members.
+"""The group's strategy: one of flwr's own strategy classes over the group's LIVE members.
 
-Two of FedAvg's methods change:
+:class:`LiveMembers` is a small mixin put in front of ``FedAvg``, ``FedProx``, ``FedAdam``,
+``FedYogi`` or ``FedAdagrad`` (:func:`group_strategy` picks the class from the group's
+:class:`~mycelium.learning.strategy.StrategyConfig`). Two methods change, both still calling
+flwr's own implementation for the arithmetic:
 
-- :meth:`LiveMembersFedAvg.configure_train` sends TRAIN messages to the online Flower ids
-  that live members claimed in the registry, plus ids nobody claimed yet (a node that just
-  started its SuperNode) for ``unclaimed_grace`` seconds; never to dead members, so a
-  killed node does not stall a round for Flower's ~50 s offline detection. Messages carry
-  a TTL (the round timeout) so those of a timed-out round expire at the SuperLink instead
-  of piling up on slow nodes.
-- :meth:`LiveMembersFedAvg.aggregate_train` drops unusable replies (errors, wrong shapes,
-  non-finite values, no examples) one by one instead of failing the whole round as
-  FedAvg's consistency check does, then aggregates with flwr's own helpers; the round's
-  metrics also count its nodes and examples.
+- ``configure_train`` offers flwr only the target Flower ids (online ids that live members
+  claimed in the registry, plus ids nobody claimed yet for ``unclaimed_grace`` seconds; never
+  dead members, so a killed node does not stall a round for Flower's ~50 s offline
+  detection) and gives the messages a TTL (the round timeout) so those of a timed-out round
+  expire at the SuperLink instead of piling up on slow nodes. FedProx adds ``proximal-mu``
+  to the config and FedOpt strategies remember the arrays sent, as flwr does.
+- ``aggregate_train`` drops unusable replies (errors, arrays that do not fit the group's
+  model fingerprint, non-finite values, no examples) one by one instead of failing the whole
+  round as flwr's consistency check does, lets flwr aggregate the rest, and casts the result
+  to the fingerprint's dtypes (FedAdam's arithmetic yields float64); the round's metrics
+  also count its nodes and examples.
 
 Members score the model they receive on their own validation split inside their TRAIN
-reply, so there is no separate evaluation round. numpy only: no torch in the ServerApp.
+reply, so there is no separate evaluation round. numpy only: no torch and no model shapes
+in the ServerApp (the fingerprint comes from the registry or the starting arrays).
 """
 
 from __future__ import annotations
@@ -26,11 +31,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg
-from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords, aggregate_metricrecords
+from flwr.serverapp.strategy import FedAdagrad, FedAdam, FedAvg, FedProx, FedYogi
+from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
+from mycelium.fingerprint import FingerprintError, ModelSpec
 from mycelium.flower.protocol import (
     ACCURACY_KEY,
     ARRAYS_KEY,
@@ -39,18 +45,18 @@ from mycelium.flower.protocol import (
     METRICS_KEY,
     NUM_EXAMPLES_KEY,
     NUM_NODES_KEY,
-    ROUND_KEY,
 )
+from mycelium.learning.strategy import StrategyConfig, TargetGrid, quiet_flwr
 
 logger = logging.getLogger(__name__)
 
-# Shapes of mycelium.learning.model's MLP 64-64-10 in get_weights order (torch Linear: weight is
-# (out, in)). Defined here so the ServerApp needs no torch; a test checks they match.
+# Shapes of mycelium.learning.model's MLP 64-64-10 in get_weights order: test data only (the
+# ServerApp itself knows no shapes); a test checks they match the torch model.
 MODEL_SHAPES: tuple[tuple[int, ...], ...] = ((64, 64), (64,), (10, 64), (10,))
 
 
 def initial_arrays(seed: int) -> list[np.ndarray]:
-    """Deterministic numpy init with torch Linear's default bounds (U(+-1/sqrt(fan_in)))."""
+    """Deterministic numpy MLP weights with torch Linear's default bounds (tests' models)."""
     rng = np.random.default_rng(seed)
     arrays: list[np.ndarray] = []
     for shape in MODEL_SHAPES:
@@ -85,7 +91,7 @@ def select_targets(
     ]
 
 
-def valid_content(msg: Message, shapes: Sequence[tuple[int, ...]]) -> RecordDict | None:
+def valid_content(msg: Message, spec: ModelSpec | None) -> RecordDict | None:
     """The reply's content if it is a usable training result, else None (logged)."""
     node = msg.metadata.src_node_id
     if msg.has_error():
@@ -100,9 +106,12 @@ def valid_content(msg: Message, shapes: Sequence[tuple[int, ...]]) -> RecordDict
     except (KeyError, TypeError, ValueError) as exc:
         logger.warning("node %s sent an incomplete reply: %s", node, exc)
         return None
-    if [a.shape for a in arrays] != list(shapes):
-        logger.warning("node %s sent arrays of the wrong shapes", node)
-        return None
+    if spec is not None:
+        try:
+            spec.check(arrays)
+        except FingerprintError as exc:
+            logger.warning("node %s sent a model that does not fit: %s", node, exc)
+            return None
     finite = all(np.isfinite(a).all() for a in arrays) and math.isfinite(acc + loss)
     if weight <= 0 or not finite:
         logger.warning("node %s sent a degenerate reply (examples=%s)", node, weight)
@@ -124,30 +133,33 @@ def round_metrics(contents: list[RecordDict], weighted_by_key: str) -> MetricRec
     return metrics
 
 
-class LiveMembersFedAvg(FedAvg):
-    """FedAvg over the live members the registry lists (see the module docstring).
+class LiveMembers:
+    """Mixin in front of a flwr strategy class (see the module docstring).
 
     The round loop keeps :attr:`members` (the registry's member list, or None before the
-    first answer) and :attr:`message_ttl` (its round timeout) current.
+    first answer), :attr:`message_ttl` (its round timeout) and :attr:`spec` (the group's
+    model fingerprint) current.
     """
 
     def __init__(
         self,
         *,
         unclaimed_grace: float,
-        shapes: Sequence[tuple[int, ...]] = MODEL_SHAPES,
+        spec: ModelSpec | None = None,
         clock: Callable[[], float] = time.monotonic,
+        **strategy_kwargs: Any,
     ) -> None:
-        super().__init__(
+        super().__init__(  # type: ignore[call-arg] - the flwr class after us in the MRO
             min_train_nodes=0,
             min_available_nodes=0,
             weighted_by_key=NUM_EXAMPLES_KEY,
             arrayrecord_key=ARRAYS_KEY,
             configrecord_key=CONFIG_KEY,
             train_metrics_aggr_fn=round_metrics,
+            **strategy_kwargs,
         )
         self.unclaimed_grace = unclaimed_grace
-        self.shapes = [tuple(s) for s in shapes]
+        self.spec = spec
         self.clock = clock
         self.members: list[dict[str, Any]] | None = None
         self.message_ttl: float | None = None
@@ -164,26 +176,80 @@ class LiveMembersFedAvg(FedAvg):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> list[Message]:
-        """One TRAIN message per target, with the round number and a TTL."""
-        config[ROUND_KEY] = server_round
-        record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
-        return [
-            Message(record, dst_node_id=nid, message_type=MessageType.TRAIN, ttl=self.message_ttl)
-            for nid in self.targets(grid)
-        ]
+        """flwr's configure_train over the targets only; every message gets the TTL."""
+        targets = TargetGrid(grid, self.targets(grid))
+        with quiet_flwr():  # flwr logs a line per call: every idle poll
+            messages = list(super().configure_train(server_round, arrays, config, targets))  # type: ignore[misc]
+        for message in messages:
+            if self.message_ttl is not None:
+                message.metadata.ttl = self.message_ttl
+        return messages
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """FedAvg of the usable replies weighted by ``num-examples``; (None, None) if none."""
-        contents = [c for c in (valid_content(m, self.shapes) for m in replies) if c is not None]
-        if not contents:
+        """flwr's aggregate of the usable replies; (None, None) if none."""
+        usable = []
+        for msg in replies:
+            content = valid_content(msg, self.spec)
+            if content is not None:
+                usable.append(Message(content, metadata=msg.metadata))
+        if not usable:
             return None, None
-        arrays = aggregate_arrayrecords(contents, self.weighted_by_key)
-        return arrays, self.train_metrics_aggr_fn(contents, self.weighted_by_key)
+        with quiet_flwr():
+            arrays, metrics = super().aggregate_train(server_round, usable)  # type: ignore[misc]
+        if arrays is None or self.spec is None:
+            return arrays, metrics
+        cast = [
+            a.astype(p.dtype, copy=False)
+            for a, p in zip(arrays.to_numpy_ndarrays(), self.spec.params, strict=True)
+        ]
+        return ArrayRecord(cast), metrics
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> list[Message]:
         """No evaluation round: members score the received model in their TRAIN reply."""
         return []
+
+
+class LiveFedAvg(LiveMembers, FedAvg):
+    """flwr's FedAvg over the live members."""
+
+
+class LiveFedProx(LiveMembers, FedProx):
+    """flwr's FedProx over the live members (sends ``proximal-mu``)."""
+
+
+class LiveFedAdam(LiveMembers, FedAdam):
+    """flwr's FedAdam over the live members."""
+
+
+class LiveFedYogi(LiveMembers, FedYogi):
+    """flwr's FedYogi over the live members."""
+
+
+class LiveFedAdagrad(LiveMembers, FedAdagrad):
+    """flwr's FedAdagrad over the live members."""
+
+
+LiveMembersFedAvg = LiveFedAvg  # the name before strategies were per group
+_LIVE = {
+    "FedAvg": LiveFedAvg,
+    "FedProx": LiveFedProx,
+    "FedAdam": LiveFedAdam,
+    "FedYogi": LiveFedYogi,
+    "FedAdagrad": LiveFedAdagrad,
+}
+
+
+def group_strategy(
+    config: StrategyConfig,
+    *,
+    unclaimed_grace: float,
+    spec: ModelSpec | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> LiveMembers:
+    """The group's flwr strategy over its live members, with the strategy's parameters."""
+    cls = _LIVE[config.flwr_class_name]
+    return cls(unclaimed_grace=unclaimed_grace, spec=spec, clock=clock, **config.flwr_kwargs())

@@ -10,7 +10,6 @@ for the runtime address of each start) serves its tasks (docs/security.md)."""
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Protocol
 
 from mycelium.flower.procs import flower_env, flower_executable, wait_while_running
 from mycelium.flower.protocol import NODE_ID_PATTERN, ConfigValue, format_config
+from mycelium.net.certs import write_private
 from mycelium.net.tls import supernode_tls_args
 from mycelium.procs import ManagedProcess, free_port
 
@@ -131,12 +131,8 @@ class SuperNode:
     def _superexec_secret(flwr_home: Path) -> tuple[bytes, Path]:
         """A fresh secret (0600 file): only its holder, our executor, may claim tasks."""
         secret = secrets.token_hex(32).encode()
-        flwr_home.mkdir(parents=True, exist_ok=True)
-        path = flwr_home / "superexec.secret"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(secret)
-        return secret, path
+        write_private(flwr_home / "superexec.secret", secret)
+        return secret, flwr_home / "superexec.secret"
 
     def _read_node_id(self) -> int | None:
         with self.log_path.open("rb") as f:

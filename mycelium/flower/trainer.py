@@ -5,8 +5,8 @@ there costs seconds every round. Instead the ClientApp posts the group model to 
 agent's :class:`mycelium.flower.trainer_http.TrainerServer`, whose :class:`LocalTrainer`
 keeps torch, the data and the models warm.
 
-torch is imported only when a :class:`LocalTrainer` is built, so :class:`FitResult` and
-:class:`FitParams` are usable without it.
+torch is imported only when a :class:`LocalTrainer` builds its task's models, so
+:class:`FitResult` and :class:`FitParams` are usable without it.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mycelium import config
 from mycelium.flower.protocol import (
     ACCURACY_KEY,
     BATCH_SIZE,
@@ -28,11 +29,14 @@ from mycelium.flower.protocol import (
     LR,
     POST_ACCURACY_KEY,
     POST_LOSS_KEY,
+    PROXIMAL_MU,
     TRAIN_LOSS_KEY,
 )
+from mycelium.learning.tasks.base import Hyper, get_weights, set_weights, spec_of
 
 if TYPE_CHECKING:
     from mycelium.learning.data import ClientData
+    from mycelium.learning.tasks.base import Task
 
 
 @dataclass(frozen=True)
@@ -51,10 +55,15 @@ class FitParams:
     epochs: int
     lr: float
     batch_size: int
+    proximal_mu: float = 0.0  # FedProx's term, sent by a FedProx group
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], defaults: FitParams) -> FitParams:
-        """Read ``local-epochs``/``lr``/``batch-size`` from ``config``; ValueError if bad."""
+        """Read ``local-epochs``/``lr``/``batch-size``/``proximal-mu`` from ``config``;
+        ValueError if bad."""
+        mu = config.get(PROXIMAL_MU, defaults.proximal_mu)
+        if isinstance(mu, bool) or not isinstance(mu, int | float) or not 0 <= mu < math.inf:
+            raise ValueError(f"{PROXIMAL_MU} must be a finite number >= 0, got {mu!r}")
         epochs = config.get(LOCAL_EPOCHS, defaults.epochs)
         lr = config.get(LR, defaults.lr)
         batch_size = config.get(BATCH_SIZE, defaults.batch_size)
@@ -68,13 +77,17 @@ class FitParams:
             or not 1 <= batch_size <= 1_000_000
         ):
             raise ValueError(f"{BATCH_SIZE} must be a positive integer, got {batch_size!r}")
-        return cls(epochs=epochs, lr=float(lr), batch_size=batch_size)
+        return cls(epochs=epochs, lr=float(lr), batch_size=batch_size, proximal_mu=float(mu))
+
+    def hyper(self) -> Hyper:
+        return Hyper(self.epochs, self.lr, self.batch_size, self.proximal_mu)
 
 
 class LocalTrainer:
     """A node's warm trainer: its data, its own local model and a scratch group model.
 
-    ``epochs``/``lr``/``batch_size`` default to :mod:`mycelium.learning.model`'s constants.
+    ``task`` (default digits) gives the model, training and evaluation;
+    ``epochs``/``lr``/``batch_size`` default to the task's ``hyper``.
 
     Thread-safe: one lock serialises fits, probes and warm-up.
     """
@@ -84,26 +97,28 @@ class LocalTrainer:
         data: ClientData,
         *,
         seed: int,
+        task: Task | None = None,
         epochs: int | None = None,
         lr: float | None = None,
         batch_size: int | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        from mycelium.learning import model as model_lib  # torch: only where training happens
+        from mycelium.learning.tasks.loader import load_task
 
-        self._lib = model_lib
+        self._task = task = task if task is not None else load_task(config.TASK)
         self._data = data
         self._seed = seed
-        core = FitParams(model_lib.EPOCHS, model_lib.LEARNING_RATE, model_lib.BATCH_SIZE)
+        core = FitParams(task.hyper.epochs, task.hyper.lr, task.hyper.batch_size)
         given = {LOCAL_EPOCHS: epochs, LR: lr, BATCH_SIZE: batch_size}
         self._defaults = FitParams.from_config(
             {k: v for k, v in given.items() if v is not None}, core
         )
         self._clock = clock
         self._lock = threading.Lock()
-        self._local_model = model_lib.create_model(seed)
-        self._group_model = model_lib.create_model(seed)
-        self._shapes = [a.shape for a in model_lib.get_weights(self._group_model)]
+        self._local_model = task.create_model(seed)
+        self._group_model = task.create_model(seed)
+        self.spec = spec_of(self._group_model)
+        self.task_name = task.name
         self._warmup_epochs_done = 0
         self._last_round: int | None = None
         self._last_fit_at: float | None = None
@@ -149,11 +164,10 @@ class LocalTrainer:
 
     # -- work -------------------------------------------------------------------------
     def check_arrays(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Return ``arrays`` as float32 if they fit the model's shapes, else ValueError."""
-        shapes = [tuple(np.shape(a)) for a in arrays]
-        if shapes != [tuple(s) for s in self._shapes]:
-            raise ValueError(f"model arrays have shapes {shapes}, expected {self._shapes}")
-        out = [np.asarray(a, dtype=np.float32) for a in arrays]
+        """``arrays`` if they fit the task's model fingerprint (names, shapes, dtypes) and
+        are finite, else ValueError (a FingerprintError names the first misfit)."""
+        out = [np.asarray(a) for a in arrays]
+        self.spec.check(out)
         if not all(np.isfinite(a).all() for a in out):
             raise ValueError("model arrays contain NaN or infinity")
         return out
@@ -169,21 +183,14 @@ class LocalTrainer:
         """Score the incoming group model on own val data, then train it locally."""
         params = FitParams.from_config(config, self._defaults)
         incoming = self.check_arrays(arrays)
-        lib, data = self._lib, self._data
+        task, data, model = self._task, self._data, self._group_model
         with self._lock:
-            lib.set_weights(self._group_model, incoming)
-            val_loss, val_acc = lib.evaluate(self._group_model, data.x_val, data.y_val)
-            train_loss = lib.train(
-                self._group_model,
-                data.x_train,
-                data.y_train,
-                epochs=params.epochs,
-                lr=params.lr,
-                batch_size=params.batch_size,
-                seed=self._seed + (round or 0),
-            )
-            post_loss, post_acc = lib.evaluate(self._group_model, data.x_val, data.y_val)
-            updated = lib.get_weights(self._group_model)
+            set_weights(model, incoming)
+            val_loss, val_acc = task.evaluate(model, data.x_val, data.y_val)
+            seed = self._seed + (round or 0)
+            train_loss = task.train(model, data.x_train, data.y_train, params.hyper(), seed=seed)
+            post_loss, post_acc = task.evaluate(model, data.x_val, data.y_val)
+            updated = get_weights(model)
             self._last_round = round
             self._last_fit_at = self._clock()
             self._group_score = float(val_acc)
@@ -212,21 +219,17 @@ class LocalTrainer:
     ) -> tuple[float, float]:
         checked = self.check_arrays(arrays)
         with self._lock:  # the scratch group model is shared with fits
-            self._lib.set_weights(self._group_model, checked)
-            loss, acc = self._lib.evaluate(self._group_model, x, y)
+            set_weights(self._group_model, checked)
+            loss, acc = self._task.evaluate(self._group_model, x, y)
         return float(loss), float(acc)
 
     def warm_up(self, epochs: int) -> float:
         """Train the node's own local-only model for ``epochs``; returns the mean loss."""
         with self._lock:
-            loss = self._lib.train(
-                self._local_model,
-                self._data.x_train,
-                self._data.y_train,
-                epochs=epochs,
-                lr=self._defaults.lr,
-                batch_size=self._defaults.batch_size,
-                seed=self._seed + self._warmup_epochs_done,
+            hyper = Hyper(epochs, self._defaults.lr, self._defaults.batch_size)
+            seed = self._seed + self._warmup_epochs_done
+            loss = self._task.train(
+                self._local_model, self._data.x_train, self._data.y_train, hyper, seed=seed
             )
             self._warmup_epochs_done += epochs
         return float(loss)
@@ -234,10 +237,10 @@ class LocalTrainer:
     def local_score(self) -> float:
         """Accuracy of the node's own local-only model on its val split."""
         with self._lock:
-            _, acc = self._lib.evaluate(self._local_model, self._data.x_val, self._data.y_val)
+            _, acc = self._task.evaluate(self._local_model, self._data.x_val, self._data.y_val)
         return float(acc)
 
     def local_arrays(self) -> list[np.ndarray]:
         """The local-only model's arrays (e.g. to seed a group this node founds)."""
         with self._lock:
-            return self._lib.get_weights(self._local_model)
+            return get_weights(self._local_model)

@@ -1,7 +1,8 @@
-"""Clustered non-IID digits for clients, deterministic from (scenario, clusters, seed, clients).
+"""Clustered non-IID image data for clients, deterministic from (scenario, clusters, seed, clients).
 
-Data: scikit-learn's bundled ``load_digits`` (1,797 8x8 images, 10 classes, no download),
-pixels scaled to [0, 1] and flattened to 64 float32 features.
+Data: a :class:`Dataset` of labelled images with pixels in [0, 1], flattened to float32
+features. The default, :data:`DIGITS`, is scikit-learn's bundled ``load_digits`` (1,797 8x8
+images, 10 classes, no download); a task may pass its own (``mycelium.learning.tasks.mnist`` does).
 
 The split every process computes identically:
 
@@ -14,6 +15,7 @@ The split every process computes identically:
   (cluster 0 keeps the identity); ``mixed``: no clusters, each client draws its labels from a
   Dirichlet(``DIRICHLET_ALPHA``) distribution (label skew) and ``cluster`` is ``None``;
 * a client takes ``shard = max(pool // per_cluster, MIN_SHARD)`` training-pool images
+  (at most the dataset's ``max_shard``)
   starting at ``rank * shard`` (wrapping), so shards are disjoint within a cluster whenever
   the pool is large enough, and overlap (never run out) for thousands of clients;
   ``mixed`` draws its ``shard`` images by label from a generator seeded with
@@ -27,6 +29,7 @@ from __future__ import annotations
 import functools
 import math
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,8 +40,25 @@ TEST_FRACTION = 0.2
 VAL_FRACTION = 0.2
 MIN_SHARD = 120
 DIRICHLET_ALPHA = 0.5
-NUM_CLASSES = 10
-NUM_FEATURES = 64
+NUM_CLASSES = 10  # of DIGITS
+NUM_FEATURES = 64  # of DIGITS
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A labelled image source: ``load()`` returns (images (n, H, W) float32 in [0, 1],
+    labels int64 in 0..num_classes-1). Hashable, so its shuffled pools are cached.
+    ``max_shard`` caps a client's images (train + val), e.g. to keep a simulation cheap."""
+
+    name: str
+    image_shape: tuple[int, int]
+    num_classes: int
+    load: Callable[[], tuple[np.ndarray, np.ndarray]]
+    max_shard: int | None = None
+
+    @property
+    def num_features(self) -> int:
+        return self.image_shape[0] * self.image_shape[1]
 
 
 @dataclass(frozen=True)
@@ -62,38 +82,46 @@ def make_partition(
     num_clients: int,
     seed: int,
     cluster: int | None = None,
+    dataset: Dataset | None = None,
 ) -> ClientData:
     """Client ``index`` of ``num_clients`` (see the module docstring for the exact rule)."""
+    dataset = dataset or DIGITS
     _check_args(scenario, clusters, num_clients, seed)
     if not 0 <= index < num_clients:
         raise ValueError(f"partition index {index} outside 0..{num_clients - 1}")
     if cluster is not None and not 0 <= cluster < clusters:
         raise ValueError(f"cluster {cluster} outside 0..{clusters - 1}")
     if scenario == "mixed":
-        return _mixed_client(index, num_clients, seed)
+        return _mixed_client(dataset, index, num_clients, seed)
     chosen = index % clusters if cluster is None else cluster
-    return _clustered_client(scenario, clusters, chosen, index, num_clients, seed)
+    return _clustered_client(dataset, scenario, clusters, chosen, index, num_clients, seed)
 
 
 def make_federation(
-    *, scenario: str, clusters: int, num_clients: int, seed: int
+    *, scenario: str, clusters: int, num_clients: int, seed: int, dataset: Dataset | None = None
 ) -> list[ClientData]:
     """All ``num_clients`` clients of a federation (cluster ``i % clusters`` for client i)."""
     _check_args(scenario, clusters, num_clients, seed)
     return [
         make_partition(
-            scenario=scenario, clusters=clusters, index=i, num_clients=num_clients, seed=seed
+            scenario=scenario,
+            clusters=clusters,
+            index=i,
+            num_clients=num_clients,
+            seed=seed,
+            dataset=dataset,
         )
         for i in range(num_clients)
     ]
 
 
-def load_npz(path: Path | str, *, seed: int) -> ClientData:
-    """A user's own ``.npz`` with ``x`` (n, 64) or (n, 8, 8) in [0, 1] and int labels ``y``.
+def load_npz(path: Path | str, *, seed: int, dataset: Dataset | None = None) -> ClientData:
+    """A user's own ``.npz`` with ``x`` (n, H*W) or (n, H, W) in [0, 1] and int labels ``y``
+    (H, W and the label range of ``dataset``, default :data:`DIGITS`: 8x8, 0..9).
 
     The rows are shuffled with ``seed`` and split train / val / test 60 / 20 / 20.
     """
-    x, y = _read_npz(Path(path))
+    x, y = _read_npz(Path(path), dataset or DIGITS)
     order = np.random.default_rng(seed).permutation(len(y))
     x, y = x[order], y[order]
     n_val = max(1, round(len(y) * VAL_FRACTION))
@@ -110,7 +138,7 @@ def load_npz(path: Path | str, *, seed: int) -> ClientData:
     )
 
 
-def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _read_npz(path: Path, dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files if name in ("x", "y")}
@@ -119,15 +147,19 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if set(arrays) != {"x", "y"}:
         raise ValueError(f"{path}: needs arrays 'x' and 'y', found {sorted(arrays)}")
     x, y = arrays["x"], arrays["y"]
-    x = x.reshape(len(x), -1) if x.ndim == 3 else x
-    if x.ndim != 2 or x.shape[1] != NUM_FEATURES:
-        raise ValueError(f"{path}: x must have shape (n, 64) or (n, 8, 8), got {x.shape}")
+    x = x.reshape(len(x), -1) if x.ndim == 3 and x.shape[1:] == dataset.image_shape else x
+    if x.ndim != 2 or x.shape[1] != dataset.num_features:
+        height, width = dataset.image_shape
+        raise ValueError(
+            f"{path}: x must have shape (n, {dataset.num_features}) or (n, {height}, {width}) "
+            f"for {dataset.name}, got {x.shape}"
+        )
     if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"{path}: y must be {len(x)} integer labels, got {y.dtype} {y.shape}")
     if len(y) < 5:
         raise ValueError(f"{path}: needs at least 5 samples, got {len(y)}")
-    if y.min() < 0 or y.max() >= NUM_CLASSES:
-        raise ValueError(f"{path}: labels must be in 0..{NUM_CLASSES - 1}")
+    if y.min() < 0 or y.max() >= dataset.num_classes:
+        raise ValueError(f"{path}: labels must be in 0..{dataset.num_classes - 1}")
     if not np.isfinite(x).all():
         raise ValueError(f"{path}: x contains NaN or infinity")
     return x.astype(np.float32), y.astype(np.int64)
@@ -144,14 +176,20 @@ def _check_args(scenario: str, clusters: int, num_clients: int, seed: int) -> No
         raise ValueError(f"seed must be >= 0, got {seed}")
 
 
-@functools.lru_cache(maxsize=8)
-def _pools(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(x_pool, y_pool, x_test, y_test) of the shuffled digits; images as (n, 8, 8)."""
+def _load_digits() -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    images = (digits.images / 16.0).astype(np.float32)
-    labels = digits.target.astype(np.int64)
+    return (digits.images / 16.0).astype(np.float32), digits.target.astype(np.int64)
+
+
+DIGITS = Dataset("digits", (8, 8), NUM_CLASSES, _load_digits)
+
+
+@functools.lru_cache(maxsize=8)
+def _pools(dataset: Dataset, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x_pool, y_pool, x_test, y_test) of the shuffled dataset; images as (n, H, W)."""
+    images, labels = dataset.load()
     order = np.random.default_rng(seed).permutation(len(labels))
     n_test = round(len(labels) * TEST_FRACTION)
     test, pool = order[:n_test], order[n_test:]
@@ -162,24 +200,31 @@ def _pools(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _transform(
-    scenario: str, cluster: int, seed: int, images: np.ndarray, labels: np.ndarray
+    dataset: Dataset,
+    scenario: str,
+    cluster: int,
+    seed: int,
+    images: np.ndarray,
+    labels: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Cluster ``cluster``'s view of (images (n, 8, 8), labels) as (x (n, 64), y)."""
+    """Cluster ``cluster``'s view of (images (n, H, W), labels) as (x (n, H*W), y)."""
     if scenario == "rotate":
         images = np.rot90(images, k=cluster % 4, axes=(1, 2))
     elif scenario == "permute" and cluster > 0:
-        permutation = np.random.default_rng([seed, cluster]).permutation(NUM_CLASSES)
+        permutation = np.random.default_rng([seed, cluster]).permutation(dataset.num_classes)
         labels = permutation[labels]
-    x = np.ascontiguousarray(images.reshape(len(images), NUM_FEATURES), dtype=np.float32)
+    x = np.ascontiguousarray(images.reshape(len(images), dataset.num_features), dtype=np.float32)
     return x, labels.astype(np.int64)
 
 
 @functools.lru_cache(maxsize=64)
-def _cluster_view(scenario: str, cluster: int, seed: int) -> tuple[np.ndarray, ...]:
-    x_pool, y_pool, x_test, y_test = _pools(seed)
+def _cluster_view(
+    dataset: Dataset, scenario: str, cluster: int, seed: int
+) -> tuple[np.ndarray, ...]:
+    x_pool, y_pool, x_test, y_test = _pools(dataset, seed)
     arrays = (
-        *_transform(scenario, cluster, seed, x_pool, y_pool),
-        *_transform(scenario, cluster, seed, x_test, y_test),
+        *_transform(dataset, scenario, cluster, seed, x_pool, y_pool),
+        *_transform(dataset, scenario, cluster, seed, x_test, y_test),
     )
     for array in arrays:
         array.flags.writeable = False
@@ -187,22 +232,32 @@ def _cluster_view(scenario: str, cluster: int, seed: int) -> tuple[np.ndarray, .
 
 
 def _clustered_client(
-    scenario: str, clusters: int, cluster: int, index: int, num_clients: int, seed: int
+    dataset: Dataset,
+    scenario: str,
+    clusters: int,
+    cluster: int,
+    index: int,
+    num_clients: int,
+    seed: int,
 ) -> ClientData:
-    x_pool, y_pool, x_test, y_test = _cluster_view(scenario, cluster, seed)
+    x_pool, y_pool, x_test, y_test = _cluster_view(dataset, scenario, cluster, seed)
     per_cluster = math.ceil(num_clients / clusters)
-    shard = max(len(y_pool) // per_cluster, MIN_SHARD)
+    shard = _cap(dataset, max(len(y_pool) // per_cluster, MIN_SHARD))
     rows = (np.arange(shard) + (index // clusters) * shard) % len(y_pool)
     return _split(x_pool[rows], y_pool[rows], x_test, y_test, cluster)
 
 
-def _mixed_client(index: int, num_clients: int, seed: int) -> ClientData:
-    x_pool, y_pool, x_test, y_test = _cluster_view("mixed", 0, seed)
-    shard = max(len(y_pool) // num_clients, MIN_SHARD)
+def _mixed_client(dataset: Dataset, index: int, num_clients: int, seed: int) -> ClientData:
+    x_pool, y_pool, x_test, y_test = _cluster_view(dataset, "mixed", 0, seed)
+    shard = _cap(dataset, max(len(y_pool) // num_clients, MIN_SHARD))
     rng = np.random.default_rng([seed, index])
-    weights = rng.dirichlet(np.full(NUM_CLASSES, DIRICHLET_ALPHA))[y_pool]
+    weights = rng.dirichlet(np.full(dataset.num_classes, DIRICHLET_ALPHA))[y_pool]
     rows = rng.choice(len(y_pool), size=shard, replace=False, p=weights / weights.sum())
     return _split(x_pool[rows], y_pool[rows], x_test, y_test, None)
+
+
+def _cap(dataset: Dataset, shard: int) -> int:
+    return shard if dataset.max_shard is None else min(shard, dataset.max_shard)
 
 
 def _split(

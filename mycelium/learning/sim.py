@@ -1,8 +1,10 @@
 """In-process simulation of learning groups: the same data, model and policy as the real node.
 
-One process, no Flower processes, no HTTP. Every algorithm trains the same MLP on the same
-client splits with the same hyper-parameters and seeds; groups aggregate with Flower's own
-FedAvg (``flwr.server.strategy.aggregate.aggregate``). ``mycelium``, ``first-k`` and ``naive``
+One process, no Flower processes, no HTTP. Every algorithm trains the same task's model
+(``--task``, default the digits MLP) on the same client splits with the same hyper-parameters
+and seeds, through the task's batched operations (one model at a time when it has none);
+each group aggregates with its own instance of flwr's strategy (``--strategy``, default
+FedAvg; :mod:`mycelium.learning.sim_groups`). ``mycelium``, ``first-k`` and ``naive``
 call the real :func:`mycelium.learning.policy.decide` once per round on a simulated clock
 (``ROUND_SECONDS`` per round), in a seeded random order, so group sizes and capacity are always
 current. A :class:`~mycelium.learning.sim_timeline.Timeline` says who is present in which
@@ -18,15 +20,17 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from mycelium.learning import model as model_mod
 from mycelium.learning import sim_metrics
-from mycelium.learning.sim_federation import Federation, SimConfig, Trace, fedavg, mean
+from mycelium.learning.sim_federation import Federation, SimConfig, Trace, mean
+from mycelium.learning.sim_groups import GroupTraining
 from mycelium.learning.sim_policy import run_first_k, run_mycelium, run_naive
+from mycelium.learning.tasks.base import Weights
+
+__all__ = ["Federation", "GroupTraining", "SimConfig", "Weights", "simulate"]
 
 logger = logging.getLogger(__name__)
 
 ALGORITHMS = ("local", "global", "oracle", "ifca", "naive", "first-k", "mycelium")
-Weights = model_mod.Weights
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,7 @@ class RunResult:
 def run_local(fed: Federation) -> Trace:
     """Every client trains alone."""
     n = fed.config.clients
-    models = [model_mod.get_weights(model_mod.create_model(fed.config.seed))] * n
+    models = [fed.initial(fed.config.seed)] * n
     curve, history = [], []
     for round_ in range(fed.config.rounds):
         who = fed.present(round_)
@@ -72,33 +76,30 @@ def run_local(fed: Federation) -> Trace:
 
 
 def run_fixed_groups(fed: Federation, group_of: Callable[[int, int], int]) -> Trace:
-    """FedAvg within fixed groups: ``group_of(client, round)`` is client's group index."""
-    init = model_mod.get_weights(model_mod.create_model(fed.config.seed))
+    """The strategy within fixed groups: ``group_of(client, round)`` is client's group index."""
+    init = fed.initial(fed.config.seed)
+    training = GroupTraining(fed, salt=1)
     models: dict[int, Weights] = {}
     curve, history = [], []
     for round_ in range(fed.config.rounds):
         assignment = {i: group_of(i, round_) for i in fed.present(round_)}
         for g in assignment.values():
             models.setdefault(g, init)
-        models = _group_round(fed, models, assignment, round_)
+        models = _group_round(training, models, assignment, round_)
         curve.append(mean(fed.test_accuracy(models, assignment, round_)))
         history.append(assignment)
     return Trace(curve, history, 0)
 
 
 def _group_round(
-    fed: Federation, models: dict[int, Weights], assignment: dict[int, int], round_: int
+    training: GroupTraining, models: dict[int, Weights], assignment: dict[int, int], round_: int
 ) -> dict[int, Weights]:
-    """One FedAvg round of every group of the present clients (``assignment``); a group
-    nobody trained keeps its model."""
-    who = list(assignment)
-    trained = fed.train([models[assignment[i]] for i in who], who, round_, salt=1)
-    sizes = {i: len(c.y_train) for i, c in enumerate(fed.phase(round_).clients)}
-    new = dict(models)
-    for g in sorted(set(assignment.values())):
-        members = [b for b, i in enumerate(who) if assignment[i] == g]
-        new[g] = fedavg([(trained[b], sizes[who[b]]) for b in members])
-    return new
+    """One round of every group of the present clients (``assignment``); a group nobody
+    trained keeps its model."""
+    members: dict[int, list[int]] = {}
+    for i in sorted(assignment):
+        members.setdefault(assignment[i], []).append(i)
+    return {**models, **training.round(models, members, round_)}
 
 
 def run_global(fed: Federation) -> Trace:
@@ -119,15 +120,15 @@ def run_oracle(fed: Federation) -> Trace:
 def run_ifca(fed: Federation) -> Trace:
     """IFCA (Ghosh et al. 2020): K models; each client trains the one with its lowest loss."""
     k = fed.config.clusters
-    seed = fed.config.seed
-    models = {j: model_mod.get_weights(model_mod.create_model(seed + j)) for j in range(k)}
+    models = {j: fed.initial(fed.config.seed + j) for j in range(k)}
+    training = GroupTraining(fed, salt=1)
     last: dict[int, int] = {}
     migrations = 0
     curve, history = [], []
     for round_ in range(fed.config.rounds):
         who = fed.present(round_)
         clients = fed.phase(round_).clients
-        loss, _ = model_mod.evaluate_matrix(
+        loss, _ = fed.ops.evaluate_matrix(
             [models[j] for j in range(k)],
             [clients[i].x_train for i in who],
             [clients[i].y_train for i in who],
@@ -135,7 +136,7 @@ def run_ifca(fed: Federation) -> Trace:
         choice = {i: int(j) for i, j in zip(who, loss.argmin(axis=0), strict=True)}
         migrations += sum(last[i] != j for i, j in choice.items() if i in last)
         last.update(choice)
-        models = _group_round(fed, models, choice, round_)
+        models = _group_round(training, models, choice, round_)
         curve.append(mean(fed.test_accuracy(models, choice, round_)))
         history.append(choice)
     return Trace(curve, history, migrations)

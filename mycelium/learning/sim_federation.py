@@ -3,28 +3,33 @@
 :class:`Federation` is what every algorithm of a run shares (``mycelium.learning.sim``): the client
 splits before and after the drift, who is present in which round
 (:class:`~mycelium.learning.sim_timeline.Timeline`), batched training with per-(round, client) seeds
-and per-cluster test accuracy. :func:`fedavg` is Flower's own FedAvg.
+and per-cluster test accuracy. Data, model and arithmetic are the run's task (``--task``,
+default the digits MLP), through its batched operations (one model at a time when it has
+none). :func:`fedavg` is Flower's own FedAvg.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from mycelium.learning import data as data_mod
-from mycelium.learning import model as model_mod
 from mycelium.learning.policy import PolicyConfig
 from mycelium.learning.sim_timeline import Drift, Timeline, make_timeline
+from mycelium.learning.strategy import StrategyConfig
+from mycelium.learning.tasks.base import DataRequest, Weights, get_weights
+from mycelium.learning.tasks.loader import load_task
+from mycelium.learning.tasks.ops import batched
 
 ROUND_SECONDS = 30.0
-Weights = model_mod.Weights
 
 
 @dataclass(frozen=True)
 class SimConfig:
-    """One simulated federation (``max_candidates``: groups a node probes besides its own)."""
+    """One simulated federation (``max_candidates``: groups a node probes besides its own;
+    ``task``: a task reference, see docs/tasks.md; ``strategy``: every group's aggregation)."""
 
     scenario: str
     clusters: int
@@ -37,6 +42,8 @@ class SimConfig:
     drift: Drift | None = None
     liars: int = 0
     max_candidates: int = 8
+    task: str = "digits"
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
 
 
 @dataclass
@@ -71,13 +78,10 @@ class Federation:
 
     def __init__(self, config: SimConfig) -> None:
         self.config = config
+        self.task = load_task(config.task)
+        self.ops = batched(self.task)
         rotate = config.scenario == "rotate"
-        base = data_mod.make_federation(
-            scenario=config.scenario,
-            clusters=config.clusters,
-            num_clients=config.clients,
-            seed=config.seed,
-        )
+        base = [self._client(i) for i in range(config.clients)]
         self.timeline: Timeline = make_timeline(
             clients=config.clients,
             rounds=config.rounds,
@@ -87,20 +91,27 @@ class Federation:
             drift=config.drift,
             liars=config.liars,
         )
-        moved = {
-            i: data_mod.make_partition(
-                scenario=config.scenario,
-                clusters=config.clusters,
-                index=i,
-                num_clients=config.clients,
-                seed=config.seed,
-                cluster=cluster,
-            )
-            for i, cluster in self.timeline.drifted
-        }
+        moved = {i: self._client(i, cluster) for i, cluster in self.timeline.drifted}
         self.phases = [Phase(base, rotate)]
         if moved:
             self.phases.append(Phase([moved.get(i, c) for i, c in enumerate(base)], rotate))
+
+    def _client(self, index: int, cluster: int | None = None) -> data_mod.ClientData:
+        """Client ``index``'s splits from the task (of ``cluster`` instead of its own)."""
+        config = self.config
+        request = DataRequest(
+            scenario=config.scenario,
+            clusters=config.clusters,
+            index=index,
+            num_clients=config.clients,
+            seed=config.seed,
+            cluster=cluster,
+        )
+        return self.task.load_data(request)
+
+    def initial(self, seed: int) -> Weights:
+        """The task's fresh model for ``seed`` as arrays."""
+        return get_weights(self.task.create_model(seed))
 
     def phase(self, round_: int) -> Phase:
         drift = self.timeline.drift_round
@@ -110,18 +121,30 @@ class Federation:
         return self.timeline.present(round_)
 
     def train(
-        self, starts: Sequence[Weights], who: Sequence[int], round_: int, salt: int
+        self,
+        starts: Sequence[Weights],
+        who: Sequence[int],
+        round_: int,
+        salt: int,
+        proximal_mu: float = 0.0,
     ) -> list[Weights]:
-        """Train client ``who[b]`` from ``starts[b]`` for one round; returns new weights."""
+        """Train client ``who[b]`` from ``starts[b]`` for one round with the task's
+        hyper-parameters (plus FedProx's ``proximal_mu``); returns new weights."""
         clients = self.phase(round_).clients
         seeds = [seed_of(self.config.seed, round_, i, salt) for i in who]
-        trained, _ = model_mod.train_many(
+        trained, _ = self.ops.train_many(
             starts,
             [clients[i].x_train for i in who],
             [clients[i].y_train for i in who],
+            replace(self.task.hyper, proximal_mu=proximal_mu),
             seeds=seeds,
         )
         return trained
+
+    def sizes(self, round_: int, who: Sequence[int]) -> dict[int, int]:
+        """Training examples of each client in ``who`` (FedAvg's weights) in ``round_``."""
+        clients = self.phase(round_).clients
+        return {i: len(clients[i].y_train) for i in who}
 
     def val(self, round_: int, who: Sequence[int]) -> tuple[list[np.ndarray], list[np.ndarray]]:
         clients = self.phase(round_).clients
@@ -139,7 +162,7 @@ class Federation:
             members = [i for i in model_of if labels[i] == label]
             used = sorted({model_of[i] for i in members})
             first = phase.clients[members[0]]
-            _, acc = model_mod.evaluate_matrix(
+            _, acc = self.ops.evaluate_matrix(
                 [models[m] for m in used], [first.x_test], [first.y_test]
             )
             row = dict(zip(used, acc[:, 0], strict=True))

@@ -8,7 +8,8 @@
 
 One round: arrivals and departures (a leaving node quits its group), the drift (a drifted
 node's local score is re-measured on its new data), training (members from their group's
-model, FedAvg per group; nodes without a group train their local model), probes of every
+model, each group aggregating with its own strategy, :mod:`mycelium.learning.sim_groups`;
+nodes without a group train their local model), probes of every
 group model on every client's validation split, the registry view refreshed from them, then
 every present node decides in a seeded random order with live sizes and capacity.
 """
@@ -21,19 +22,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mycelium.learning import model as model_mod
 from mycelium.learning.candidates import ChoiceConfig, choose_candidates
 from mycelium.learning.policy import Candidate, NodeState, decide, record_move
 from mycelium.learning.sim_federation import (
     ROUND_SECONDS,
     Federation,
     Trace,
-    Weights,
-    fedavg,
     mean,
     seed_of,
 )
+from mycelium.learning.sim_groups import GroupTraining
 from mycelium.learning.sim_registry import RegistryView, claims_order
+from mycelium.learning.tasks.base import Weights
 
 FOLLOW_WINDOW_ROUNDS = 4
 
@@ -80,7 +80,7 @@ class PolicyRun:
         self.fed, self.probe, self.choice = fed, probe, choice
         self.config = fed.config
         n = fed.config.clients
-        self.local = [model_mod.get_weights(model_mod.create_model(fed.config.seed))] * n
+        self.local = [fed.initial(fed.config.seed)] * n
         self.local_scores = np.zeros(n, dtype=np.float64)
         self.states: list[NodeState | None] = [None] * n
         # The current group's score at the node's last decision to stay in it (None after a
@@ -88,6 +88,7 @@ class PolicyRun:
         self.member_score: list[float | None] = [None] * n
         self.net = _Network()
         self.registry = RegistryView()
+        self.training = GroupTraining(fed, salt=3)
         self.migrations = 0
 
     def run(self) -> Trace:
@@ -124,27 +125,23 @@ class PolicyRun:
             return
         who = [i for i, _ in self.fed.timeline.drifted]
         xs, ys = self.fed.val(round_, who)
-        _, scores = model_mod.evaluate_pairs([self.local[i] for i in who], xs, ys)
+        _, scores = self.fed.ops.evaluate_pairs([self.local[i] for i in who], xs, ys)
         self.local_scores[who] = scores
 
     def _train(self, round_: int, present: list[int]) -> None:
-        """Group members train and each group aggregates with FedAvg; a node without a group
-        trains its local model (a member's local model and score stay as they were)."""
+        """Group members train and each group aggregates with its strategy; a node without a
+        group trains its local model (a member's local model and score stay as they were)."""
         alone = [i for i in present if self._group_of(i) is None]
         grouped = [i for i in present if self._group_of(i) is not None]
         if alone:
             trained = self.fed.train([self.local[i] for i in alone], alone, round_, salt=2)
             for i, weights in zip(alone, trained, strict=True):
                 self.local[i] = weights
-            _, scores = model_mod.evaluate_pairs(trained, *self.fed.val(round_, alone))
+            _, scores = self.fed.ops.evaluate_pairs(trained, *self.fed.val(round_, alone))
             self.local_scores[alone] = scores
         if grouped:
-            starts = [self.net.models[self._group_of(i)] for i in grouped]
-            by_client = dict(zip(grouped, self.fed.train(starts, grouped, round_, 3), strict=True))
-            sizes = {i: len(self.fed.phase(round_).clients[i].y_train) for i in grouped}
-            for gid, members in self.net.members.items():
-                results = [(by_client[i], sizes[i]) for i in sorted(members)]
-                self.net.models[gid] = fedavg(results)
+            members = {gid: sorted(m) for gid, m in self.net.members.items()}
+            self.net.models.update(self.training.round(self.net.models, members, round_))
 
     def _score(self, round_: int) -> None:
         """Every group model on every client's own validation split (the probes), then the
@@ -153,7 +150,7 @@ class PolicyRun:
         self.net.scores = {}
         if gids:
             xs, ys = self.fed.val(round_, range(self.config.clients))
-            _, acc = model_mod.evaluate_matrix([self.net.models[g] for g in gids], xs, ys)
+            _, acc = self.fed.ops.evaluate_matrix([self.net.models[g] for g in gids], xs, ys)
             self.net.scores = dict(zip(gids, acc, strict=True))
         self.registry = RegistryView.publish(self.net.members, self.net.scores, self.config.liars)
 
@@ -226,7 +223,7 @@ class PolicyRun:
         listed with the founder's figure."""
         gid = self.net.found(self.local[client])
         xs, ys = self.fed.val(round_, range(self.config.clients))
-        _, acc = model_mod.evaluate_matrix([self.local[client]], xs, ys)
+        _, acc = self.fed.ops.evaluate_matrix([self.local[client]], xs, ys)
         self.net.scores[gid] = acc[0]
         self.registry.add(gid, [float(self.local_scores[client])])
         return gid

@@ -148,7 +148,12 @@ class GroupActions:
     def found(self, decision: policy.Decision, *, reform: bool) -> None:
         if self.hosted is not None:
             return  # already hosting one: the policy will join it once it has a model
-        host = self.founder.found(node_token=self.node_token, seed_model=self._seed(reform))
+        host = self.founder.found(
+            node_token=self.node_token,
+            seed_model=self._seed(reform),
+            spec=self.trainer.spec,
+            task_name=self.trainer.task_name,
+        )
         if host is None or host.credentials is None:
             return
         self.hosted, creds = host, host.credentials

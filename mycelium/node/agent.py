@@ -37,7 +37,7 @@ from mycelium.learning import policy
 from mycelium.net.addresses import is_loopback
 from mycelium.net.trust import GroupTrust
 from mycelium.node.actions import GroupActions, safe
-from mycelium.node.config import NodeConfig, load_node_data
+from mycelium.node.config import NodeConfig, load_node_data, load_node_task
 from mycelium.node.errors import FatalNodeError
 from mycelium.node.placement import Placement
 from mycelium.node.status import StatusReporter
@@ -169,12 +169,13 @@ class NodeAgent:
         from mycelium.flower.trainer_http import TrainerServer
 
         cfg = self.config
-        data = load_node_data(cfg)
+        self.task = load_node_task(cfg)
+        data = load_node_data(cfg, self.task)
         try:
             cfg.work_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise FatalNodeError(f"cannot create work dir {cfg.work_dir}: {exc}") from None
-        self.trainer = LocalTrainer(data, seed=cfg.seed)
+        self.trainer = LocalTrainer(data, seed=cfg.seed, task=self.task)
         self.trainer_server = TrainerServer(self.trainer)
         self.trainer_url = self.trainer_server.start()
         self.status = StatusReporter(cfg.work_dir, self.trainer)
@@ -215,7 +216,7 @@ class NodeAgent:
             return self.registry.register_node(
                 name=cfg.name,
                 num_samples=num_samples,
-                task=cfg.task,
+                task=self.task.name,
                 address=cfg.node_address or cfg.public_host,
             )
 
@@ -321,7 +322,11 @@ class NodeAgent:
         assert self.placement is not None and self.actions is not None
         if self.credentials is None:
             return
-        groups = safe(lambda: self.registry.list_groups(task=self.config.task, limit=100))
+        task, fingerprint = self.task.name, self.trainer.spec.fingerprint if self.trainer else None
+        # Only groups of our task and model: any other model cannot be probed on our data.
+        groups = safe(
+            lambda: self.registry.list_groups(task=task, fingerprint=fingerprint, limit=100)
+        )
         if groups is None:
             return  # registry down: keep training where we are
         current_id = self.membership.group_id if self.membership else None

@@ -11,6 +11,7 @@ from mycelium.node.errors import FatalNodeError
 
 if TYPE_CHECKING:
     from mycelium.learning.data import ClientData
+    from mycelium.learning.tasks.base import Task
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,9 @@ class NodeConfig:
     public_host: str | None = None
     registry_ca: Path | None = None
     insecure: bool = False
+    # The aggregation strategy of a group this node founds (mycelium.learning.strategy).
+    strategy: str = config.STRATEGY
+    strategy_params: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "work_dir", Path(self.work_dir).resolve())
@@ -64,23 +68,34 @@ class NodeConfig:
             object.__setattr__(self, "data_path", Path(self.data_path).resolve())
 
 
-def load_node_data(cfg: NodeConfig) -> ClientData:
-    """The node's own data: the user's .npz or its slice of a clustered digits scenario.
-
-    :class:`FatalNodeError` when the file or the scenario is unusable.
-    """
-    from mycelium.learning import data
+def load_node_task(cfg: NodeConfig) -> Task:
+    """The node's task (``cfg.task`` is a reference, see docs/tasks.md); FatalNodeError if
+    it does not lead to a task."""
+    from mycelium.learning.tasks.loader import TaskLoadError, load_task
 
     try:
-        if cfg.data_path is not None:
-            return data.load_npz(cfg.data_path, seed=cfg.seed)
-        return data.make_partition(
-            scenario=cfg.scenario,
-            clusters=cfg.clusters,
-            cluster=cfg.cluster,
-            index=cfg.partition_index,
-            num_clients=cfg.partition_count,
-            seed=cfg.seed,
-        )
+        return load_task(cfg.task)
+    except TaskLoadError as exc:
+        raise FatalNodeError(str(exc)) from None
+
+
+def load_node_data(cfg: NodeConfig, task: Task | None = None) -> ClientData:
+    """The node's own data, through its task: the user's .npz or its slice of a clustered
+    scenario. :class:`FatalNodeError` when the file or the scenario is unusable.
+    """
+    from mycelium.learning.tasks.base import DataRequest
+
+    task = task if task is not None else load_node_task(cfg)
+    request = DataRequest(
+        scenario=cfg.scenario,
+        clusters=cfg.clusters,
+        index=cfg.partition_index,
+        num_clients=cfg.partition_count,
+        seed=cfg.seed,
+        cluster=cfg.cluster,
+        path=cfg.data_path,
+    )
+    try:
+        return task.load_data(request)
     except (OSError, ValueError) as exc:
         raise FatalNodeError(f"unusable data: {exc}") from None

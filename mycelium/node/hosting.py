@@ -6,8 +6,10 @@ from __future__ import annotations
 import logging
 
 from mycelium.client import RegistryError
+from mycelium.fingerprint import ModelSpec
 from mycelium.flower.errors import FlowerError, FlowerNotInstalled, FlowerTimeout, GroupHostError
 from mycelium.flower.group_host import GroupHost
+from mycelium.learning.strategy import StrategyConfig
 from mycelium.node.config import NodeConfig
 from mycelium.node.errors import FatalNodeError
 
@@ -30,9 +32,19 @@ class Founder:
         self.cfg = cfg
         self.flower_failures = 0
 
-    def found(self, *, node_token: str | None, seed_model: bytes) -> GroupHost | None:
-        """The started host, or None (one warning) after a failure that may heal."""
-        host = self._host(node_token=node_token, seed_model=seed_model)
+    def found(
+        self,
+        *,
+        node_token: str | None,
+        seed_model: bytes,
+        spec: ModelSpec | None = None,
+        task_name: str | None = None,
+    ) -> GroupHost | None:
+        """The started host, or None (one warning) after a failure that may heal. ``spec``
+        and ``task_name`` are the node's model fingerprint and task name (the registry's)."""
+        host = self._host(
+            node_token=node_token, seed_model=seed_model, spec=spec, task_name=task_name
+        )
         try:
             host.start()  # stops whatever it started before raising
         except FlowerNotInstalled as exc:
@@ -45,13 +57,22 @@ class Founder:
         self.flower_failures = 0
         return host
 
-    def _host(self, *, node_token: str | None, seed_model: bytes) -> GroupHost:
+    def _host(
+        self,
+        *,
+        node_token: str | None,
+        seed_model: bytes,
+        spec: ModelSpec | None,
+        task_name: str | None,
+    ) -> GroupHost:
         cfg = self.cfg
         try:
             return GroupHost(
                 cfg.registry_url,
                 name=f"{cfg.name}-group",
-                task=cfg.task,
+                task=task_name or cfg.task,
+                model_spec=spec,
+                strategy=StrategyConfig.from_params(cfg.strategy, cfg.strategy_params),
                 max_capacity=cfg.max_capacity,
                 join_policy=cfg.join_policy,
                 performance_threshold=cfg.performance_threshold,

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from mycelium import config
+from mycelium.fingerprint import FingerprintError, check_fingerprint
 from mycelium.security.node_keys import NodeKeyError, normalize_public_key
 
 UINT64_MAX = 2**64 - 1
@@ -41,6 +42,10 @@ def _public_key(text: str) -> str:
 # canonical form; the group's host registers it on its SuperLink (docs/security.md).
 PublicKey = Annotated[str, Field(min_length=1, max_length=1024), AfterValidator(_public_key)]
 GroupStatus = Literal["active", "failed", "dissolved"]
+Fingerprint = Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
+Strategy = Literal["fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad"]  # config.STRATEGIES
+StrategyParam = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+StrategyValue = Annotated[float, Field(allow_inf_nan=False)]
 
 
 class _In(BaseModel):
@@ -109,6 +114,11 @@ class GroupCreate(_In):
     )
     # PEM of the certificate the group's SuperLink presents; members trust exactly it.
     certificate: Annotated[str | None, Field(max_length=16_384)] = None
+    # The model every member trains: mycelium.fingerprint's spec and its hash (both or none).
+    fingerprint: Fingerprint | None = None
+    model_spec: Annotated[list[Any], Field(min_length=1, max_length=10_000)] | None = None
+    strategy: Strategy = config.STRATEGY
+    strategy_params: Annotated[dict[StrategyParam, StrategyValue], Field(max_length=8)] = {}
 
     @model_validator(mode="after")
     def _certificate_names_the_fleet_host(self) -> GroupCreate:
@@ -126,11 +136,24 @@ class GroupCreate(_In):
                 raise ValueError(f"certificate does not name {host} (it names: {names})")
         return self
 
+    @model_validator(mode="after")
+    def _spec_matches_fingerprint(self) -> GroupCreate:
+        if (self.fingerprint is None) != (self.model_spec is None):
+            raise ValueError("fingerprint and model_spec go together")
+        if self.fingerprint is not None:
+            try:
+                check_fingerprint(self.model_spec, self.fingerprint)
+            except FingerprintError as exc:
+                raise ValueError(str(exc)) from None
+        return self
+
 
 class GroupQuery(BaseModel):
     """Query of ``GET /groups`` (parsed by hand on this hot path, see routers/groups.py)."""
 
     task: Name | None = None
+    fingerprint: Fingerprint | None = None
+    strategy: Strategy | None = None
     has_capacity: bool | None = None
     limit: Limit = 20
     offset: Count = 0
@@ -164,6 +187,9 @@ class GroupPublic(BaseModel):
     round: int | None
     has_model: bool
     model_sha256: str | None
+    fingerprint: str | None
+    strategy: str
+    strategy_params: dict[str, float]
     last_report: float
     created_at: float
     certificate: str | None = None
@@ -187,6 +213,7 @@ class RoundPublic(BaseModel):
 
 
 class GroupDetail(GroupPublic):
+    model_spec: list[Any] | None
     members: list[NodePublic]
     rounds: list[RoundPublic]
 

@@ -14,6 +14,7 @@ import pytest
 from flwr.app import ArrayRecord, Error, Message, MessageType, Metadata, MetricRecord, RecordDict
 from flwr.app.message.message import make_message
 
+from mycelium.fingerprint import model_spec
 from mycelium.flower.group_registry import RoundOutcome
 from mycelium.flower.rounds import RoundTimer
 from mycelium.flower.strategy import (
@@ -29,7 +30,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def aggregate(replies: list[Message], shapes: Sequence[tuple[int, ...]]) -> RoundOutcome | None:
     """What the round loop makes of the strategy's aggregate_train."""
-    strategy = LiveMembersFedAvg(unclaimed_grace=0.0, shapes=shapes)
+    spec = model_spec(
+        [f"a{i}" for i in range(len(shapes))], [np.zeros(s, np.float32) for s in shapes]
+    )
+    strategy = LiveMembersFedAvg(unclaimed_grace=0.0, spec=spec)
     arrays, metrics = strategy.aggregate_train(1, replies)
     return None if arrays is None else RoundOutcome.from_records(arrays, metrics)
 

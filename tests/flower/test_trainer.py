@@ -76,8 +76,12 @@ def test_fit_scores_incoming_model_then_trains(trainer: LocalTrainer) -> None:
 
 def test_fit_refuses_bad_arrays_and_config(trainer: LocalTrainer) -> None:
     good = initial_arrays(0)
-    with pytest.raises(ValueError, match="shapes"):
+    with pytest.raises(ValueError, match="model has 2 arrays, the fingerprint .* expects 4"):
         trainer.fit(good[:2], {})
+    with pytest.raises(ValueError, match=r"array 1 \(0.bias\) is float64\[64\]"):
+        trainer.fit([good[0], good[1].astype(np.float64), *good[2:]], {})
+    with pytest.raises(ValueError, match="proximal-mu"):
+        trainer.fit(good, {"proximal-mu": -0.5})
     with pytest.raises(ValueError, match="NaN"):
         trainer.fit([np.full_like(a, np.nan) for a in good], {})
     with pytest.raises(ValueError, match="lr"):
@@ -124,7 +128,7 @@ def _post(port: int, body: bytes, headers: dict[str, str], path: str = "/fit") -
             400,
             "round",
         ),
-        (weights_to_bytes([np.zeros((3, 3), np.float32)]), {}, 400, "shapes"),
+        (weights_to_bytes([np.zeros((3, 3), np.float32)]), {}, 400, "the fingerprint"),
         (
             weights_to_bytes(initial_arrays(0)),
             {META_HEADER: json.dumps({"config": {"lr": "fast"}})},

@@ -36,7 +36,10 @@ class JsonCache:
 async def create_group(body: schemas.GroupCreate, store: StoreDep, token: CreatorTokenDep) -> Any:
     """Create a group with a node token (the node is recorded as its creator; 429 beyond
     its allowance of live groups) or the operator token; the creator is not a member."""
-    created = await store.create_group(spec=GroupSpec(**body.model_dump()), token=token)
+    fields = body.model_dump()
+    fields["model_spec"] = None if body.model_spec is None else json.dumps(body.model_spec)
+    fields["strategy_params"] = json.dumps(body.strategy_params)
+    created = await store.create_group(spec=GroupSpec(**fields), token=token)
     return {
         "group_id": created.group_id,
         "group_token": created.group_token,

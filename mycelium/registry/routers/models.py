@@ -11,6 +11,7 @@ from fastapi import APIRouter, Header, HTTPException, Request, Response
 
 from mycelium.registry import schemas
 from mycelium.registry.deps import SettingsDep, StoreDep, TokenDep
+from mycelium.registry.model_check import ModelMismatch, check_upload
 from mycelium.registry.store import Model
 
 router = APIRouter(prefix="/groups/{group_id}/model", tags=["models"])
@@ -27,7 +28,8 @@ async def put_model(
     token: TokenDep,
     x_model_sha256: Annotated[str | None, Header()] = None,
 ) -> Response:
-    """Upload the raw model bytes; header X-Model-SHA256 must be their hex sha256."""
+    """Upload the raw model bytes; header X-Model-SHA256 must be their hex sha256. A group
+    founded with a fingerprint refuses (422) arrays that do not fit its model spec."""
     claimed = (x_model_sha256 or "").strip().lower()
     if not SHA256_HEX.match(claimed):
         raise HTTPException(400, "header X-Model-SHA256 with the body's hex sha256 is required")
@@ -37,6 +39,12 @@ async def put_model(
     actual = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
     if actual != claimed:
         raise HTTPException(400, f"X-Model-SHA256 {claimed} does not match the body ({actual})")
+    spec = await store.model_spec(group_id=group_id, token=token)
+    if spec is not None:
+        try:
+            await asyncio.to_thread(check_upload, data, spec)
+        except ModelMismatch as exc:
+            raise HTTPException(422, str(exc)) from None
     await store.put_model(group_id=group_id, token=token, model=Model(actual, data))
     return Response(status_code=204)
 

@@ -86,6 +86,9 @@ def group_out(
         "round": row["round"],
         "has_model": row["model_sha256"] is not None,
         "model_sha256": row["model_sha256"],
+        "fingerprint": row["fingerprint"],
+        "strategy": row["strategy"],
+        "strategy_params": json.loads(row["strategy_params"]),
         "last_report": row["last_report"],
         "created_at": row["created_at"],
         "certificate": row["certificate"],
@@ -136,9 +139,16 @@ def select_groups(
     return sorted(groups, key=discovery_key)
 
 
-def filter_groups(groups: list[Row], task: str | None, has_capacity: bool | None) -> list[Row]:
-    if task is not None:
-        groups = [g for g in groups if g["task"] == task]
+def filter_groups(
+    groups: list[Row],
+    task: str | None,
+    has_capacity: bool | None,
+    fingerprint: str | None = None,
+    strategy: str | None = None,
+) -> list[Row]:
+    for key, wanted in (("task", task), ("fingerprint", fingerprint), ("strategy", strategy)):
+        if wanted is not None:
+            groups = [g for g in groups if g[key] == wanted]
     if has_capacity is not None:
         groups = [g for g in groups if (g["num_members"] < g["max_capacity"]) == has_capacity]
     return groups
@@ -154,6 +164,8 @@ def select_group_detail(
         return None
     reports = member_reports(conn, now - node_ttl, group_id).get(group_id)
     detail = group_out(row, now, group_ttl, reports)
+    spec = conn.execute("SELECT model_spec FROM groups WHERE id = ?", (group_id,)).fetchone()[0]
+    detail["model_spec"] = json.loads(spec) if spec else None
     detail["members"] = select_nodes(conn, now, group_id, None, node_ttl)
     rounds = conn.execute(
         "SELECT round, accuracy, loss, num_nodes, num_examples, reported_at FROM rounds "
@@ -203,6 +215,11 @@ def select_admission(conn: sqlite3.Connection, now: float, node_id: int) -> Row 
         "admitted": admitted,
         "flower_node_id": fid_out(row["flower_node_id"]) if admitted else None,
     }
+
+
+def select_model_spec(conn: sqlite3.Connection, now: float, group_id: int) -> str | None:
+    row = conn.execute("SELECT model_spec FROM groups WHERE id = ?", (group_id,)).fetchone()
+    return row[0] if row is not None else None
 
 
 def select_model(conn: sqlite3.Connection, now: float, group_id: int) -> Model | None:

@@ -42,6 +42,10 @@ class GroupSpec:
     join_policy: str
     performance_threshold: float
     certificate: str | None = None  # PEM the group's SuperLink presents (None: loopback)
+    fingerprint: str | None = None
+    model_spec: str | None = None  # JSON of mycelium.fingerprint.ModelSpec.to_json()
+    strategy: str = "fedavg"
+    strategy_params: str = "{}"  # JSON object of floats
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,10 @@ CREATE TABLE IF NOT EXISTS groups (
     round INTEGER,
     model_sha256 TEXT,
     certificate TEXT,
+    fingerprint TEXT,
+    model_spec TEXT,
+    strategy TEXT NOT NULL DEFAULT 'fedavg',
+    strategy_params TEXT NOT NULL DEFAULT '{}',
     last_report REAL NOT NULL,
     last_live_at REAL NOT NULL,
     created_at REAL NOT NULL,
@@ -77,6 +81,10 @@ CREATE TABLE IF NOT EXISTS events (
 ADDED_COLUMNS = (
     ("groups", "creator_node_id", "INTEGER"),
     ("groups", "certificate", "TEXT"),
+    ("groups", "fingerprint", "TEXT"),
+    ("groups", "model_spec", "TEXT"),
+    ("groups", "strategy", "TEXT NOT NULL DEFAULT 'fedavg'"),
+    ("groups", "strategy_params", "TEXT NOT NULL DEFAULT '{}'"),
     # Admission (docs/security.md): the key of the node's current membership, and the
     # receipt its group's host wrote (group, key; the Flower id goes in flower_node_id).
     ("nodes", "public_key", "TEXT"),
@@ -94,7 +102,7 @@ NODE_COLUMNS = (
 GROUP_COLUMNS = (
     "g.id, g.name, g.fleet_address, g.task, g.max_capacity, g.join_policy, "
     "g.performance_threshold, g.status, g.accuracy, g.loss, g.round, g.model_sha256, "
-    "g.last_report, g.created_at, g.certificate"
+    "g.fingerprint, g.strategy, g.strategy_params, g.last_report, g.created_at, g.certificate"
 )
 FLUSH_SQL = (
     "UPDATE nodes SET last_seen = ?, accuracy = COALESCE(?, accuracy), "

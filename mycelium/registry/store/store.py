@@ -232,6 +232,8 @@ class Store:
         limit: int,
         offset: int,
         include_dead: bool,
+        fingerprint: str | None = None,
+        strategy: str | None = None,
     ) -> list[Row]:
         """Groups best first; live ones come from a snapshot at most ``max_age`` old.
 
@@ -240,12 +242,14 @@ class Store:
         """
         if include_dead:
             groups = await self._engine.read(reads.select_groups, True, *self._ttls())
-            return reads.filter_groups(groups, task, has_capacity)[offset : offset + limit]
+            chosen = reads.filter_groups(groups, task, has_capacity, fingerprint, strategy)
+            return chosen[offset : offset + limit]
         groups = await self._live_groups()
-        key = (task, has_capacity, limit, offset)
+        key = (task, has_capacity, limit, offset, fingerprint, strategy)
         view = self._views.get(key)
         if view is None:
-            view = reads.filter_groups(groups, task, has_capacity)[offset : offset + limit]
+            chosen = reads.filter_groups(groups, task, has_capacity, fingerprint, strategy)
+            view = chosen[offset : offset + limit]
             self._views[key] = view
         return view
 
@@ -350,6 +354,11 @@ class Store:
         self._auth_group(group_id, token)
         await self._engine.write(writes.insert_round, group_id, report)
         self._invalidate()
+
+    async def model_spec(self, *, group_id: int, token: str) -> str | None:
+        """The group's model spec (JSON) to check an upload against; None if it has none."""
+        self._auth_group(group_id, token)
+        return await self._engine.read(reads.select_model_spec, group_id)
 
     async def put_model(self, *, group_id: int, token: str, model: Model) -> None:
         self._auth_group(group_id, token)

@@ -124,8 +124,9 @@ def insert_group(
     token_hash, invite_hash = hashes
     cur = conn.execute(
         "INSERT INTO groups (name, fleet_address, task, max_capacity, join_policy, "
-        "performance_threshold, token_hash, invite_hash, last_report, last_live_at, created_at,"
-        " creator_node_id, certificate) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "performance_threshold, fingerprint, model_spec, strategy, strategy_params, "
+        "token_hash, invite_hash, last_report, last_live_at, created_at, creator_node_id,"
+        " certificate) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             spec.name,
             spec.fleet_address,
@@ -133,6 +134,10 @@ def insert_group(
             spec.max_capacity,
             spec.join_policy,
             spec.performance_threshold,
+            spec.fingerprint,
+            spec.model_spec,
+            spec.strategy,
+            spec.strategy_params,
             token_hash,
             invite_hash,
             now,

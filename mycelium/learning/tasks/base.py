@@ -1,0 +1,305 @@
+"""What a learning task is: the :class:`Task` protocol, and :class:`ImageTask`, a base class
+that gives a task everything but its model.
+
+A task is one object: a ``name`` (the registry's ``task``), default hyper-parameters,
+``create_model(seed)`` (a torch ``nn.Module`` whose ``state_dict`` order is the order of the
+arrays on the wire), ``load_data(request)`` (a node's train / val / test splits), and
+``train``/``evaluate`` on one module with the :class:`Hyper` parameters a group may send
+(``epochs``, ``lr``, ``batch_size``, ``proximal_mu`` for FedProx). A task may add the
+batched ``train_many`` / ``evaluate_matrix`` / ``evaluate_pairs`` of :class:`BatchedTask`
+for the simulation; :func:`mycelium.learning.tasks.ops.batched` runs models one by one otherwise.
+:class:`ImageTask`, :class:`BatchedImageTask` and :class:`StackedTask` are base classes that
+leave a task little more than its model to write.
+
+torch is imported inside the functions that train, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import numpy as np
+
+from mycelium.fingerprint import ModelSpec, model_spec
+from mycelium.learning import data as data_mod
+from mycelium.learning.data import ClientData, Dataset
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+Weights = list[np.ndarray]
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """Local training hyper-parameters (a group may override each per round).
+
+    ``proximal_mu`` > 0 adds FedProx's ``mu / 2 * ||w - w_start||^2`` to the loss."""
+
+    epochs: int
+    lr: float
+    batch_size: int
+    proximal_mu: float = 0.0
+
+
+@dataclass(frozen=True)
+class DataRequest:
+    """Which data a node loads: its own ``.npz`` (``path``), or client ``index`` of
+    ``num_clients`` of a clustered ``scenario`` (cluster ``index % clusters`` unless given)."""
+
+    scenario: str = "rotate"
+    clusters: int = 3
+    index: int = 0
+    num_clients: int = 1
+    seed: int = 0
+    cluster: int | None = None
+    path: Path | None = None
+
+
+@runtime_checkable
+class Task(Protocol):
+    """The interface every part of Mycelium Net uses (node, group, demo, simulation)."""
+
+    name: str
+    hyper: Hyper
+    scenarios: tuple[str, ...]
+
+    def create_model(self, seed: int) -> nn.Module: ...
+
+    def load_data(self, request: DataRequest) -> ClientData: ...
+
+    def train(
+        self, model: nn.Module, x: np.ndarray, y: np.ndarray, hyper: Hyper, *, seed: int
+    ) -> float:
+        """Train ``model`` in place; the mean mini-batch loss."""
+        ...
+
+    def evaluate(self, model: nn.Module, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        """(mean loss, accuracy)."""
+        ...
+
+
+@runtime_checkable
+class BatchedTask(Task, Protocol):
+    """A task with batched versions for the simulation (same arithmetic as one at a time)."""
+
+    def train_many(
+        self,
+        weights: Sequence[Weights],
+        xs: Sequence[np.ndarray],
+        ys: Sequence[np.ndarray],
+        hyper: Hyper,
+        *,
+        seeds: Sequence[int],
+    ) -> tuple[list[Weights], np.ndarray]: ...
+
+    def evaluate_matrix(
+        self, models: Sequence[Weights], xs: Sequence[np.ndarray], ys: Sequence[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def evaluate_pairs(
+        self, models: Sequence[Weights], xs: Sequence[np.ndarray], ys: Sequence[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+# -- weights of any module --------------------------------------------------------------
+def get_weights(model: nn.Module) -> Weights:
+    """Copies of the module's ``state_dict`` as numpy arrays, in order."""
+    return [t.detach().cpu().numpy().copy() for t in model.state_dict().values()]
+
+
+def set_weights(model: nn.Module, arrays: Sequence[np.ndarray]) -> None:
+    """Load ``arrays`` (``get_weights`` order) into ``model``; FingerprintError if they do
+    not fit its names, shapes and dtypes."""
+    import torch
+
+    state = model.state_dict()
+    spec_of(model).check(arrays)
+    model.load_state_dict(
+        {key: torch.as_tensor(np.asarray(a)) for key, a in zip(state, arrays, strict=True)}
+    )
+
+
+def spec_of(model: nn.Module) -> ModelSpec:
+    """The model's fingerprint spec: ``state_dict`` names, shapes and numpy dtypes."""
+    state = model.state_dict()
+    return model_spec(state.keys(), [t.detach().cpu().numpy() for t in state.values()])
+
+
+def task_spec(task: Task, seed: int = 0) -> ModelSpec:
+    """The spec of ``task.create_model(seed)`` (the same for every seed)."""
+    return spec_of(task.create_model(seed))
+
+
+# -- a base class for image-classification tasks --------------------------------------------
+class ImageTask:
+    """A task on a :class:`mycelium.learning.data.Dataset` of images: the clustered scenarios
+    (``rotate``, ``permute``, ``mixed``) and ``.npz`` files come for free. Subclasses set
+    ``name``, ``dataset``, ``hyper`` and implement ``create_model``; ``train``/``evaluate``
+    are a plain seeded SGD loop on the mean cross-entropy (plus FedProx's term)."""
+
+    name: str
+    dataset: Dataset
+    hyper: Hyper = Hyper(epochs=2, lr=0.1, batch_size=32)
+    scenarios: tuple[str, ...] = data_mod.SCENARIOS
+
+    def create_model(self, seed: int) -> nn.Module:
+        raise NotImplementedError
+
+    def load_data(self, request: DataRequest) -> ClientData:
+        if request.path is not None:
+            return data_mod.load_npz(request.path, seed=request.seed, dataset=self.dataset)
+        if request.scenario not in self.scenarios:
+            raise ValueError(
+                f"task {self.name} has no scenario {request.scenario!r}; "
+                f"choose one of {', '.join(self.scenarios)}"
+            )
+        return data_mod.make_partition(
+            scenario=request.scenario,
+            clusters=request.clusters,
+            index=request.index,
+            num_clients=request.num_clients,
+            seed=request.seed,
+            cluster=request.cluster,
+            dataset=self.dataset,
+        )
+
+    def train(
+        self, model: nn.Module, x: np.ndarray, y: np.ndarray, hyper: Hyper, *, seed: int
+    ) -> float:
+        return sgd_train(model, x, y, hyper, seed=seed)
+
+    def evaluate(self, model: nn.Module, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        return cross_entropy_eval(model, x, y)
+
+
+class BatchedImageTask(ImageTask):
+    """An :class:`ImageTask` whose ``train``/``evaluate`` on one module are its own batched
+    ``train_many``/``evaluate_matrix`` run with a batch of one (so the simulation and a node
+    execute the same arithmetic). Subclasses implement the three batched methods."""
+
+    def train(
+        self, model: nn.Module, x: np.ndarray, y: np.ndarray, hyper: Hyper, *, seed: int
+    ) -> float:
+        weights, losses = self.train_many([get_weights(model)], [x], [y], hyper, seeds=[seed])
+        set_weights(model, weights[0])
+        return float(losses[0])
+
+    def evaluate(self, model: nn.Module, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        loss, accuracy = self.evaluate_matrix([get_weights(model)], [x], [y])
+        return float(loss[0, 0]), float(accuracy[0, 0])
+
+    def train_many(
+        self,
+        weights: Sequence[Weights],
+        xs: Sequence[np.ndarray],
+        ys: Sequence[np.ndarray],
+        hyper: Hyper,
+        *,
+        seeds: Sequence[int],
+    ) -> tuple[list[Weights], np.ndarray]:
+        raise NotImplementedError
+
+    def evaluate_matrix(
+        self, models: Sequence[Weights], xs: Sequence[np.ndarray], ys: Sequence[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def evaluate_pairs(
+        self, models: Sequence[Weights], xs: Sequence[np.ndarray], ys: Sequence[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+
+class StackedTask(BatchedImageTask):
+    """A :class:`BatchedImageTask` from one *stacked forward* (see
+    :mod:`mycelium.learning.tasks.batched`): ``stacked_forward(params, x)`` runs B models."""
+
+    def stacked_forward(self, params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def train_many(
+        self,
+        weights: Sequence[Weights],
+        xs: Sequence[np.ndarray],
+        ys: Sequence[np.ndarray],
+        hyper: Hyper,
+        *,
+        seeds: Sequence[int],
+    ) -> tuple[list[Weights], np.ndarray]:
+        from mycelium.learning.tasks import batched
+
+        return batched.train_many(self.stacked_forward, weights, xs, ys, hyper, seeds=seeds)
+
+    def evaluate_matrix(
+        self, models: Sequence[Weights], xs: Sequence[np.ndarray], ys: Sequence[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        from mycelium.learning.tasks import batched
+
+        return batched.evaluate_matrix(self.stacked_forward, models, xs, ys)
+
+    def evaluate_pairs(
+        self, models: Sequence[Weights], xs: Sequence[np.ndarray], ys: Sequence[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        from mycelium.learning.tasks import batched
+
+        return batched.evaluate_pairs(self.stacked_forward, models, xs, ys)
+
+
+def sgd_train(model: nn.Module, x: np.ndarray, y: np.ndarray, hyper: Hyper, *, seed: int) -> float:
+    """Plain SGD on the mean cross-entropy of mini-batches from a permutation seeded per
+    epoch by ``seed``; ``proximal_mu`` adds ``mu / 2 * ||w - w_start||^2``. Returns the mean
+    mini-batch cross-entropy."""
+    import torch
+    from torch import nn
+
+    if len(y) < 1:
+        raise ValueError("training needs at least one sample")
+    xt, yt = torch.from_numpy(np.array(x, np.float32)), torch.from_numpy(np.array(y, np.int64))
+    params = [p for p in model.parameters() if p.requires_grad]
+    anchors = [p.detach().clone() for p in params]
+    rng = np.random.default_rng(seed)
+    model.train()
+    losses = []
+    for _ in range(hyper.epochs):
+        order = torch.from_numpy(rng.permutation(len(y)))
+        for start in range(0, len(y), hyper.batch_size):
+            rows = order[start : start + hyper.batch_size]
+            loss = nn.functional.cross_entropy(model(xt[rows]), yt[rows])
+            objective = loss
+            if hyper.proximal_mu:
+                squares = sum(((p - a) ** 2).sum() for p, a in zip(params, anchors, strict=True))
+                objective = loss + 0.5 * hyper.proximal_mu * squares
+            model.zero_grad(set_to_none=True)
+            objective.backward()
+            with torch.no_grad():
+                for p in params:
+                    p -= hyper.lr * p.grad
+            losses.append(float(loss.detach()))
+    return float(np.mean(losses)) if losses else math.nan
+
+
+def cross_entropy_eval(
+    model: nn.Module, x: np.ndarray, y: np.ndarray, chunk: int = 4096
+) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of ``model`` on (x, y)."""
+    import torch
+    from torch import nn
+
+    if len(y) < 1:
+        raise ValueError("evaluation needs at least one sample")
+    model.eval()
+    loss_sum, hits = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(y), chunk):
+            xb = torch.from_numpy(np.array(x[start : start + chunk], np.float32))
+            yb = torch.from_numpy(np.array(y[start : start + chunk], np.int64))
+            logits = model(xb)
+            loss_sum += float(nn.functional.cross_entropy(logits, yb, reduction="sum"))
+            hits += int((logits.argmax(dim=1) == yb).sum())
+    return loss_sum / len(y), hits / len(y)

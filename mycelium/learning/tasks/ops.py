@@ -1,0 +1,69 @@
+"""Batched operations of any task: its own when it has them, else one model at a time."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from mycelium.learning.tasks.base import BatchedTask, Hyper, Task, Weights, get_weights, set_weights
+
+
+def batched(task: Task) -> BatchedTask:
+    """``task`` itself when it has ``train_many``/``evaluate_matrix``/``evaluate_pairs``,
+    else a :class:`OneByOne` wrapper running its ``train``/``evaluate`` per model."""
+    if isinstance(task, BatchedTask):
+        return task
+    return OneByOne(task)
+
+
+class OneByOne:
+    """The batched interface over a task's ``train``/``evaluate`` on one module (slower,
+    same results as the node's own calls)."""
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self.name, self.hyper, self.scenarios = task.name, task.hyper, task.scenarios
+        self._model = task.create_model(0)  # scratch module, reloaded for every call
+
+    def train_many(
+        self,
+        weights: Sequence[Weights],
+        xs: Sequence[np.ndarray],
+        ys: Sequence[np.ndarray],
+        hyper: Hyper,
+        *,
+        seeds: Sequence[int],
+    ) -> tuple[list[Weights], np.ndarray]:
+        if not len(weights) == len(xs) == len(ys) == len(seeds):
+            raise ValueError("weights, xs, ys and seeds must have the same length")
+        trained, losses = [], []
+        for start, x, y, seed in zip(weights, xs, ys, seeds, strict=True):
+            set_weights(self._model, start)
+            losses.append(self.task.train(self._model, x, y, hyper, seed=seed))
+            trained.append(get_weights(self._model))
+        return trained, np.asarray(losses, dtype=np.float64)
+
+    def evaluate_matrix(
+        self, models: Sequence[Weights], xs: Sequence[np.ndarray], ys: Sequence[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        loss = np.zeros((len(models), len(xs)))
+        accuracy = np.zeros((len(models), len(xs)))
+        for m, weights in enumerate(models):
+            set_weights(self._model, weights)
+            for d, (x, y) in enumerate(zip(xs, ys, strict=True)):
+                loss[m, d], accuracy[m, d] = self.task.evaluate(self._model, x, y)
+        return loss, accuracy
+
+    def evaluate_pairs(
+        self, models: Sequence[Weights], xs: Sequence[np.ndarray], ys: Sequence[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if not len(models) == len(xs) == len(ys):
+            raise ValueError("models and datasets must have the same length")
+        pairs = [
+            self.evaluate_matrix([w], [x], [y]) for w, x, y in zip(models, xs, ys, strict=True)
+        ]
+        return (
+            np.array([loss[0, 0] for loss, _ in pairs]),
+            np.array([acc[0, 0] for _, acc in pairs]),
+        )
