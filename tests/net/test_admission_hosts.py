@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from mycelium.flower.procs import flower_env, flower_executable
+from mycelium.flower.protocol import format_config
 from mycelium.net.lab import agent_in, https_registry
 from mycelium.net.netns import Network
 from mycelium.net.tls import flwr_connection_toml
@@ -182,7 +183,10 @@ def test_admission_exposure_and_pinning_across_hosts(network: Network, tmp_path:
         marker = tmp_path / "MARKER"
         bad = tampered_app(tmp_path / "tampered", marker)
         host_home = tmp_path / "a0" / "group" / "superlink.flwr"
-        run_args = ("run", bad, "group", "--run-config", "first-round-timeout=30.0")
+        # It starts from the group's model in the registry (public) and targets its members.
+        bad_config = {"registry-url": url, "registry-ca": str(ca), "group-id": g,
+                      "first-round-timeout": 30.0}  # fmt: skip
+        run_args = ("run", bad, "group", "--run-config", format_config(bad_config))
         _, out = flwr_in(network, "hostA", host_home, *run_args, "--format", "json")
         assert json.loads(out[out.index("{") :]).get("success") is True, out[-1500:]
         for name in ("a0", "b0"):
