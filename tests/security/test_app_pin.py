@@ -62,6 +62,7 @@ def test_load_client_app_and_its_errors(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_a_tampered_clientapp_never_runs_on_a_pinned_member(lab: Lab, tmp_path: Path) -> None:
+    from mycelium.flower.group_host import initial_model
     from mycelium.flower.trainer import LocalTrainer
     from mycelium.flower.trainer_http import TrainerServer
     from mycelium.learning.data import make_partition
@@ -85,13 +86,17 @@ def test_a_tampered_clientapp_never_runs_on_a_pinned_member(lab: Lab, tmp_path: 
     ).start()
     try:
         node.wait_connected()
-        ours = lab.start_run(**{"num-rounds": 1})
+        # No registry here: the ServerApp (shape-free) starts from the arrays given at start.
+        start = tmp_path / "initial.npz"
+        start.write_bytes(initial_model("digits", 0)[2])
+        ours = lab.start_run(**{"num-rounds": 1, "initial-model": str(start)})
         wait_for(lambda: "round 1: 1/1 nodes" in lab.run_log(ours), timeout=180, interval=1,
                  what="one round of our own app")  # fmt: skip
         assert executor.served >= 1 and not refusals
 
         marker = tmp_path / "MARKER"
-        bad = lab.start_run(tampered_app(tmp_path, marker), **{"first-round-timeout": 30.0})
+        bad_config = {"first-round-timeout": 30.0, "initial-model": str(start)}
+        bad = lab.start_run(tampered_app(tmp_path, marker), **bad_config)
         wait_for(lambda: refusals, timeout=120, what="the pinned member refuses the run")
         assert refusals[0].run_id == bad and refusals[0].expected_hash == app_fab_hash(APP_DIR)
         wait_for(lambda: "replied with an error" in lab.run_log(bad), timeout=60, interval=1,
