@@ -5,7 +5,9 @@ group's and the nodes' Flower processes and start-up costs.
 Everything is real: a registry process, a GroupHost (flower-superlink + ``flwr run``) and
 one ``flower-supernode`` per node. In warm mode the three nodes' trainers
 (:class:`mycelium.flower.trainer_http.TrainerServer`) live in this process, as the node
-agents' would.
+agents' would. Pinned mode (docs/security.md) is warm mode with each SuperNode in
+``--isolation process`` and its tasks served by the agent's own executor thread in this
+process (no SuperExec, no ``flwr-clientapp`` per message).
 Round time = interval between consecutive rounds the registry received with all nodes,
 after the first round (which includes start-up). RSS = VmRSS summed over a process and its
 descendants, sampled every 0.5 s while rounds run (/proc; psutil is not installed).
@@ -30,6 +32,7 @@ from pathlib import Path
 from mycelium import launch
 from mycelium.client import RegistryClient, RegistryError, read_token_file, write_token_file
 from mycelium.flower import protocol
+from mycelium.flower.supernode import PinFactory
 from mycelium.procs import (
     DeadlineExceeded,
     tree_rss_mb,
@@ -46,6 +49,7 @@ SCENARIO = {
     protocol.NUM_PARTITIONS: NUM_NODES,
 }
 TARGET_RATIO = 0.5
+MODES = ("warm", "cold", "pinned")  # pinned: warm, served by the agent's own executor
 RSS_SAMPLE_INTERVAL = 0.5
 
 Section = Callable[[Path, str], dict[str, float]]
@@ -155,6 +159,19 @@ class _Heartbeats:
         self._thread.join(timeout=10)
 
 
+def _pin(mode: str) -> PinFactory | None:
+    """``pinned``: the warm trainer served by our own executor (``--isolation process``,
+    docs/security.md); it and the trainer live in this process, not in the node's tree."""
+    if mode != "pinned":
+        return None
+    from mycelium.flower.group_host import APP_DIR
+    from mycelium.node.admitted import AppPin
+
+    pin = AppPin(APP_DIR)
+    pin.load()
+    return pin.executor
+
+
 def _node_config(mode: str, index: int, stack: ExitStack) -> dict[str, str | int]:
     if mode == "cold":
         return {**SCENARIO, protocol.PARTITION_INDEX: index, protocol.SEED: 0}
@@ -172,7 +189,7 @@ def _node_config(mode: str, index: int, stack: ExitStack) -> dict[str, str | int
 
 
 def measure_mode(mode: str, registry_url: str, workdir: Path, rounds: int) -> ModeFigures:
-    """Run one group of NUM_NODES nodes in ``mode`` ("warm" or "cold") for ``rounds``+1."""
+    """Run one group of NUM_NODES nodes in ``mode`` (see MODES) for ``rounds``+1."""
     from mycelium.flower.group_host import GroupHost
     from mycelium.flower.supernode import SuperNode
 
@@ -191,6 +208,7 @@ def measure_mode(mode: str, registry_url: str, workdir: Path, rounds: int) -> Mo
         run_started = time.monotonic() - t0
         superlink_ready = host.superlink_ready_s or float("nan")
         supernodes = []
+        pin = _pin(mode)
         t1 = time.monotonic()
         for i in range(NUM_NODES):
             config = _node_config(mode, i, stack)
@@ -201,6 +219,7 @@ def measure_mode(mode: str, registry_url: str, workdir: Path, rounds: int) -> Mo
                 node_config=config,
                 work_dir=workdir / mode / "nodes",
                 name=f"n{i}",
+                pin=pin,
             ).start()
             stack.callback(sn.stop)
             supernodes.append((sn, client, node.node_id))
@@ -262,9 +281,9 @@ def run(
     """Measure, print-ready table back; also writes JSON when asked."""
     if rounds < 1:
         raise BenchError("rounds must be >= 1")
-    bad = [m for m in modes if m not in ("warm", "cold")]
+    bad = [m for m in modes if m not in MODES]
     if bad:
-        raise BenchError(f"unknown mode(s) {bad}; use warm and/or cold")
+        raise BenchError(f"unknown mode(s) {bad}; use {', '.join(MODES)}")
     with ExitStack() as stack:
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="flbench-")))

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from mycelium import config
+from mycelium.client_admission import AdmissionCalls
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +149,7 @@ def _error_for(response: httpx.Response) -> RegistryError:
     return cls(message, status_code=code, detail=detail)
 
 
-class RegistryClient:
+class RegistryClient(AdmissionCalls):
     """Typed calls to the registry API; errors become :class:`RegistryError` subclasses."""
 
     def __init__(
@@ -353,8 +354,11 @@ class RegistryClient:
         *,
         invite_code: str | None = None,
         flower_node_id: int | None = None,
+        public_key: str | None = None,
     ) -> dict[str, Any]:
+        """Join; ``public_key``: the SuperNode key of this membership (a TLS group admits it)."""
         body = {"node_id": node_id, "invite_code": invite_code, "flower_node_id": flower_node_id}
+        body["public_key"] = public_key
         return self._json("POST", f"/groups/{group_id}/join", json=body)
 
     def leave_group(self, group_id: int, node_id: int) -> dict[str, Any]:
@@ -368,6 +372,7 @@ class RegistryClient:
         reason: str,
         expected_gain: float,
         invite_code: str | None = None,
+        public_key: str | None = None,
     ) -> dict[str, Any]:
         """Leave the current group and join ``to_group_id`` in one registry transaction."""
         body = {
@@ -375,6 +380,7 @@ class RegistryClient:
             "invite_code": invite_code,
             "reason": reason,
             "expected_gain": expected_gain,
+            "public_key": public_key,
         }
         return self._json("POST", f"/nodes/{node_id}/migrate", json=body)
 

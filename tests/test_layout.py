@@ -27,6 +27,7 @@ FORBIDDEN: dict[str, set[str]] = {
     "mycelium.fingerprint": HEAVY | {"httpx", "numpy"} | ours(*OURS),
     "mycelium.learning": {"fastapi", "uvicorn", "httpx"} | ours(*OURS - {"learning"}),
     "mycelium.client": HEAVY | ours(*OURS - {"client"}),
+    "mycelium.client_admission": HEAVY | {"mycelium"},
     "mycelium.registry": {"torch", "flwr", "sklearn"}
     | ours(*OURS - {"registry", "client", "dashboard"}),
     # The dashboard reads the registry only through injected readers and the store's records.

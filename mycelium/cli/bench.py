@@ -146,7 +146,10 @@ def bench_flower(
     rounds: Rounds = 4,
     mode: Annotated[
         list[str] | None,
-        typer.Option(help="warm and/or cold; repeat for both (default: both)."),
+        typer.Option(
+            help="warm, cold and/or pinned (warm, served by the agent's own executor); "
+            "repeat for several (default: warm and cold)."
+        ),
     ] = None,
     json_path: JsonOut = None,
     work_dir: WorkDir = None,

@@ -136,7 +136,8 @@ def group(
     )
     from mycelium.client import RegistryError, read_token_file
     from mycelium.flower.errors import FlowerError
-    from mycelium.flower.group_host import GroupHost, host_until_signalled
+    from mycelium.flower.group_host import GroupHost
+    from mycelium.flower.group_run import host_until_signalled
 
     chosen = strategy_from_flags(strategy, proximal_mu=proximal_mu, server_lr=server_lr, tau=tau)
     try:

@@ -4,16 +4,20 @@
 On loopback (the default) the SuperLink runs ``--insecure`` as before. Bound elsewhere it
 runs with TLS: the host makes its own key and self-signed certificate for its public host
 and publishes the certificate with the group, so members trust exactly what the registry
-vouches for (``mycelium.net``). Its one port then also serves the Control API to whoever
-reaches it, and the group token travels in the run config: see docs/architecture.md.
+vouches for (``mycelium.net``). The SuperLink then binds 127.0.0.1 with
+``--enable-supernode-auth`` behind a :class:`mycelium.security.gate.GroupGate`: nginx on
+the public address forwards only the Fleet API, and only the registry's members' keys are
+registered (docs/security.md). The ServerApp reads the group token from a file on this
+host (the run config, which every SuperNode can read, carries only its path).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import signal
+import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -33,8 +37,9 @@ from mycelium.flower.procs import flower_env, flower_executable, wait_while_runn
 from mycelium.flower.protocol import CONNECTION, ConfigValue, format_config
 from mycelium.learning.strategy import StrategyConfig
 from mycelium.net.addresses import AddressError, host_port
-from mycelium.net.certs import TlsFiles
+from mycelium.net.certs import TlsFiles, write_private
 from mycelium.net.tls import (
+    SUPERLINK_HOST,
     flwr_connection_toml,
     make_group_tls,
     plan_group_exposure,
@@ -47,12 +52,16 @@ from mycelium.procs import (
     free_port,
     port_is_open,
 )
+from mycelium.security.fleet_proxy import FleetProxyError
+from mycelium.security.gate import GateConfig, GroupGate
 
 logger = logging.getLogger(__name__)
 
 APP_DIR = Path(__file__).resolve().parents[2] / "flower_app"
 SUPERLINK_READY_TIMEOUT = 30.0
 FLWR_CLI_TIMEOUT = 120.0
+ADMISSION_INTERVAL = 2.0  # s between member-list syncs (at most the heartbeat interval)
+GROUP_TOKEN_FILE = "group.token"
 
 
 class GroupHost:
@@ -118,7 +127,10 @@ class GroupHost:
         self._flwr_home = self.work_dir / "superlink.flwr"
         self._superlink: ManagedProcess | None = None
         self._credentials: GroupCredentials | None = None
-        self._port: int | None = None
+        self._port: int | None = None  # the SuperLink's (behind the gate when TLS)
+        self._public_port: int | None = None  # the Fleet proxy's (TLS)
+        self.gate: GroupGate | None = None
+        self._secret_dir: Path | None = None  # holds the token file for the ServerApp
         self.run_id: int | None = None
         self.superlink_ready_s: float | None = None
         self._serverapp_seen = False
@@ -142,12 +154,14 @@ class GroupHost:
     @property
     def fleet_address(self) -> str | None:
         """``PUBLIC_HOST:PORT``: what the registry publishes for members."""
-        return self.exposure.advertised(self._port) if self._port else None
+        port = self._public_port or self._port
+        return self.exposure.advertised(port) if port else None
 
     @property
     def local_address(self) -> str | None:
         """Where this host itself dials its SuperLink (the ``flwr`` CLI)."""
-        return host_port(self.exposure.local_host, self._port) if self._port else None
+        local = SUPERLINK_HOST if self.gate else self.exposure.local_host
+        return host_port(local, self._port) if self._port else None
 
     @property
     def superlink_pid(self) -> int | None:
@@ -156,7 +170,8 @@ class GroupHost:
     def is_healthy(self) -> bool:
         """True while the SuperLink runs and the run's ServerApp has not ended."""
         running = bool(self._superlink and self._superlink.is_running() and self.run_id)
-        return running and not self._serverapp_ended()
+        gated = self.gate is None or self.gate.is_running()
+        return running and gated and not self._serverapp_ended()
 
     def _serverapp_ended(self) -> bool:
         """True once the ServerApp process was seen under the SuperLink and is gone (it
@@ -191,7 +206,12 @@ class GroupHost:
             if not self._client.health():  # a RegistryError: the caller may retry later
                 raise RegistryUnavailable(f"registry at {self.registry_url} is unreachable")
             self._start_superlink()
+            if self.gate is not None:
+                self._start_gate(self.gate)
             self._register()
+            if self.gate is not None:
+                assert self._credentials is not None
+                self.gate.start_admission(self._client, self._credentials.group_id)
             self._write_connection()
             self.run_id = self._start_run()
             self._heartbeat = threading.Thread(
@@ -227,24 +247,44 @@ class GroupHost:
                 self._close_in_registry()
         finally:  # stopping the SuperLink ends the run (the model is saved every round)
             try:
-                if self._superlink is not None:
-                    self._superlink.stop()
+                if self.gate is not None:  # unregister every member while the link runs
+                    self.gate.stop()
             finally:
-                self._client.close()
+                try:
+                    if self._superlink is not None:
+                        self._superlink.stop()
+                finally:
+                    self._client.close()
+                    if self._secret_dir is not None:
+                        shutil.rmtree(self._secret_dir, ignore_errors=True)
 
     # -- steps ----------------------------------------------------------------------------
     def _start_superlink(self) -> None:
-        self._port = free_port(self.exposure.bind_host)
         self.tls = make_group_tls(self.work_dir / "tls", self.exposure)
+        bind = SUPERLINK_HOST if self.tls else self.exposure.bind_host
+        self._port = free_port(bind)
         args = [
             flower_executable("flower-superlink"),
             *superlink_tls_args(self.tls),
             "--host",
-            self.exposure.bind_host,
+            bind,
             "--port",
             str(self._port),
             "--disable-runtime-dependency-installation",
         ]
+        if self.tls is not None:
+            args.append("--enable-supernode-auth")
+            self._public_port = free_port(self.exposure.bind_host)
+            self.gate = GroupGate(
+                GateConfig(
+                    tls=self.tls,
+                    listen_host=self.exposure.bind_host,
+                    listen_port=self._public_port,
+                    superlink_port=self._port,
+                    work_dir=self.work_dir,
+                    interval=min(ADMISSION_INTERVAL, self.heartbeat_interval),
+                )
+            )
         self._superlink = ManagedProcess(
             f"superlink:{self.name}",
             args,
@@ -252,7 +292,7 @@ class GroupHost:
             env=flower_env(self._flwr_home),
             cwd=self.work_dir,
         ).start()
-        port, local = self._port, self.exposure.local_host
+        port, local = self._port, SUPERLINK_HOST if self.tls else self.exposure.local_host
         started = time.monotonic()
         try:
             wait_while_running(
@@ -264,6 +304,12 @@ class GroupHost:
         except DeadlineExceeded as exc:  # ChildExited (it died) propagates as it is
             raise FlowerTimeout(str(exc)) from None
         self.superlink_ready_s = time.monotonic() - started
+
+    def _start_gate(self, gate: GroupGate) -> None:
+        try:
+            gate.start_proxy()
+        except FleetProxyError as exc:  # nginx missing or refusing: one line, no retry
+            raise GroupHostError(str(exc)) from None
 
     def _register(self) -> None:
         assert self.fleet_address is not None
@@ -297,7 +343,8 @@ class GroupHost:
             protocol.REGISTRY_URL: self.registry_url,
             protocol.REGISTRY_CA: str(self.registry_ca or ""),
             protocol.GROUP_ID: self._credentials.group_id,
-            protocol.GROUP_TOKEN: self._credentials.group_token,
+            # Every SuperNode can read the run config (Fleet get-run): only a path goes.
+            protocol.GROUP_TOKEN_FILE: str(self._write_token_file()),
         }
         out = self._flwr(
             "run",
@@ -313,6 +360,14 @@ class GroupHost:
         except (ValueError, KeyError, TypeError):
             tail = self._redact(out.strip())[:300]
             raise GroupHostError(f"flwr run gave no run id: {tail}") from None
+
+    def _write_token_file(self) -> Path:
+        """The group token in a 0600 file, for the ServerApp: in a private temporary folder
+        (0700) removed at :meth:`stop`, never in the work dir with the logs."""
+        assert self._credentials is not None
+        self._secret_dir = Path(tempfile.mkdtemp(prefix="mycelium-group-"))
+        write_private(self._secret_dir / GROUP_TOKEN_FILE, self._credentials.group_token.encode())
+        return self._secret_dir / GROUP_TOKEN_FILE
 
     def _flwr(self, *args: str, timeout: float = FLWR_CLI_TIMEOUT) -> str:
         try:
@@ -369,33 +424,6 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return ""
-
-
-def host_until_signalled(host: GroupHost, *, check_interval: float = 1.0) -> int:
-    """Start ``host`` and keep it until SIGINT/SIGTERM (returns 0) or until its SuperLink
-    dies (returns 1). Always stops it. Start-up errors propagate."""
-    stop = threading.Event()
-    handled = (signal.SIGINT, signal.SIGTERM)
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in handled}
-    try:
-        host.start()
-        while not stop.wait(check_interval):
-            if not host.is_healthy():
-                logger.error(
-                    "group %s: its superlink or serverapp ended (stopped, or the registry "
-                    "failed/dissolved the group); see %s",
-                    host.group_id,
-                    host.work_dir,
-                )
-                return 1
-        logger.info("group %s: stopping on signal", host.group_id)
-        return 0
-    finally:
-        try:
-            host.stop()
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
 
 
 def strategy_run_config(strategy: StrategyConfig) -> dict[str, ConfigValue]:

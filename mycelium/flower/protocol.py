@@ -39,7 +39,8 @@ BATCH_SIZE = "batch-size"
 REGISTRY_URL = "registry-url"
 REGISTRY_CA = "registry-ca"  # absolute path of the CA file on the group's host; "" = system
 GROUP_ID = "group-id"
-GROUP_TOKEN = "group-token"
+# A path on the host, never the token: every SuperNode can read the run config.
+GROUP_TOKEN_FILE = "group-token-file"
 NUM_ROUNDS = "num-rounds"
 MIN_ROUND_TIMEOUT = "min-round-timeout"
 FIRST_ROUND_TIMEOUT = "first-round-timeout"

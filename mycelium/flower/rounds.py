@@ -27,6 +27,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -58,7 +59,7 @@ class Settings:
     registry_url: str = ""
     registry_ca: str = ""
     group_id: int = 0
-    group_token: str = ""
+    group_token_file: str = ""  # the token is read from it on the host, never sent
     local_epochs: int = -1  # < 0: the member's default (mycelium.model's constants)
     lr: float = -1.0
     batch_size: int = -1
@@ -83,7 +84,7 @@ class Settings:
             registry_url=str(cfg.get(p.REGISTRY_URL, d.registry_url)),
             registry_ca=str(cfg.get(p.REGISTRY_CA, d.registry_ca)),
             group_id=int(cfg.get(p.GROUP_ID, d.group_id)),
-            group_token=str(cfg.get(p.GROUP_TOKEN, d.group_token)),
+            group_token_file=str(cfg.get(p.GROUP_TOKEN_FILE, d.group_token_file)),
             local_epochs=int(cfg.get(p.LOCAL_EPOCHS, d.local_epochs)),
             lr=float(cfg.get(p.LR, d.lr)),
             batch_size=int(cfg.get(p.BATCH_SIZE, d.batch_size)),
@@ -128,12 +129,22 @@ class Settings:
         config.update({k: v for k, v in hyper.items() if v >= 0})
         return ConfigRecord(config)
 
+    def group_token(self) -> str | None:
+        """The token in :attr:`group_token_file` (None without one; unreadable: logged)."""
+        if not self.group_token_file:
+            return None
+        try:
+            return Path(self.group_token_file).read_text().strip() or None
+        except OSError as exc:
+            logger.error("group token file %s unreadable: %s", self.group_token_file, exc)
+            return None
+
     def registry(self) -> GroupRegistry:
         """The group's registry view (no-op without ``registry-url``)."""
         return GroupRegistry(
             self.registry_url,
             self.group_id,
-            token=self.group_token,
+            token=self.group_token(),
             timeout=self.registry_timeout,
             ca_file=self.registry_ca or None,
         )

@@ -1,21 +1,41 @@
 """A node's ``flower-supernode`` child: one per node, restarted against another SuperLink to
 migrate. Flower gives it a new random node id at every start; :meth:`SuperNode.wait_connected`
-reads it from the log so the node agent can report it to the registry."""
+reads it from the log so the node agent can report it to the registry.
+
+In a TLS group it also authenticates with the membership's key
+(``--auth-supernode-private-key``) and, pinned, runs with ``--isolation process``: no
+SuperExec and no ``flwr-clientapp`` processes; the agent's own executor (made by ``pin``
+for the runtime address of each start) serves its tasks (docs/security.md)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import secrets
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Protocol
 
 from mycelium.flower.procs import flower_env, flower_executable, wait_while_running
 from mycelium.flower.protocol import NODE_ID_PATTERN, ConfigValue, format_config
+from mycelium.net.certs import write_private
 from mycelium.net.tls import supernode_tls_args
 from mycelium.procs import ManagedProcess, free_port
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_WAIT_TIME = 60.0
+
+
+class Executor(Protocol):
+    """What serves a pinned SuperNode's tasks (``mycelium.security.app_pin``)."""
+
+    def start(self) -> Executor: ...
+
+    def stop(self, timeout: float = 10.0) -> None: ...
+
+
+PinFactory = Callable[[str, bytes], Executor]
+"""(runtime address, SuperExec auth secret) -> a started executor."""
 
 
 class SuperNode:
@@ -30,11 +50,18 @@ class SuperNode:
         name: str,
         max_wait_time: float = DEFAULT_MAX_WAIT_TIME,
         root_certificates: Path | None = None,
+        auth_private_key: Path | None = None,
+        pin: PinFactory | None = None,
     ) -> None:
         """``root_certificates``: the group's published certificate (PEM file): connect
-        over TLS trusting exactly it; None = ``--insecure`` (a loopback SuperLink)."""
+        over TLS trusting exactly it; None = ``--insecure`` (a loopback SuperLink).
+        ``auth_private_key``: the membership's key (a SuperLink with supernode auth).
+        ``pin``: serve tasks with the agent's executor (``--isolation process``)."""
         self.superlink_address = superlink_address
         self.root_certificates = root_certificates
+        self.auth_private_key = auth_private_key
+        self.pin = pin
+        self._executor: Executor | None = None
         self.node_config = dict(node_config)
         self.work_dir = Path(work_dir).resolve()  # children never depend on our cwd
         self.name = name
@@ -64,6 +91,7 @@ class SuperNode:
         """Start the child (idempotent while it runs)."""
         if self.is_running():
             return self
+        self._stop_executor()  # the one of a previous start whose child exited
         rendered = format_config(self.node_config)
         self.port = free_port()
         flwr_home = self.work_dir / f"{self.name}.flwr"
@@ -79,13 +107,32 @@ class SuperNode:
         ]
         if rendered:
             args += ["--node-config", rendered]
+        if self.auth_private_key is not None:
+            args += ["--auth-supernode-private-key", str(self.auth_private_key)]
+        secret = b""
+        if self.pin is not None:
+            secret, secret_file = self._superexec_secret(flwr_home)
+            args += ["--isolation", "process", "--superexec-auth-secret-file", str(secret_file)]
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         self._flower_node_id = None
         self._proc = ManagedProcess(
             f"supernode:{self.name}", args, log_path=self.log_path, env=flower_env(flwr_home)
         ).start()
+        if self.pin is not None:
+            try:
+                self._executor = self.pin(f"127.0.0.1:{self.port}", secret)
+            except BaseException:  # no executor, no SuperNode: nothing is left running
+                self._proc.stop()
+                raise
         logger.debug("supernode %s -> %s (pid %s)", self.name, self.superlink_address, self.pid)
         return self
+
+    @staticmethod
+    def _superexec_secret(flwr_home: Path) -> tuple[bytes, Path]:
+        """A fresh secret (0600 file): only its holder, our executor, may claim tasks."""
+        secret = secrets.token_hex(32).encode()
+        write_private(flwr_home / "superexec.secret", secret)
+        return secret, flwr_home / "superexec.secret"
 
     def _read_node_id(self) -> int | None:
         with self.log_path.open("rb") as f:
@@ -116,11 +163,20 @@ class SuperNode:
         """SIGTERM (Flower unregisters the node), then SIGKILL after ``timeout``."""
         if self._proc is None:
             return None
-        code = self._proc.stop(timeout=timeout)
+        try:
+            code = self._proc.stop(timeout=timeout)
+        finally:
+            self._stop_executor()
         self._flower_node_id = None
         return code
+
+    def _stop_executor(self) -> None:
+        if self._executor is not None:
+            self._executor.stop()
+            self._executor = None
 
     def kill(self) -> None:
         """SIGKILL the SuperNode alone (failure tests: a crash, no unregistration)."""
         if self._proc is not None:
             self._proc.kill()
+        self._stop_executor()

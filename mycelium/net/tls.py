@@ -26,13 +26,20 @@ def plan_group_exposure(*, host: str, public_host: str | None, insecure: bool) -
     )
 
 
+# The SuperLink of a TLS group listens on loopback behind its Fleet proxy (nginx), which
+# checks the upstream's DNS name only, never an IP SAN (docs/security.md).
+SUPERLINK_HOST = "127.0.0.1"
+SUPERLINK_NAME = "localhost"
+
+
 def group_certificate_names(exposure: Exposure) -> list[str]:
-    """SANs of a group certificate: the advertised host, the bound interface, and the
-    address the group's own superexec and ``flwr`` CLI dial (loopback for a wildcard)."""
+    """SANs of a group certificate: the advertised host and the bound interface (where
+    the Fleet proxy listens), and the loopback address and name of the SuperLink behind
+    it, which its own superexec, the ``flwr`` CLI and the proxy dial."""
     names = [exposure.public_host]
     if not is_wildcard(exposure.bind_host):
         names.append(exposure.bind_host)
-    names.append(exposure.local_host)
+    names += [SUPERLINK_HOST, SUPERLINK_NAME]
     return list(dict.fromkeys(names))
 
 

@@ -4,17 +4,23 @@ the group it hosts. Holds the node's :class:`Membership` and its hosted ``GroupH
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from mycelium.client import RegistryClient, RegistryError
+from mycelium.flower.group_host import APP_DIR
 from mycelium.learning import policy
+from mycelium.node.admitted import AppPin, MembershipKeys, wait_admitted
 from mycelium.node.config import NodeConfig
 from mycelium.node.hosting import Founder
 from mycelium.node.membership import Membership, start_supernode
 from mycelium.node.placement import Placement, superlink_reachable
+from mycelium.security.node_keys import NodeKeyPair
 
 if TYPE_CHECKING:
     from mycelium.net.trust import GroupTrust
@@ -27,6 +33,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 Group = dict[str, Any]
+REFUSED_LOG = "refused-runs.jsonl"  # in the work dir: one JSON line per group left
 
 
 def safe(call: Callable[[], T]) -> T | None:
@@ -65,6 +72,14 @@ class GroupActions:
         self.membership: Membership | None = None
         self.hosted: GroupHost | None = None
         self.founder = Founder(cfg)
+        # TLS groups: a key per membership; our own ClientApp only; groups whose run
+        # shipped another app, with the reason (never joined again by this agent).
+        self.keys = MembershipKeys(cfg.work_dir / "keys")
+        self.pin = AppPin(APP_DIR)
+        self.refused_groups: dict[int, str] = {}
+        # Every SuperNode is pinned (also on loopback: cheaper, docs/security.md); hash
+        # and import our app in the background, off the first join's path.
+        threading.Thread(target=self.pin.preload, name="app-pin", daemon=True).start()
 
     def act(self, decision: policy.Decision, groups: list[Group]) -> None:
         """Carry out ``decision`` (taken on ``groups``)."""
@@ -84,14 +99,20 @@ class GroupActions:
         root = self._trusted_root(group)
         if root is False:
             return
+        key = self._membership_key(group["group_id"], root)
         try:
-            self.registry.join_group(group["group_id"], self.node_id, invite_code=invite)
+            self.registry.join_group(
+                group["group_id"],
+                self.node_id,
+                invite_code=invite,
+                public_key=key.public_key if key else None,
+            )
         except RegistryError as exc:
             logger.warning("could not join group %s: %s", group["group_id"], exc)
             return
         if move:
             self.placement.record_move(group["group_id"])
-        self.attach(group, root)
+        self.attach(group, root, key)
         logger.info("joined group %s (%s): %s", group["group_id"], group["name"], reason)
 
     def migrate(self, target: Group, decision: policy.Decision) -> None:
@@ -100,6 +121,7 @@ class GroupActions:
         root = self._trusted_root(target)
         if root is False:
             return
+        key = self._membership_key(target["group_id"], root)
         try:
             self.registry.migrate(
                 self.node_id,
@@ -107,13 +129,14 @@ class GroupActions:
                 reason=decision.reason,
                 expected_gain=decision.expected_gain,
                 invite_code=self.cfg.invite_code,
+                public_key=key.public_key if key else None,
             )
         except RegistryError as exc:
             logger.warning("migration to group %s refused: %s", target["group_id"], exc)
             return
         self.stop_supernode()
         self.placement.record_move(target["group_id"])
-        self.attach(target, root)
+        self.attach(target, root, key)
         logger.info(
             "migrated from group %s to group %s, expected gain %+.3f (%s)",
             source,
@@ -159,7 +182,11 @@ class GroupActions:
             group = safe(lambda: self.registry.get_group(actual_group_id))
             root = self._trusted_root(group) if group is not None else False
             if group is not None and root is not False:
-                self.attach(group, root)
+                key = self._membership_key(actual_group_id, root)
+                if key is not None:
+                    assert self.node_id is not None
+                    safe(lambda: self.registry.set_public_key(self.node_id, key.public_key))
+                self.attach(group, root, key)
 
     def tend_hosted(self) -> None:
         """Keep hosting while the group has live members; stop when it is empty."""
@@ -188,15 +215,41 @@ class GroupActions:
         if m is None or m.supernode.is_running():
             return
         logger.warning("SuperNode for group %s exited; restarting it", m.group_id)
-        supernode = self._supernode(m.fleet_address, m.root_certificates)
+        # Flower only deactivates an authenticated node on exit: its key still holds.
+        supernode = self._supernode(m.fleet_address, m.root_certificates, m.key)
         self.membership = dataclasses.replace(m, supernode=supernode)
         self.report()
 
-    def attach(self, group: Group, root: Path | None) -> None:
-        address = group["fleet_address"]
-        supernode = self._supernode(address, root)
-        self.membership = Membership(group["group_id"], address, supernode, root)
+    def attach(self, group: Group, root: Path | None, key: NodeKeyPair | None = None) -> None:
+        """Start the SuperNode for ``group``; with a key, once the host admitted it."""
+        address, gid = group["fleet_address"], group["group_id"]
+        if key is not None:
+            assert self.node_id is not None
+            wait_admitted(self.registry, self.node_id, group_id=gid, public_key=key.public_key)
+        supernode = self._supernode(address, root, key)
+        self.membership = Membership(gid, address, supernode, root, key)
         self.report()
+
+    def _membership_key(self, group_id: int, root: Path | None) -> NodeKeyPair | None:
+        """A fresh key for a membership of a TLS group (None on loopback: no admission)."""
+        return self.keys.fresh(group_id) if root is not None else None
+
+    def check_refused(self) -> None:
+        """Leave the group whose run shipped another app than ours; record why."""
+        refused = self.pin.take_refused()
+        m = self.membership
+        if not refused or m is None:
+            return
+        reason = refused[0].reason
+        self.refused_groups[m.group_id] = reason
+        logger.warning("leaving group %s: its host %s", m.group_id, reason)
+        record = {"group_id": m.group_id, "run_id": refused[0].run_id, "reason": reason}
+        with (self.cfg.work_dir / REFUSED_LOG).open("a") as f:
+            f.write(json.dumps({"at": time.time(), **record}) + "\n")
+        assert self.node_id is not None
+        node_id = self.node_id
+        safe(lambda: self.registry.leave_group(m.group_id, node_id))
+        self.stop_supernode()
 
     def _trusted_root(self, group: Group) -> Path | None | Literal[False]:
         """The root certificate to connect to ``group`` with (None: plaintext on loopback),
@@ -209,13 +262,18 @@ class GroupActions:
             logger.warning("not joining: %s", exc)
             return False
 
-    def _supernode(self, fleet_address: str, root: Path | None) -> SuperNode:
+    def _supernode(
+        self, fleet_address: str, root: Path | None, key: NodeKeyPair | None = None
+    ) -> SuperNode:
+        """A SuperNode pinned to our app; in a TLS group authenticated with ``key``."""
         return start_supernode(
             fleet_address,
             trainer_url=self.trainer_url,
             work_dir=self.cfg.work_dir / "supernode",
             name=self.cfg.name,
             root_certificates=root,
+            key=key,
+            pin=self.pin.executor,
         )
 
     def stop_supernode(self) -> None:

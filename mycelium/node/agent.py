@@ -21,7 +21,7 @@ import time
 import zlib
 from collections.abc import Callable
 from types import FrameType
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from mycelium.client import (
@@ -149,6 +149,7 @@ class NodeAgent:
         now = self.clock()
         self._log_round_progress()
         assert self.actions is not None
+        self.actions.check_refused()
         self.actions.check_supernode()
         if now >= self._next_heartbeat:
             self._heartbeat()
@@ -189,7 +190,7 @@ class NodeAgent:
             invite_ok=cfg.invite_code is not None,
             max_candidates=cfg.max_candidates,
             clock=self.clock,
-            admissible=self.trust.check,
+            admissible=self._admissible,
             seed=zlib.crc32(f"{cfg.name}/{cfg.seed}".encode()),  # nodes explore differently
         )
         self.actions = GroupActions(
@@ -201,6 +202,11 @@ class NodeAgent:
             report=self._heartbeat,
             trust=self.trust,
         )
+
+    def _admissible(self, group: dict[str, Any]) -> bool:
+        """A candidate: trusted (mycelium.net.trust), and no run of it was refused here."""
+        refused = self.actions.refused_groups if self.actions else {}
+        return group["group_id"] not in refused and self.trust.check(group)
 
     def _register(self) -> None:
         assert self.trainer is not None

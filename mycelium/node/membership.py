@@ -8,8 +8,9 @@ from pathlib import Path
 
 from mycelium.flower.errors import ChildExited, FlowerNotInstalled
 from mycelium.flower.protocol import TRAINER_URL
-from mycelium.flower.supernode import SuperNode
+from mycelium.flower.supernode import PinFactory, SuperNode
 from mycelium.node.errors import FatalNodeError
+from mycelium.security.node_keys import NodeKeyPair
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +25,7 @@ class Membership:
     fleet_address: str
     supernode: SuperNode
     root_certificates: Path | None = None  # the group's published certificate (TLS)
+    key: NodeKeyPair | None = None  # this membership's SuperNode key (a TLS group)
 
 
 def start_supernode(
@@ -33,6 +35,8 @@ def start_supernode(
     work_dir: Path,
     name: str,
     root_certificates: Path | None = None,
+    key: NodeKeyPair | None = None,
+    pin: PinFactory | None = None,
 ) -> SuperNode:
     """Start a SuperNode whose ClientApps forward to ``trainer_url``; wait until it is
     connected (a warning if it is not: the agent's loop restarts it if it exits).
@@ -45,10 +49,14 @@ def start_supernode(
         work_dir=work_dir,
         name=name,
         root_certificates=root_certificates,
+        auth_private_key=key.private_key_path if key else None,
+        pin=pin,
     )
+    from mycelium.security.app_pin import PinError
+
     try:
         supernode.start()
-    except FlowerNotInstalled as exc:
+    except (FlowerNotInstalled, PinError) as exc:  # no Flower, or our own app is unusable
         raise FatalNodeError(str(exc)) from None
     try:
         flower_id = supernode.wait_connected(timeout=CONNECT_TIMEOUT_S)

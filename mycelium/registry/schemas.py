@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from mycelium import config
 from mycelium.fingerprint import FingerprintError, check_fingerprint
+from mycelium.security.node_keys import NodeKeyError, normalize_public_key
 
 UINT64_MAX = 2**64 - 1
 INT64_MAX = 2**63 - 1
@@ -28,6 +29,18 @@ Address = Annotated[str, Field(min_length=1, max_length=200)]
 Accuracy = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 Loss = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 JoinPolicy = Literal["open", "invite-only"]
+
+
+def _public_key(text: str) -> str:
+    try:
+        return normalize_public_key(text)
+    except NodeKeyError as exc:  # a one-line message that never repeats the input
+        raise ValueError(str(exc)) from None
+
+
+# A node's SuperNode-auth public key (one OpenSSH line, ECDSA on a NIST curve), stored in
+# canonical form; the group's host registers it on its SuperLink (docs/security.md).
+PublicKey = Annotated[str, Field(min_length=1, max_length=1024), AfterValidator(_public_key)]
 GroupStatus = Literal["active", "failed", "dissolved"]
 Fingerprint = Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
 Strategy = Literal["fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad"]  # config.STRATEGIES
@@ -212,6 +225,7 @@ class JoinIn(_In):
     node_id: Id
     invite_code: Annotated[str, Field(max_length=200)] | None = None
     flower_node_id: FlowerNodeId | None = None
+    public_key: PublicKey | None = None  # the key of this membership (a TLS group)
 
 
 class LeaveIn(_In):
@@ -228,6 +242,33 @@ class MigrateIn(_In):
     invite_code: Annotated[str, Field(max_length=200)] | None = None
     reason: Annotated[str, Field(max_length=500)] = ""
     expected_gain: Annotated[float, Field(allow_inf_nan=False)]
+    public_key: PublicKey | None = None  # the key of the new membership
+
+
+# -- admission (docs/security.md) ---------------------------------------------------------
+
+
+class PublicKeyIn(_In):
+    public_key: PublicKey
+
+
+class MemberKey(BaseModel):
+    node_id: int
+    public_key: str | None
+    alive: bool
+
+
+class AdmitIn(_In):
+    public_key: PublicKey
+    flower_node_id: FlowerNodeId
+
+
+class AdmissionOut(BaseModel):
+    node_id: int
+    group_id: int | None
+    public_key: str | None
+    admitted: bool = Field(description="The group's host registered this key on its SuperLink.")
+    flower_node_id: int | None = Field(description="The Flower node id it got (if admitted).")
 
 
 class MigrateOut(BaseModel):

@@ -183,6 +183,7 @@ class PinnedExecutor:
         beat = _TaskHeartbeat(client, self.heartbeat_interval)
         reply: Message | None = None
         context: Context | None = None
+        refused: RefusedRun | None = None
         status, details = SubStatus.FAILED, "ClientApp task failed"
         try:
             message, context, run, fab = pull_task_input(client)
@@ -190,7 +191,6 @@ class PinnedExecutor:
             if refused is not None:
                 reply = Message(Error(ErrorCode.INVALID_FAB, refused.reason), reply_to=message)
                 details = refused.reason
-                self._refuse(refused)
                 return
             try:
                 reply = self._client_app(message=message, context=context)
@@ -207,6 +207,8 @@ class PinnedExecutor:
             finally:
                 beat.stop()
                 client.close()
+                if refused is not None:  # after the error reply went out: the agent may
+                    self._refuse(refused)  # now stop this SuperNode and leave the group
 
     def _check(self, task: Task, run: Any, content: bytes) -> RefusedRun | None:
         actual = hashlib.sha256(content).hexdigest()

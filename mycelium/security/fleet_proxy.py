@@ -93,10 +93,17 @@ http {{
             proxy_ssl_verify on;
             proxy_ssl_name {cfg.upstream_name};
             proxy_ssl_server_name on;
+            # Stream both ways: nginx's workers (another user when started as root) never
+            # touch a temp file, and a model's objects are not buffered twice.
+            proxy_request_buffering off;
+            proxy_buffering off;
             proxy_read_timeout 300s;
             proxy_send_timeout 300s;
         }}
         location / {{ return 404; }}
+        # Plain HTTP to this TLS port: close without an answer (nginx would send a 400).
+        error_page 497 = @plain;
+        location @plain {{ return 444; }}
     }}
 }}
 """

@@ -165,3 +165,12 @@ def test_request_fit_reports_refusals_and_unreachable(server: tuple[str, int]) -
         request_fit(url, [np.zeros(3, np.float32)], {})
     with pytest.raises(FitError, match="unreachable"):
         request_fit("http://127.0.0.1:9", initial_arrays(0), {}, timeout=2)
+
+
+def test_the_serverapp_reads_its_group_token_from_the_hosts_file(tmp_path: Path) -> None:
+    token_file = tmp_path / "group.token"
+    token_file.write_text("the-token\n")
+    settings = Settings.from_run_config({"group-token-file": str(token_file)})
+    assert settings.group_token() == "the-token" and "the-token" not in repr(settings)
+    assert Settings().group_token() is None
+    assert Settings(group_token_file=str(tmp_path / "missing")).group_token() is None

@@ -3,6 +3,7 @@ reason where namespaces cannot be made."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 
 import pytest
@@ -22,3 +23,10 @@ def network(netns_reason: str | None) -> Iterator[Network]:
         pytest.skip(f"network namespaces unavailable: {netns_reason}")
     with Network() as net:
         yield net
+
+
+# A group host off loopback runs Debian's nginx as its Fleet front (docs/security.md).
+needs_nginx = pytest.mark.skipif(
+    shutil.which("nginx", path="/usr/sbin:/usr/bin:/usr/local/sbin") is None,
+    reason="nginx is not installed (Debian: apt-get install nginx-light)",
+)

@@ -10,16 +10,24 @@ from mycelium.net.netns import Network
 from mycelium.procs import ManagedProcess, descendant_pids
 
 
-def supernode_root_certificates(agent: ManagedProcess) -> Path | None:
-    """The ``--root-certificates`` file of the agent's running SuperNode (from /proc)."""
+def supernode_argv(agent: ManagedProcess) -> list[str]:
+    """The command line of the agent's running SuperNode (from /proc), or []."""
     assert agent.pid is not None
     for pid in descendant_pids(agent.pid):
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
         except OSError:
             continue
-        if any(a.endswith("flower-supernode") for a in argv) and "--root-certificates" in argv:
-            return Path(argv[argv.index("--root-certificates") + 1])
+        if any(a.endswith("flower-supernode") for a in argv):
+            return argv
+    return []
+
+
+def supernode_root_certificates(agent: ManagedProcess) -> Path | None:
+    """The ``--root-certificates`` file of the agent's running SuperNode."""
+    argv = supernode_argv(agent)
+    if "--root-certificates" in argv:
+        return Path(argv[argv.index("--root-certificates") + 1])
     return None
 
 

@@ -21,13 +21,14 @@ from mycelium.net.certs import fingerprint
 from mycelium.net.lab import agent_in, crash, https_registry
 from mycelium.net.netns import Network
 from mycelium.procs import wait_for
+from tests.net.conftest import needs_nginx
 from tests.net.hosts import (
     assert_all_public_listeners_are_tls,
     assert_nothing_advertises_loopback,
     supernode_root_certificates,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, needs_nginx]
 logger = logging.getLogger(__name__)
 
 

@@ -33,7 +33,8 @@ def test_group_off_loopback_gets_its_own_certificate(tmp_path: Path) -> None:
     exposure = plan_group_exposure(host="198.18.0.11", public_host=None, insecure=False)
     tls = make_group_tls(tmp_path, exposure)
     assert tls is not None and exposure.tls
-    assert certificate_names(tls.certfile.read_bytes()) == ["198.18.0.11"]
+    names = certificate_names(tls.certfile.read_bytes())
+    assert sorted(names) == ["127.0.0.1", "198.18.0.11", "localhost"]
     args = superlink_tls_args(tls)
     assert args[args.index("--ssl-ca-certfile") + 1] == str(tls.certfile)
     assert args[args.index("--ssl-keyfile") + 1] == str(tls.keyfile)
@@ -44,7 +45,7 @@ def test_wildcard_group_certificate_names_public_host_and_loopback() -> None:
     exposure = plan_group_exposure(host="0.0.0.0", public_host="a.example", insecure=False)
     # The superexec dials 127.0.0.1 when the SuperLink binds 0.0.0.0 (flwr's
     # resolve_bind_address), so the certificate must name it too.
-    assert group_certificate_names(exposure) == ["a.example", "127.0.0.1"]
+    assert group_certificate_names(exposure) == ["a.example", "127.0.0.1", "localhost"]
 
 
 def test_insecure_group_is_explicit() -> None:

@@ -41,7 +41,15 @@ def _world(api: TestClient) -> dict[str, Any]:
         "g": group["group_id"],
         "gt": group["group_token"],
         "o": other.json()["group_id"],
+        "k": KEY,
     }
+
+
+KEY = (  # a P-384 public key (mycelium.security.node_keys.generate)
+    "ecdsa-sha2-nistp384 AAAAE2VjZHNhLXNoYTItbmlzdHAzODQAAAAIbmlzdHAzODQAAABhBBJK08VPAKtE5OZT"
+    "2ciDQapLrqPnMi53vIDhvZYKLdF9G3z/OuTBUYbgnTPWjw6eGtqFAytfk6JmY/N9kwQE2g1L5eErcDEUq4cwW7nt"
+    "qiSMevPgwxiNQRoUZ/nRvBr1Ww=="
+)
 
 
 # (method, path template, body, whose token, status with the right content type)
@@ -62,6 +70,15 @@ ROUTES = [
         201,
     ),
     ("DELETE", "/groups/{g}", {}, "gt", 204),
+    ("PUT", "/nodes/{n}/public-key", {"public_key": "{k}"}, "nt", 204),
+    # the member has no key yet: the receipt is refused (409), after the body was read
+    (
+        "PUT",
+        "/groups/{g}/members/{n}/admission",
+        {"public_key": "{k}", "flower_node_id": 1},
+        "gt",
+        409,
+    ),
 ]
 
 

@@ -80,8 +80,35 @@ async def join(group_id: schemas.Id, body: schemas.JoinIn, store: StoreDep, toke
         token=token,
         invite_code=body.invite_code,
         flower_node_id=body.flower_node_id,
+        public_key=body.public_key,
     )
     return {"group_id": group_id, "node_id": body.node_id}
+
+
+@router.get("/{group_id}/members", response_model=list[schemas.MemberKey], responses=schemas.ERRORS)
+async def members(group_id: schemas.Id, store: StoreDep, token: TokenDep) -> Any:
+    """The members and the keys of their memberships, for the group's host (group token)."""
+    return await store.group_members(group_id=group_id, token=token)
+
+
+@router.put("/{group_id}/members/{node_id}/admission", status_code=204, responses=schemas.ERRORS)
+async def admit(
+    group_id: schemas.Id,
+    node_id: schemas.Id,
+    body: schemas.AdmitIn,
+    store: StoreDep,
+    token: TokenDep,
+) -> Response:
+    """The host registered this member's key on its SuperLink (group token); 409 when the
+    node is not a member or has another key now."""
+    await store.admit(
+        group_id=group_id,
+        token=token,
+        node_id=node_id,
+        public_key=body.public_key,
+        flower_node_id=body.flower_node_id,
+    )
+    return Response(status_code=204)
 
 
 @router.post("/{group_id}/leave", response_model=schemas.MembershipOut, responses=schemas.ERRORS)

@@ -77,5 +77,21 @@ async def migrate(
         invite_code=body.invite_code,
         reason=body.reason,
         expected_gain=body.expected_gain,
+        public_key=body.public_key,
     )
     return {"node_id": node_id, "from_group_id": from_group, "to_group_id": body.to_group_id}
+
+
+@router.put("/{node_id}/public-key", status_code=204, responses=schemas.ERRORS)
+async def set_public_key(
+    node_id: schemas.Id, body: schemas.PublicKeyIn, store: StoreDep, token: TokenDep
+) -> Response:
+    """A new key for the node's current membership (node token only)."""
+    await store.set_public_key(node_id=node_id, token=token, public_key=body.public_key)
+    return Response(status_code=204)
+
+
+@router.get("/{node_id}/admission", response_model=schemas.AdmissionOut, responses=schemas.ERRORS)
+async def admission(node_id: schemas.Id, store: StoreDep, token: TokenDep) -> Any:
+    """Whether the group's host has registered the node's current key (node token)."""
+    return await store.admission(node_id=node_id, token=token)

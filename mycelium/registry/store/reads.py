@@ -176,6 +176,47 @@ def select_group_detail(
     return detail
 
 
+def select_members(
+    conn: sqlite3.Connection, now: float, group_id: int, node_ttl: float
+) -> list[Row]:
+    """The group's members with the key of their membership (for its host's admission)."""
+    rows = conn.execute(
+        "SELECT id, public_key, last_seen FROM nodes WHERE group_id = ? ORDER BY id", (group_id,)
+    )
+    return [
+        {
+            "node_id": r["id"],
+            "public_key": r["public_key"],
+            "alive": now - r["last_seen"] <= node_ttl,
+        }
+        for r in rows
+    ]
+
+
+def select_admission(conn: sqlite3.Connection, now: float, node_id: int) -> Row | None:
+    """The node's admission receipt; ``admitted`` only for its current group and key."""
+    row = conn.execute(
+        "SELECT id, group_id, public_key, admitted_group, admitted_key, flower_node_id "
+        "FROM nodes WHERE id = ?",
+        (node_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    admitted = (
+        row["group_id"] is not None
+        and row["public_key"] is not None
+        and row["admitted_group"] == row["group_id"]
+        and row["admitted_key"] == row["public_key"]
+    )
+    return {
+        "node_id": row["id"],
+        "group_id": row["group_id"],
+        "public_key": row["public_key"],
+        "admitted": admitted,
+        "flower_node_id": fid_out(row["flower_node_id"]) if admitted else None,
+    }
+
+
 def select_model_spec(conn: sqlite3.Connection, now: float, group_id: int) -> str | None:
     row = conn.execute("SELECT model_spec FROM groups WHERE id = ?", (group_id,)).fetchone()
     return row[0] if row is not None else None

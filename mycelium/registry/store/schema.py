@@ -42,7 +42,10 @@ CREATE TABLE IF NOT EXISTS nodes (
     loss REAL,
     round INTEGER,
     last_seen REAL NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    public_key TEXT,
+    admitted_group INTEGER,
+    admitted_key TEXT
 );
 -- group_id alone: an index holding last_seen too would be rewritten by every heartbeat
 -- flush (measured 3x slower flushes); a group's few rows are filtered by last_seen cheaply.
@@ -82,6 +85,11 @@ ADDED_COLUMNS = (
     ("groups", "model_spec", "TEXT"),
     ("groups", "strategy", "TEXT NOT NULL DEFAULT 'fedavg'"),
     ("groups", "strategy_params", "TEXT NOT NULL DEFAULT '{}'"),
+    # Admission (docs/security.md): the key of the node's current membership, and the
+    # receipt its group's host wrote (group, key; the Flower id goes in flower_node_id).
+    ("nodes", "public_key", "TEXT"),
+    ("nodes", "admitted_group", "INTEGER"),
+    ("nodes", "admitted_key", "TEXT"),
 )
 """Columns added after the first release: added to an older file at open (table, name, type)."""
 

@@ -281,9 +281,12 @@ class Store:
         token: str,
         invite_code: str | None,
         flower_node_id: int | None,
+        public_key: str | None = None,
     ) -> None:
+        """Join (idempotent); ``public_key`` is the key of this membership (admission)."""
         self._auth_node(node_id, token)
-        args = (group_id, node_id, invite_code, reads.fid_in(flower_node_id), self._ttls())
+        fid = reads.fid_in(flower_node_id)
+        args = (group_id, node_id, invite_code, fid, self._ttls(), public_key)
         now = await self._engine.write(writes.join, *args)
         self._node_moved(node_id, group_id, now)
 
@@ -301,13 +304,44 @@ class Store:
         invite_code: str | None,
         reason: str,
         expected_gain: float,
+        public_key: str | None = None,
     ) -> int | None:
         """Leave + join in one transaction; returns the group the node came from."""
         self._auth_node(node_id, token)
         move = (to_group_id, invite_code, reason, expected_gain)
-        from_group, now = await self._engine.write(writes.migrate, node_id, move, self._ttls())
+        args = (node_id, move, self._ttls(), public_key)
+        from_group, now = await self._engine.write(writes.migrate, *args)
         self._node_moved(node_id, to_group_id, now)
         return from_group
+
+    # -- admission (docs/security.md) -------------------------------------------------------
+
+    async def set_public_key(self, *, node_id: int, token: str, public_key: str) -> None:
+        """Only the node itself (its token) sets the key of its current membership."""
+        self._auth_node(node_id, token)
+        await self._engine.write(writes.set_public_key, node_id, public_key)
+
+    async def admission(self, *, node_id: int, token: str) -> Row:
+        """The node's admission receipt (its own token)."""
+        self._auth_node(node_id, token)
+        row = await self._engine.read(reads.select_admission, node_id)
+        if row is None:
+            raise NotFoundError(f"node {node_id} not found")
+        return row
+
+    async def group_members(self, *, group_id: int, token: str) -> list[Row]:
+        """The members and their keys, for the group's host (group token)."""
+        self._auth_group(group_id, token)
+        return await self._engine.read(reads.select_members, group_id, self.node_ttl)
+
+    async def admit(
+        self, *, group_id: int, token: str, node_id: int, public_key: str, flower_node_id: int
+    ) -> None:
+        """The host's receipt for a member's key (group token)."""
+        self._auth_group(group_id, token)
+        fid = str(flower_node_id)
+        await self._engine.write(writes.admit, group_id, node_id, public_key, fid)
+        self._invalidate()
 
     # -- the coordinator (group token) ------------------------------------------------------
 

@@ -83,7 +83,12 @@ def _node_row(conn: sqlite3.Connection, node_id: int) -> sqlite3.Row:
 
 def _detach(conn: sqlite3.Connection, now: float, node: sqlite3.Row, node_ttl: float) -> None:
     """Take a node out of its group; the group counts as live now if the node was."""
-    conn.execute("UPDATE nodes SET group_id = NULL WHERE id = ?", (node["id"],))
+    # A key belongs to one membership (Flower never re-registers a key): it goes too.
+    conn.execute(
+        "UPDATE nodes SET group_id = NULL, public_key = NULL, admitted_group = NULL, "
+        "admitted_key = NULL WHERE id = ?",
+        (node["id"],),
+    )
     if node["group_id"] is not None and now - node["last_seen"] <= node_ttl:
         conn.execute(
             "UPDATE groups SET last_live_at = MAX(last_live_at, ?) WHERE id = ?",
@@ -195,15 +200,22 @@ def _joinable_group(
 
 
 def _attach(
-    conn: sqlite3.Connection, now: float, node_id: int, group_id: int, fid: str | None
+    conn: sqlite3.Connection,
+    now: float,
+    node_id: int,
+    group_id: int,
+    fid: str | None,
+    public_key: str | None = None,
 ) -> None:
     # An accuracy reported in another group (or alone) says nothing about this group's
     # model: cleared, so the group's verified accuracy only counts reports made in it.
+    # A new ``public_key`` is the key of this membership (the old receipt no longer holds).
     conn.execute(
         "UPDATE nodes SET group_id = ?, last_seen = ?, "
         "flower_node_id = COALESCE(?, flower_node_id), "
-        "accuracy = CASE WHEN group_id IS ? THEN accuracy END WHERE id = ?",
-        (group_id, now, fid, group_id, node_id),
+        "accuracy = CASE WHEN group_id IS ? THEN accuracy END, "
+        "public_key = COALESCE(?, public_key) WHERE id = ?",
+        (group_id, now, fid, group_id, public_key, node_id),
     )
     conn.execute("UPDATE groups SET last_live_at = ? WHERE id = ?", (now, group_id))
 
@@ -216,6 +228,7 @@ def join(
     invite_code: str | None,
     fid: str | None,
     ttls: Ttls,
+    public_key: str | None = None,
 ) -> float:
     node = _node_row(conn, node_id)
     if node["group_id"] is not None and node["group_id"] != group_id:
@@ -224,7 +237,7 @@ def join(
             group_id=node["group_id"],
         )
     _joinable_group(conn, now, group_id, node_id, invite_code, ttls)
-    _attach(conn, now, node_id, group_id, fid)
+    _attach(conn, now, node_id, group_id, fid, public_key)
     if node["group_id"] is None:
         event(conn, "joined", now, node_id=node_id, group_id=group_id)
     return now
@@ -249,8 +262,9 @@ def migrate(
     node_id: int,
     move: tuple[int, str | None, str, float],
     ttls: Ttls,
+    public_key: str | None = None,
 ) -> tuple[int | None, float]:
-    """Leave + join; returns the group the node came from."""
+    """Leave + join (with the new membership's key); returns the group the node came from."""
     to_group_id, invite_code, reason, expected_gain = move
     node = _node_row(conn, node_id)
     if node["group_id"] == to_group_id:
@@ -259,7 +273,7 @@ def migrate(
         )
     _joinable_group(conn, now, to_group_id, node_id, invite_code, ttls)
     _detach(conn, now, node, ttls[0])
-    _attach(conn, now, node_id, to_group_id, None)
+    _attach(conn, now, node_id, to_group_id, None, public_key)
     event(
         conn,
         "migrated",
@@ -272,6 +286,40 @@ def migrate(
         expected_gain=expected_gain,
     )
     return node["group_id"], now
+
+
+# -- admission (docs/security.md) ---------------------------------------------------------------
+
+
+def set_public_key(conn: sqlite3.Connection, now: float, node_id: int, public_key: str) -> None:
+    """A new key for the node's current membership (e.g. its SuperNode restarted)."""
+    node = _node_row(conn, node_id)
+    if node["group_id"] is None:
+        raise ConflictError(f"node {node_id} is in no group: a key belongs to a membership")
+    conn.execute("UPDATE nodes SET public_key = ? WHERE id = ?", (public_key, node_id))
+
+
+def admit(
+    conn: sqlite3.Connection,
+    now: float,
+    group_id: int,
+    node_id: int,
+    public_key: str,
+    fid: str,
+) -> None:
+    """The host's receipt: ``public_key`` of member ``node_id`` is registered on the
+    group's SuperLink as Flower node ``fid``. Refused unless that is the member's key now."""
+    row = conn.execute("SELECT group_id, public_key FROM nodes WHERE id = ?", (node_id,)).fetchone()
+    if row is None:
+        raise NotFoundError(f"node {node_id} not found")
+    if row["group_id"] != group_id:
+        raise ConflictError(f"node {node_id} is not a member of group {group_id}")
+    if row["public_key"] != public_key:
+        raise ConflictError(f"node {node_id} has another key now; admit its current key")
+    conn.execute(
+        "UPDATE nodes SET admitted_group = ?, admitted_key = ?, flower_node_id = ? WHERE id = ?",
+        (group_id, public_key, fid, node_id),
+    )
 
 
 # -- the coordinator's reports -----------------------------------------------------------------
@@ -350,7 +398,11 @@ def sweep(
 def _dissolve(conn: sqlite3.Connection, now: float, group_id: int, reason: str) -> list[int]:
     """Detach every member (evicted events), mark the group dissolved; returns the members."""
     members = [r[0] for r in conn.execute("SELECT id FROM nodes WHERE group_id = ?", (group_id,))]
-    conn.execute("UPDATE nodes SET group_id = NULL WHERE group_id = ?", (group_id,))
+    conn.execute(
+        "UPDATE nodes SET group_id = NULL, public_key = NULL, admitted_group = NULL, "
+        "admitted_key = NULL WHERE group_id = ?",
+        (group_id,),
+    )
     conn.execute("UPDATE groups SET status = 'dissolved' WHERE id = ?", (group_id,))
     for node_id in members:
         event(conn, "evicted", now, node_id=node_id, group_id=group_id, reason="dissolved")
