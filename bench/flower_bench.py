@@ -29,6 +29,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from bench import BenchError, check_rounds_and_modes
 from mycelium import launch
 from mycelium.client import RegistryClient, RegistryError, read_token_file, write_token_file
 from mycelium.flower import protocol
@@ -53,10 +54,6 @@ MODES = ("warm", "cold", "pinned")  # pinned: warm, served by the agent's own ex
 RSS_SAMPLE_INTERVAL = 0.5
 
 Section = Callable[[Path, str], dict[str, float]]
-
-
-class BenchError(Exception):
-    """The benchmark could not run (one-line message)."""
 
 
 @dataclass(frozen=True)
@@ -279,11 +276,7 @@ def run(
     sections: Sequence[Section] = (),
 ) -> str:
     """Measure, print-ready table back; also writes JSON when asked."""
-    if rounds < 1:
-        raise BenchError("rounds must be >= 1")
-    bad = [m for m in modes if m not in MODES]
-    if bad:
-        raise BenchError(f"unknown mode(s) {bad}; use {', '.join(MODES)}")
+    check_rounds_and_modes(rounds, modes, MODES)
     with ExitStack() as stack:
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="flbench-")))

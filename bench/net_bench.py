@@ -21,6 +21,7 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any, Protocol
 
+from bench import BenchError, check_rounds_and_modes
 from mycelium import launch
 from mycelium.client import RegistryClient
 from mycelium.procs import DeadlineExceeded, wait_for
@@ -37,10 +38,6 @@ NODE_OPTIONS: dict[str, Any] = {
     "log_level": "info",
     **launch.FAST_TIMERS,
 }
-
-
-class BenchError(RuntimeError):
-    """The benchmark could not measure (one line)."""
 
 
 class View(Protocol):
@@ -172,11 +169,7 @@ def run(
     workdir: Path | None = None,
 ) -> str:
     """Measure each mode; a print-ready table back (and JSON when asked)."""
-    if rounds < 1:
-        raise BenchError("rounds must be >= 1")
-    bad = [m for m in modes if m not in MODES]
-    if bad:
-        raise BenchError(f"unknown mode(s) {bad}; use {' and/or '.join(MODES)}")
+    check_rounds_and_modes(rounds, modes, MODES)
     with ExitStack() as stack:
         if workdir is None:
             workdir = Path(stack.enter_context(TemporaryDirectory(prefix="bench-net-")))

@@ -32,6 +32,7 @@ import httpx
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
+from bench import BenchError
 from mycelium.client import write_token_file
 from mycelium.launch import registry_command
 from mycelium.procs import DeadlineExceeded, ManagedProcess, free_port, wait_for
@@ -52,10 +53,6 @@ bare_app = FastAPI()
 async def ping() -> JSONResponse:
     """The bare endpoint: no storage, no validation, small JSON."""
     return JSONResponse({"status": "ok"})
-
-
-class BenchError(Exception):
-    """The benchmark could not run (no wrk, a server did not start, load failed)."""
 
 
 @dataclass(frozen=True)
