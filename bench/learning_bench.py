@@ -39,6 +39,7 @@ class _Flags:
     max_candidates: int
     task: str = "digits"
     strategies: tuple[StrategyConfig, ...] = (StrategyConfig(),)
+    prior_shift: bool = True
 
     def config(self, scenario: str, strategy: StrategyConfig) -> SimConfig:
         return SimConfig(
@@ -54,6 +55,7 @@ class _Flags:
             max_candidates=self.max_candidates,
             task=self.task,
             strategy=strategy,
+            prior_shift=self.prior_shift,
         )
 
     def runs(self) -> list[tuple[str, SimConfig]]:
@@ -91,6 +93,7 @@ def _validate(
     max_candidates: int,
     task: str,
     strategies: Sequence[StrategyConfig],
+    prior_shift: bool = True,
 ) -> _Flags:
     parsed = None if drift is None else parse_drift(drift)
     default = [s for s in task_scenarios if parsed is None or s != "mixed"]
@@ -124,7 +127,7 @@ def _validate(
     capacity = max_capacity or clients
     return _Flags(
         chosen_s, chosen_a, clusters, clients, rounds, seed, capacity,
-        arrivals, parsed, liars, max_candidates, task, _with_fedavg(strategies),
+        arrivals, parsed, liars, max_candidates, task, _with_fedavg(strategies), prior_shift,
     )  # fmt: skip
 
 
@@ -145,12 +148,14 @@ def run_cli(
     max_candidates: int = 8,
     task: str = "digits",
     strategies: Sequence[StrategyConfig] = (),
+    prior_shift: bool = True,
 ) -> str:
     """Run the benchmark; write JSON / PNG if asked; return the markdown report.
 
     ``rounds`` None = the task's ``bench_rounds`` (30 without). ``strategies`` other than
     plain FedAvg run next to FedAvg; each scenario's results are then keyed
-    ``"scenario strategy"`` (just ``"scenario"`` with FedAvg alone)."""
+    ``"scenario strategy"`` (just ``"scenario"`` with FedAvg alone). ``prior_shift`` False
+    scores every probe by plain accuracy (the agent's scoring before prior-shifted scores)."""
     task_obj = load_task(task)  # TaskLoadError (ValueError): one line
     if rounds is None:
         rounds = getattr(task_obj, "bench_rounds", DEFAULT_ROUNDS)
@@ -169,6 +174,7 @@ def run_cli(
         max_candidates=max_candidates,
         task=task,
         strategies=strategies,
+        prior_shift=prior_shift,
     )
     for path, suffix in ((json_path, ".json"), (plot_path, ".png")):
         if path is not None and path.suffix.lower() != suffix:

@@ -91,6 +91,13 @@ def bench_learning(
     max_candidates: Annotated[
         int, typer.Option(help="Groups a node probes besides its own.", min=1)
     ] = 8,
+    prior_shift: Annotated[
+        bool,
+        typer.Option(
+            help="Nodes score models with their own label prior added (as the agent does); "
+            "--no-prior-shift scores plain accuracy."
+        ),
+    ] = True,
     json_path: Annotated[
         Path | None, typer.Option("--json", resolve_path=True, help="Write results as JSON.")
     ] = None,
@@ -135,6 +142,7 @@ def bench_learning(
             drift=drift,
             liars=liars,
             max_candidates=max_candidates,
+            prior_shift=prior_shift,
         )
     except ValueError as exc:
         raise fail(str(exc)) from None

@@ -33,6 +33,7 @@ from mycelium.flower.protocol import (
     TRAIN_LOSS_KEY,
 )
 from mycelium.learning.tasks.base import Hyper, get_weights, set_weights, spec_of
+from mycelium.learning.tasks.ops import log_prior_of
 
 if TYPE_CHECKING:
     from mycelium.learning.data import ClientData
@@ -87,7 +88,11 @@ class LocalTrainer:
     """A node's warm trainer: its data, its own local model and a scratch group model.
 
     ``task`` (default digits) gives the model, training and evaluation;
-    ``epochs``/``lr``/``batch_size`` default to the task's ``hyper``.
+    ``epochs``/``lr``/``batch_size`` default to the task's ``hyper``. A group model's score
+    on the val split (the current group's in a fit, a candidate's probe) is prior-shifted by
+    the node's own training labels when the task has the hook and ``prior_shift`` is on, as
+    in the simulation (docs/learning.md); the local model (trained on those labels) and test
+    accuracy are scored plain.
 
     Thread-safe: one lock serialises fits, probes and warm-up.
     """
@@ -102,6 +107,7 @@ class LocalTrainer:
         lr: float | None = None,
         batch_size: int | None = None,
         clock: Callable[[], float] = time.time,
+        prior_shift: bool = True,
     ) -> None:
         from mycelium.learning.tasks.loader import load_task
 
@@ -114,6 +120,7 @@ class LocalTrainer:
             {k: v for k, v in given.items() if v is not None}, core
         )
         self._clock = clock
+        self._log_prior = log_prior_of(task, data.y_train) if prior_shift else None
         self._lock = threading.Lock()
         self._local_model = task.create_model(seed)
         self._group_model = task.create_model(seed)
@@ -186,10 +193,10 @@ class LocalTrainer:
         task, data, model = self._task, self._data, self._group_model
         with self._lock:
             set_weights(model, incoming)
-            val_loss, val_acc = task.evaluate(model, data.x_val, data.y_val)
+            val_loss, val_acc = self._evaluate(model, data.x_val, data.y_val)
             seed = self._seed + (round or 0)
             train_loss = task.train(model, data.x_train, data.y_train, params.hyper(), seed=seed)
-            post_loss, post_acc = task.evaluate(model, data.x_val, data.y_val)
+            post_loss, post_acc = self._evaluate(model, data.x_val, data.y_val)
             updated = get_weights(model)
             self._last_round = round
             self._last_fit_at = self._clock()
@@ -207,21 +214,31 @@ class LocalTrainer:
         return FitResult(arrays=updated, num_examples=self.num_examples, metrics=metrics)
 
     def evaluate_arrays(self, arrays: Sequence[np.ndarray]) -> tuple[float, float]:
-        """(loss, accuracy) of a model (e.g. a candidate group's) on own val split."""
-        return self._score(arrays, self._data.x_val, self._data.y_val)
+        """(loss, accuracy) of a model (e.g. a candidate group's) on own val split
+        (prior-shifted, see the class)."""
+        return self._score(arrays, self._data.x_val, self._data.y_val, shifted=True)
 
     def test_accuracy(self, arrays: Sequence[np.ndarray]) -> float:
         """Accuracy of a model on the node's own test split (for status reports)."""
-        return self._score(arrays, self._data.x_test, self._data.y_test)[1]
+        return self._score(arrays, self._data.x_test, self._data.y_test, shifted=False)[1]
 
     def _score(
-        self, arrays: Sequence[np.ndarray], x: np.ndarray, y: np.ndarray
+        self, arrays: Sequence[np.ndarray], x: np.ndarray, y: np.ndarray, *, shifted: bool
     ) -> tuple[float, float]:
         checked = self.check_arrays(arrays)
         with self._lock:  # the scratch group model is shared with fits
             set_weights(self._group_model, checked)
-            loss, acc = self._task.evaluate(self._group_model, x, y)
+            if shifted:
+                loss, acc = self._evaluate(self._group_model, x, y)
+            else:
+                loss, acc = self._task.evaluate(self._group_model, x, y)
         return float(loss), float(acc)
+
+    def _evaluate(self, model: Any, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        """The task's (loss, accuracy) with the node's label log-prior, if it has one."""
+        if self._log_prior is None:
+            return self._task.evaluate(model, x, y)
+        return self._task.evaluate(model, x, y, log_prior=self._log_prior)  # type: ignore[call-arg]
 
     def warm_up(self, epochs: int) -> float:
         """Train the node's own local-only model for ``epochs``; returns the mean loss."""

@@ -117,17 +117,28 @@ def train_many(
 
 
 def evaluate_matrix(
-    models: Sequence[Weights], xs: Sequence[np.ndarray], ys: Sequence[np.ndarray]
+    models: Sequence[Weights],
+    xs: Sequence[np.ndarray],
+    ys: Sequence[np.ndarray],
+    *,
+    log_priors: Sequence[np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(loss, accuracy), each of shape (models, datasets): every model on every dataset."""
-    return batched.evaluate_stacked(_shared_input_forward, _stack(models), xs, ys)
+    """(loss, accuracy), each of shape (models, datasets): every model on every dataset
+    (``log_priors``: see :func:`mycelium.learning.tasks.batched.evaluate_matrix`)."""
+    stacked = _stack(models)
+    return batched.evaluate_stacked(_shared_input_forward, stacked, xs, ys, log_priors=log_priors)
 
 
 def evaluate_pairs(
-    models: Sequence[Weights], xs: Sequence[np.ndarray], ys: Sequence[np.ndarray]
+    models: Sequence[Weights],
+    xs: Sequence[np.ndarray],
+    ys: Sequence[np.ndarray],
+    *,
+    log_priors: Sequence[np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(loss, accuracy) of model b on dataset b, for each b, in one batched computation."""
-    return batched.evaluate_pairs_stacked(_forward, _stack(models), xs, ys)
+    stacked = _stack(models)
+    return batched.evaluate_pairs_stacked(_forward, stacked, xs, ys, log_priors=log_priors)
 
 
 def _forward(params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:

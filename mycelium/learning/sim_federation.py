@@ -21,7 +21,7 @@ from mycelium.learning.sim_timeline import Drift, Timeline, make_timeline
 from mycelium.learning.strategy import StrategyConfig
 from mycelium.learning.tasks.base import DataRequest, Weights, get_weights
 from mycelium.learning.tasks.loader import load_task
-from mycelium.learning.tasks.ops import batched
+from mycelium.learning.tasks.ops import batched, log_prior_of
 
 ROUND_SECONDS = 30.0
 
@@ -29,7 +29,9 @@ ROUND_SECONDS = 30.0
 @dataclass(frozen=True)
 class SimConfig:
     """One simulated federation (``max_candidates``: groups a node probes besides its own;
-    ``task``: a task reference, see docs/tasks.md; ``strategy``: every group's aggregation)."""
+    ``task``: a task reference, see docs/tasks.md; ``strategy``: every group's aggregation;
+    ``prior_shift``: nodes score models prior-shifted by their own labels, as the agent does
+    when the task has the hook)."""
 
     scenario: str
     clusters: int
@@ -44,6 +46,7 @@ class SimConfig:
     max_candidates: int = 8
     task: str = "digits"
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    prior_shift: bool = True
 
 
 @dataclass
@@ -149,6 +152,31 @@ class Federation:
     def val(self, round_: int, who: Sequence[int]) -> tuple[list[np.ndarray], list[np.ndarray]]:
         clients = self.phase(round_).clients
         return [clients[i].x_val for i in who], [clients[i].y_val for i in who]
+
+    def log_priors(self, round_: int, who: Sequence[int]) -> list[np.ndarray] | None:
+        """Each client's label log-prior (from its training labels in ``round_``) for the
+        prior-shifted scores, or None when the run or the task has none."""
+        if not self.config.prior_shift:
+            return None
+        clients = self.phase(round_).clients
+        priors = [log_prior_of(self.task, clients[i].y_train) for i in who]
+        shifted = [p for p in priors if p is not None]
+        return shifted if len(shifted) == len(priors) else None
+
+    def local_scores(
+        self, models: Sequence[Weights], who: Sequence[int], round_: int
+    ) -> np.ndarray:
+        """Local model b's plain accuracy on client ``who[b]``'s validation split (trained on
+        the client's own labels, it has their prior already)."""
+        return self.ops.evaluate_pairs(models, *self.val(round_, who))[1]
+
+    def score_matrix(self, models: Sequence[Weights], round_: int) -> np.ndarray:
+        """Every group model's score on every client's validation split, ``(models,
+        clients)``, prior-shifted by each client's labels if the run is: the probes."""
+        who = range(self.config.clients)
+        xs, ys = self.val(round_, who)
+        priors = self.log_priors(round_, who)
+        return self.ops.evaluate_matrix(models, xs, ys, log_priors=priors)[1]
 
     def test_accuracy(
         self, models: Sequence[Weights], model_of: dict[int, int], round_: int

@@ -124,9 +124,7 @@ class PolicyRun:
         if round_ != self.fed.timeline.drift_round:
             return
         who = [i for i, _ in self.fed.timeline.drifted]
-        xs, ys = self.fed.val(round_, who)
-        _, scores = self.fed.ops.evaluate_pairs([self.local[i] for i in who], xs, ys)
-        self.local_scores[who] = scores
+        self.local_scores[who] = self.fed.local_scores([self.local[i] for i in who], who, round_)
 
     def _train(self, round_: int, present: list[int]) -> None:
         """Group members train and each group aggregates with its strategy; a node without a
@@ -137,8 +135,7 @@ class PolicyRun:
             trained = self.fed.train([self.local[i] for i in alone], alone, round_, salt=2)
             for i, weights in zip(alone, trained, strict=True):
                 self.local[i] = weights
-            _, scores = self.fed.ops.evaluate_pairs(trained, *self.fed.val(round_, alone))
-            self.local_scores[alone] = scores
+            self.local_scores[alone] = self.fed.local_scores(trained, alone, round_)
         if grouped:
             members = {gid: sorted(m) for gid, m in self.net.members.items()}
             self.net.models.update(self.training.round(self.net.models, members, round_))
@@ -149,8 +146,7 @@ class PolicyRun:
         gids = sorted(self.net.models)
         self.net.scores = {}
         if gids:
-            xs, ys = self.fed.val(round_, range(self.config.clients))
-            _, acc = self.fed.ops.evaluate_matrix([self.net.models[g] for g in gids], xs, ys)
+            acc = self.fed.score_matrix([self.net.models[g] for g in gids], round_)
             self.net.scores = dict(zip(gids, acc, strict=True))
         self.registry = RegistryView.publish(self.net.members, self.net.scores, self.config.liars)
 
@@ -222,9 +218,7 @@ class PolicyRun:
         """A new group seeded with the founder's local model, probed by every client and
         listed with the founder's figure."""
         gid = self.net.found(self.local[client])
-        xs, ys = self.fed.val(round_, range(self.config.clients))
-        _, acc = self.fed.ops.evaluate_matrix([self.local[client]], xs, ys)
-        self.net.scores[gid] = acc[0]
+        self.net.scores[gid] = self.fed.score_matrix([self.local[client]], round_)[0]
         self.registry.add(gid, [float(self.local_scores[client])])
         return gid
 

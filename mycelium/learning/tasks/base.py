@@ -8,6 +8,10 @@ arrays on the wire), ``load_data(request)`` (a node's train / val / test splits)
 (``epochs``, ``lr``, ``batch_size``, ``proximal_mu`` for FedProx). A task may add the
 batched ``train_many`` / ``evaluate_matrix`` / ``evaluate_pairs`` of :class:`BatchedTask`
 for the simulation; :func:`mycelium.learning.tasks.ops.batched` runs models one by one otherwise.
+A task may also offer the *prior-shifted score* of :class:`PriorTask`: ``label_log_prior(y)``,
+and ``log_prior=`` on ``evaluate`` (``log_priors=`` on the batched ones) to add a node's own
+label log-prior to every model's logits before counting; nodes score groups that way (see
+docs/learning.md, "prior-shifted scores"). Every :class:`ImageTask` has it.
 :class:`ImageTask`, :class:`BatchedImageTask` and :class:`StackedTask` are base classes that
 leave a task little more than its model to write.
 
@@ -99,12 +103,44 @@ class BatchedTask(Task, Protocol):
     ) -> tuple[list[Weights], np.ndarray]: ...
 
     def evaluate_matrix(
-        self, models: Sequence[Weights], xs: Sequence[np.ndarray], ys: Sequence[np.ndarray]
+        self,
+        models: Sequence[Weights],
+        xs: Sequence[np.ndarray],
+        ys: Sequence[np.ndarray],
+        *,
+        log_priors: Sequence[np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]: ...
 
     def evaluate_pairs(
-        self, models: Sequence[Weights], xs: Sequence[np.ndarray], ys: Sequence[np.ndarray]
+        self,
+        models: Sequence[Weights],
+        xs: Sequence[np.ndarray],
+        ys: Sequence[np.ndarray],
+        *,
+        log_priors: Sequence[np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+@runtime_checkable
+class PriorTask(Task, Protocol):
+    """A task whose scores can be prior-shifted: ``evaluate(model, x, y, log_prior=p)``
+    counts hits of ``argmax(logits + p)`` (and its loss), ``p = label_log_prior(y_train)``."""
+
+    def label_log_prior(self, y: np.ndarray) -> np.ndarray: ...
+
+    def evaluate(
+        self, model: nn.Module, x: np.ndarray, y: np.ndarray, *, log_prior: np.ndarray | None = None
+    ) -> tuple[float, float]: ...
+
+
+def label_log_prior(y: np.ndarray, num_classes: int) -> np.ndarray:
+    """log of the label frequencies of ``y``, Laplace-smoothed (one count added to every
+    class): shape ``(num_classes,)``, float32."""
+    labels = np.asarray(y, np.int64)
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"labels must lie in 0..{num_classes - 1}")
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64) + 1.0
+    return np.log(counts / counts.sum()).astype(np.float32)
 
 
 # -- weights of any module --------------------------------------------------------------
@@ -174,8 +210,13 @@ class ImageTask:
     ) -> float:
         return sgd_train(model, x, y, hyper, seed=seed)
 
-    def evaluate(self, model: nn.Module, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-        return cross_entropy_eval(model, x, y)
+    def evaluate(
+        self, model: nn.Module, x: np.ndarray, y: np.ndarray, *, log_prior: np.ndarray | None = None
+    ) -> tuple[float, float]:
+        return cross_entropy_eval(model, x, y, log_prior=log_prior)
+
+    def label_log_prior(self, y: np.ndarray) -> np.ndarray:
+        return label_log_prior(y, self.dataset.num_classes)
 
 
 class BatchedImageTask(ImageTask):
@@ -190,8 +231,11 @@ class BatchedImageTask(ImageTask):
         set_weights(model, weights[0])
         return float(losses[0])
 
-    def evaluate(self, model: nn.Module, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-        loss, accuracy = self.evaluate_matrix([get_weights(model)], [x], [y])
+    def evaluate(
+        self, model: nn.Module, x: np.ndarray, y: np.ndarray, *, log_prior: np.ndarray | None = None
+    ) -> tuple[float, float]:
+        priors = None if log_prior is None else [log_prior]
+        loss, accuracy = self.evaluate_matrix([get_weights(model)], [x], [y], log_priors=priors)
         return float(loss[0, 0]), float(accuracy[0, 0])
 
     def train_many(
@@ -206,12 +250,22 @@ class BatchedImageTask(ImageTask):
         raise NotImplementedError
 
     def evaluate_matrix(
-        self, models: Sequence[Weights], xs: Sequence[np.ndarray], ys: Sequence[np.ndarray]
+        self,
+        models: Sequence[Weights],
+        xs: Sequence[np.ndarray],
+        ys: Sequence[np.ndarray],
+        *,
+        log_priors: Sequence[np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
     def evaluate_pairs(
-        self, models: Sequence[Weights], xs: Sequence[np.ndarray], ys: Sequence[np.ndarray]
+        self,
+        models: Sequence[Weights],
+        xs: Sequence[np.ndarray],
+        ys: Sequence[np.ndarray],
+        *,
+        log_priors: Sequence[np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
@@ -237,18 +291,28 @@ class StackedTask(BatchedImageTask):
         return batched.train_many(self.stacked_forward, weights, xs, ys, hyper, seeds=seeds)
 
     def evaluate_matrix(
-        self, models: Sequence[Weights], xs: Sequence[np.ndarray], ys: Sequence[np.ndarray]
+        self,
+        models: Sequence[Weights],
+        xs: Sequence[np.ndarray],
+        ys: Sequence[np.ndarray],
+        *,
+        log_priors: Sequence[np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         from mycelium.learning.tasks import batched
 
-        return batched.evaluate_matrix(self.stacked_forward, models, xs, ys)
+        return batched.evaluate_matrix(self.stacked_forward, models, xs, ys, log_priors=log_priors)
 
     def evaluate_pairs(
-        self, models: Sequence[Weights], xs: Sequence[np.ndarray], ys: Sequence[np.ndarray]
+        self,
+        models: Sequence[Weights],
+        xs: Sequence[np.ndarray],
+        ys: Sequence[np.ndarray],
+        *,
+        log_priors: Sequence[np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         from mycelium.learning.tasks import batched
 
-        return batched.evaluate_pairs(self.stacked_forward, models, xs, ys)
+        return batched.evaluate_pairs(self.stacked_forward, models, xs, ys, log_priors=log_priors)
 
 
 def sgd_train(model: nn.Module, x: np.ndarray, y: np.ndarray, hyper: Hyper, *, seed: int) -> float:
@@ -285,21 +349,30 @@ def sgd_train(model: nn.Module, x: np.ndarray, y: np.ndarray, hyper: Hyper, *, s
 
 
 def cross_entropy_eval(
-    model: nn.Module, x: np.ndarray, y: np.ndarray, chunk: int = 4096
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    chunk: int = 4096,
+    *,
+    log_prior: np.ndarray | None = None,
 ) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of ``model`` on (x, y)."""
+    """(mean cross-entropy, accuracy) of ``model`` on (x, y); ``log_prior`` (a
+    :func:`label_log_prior`) is added to the logits first."""
     import torch
     from torch import nn
 
     if len(y) < 1:
         raise ValueError("evaluation needs at least one sample")
     model.eval()
+    shift = None if log_prior is None else torch.from_numpy(np.asarray(log_prior, np.float32))
     loss_sum, hits = 0.0, 0
     with torch.no_grad():
         for start in range(0, len(y), chunk):
             xb = torch.from_numpy(np.array(x[start : start + chunk], np.float32))
             yb = torch.from_numpy(np.array(y[start : start + chunk], np.int64))
             logits = model(xb)
+            if shift is not None:
+                logits = logits + shift
             loss_sum += float(nn.functional.cross_entropy(logits, yb, reduction="sum"))
             hits += int((logits.argmax(dim=1) == yb).sum())
     return loss_sum / len(y), hits / len(y)

@@ -128,9 +128,12 @@ def evaluate_matrix(
     models: Sequence[Weights],
     xs: Sequence[np.ndarray],
     ys: Sequence[np.ndarray],
+    *,
+    log_priors: Sequence[np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(loss, accuracy), each of shape (models, datasets): every model on every dataset."""
-    return evaluate_stacked(forward, stack(models), xs, ys)
+    """(loss, accuracy), each of shape (models, datasets): every model on every dataset;
+    with ``log_priors`` (one label log-prior per dataset) added to every model's logits."""
+    return evaluate_stacked(forward, stack(models), xs, ys, log_priors=log_priors)
 
 
 def evaluate_stacked(
@@ -138,6 +141,8 @@ def evaluate_stacked(
     params: list[torch.Tensor],
     xs: Sequence[np.ndarray],
     ys: Sequence[np.ndarray],
+    *,
+    log_priors: Sequence[np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`evaluate_matrix` on parameters already stacked (B = ``len(params[0])``)."""
     if min(len(y) for y in ys) < 1:
@@ -145,6 +150,7 @@ def evaluate_stacked(
     count = len(params[0])
     x_all = torch.from_numpy(np.concatenate([np.asarray(x, np.float32) for x in xs]))
     y_all = torch.from_numpy(np.concatenate([np.asarray(y, np.int64) for y in ys]))
+    shift = row_shift(log_priors, ys)
     starts = np.cumsum([0] + [len(y) for y in ys[:-1]])
     sizes = np.array([len(y) for y in ys], dtype=np.float64)
     model_step = min(count, EVAL_MODELS_PER_CHUNK)
@@ -157,6 +163,8 @@ def evaluate_stacked(
             for r in range(0, len(y_all), row_step):
                 xb, yb = x_all[r : r + row_step], y_all[r : r + row_step]
                 logits = forward(chunk, xb.expand(len(chunk[0]), *xb.shape))
+                if shift is not None:
+                    logits = logits + shift[r : r + row_step]
                 ce = nn.functional.cross_entropy(
                     logits.transpose(1, 2), yb.expand(len(logits), -1), reduction="none"
                 )
@@ -175,11 +183,14 @@ def evaluate_pairs(
     models: Sequence[Weights],
     xs: Sequence[np.ndarray],
     ys: Sequence[np.ndarray],
+    *,
+    log_priors: Sequence[np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(loss, accuracy) of model b on dataset b, for each b."""
+    """(loss, accuracy) of model b on dataset b, for each b (``log_priors``: as for
+    :func:`evaluate_matrix`)."""
     if len(models) != len(xs):
         raise ValueError("models and datasets must have the same length")
-    return evaluate_pairs_stacked(forward, stack(models), xs, ys)
+    return evaluate_pairs_stacked(forward, stack(models), xs, ys, log_priors=log_priors)
 
 
 def evaluate_pairs_stacked(
@@ -187,6 +198,8 @@ def evaluate_pairs_stacked(
     params: list[torch.Tensor],
     xs: Sequence[np.ndarray],
     ys: Sequence[np.ndarray],
+    *,
+    log_priors: Sequence[np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`evaluate_pairs` on parameters already stacked (B = ``len(params[0])``)."""
     count = len(params[0])
@@ -195,6 +208,7 @@ def evaluate_pairs_stacked(
     if min(len(y) for y in ys) < 1:
         raise ValueError("every dataset needs at least one sample")
     x_pad, y_pad, sizes = pad(xs, ys)
+    prior = None if log_priors is None else stacked_priors(log_priors)[:, None]
     mask = torch.arange(x_pad.shape[1])[None, :] < torch.from_numpy(sizes)[:, None]
     step = max(1, EVAL_CHUNK_ELEMENTS // max(1, count * x_pad.shape[2]))
     ce_sum = torch.zeros(count, dtype=torch.float64)
@@ -202,12 +216,30 @@ def evaluate_pairs_stacked(
     with torch.no_grad():
         for lo in range(0, x_pad.shape[1], step):
             logits = forward(params, x_pad[:, lo : lo + step])
+            if prior is not None:
+                logits = logits + prior
             yb, mb = y_pad[:, lo : lo + step], mask[:, lo : lo + step]
             ce = nn.functional.cross_entropy(logits.transpose(1, 2), yb, reduction="none")
             ce_sum += (ce.double() * mb).sum(dim=1)
             hit_sum += ((logits.argmax(dim=2) == yb) & mb).double().sum(dim=1)
     denominator = torch.from_numpy(sizes).double()
     return (ce_sum / denominator).numpy(), (hit_sum / denominator).numpy()
+
+
+def row_shift(
+    log_priors: Sequence[np.ndarray] | None, ys: Sequence[np.ndarray]
+) -> torch.Tensor | None:
+    """Each dataset's log prior repeated for its rows, ``(rows, classes)``; or None."""
+    if log_priors is None:
+        return None
+    if len(log_priors) != len(ys):
+        raise ValueError("log_priors and datasets must have the same length")
+    return torch.from_numpy(np.repeat(stacked_priors(log_priors).numpy(), [len(y) for y in ys], 0))
+
+
+def stacked_priors(log_priors: Sequence[np.ndarray]) -> torch.Tensor:
+    """The log priors as one float32 tensor ``(datasets, classes)``."""
+    return torch.from_numpy(np.stack([np.asarray(p, np.float32) for p in log_priors]))
 
 
 def epoch_order(rngs: list[np.random.Generator], sizes: np.ndarray, batch_size: int) -> np.ndarray:

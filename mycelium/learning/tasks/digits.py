@@ -50,18 +50,28 @@ class DigitsTask(BatchedImageTask):
         )
 
     def evaluate_matrix(
-        self, models: Sequence[Weights], xs: Sequence[np.ndarray], ys: Sequence[np.ndarray]
+        self,
+        models: Sequence[Weights],
+        xs: Sequence[np.ndarray],
+        ys: Sequence[np.ndarray],
+        *,
+        log_priors: Sequence[np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         from mycelium.learning import model
 
-        return model.evaluate_matrix(models, xs, ys)
+        return model.evaluate_matrix(models, xs, ys, log_priors=log_priors)
 
     def evaluate_pairs(
-        self, models: Sequence[Weights], xs: Sequence[np.ndarray], ys: Sequence[np.ndarray]
+        self,
+        models: Sequence[Weights],
+        xs: Sequence[np.ndarray],
+        ys: Sequence[np.ndarray],
+        *,
+        log_priors: Sequence[np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         from mycelium.learning import model
 
-        return model.evaluate_pairs(models, xs, ys)
+        return model.evaluate_pairs(models, xs, ys, log_priors=log_priors)
 
 
 TASK = DigitsTask()

@@ -6,7 +6,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from mycelium.learning.tasks.base import BatchedTask, Hyper, Task, Weights, get_weights, set_weights
+from mycelium.learning.tasks.base import (
+    BatchedTask,
+    Hyper,
+    PriorTask,
+    Task,
+    Weights,
+    get_weights,
+    set_weights,
+)
 
 
 def batched(task: Task) -> BatchedTask:
@@ -15,6 +23,14 @@ def batched(task: Task) -> BatchedTask:
     if isinstance(task, BatchedTask):
         return task
     return OneByOne(task)
+
+
+def log_prior_of(task: Task, y_train: np.ndarray) -> np.ndarray | None:
+    """The node's label log-prior for prior-shifted scores, or None when ``task`` has no
+    :class:`~mycelium.learning.tasks.base.PriorTask` hook (its scores are plain accuracy)."""
+    if isinstance(task, PriorTask):
+        return np.asarray(task.label_log_prior(y_train), np.float32)
+    return None
 
 
 class OneByOne:
@@ -45,23 +61,45 @@ class OneByOne:
         return trained, np.asarray(losses, dtype=np.float64)
 
     def evaluate_matrix(
-        self, models: Sequence[Weights], xs: Sequence[np.ndarray], ys: Sequence[np.ndarray]
+        self,
+        models: Sequence[Weights],
+        xs: Sequence[np.ndarray],
+        ys: Sequence[np.ndarray],
+        *,
+        log_priors: Sequence[np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         loss = np.zeros((len(models), len(xs)))
         accuracy = np.zeros((len(models), len(xs)))
+        priors = [None] * len(xs) if log_priors is None else list(log_priors)
         for m, weights in enumerate(models):
             set_weights(self._model, weights)
-            for d, (x, y) in enumerate(zip(xs, ys, strict=True)):
-                loss[m, d], accuracy[m, d] = self.task.evaluate(self._model, x, y)
+            for d, (x, y, prior) in enumerate(zip(xs, ys, priors, strict=True)):
+                loss[m, d], accuracy[m, d] = self._evaluate(x, y, prior)
         return loss, accuracy
 
+    def _evaluate(
+        self, x: np.ndarray, y: np.ndarray, prior: np.ndarray | None
+    ) -> tuple[float, float]:
+        if prior is None:
+            return self.task.evaluate(self._model, x, y)
+        if not isinstance(self.task, PriorTask):
+            raise TypeError(f"task {self.task.name} has no prior-shifted evaluate")
+        return self.task.evaluate(self._model, x, y, log_prior=prior)
+
     def evaluate_pairs(
-        self, models: Sequence[Weights], xs: Sequence[np.ndarray], ys: Sequence[np.ndarray]
+        self,
+        models: Sequence[Weights],
+        xs: Sequence[np.ndarray],
+        ys: Sequence[np.ndarray],
+        *,
+        log_priors: Sequence[np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         if not len(models) == len(xs) == len(ys):
             raise ValueError("models and datasets must have the same length")
+        priors = [None] * len(xs) if log_priors is None else list(log_priors)
         pairs = [
-            self.evaluate_matrix([w], [x], [y]) for w, x, y in zip(models, xs, ys, strict=True)
+            self.evaluate_matrix([w], [x], [y], log_priors=None if p is None else [p])
+            for w, x, y, p in zip(models, xs, ys, priors, strict=True)
         ]
         return (
             np.array([loss[0, 0] for loss, _ in pairs]),
