@@ -3,7 +3,9 @@
 No I/O and no clock reads: the caller passes ``now`` (seconds on any monotonic clock) and the
 candidates' scores, which are accuracies of each group's *current model on the node's own
 validation split* (never the group's published accuracy: that says how well a group serves
-its members, not the newcomer).
+its members, not the newcomer), prior-shifted by the node's own label frequencies when the
+task allows it (see :class:`mycelium.learning.tasks.base.PriorTask`); ``local_score`` is the
+node's local model's plain accuracy on the same split.
 
 Rules of :func:`decide`, in order:
 
