@@ -94,8 +94,8 @@ def bench_learning(
     prior_shift: Annotated[
         bool,
         typer.Option(
-            help="Nodes score models with their own label prior added (as the agent does); "
-            "--no-prior-shift scores plain accuracy."
+            help="Nodes score group models with their own label prior added (as the agent "
+            "does); --no-prior-shift scores plain accuracy."
         ),
     ] = True,
     json_path: Annotated[
