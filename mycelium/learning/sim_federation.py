@@ -61,10 +61,12 @@ class Trace:
 
 @dataclass(frozen=True)
 class Phase:
-    """The clients' data in one stretch of rounds (before or after the drift)."""
+    """The clients' data in one stretch of rounds (before or after the drift), with each
+    client's label log-prior when the run scores prior-shifted."""
 
     clients: list[data_mod.ClientData]
     rotate: bool
+    log_priors: tuple[np.ndarray, ...] | None = None  # per client, for prior-shifted probes
 
     @property
     def labels(self) -> list[int | None]:
@@ -95,9 +97,18 @@ class Federation:
             liars=config.liars,
         )
         moved = {i: self._client(i, cluster) for i, cluster in self.timeline.drifted}
-        self.phases = [Phase(base, rotate)]
+        self.phases = [self._phase(base, rotate)]
         if moved:
-            self.phases.append(Phase([moved.get(i, c) for i, c in enumerate(base)], rotate))
+            self.phases.append(self._phase([moved.get(i, c) for i, c in enumerate(base)], rotate))
+
+    def _phase(self, clients: list[data_mod.ClientData], rotate: bool) -> Phase:
+        """A phase with its clients' label log-priors, computed once (None when the run or
+        the task has no prior-shifted scores)."""
+        if not self.config.prior_shift:
+            return Phase(clients, rotate)
+        priors = [log_prior_of(self.task, c.y_train) for c in clients]
+        shifted = tuple(p for p in priors if p is not None)
+        return Phase(clients, rotate, shifted if len(shifted) == len(priors) else None)
 
     def _client(self, index: int, cluster: int | None = None) -> data_mod.ClientData:
         """Client ``index``'s splits from the task (of ``cluster`` instead of its own)."""
@@ -156,12 +167,8 @@ class Federation:
     def log_priors(self, round_: int, who: Sequence[int]) -> list[np.ndarray] | None:
         """Each client's label log-prior (from its training labels in ``round_``) for the
         prior-shifted scores, or None when the run or the task has none."""
-        if not self.config.prior_shift:
-            return None
-        clients = self.phase(round_).clients
-        priors = [log_prior_of(self.task, clients[i].y_train) for i in who]
-        shifted = [p for p in priors if p is not None]
-        return shifted if len(shifted) == len(priors) else None
+        priors = self.phase(round_).log_priors
+        return None if priors is None else [priors[i] for i in who]
 
     def local_scores(
         self, models: Sequence[Weights], who: Sequence[int], round_: int

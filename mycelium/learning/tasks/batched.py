@@ -208,7 +208,7 @@ def evaluate_pairs_stacked(
     if min(len(y) for y in ys) < 1:
         raise ValueError("every dataset needs at least one sample")
     x_pad, y_pad, sizes = pad(xs, ys)
-    prior = None if log_priors is None else stacked_priors(log_priors)[:, None]
+    prior = None if log_priors is None else torch.from_numpy(prior_rows(log_priors))[:, None]
     mask = torch.arange(x_pad.shape[1])[None, :] < torch.from_numpy(sizes)[:, None]
     step = max(1, EVAL_CHUNK_ELEMENTS // max(1, count * x_pad.shape[2]))
     ce_sum = torch.zeros(count, dtype=torch.float64)
@@ -234,12 +234,12 @@ def row_shift(
         return None
     if len(log_priors) != len(ys):
         raise ValueError("log_priors and datasets must have the same length")
-    return torch.from_numpy(np.repeat(stacked_priors(log_priors).numpy(), [len(y) for y in ys], 0))
+    return torch.from_numpy(np.repeat(prior_rows(log_priors), [len(y) for y in ys], axis=0))
 
 
-def stacked_priors(log_priors: Sequence[np.ndarray]) -> torch.Tensor:
-    """The log priors as one float32 tensor ``(datasets, classes)``."""
-    return torch.from_numpy(np.stack([np.asarray(p, np.float32) for p in log_priors]))
+def prior_rows(log_priors: Sequence[np.ndarray]) -> np.ndarray:
+    """The log priors as one float32 array ``(datasets, classes)``."""
+    return np.stack([np.asarray(p, np.float32) for p in log_priors])
 
 
 def epoch_order(rngs: list[np.random.Generator], sizes: np.ndarray, batch_size: int) -> np.ndarray:
