@@ -228,15 +228,15 @@ class LocalTrainer:
         checked = self.check_arrays(arrays)
         with self._lock:  # the scratch group model is shared with fits
             set_weights(self._group_model, checked)
-            if shifted:
-                loss, acc = self._evaluate(self._group_model, x, y)
-            else:
-                loss, acc = self._task.evaluate(self._group_model, x, y)
+            loss, acc = self._evaluate(self._group_model, x, y, shifted=shifted)
         return float(loss), float(acc)
 
-    def _evaluate(self, model: Any, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-        """The task's (loss, accuracy) with the node's label log-prior, if it has one."""
-        if self._log_prior is None:
+    def _evaluate(
+        self, model: Any, x: np.ndarray, y: np.ndarray, *, shifted: bool = True
+    ) -> tuple[float, float]:
+        """The task's (loss, accuracy), ``shifted`` by the node's label log-prior if it has
+        one (group models; the local model and test splits are scored plain)."""
+        if not shifted or self._log_prior is None:
             return self._task.evaluate(model, x, y)
         return self._task.evaluate(model, x, y, log_prior=self._log_prior)  # type: ignore[call-arg]
 
