@@ -15,11 +15,14 @@ Rules of :func:`decide`, in order:
    ``join_policy == "open"`` or ``"invite-only"`` (the registry's name) with ``invite_ok``;
 3. current group vanished (``current_group_id`` set, ``current_score`` None): re-home at
    once, ignoring the cooldown;
-4. no group: join the best acceptable candidate (score >= ``local_score - found_margin``);
-   if none is acceptable but discovery listed groups the node did not probe
-   (``unprobed``), keep searching (stay, train locally) for up to ``search_s`` after the
-   warm-up, so a node does not found a duplicate of a group it has not seen; else found a
-   group (its first model is the node's local model);
+4. no group: join the best acceptable candidate (score >= ``local_score - found_margin``,
+   less ``noise_z`` standard errors of the local score on ``val_size`` samples: a local
+   model that looks better only within its validation noise is no reason to found); if
+   none is acceptable but discovery listed groups (probed or not, ``unprobed``), keep
+   searching (stay, train locally) for up to ``search_s`` after the warm-up: young groups
+   improve fast, and a node that founds beside them makes a duplicate it must merge out of
+   later, while a node alone trains its local model just as its own group would; with no
+   group listed, or the search over, found a group (its first model is the local model);
 5. drop: the current group's score fell by ``drop_margin`` since the node's previous
    decision to stay in it (``previous_score``; its data or the group changed): rules 8-10
    at once, ignoring cooldown and flap damping;
@@ -116,7 +119,9 @@ def decide(
     if state.current_group_id is not None and state.current_score is None:
         return _home(state, eligible, config, "current group vanished")
     if state.current_group_id is None:
-        return _home(state, eligible, config, "no group", searching=_searching(state, config, now))
+        return _home(
+            state, eligible, config, "no group", searching=_searching(state, eligible, config, now)
+        )
     if _dropped(state, config):
         return _reconsider(state, state.current_score, eligible, candidates, config, "drop: ")
     cooling = _cooldown_reason(state, config, now)
@@ -163,13 +168,17 @@ def best_candidate(candidates: Sequence[Candidate], epsilon: float) -> Candidate
 def near_equal_margin(state: NodeState, config: PolicyConfig) -> float:
     """``consolidation_epsilon``, widened to ``noise_z`` standard errors of an accuracy
     measured on ``val_size`` samples: differences inside it are noise, so size decides."""
+    return max(config.consolidation_epsilon, validation_noise(state, config))
+
+
+def validation_noise(state: NodeState, config: PolicyConfig) -> float:
+    """``noise_z`` standard errors of the node's score (its group's, else its local model's)
+    on ``val_size`` samples, Laplace-smoothed; 0 when the size is unknown."""
     if not state.val_size:
-        return config.consolidation_epsilon
+        return 0.0
     score = state.current_score if state.current_score is not None else state.local_score
     p = (score * state.val_size + 1) / (state.val_size + 2)
-    return max(
-        config.consolidation_epsilon, config.noise_z * math.sqrt(p * (1 - p) / state.val_size)
-    )
+    return config.noise_z * math.sqrt(p * (1 - p) / state.val_size)
 
 
 def _eligible(candidate: Candidate, current_group_id: int | None) -> bool:
@@ -190,18 +199,24 @@ def _home(
 ) -> Decision:
     """Join the best acceptable candidate, else keep searching (if ``searching``) or found."""
     best = best_candidate(eligible, near_equal_margin(state, config))
-    if best is not None and best.score >= state.local_score - config.found_margin:
+    floor = state.local_score - config.found_margin - validation_noise(state, config)
+    if best is not None and best.score >= floor:
         action: Action = "join" if state.current_group_id is None else "migrate"
         gain = best.score - state.local_score
         return Decision(action, best.group_id, f"{why}: best acceptable group", gain)
     if searching:
-        return Decision("stay", None, f"{why}: searching ({state.unprobed} groups unprobed)", 0.0)
+        below = f"{len(eligible)} open below local, {state.unprobed} unprobed"
+        return Decision("stay", None, f"{why}: searching ({below})", 0.0)
     return Decision("found", None, f"{why}: no group within found_margin of local model", 0.0)
 
 
-def _searching(state: NodeState, config: PolicyConfig, now: float) -> bool:
-    """Groups are left to probe and the search after warm-up has not yet lasted search_s."""
-    return state.unprobed > 0 and now - state.started_at < config.warmup_s + config.search_s
+def _searching(
+    state: NodeState, eligible: list[Candidate], config: PolicyConfig, now: float
+) -> bool:
+    """Groups are listed (probed and open, or unprobed) and the search after warm-up has not
+    yet lasted search_s."""
+    listed = state.unprobed > 0 or bool(eligible)
+    return listed and now - state.started_at < config.warmup_s + config.search_s
 
 
 def _dropped(state: NodeState, config: PolicyConfig) -> bool:

@@ -31,6 +31,7 @@ from mycelium.client import (
     RegistryError,
     RegistryUnavailable,
 )
+from mycelium.config import SEARCH_EVALUATIONS
 from mycelium.flower.errors import FlowerNotInstalled
 from mycelium.flower.procs import flower_executable
 from mycelium.learning import policy
@@ -186,6 +187,7 @@ class NodeAgent:
                 performance_threshold=cfg.performance_threshold,
                 cooldown_s=cfg.cooldown,
                 warmup_s=0.0,  # the agent warms up with local epochs before deciding
+                search_s=SEARCH_EVALUATIONS * cfg.group_evaluation_interval,
             ),
             invite_ok=cfg.invite_code is not None,
             max_candidates=cfg.max_candidates,

@@ -15,6 +15,7 @@ from mycelium.learning.policy import (
     decide,
     near_equal_margin,
     record_move,
+    validation_noise,
 )
 
 CFG = PolicyConfig(
@@ -195,13 +196,40 @@ def test_no_group_keeps_searching_while_listed_groups_are_unprobed() -> None:
     far = [cand(1, 0.3), cand(2, 0.2)]  # nothing within found_margin of local 0.8
     searching = dataclasses.replace(fresh(0.8), unprobed=5)
     in_window = CFG.warmup_s + 30
-    decision = decide(searching, far, CFG, in_window)
+    decision = decide(searching, [], CFG, in_window)
     assert (decision.action, decision.group_id) == ("stay", None)
     assert decision.reason.startswith("no group: searching")
     assert decide(searching, far, CFG, CFG.warmup_s + CFG.search_s).action == "found"
-    assert decide(fresh(0.8), far, CFG, in_window).action == "found"  # everything probed
     found_one = decide(searching, [*far, cand(3, 0.75)], CFG, in_window)
     assert (found_one.action, found_one.group_id) == ("join", 3)
+
+
+def test_no_group_waits_beside_listed_groups_below_it_before_founding() -> None:
+    """Young groups improve fast: a node whose local model beats every listed group keeps
+    training alone for search_s instead of founding a duplicate it would merge out of."""
+    far = [cand(1, 0.3), cand(2, 0.2)]
+    in_window = CFG.warmup_s + 30
+    decision = decide(fresh(0.8), far, CFG, in_window)
+    assert (decision.action, decision.group_id) == ("stay", None)
+    assert decision.reason == "no group: searching (2 open below local, 0 unprobed)"
+    assert decide(fresh(0.8), far, CFG, CFG.warmup_s + CFG.search_s).action == "found"
+    assert decide(fresh(0.8), [], CFG, in_window).action == "found"  # nothing listed
+    full = [cand(1, 0.3, size=10, capacity=10)]
+    assert decide(fresh(0.8), full, CFG, in_window).action == "found"  # nothing open
+
+
+def test_found_margin_is_widened_by_the_local_scores_validation_noise() -> None:
+    """0.55 is 0.25 below a local 0.8: too far on 10,000 validation samples, but within
+    found_margin 0.2 plus two standard errors (about 0.16) of a score measured on 24."""
+    group = [cand(1, 0.55)]
+    precise = dataclasses.replace(fresh(0.8), val_size=10_000)
+    assert decide(precise, group, CFG, NOW).action == "found"
+    noisy = dataclasses.replace(fresh(0.8), val_size=24)
+    assert validation_noise(noisy, CFG) == pytest.approx(0.17, abs=0.005)
+    decision = decide(noisy, group, CFG, NOW)
+    assert (decision.action, decision.group_id) == ("join", 1)
+    assert validation_noise(fresh(0.8), CFG) == 0.0  # size unknown: found_margin alone
+    assert near_equal_margin(fresh(0.8), CFG) == CFG.consolidation_epsilon
 
 
 def test_a_sudden_drop_of_the_current_group_ignores_cooldown_and_damping() -> None:

@@ -57,7 +57,9 @@ def test_same_flags_give_the_same_json(tmp_path: Path) -> None:
 
 
 def test_capacity_limits_group_size() -> None:
-    config = sim.SimConfig("mixed", 1, 8, 4, 0, max_capacity=3)
+    # 6 rounds: warm-up ends at round 2 and a node whose open groups all score below its
+    # local model searches two more rounds before it founds.
+    config = sim.SimConfig("mixed", 1, 8, 6, 0, max_capacity=3)
     fed = sim.Federation(config)
     run = PolicyRun(fed, probe=True)
     run.run()
