@@ -15,14 +15,15 @@ Rules of :func:`decide`, in order:
    ``join_policy == "open"`` or ``"invite-only"`` (the registry's name) with ``invite_ok``;
 3. current group vanished (``current_group_id`` set, ``current_score`` None): re-home at
    once, ignoring the cooldown;
-4. no group: join the best acceptable candidate (score >= ``local_score - found_margin``,
-   less ``noise_z`` standard errors of the local score on ``val_size`` samples: a local
-   model that looks better only within its validation noise is no reason to found); if
-   none is acceptable but discovery listed groups (probed or not, ``unprobed``), keep
-   searching (stay, train locally) for up to ``search_s`` after the warm-up: young groups
-   improve fast, and a node that founds beside them makes a duplicate it must merge out of
-   later, while a node alone trains its local model just as its own group would; with no
-   group listed, or the search over, found a group (its first model is the local model);
+4. no group: join the best acceptable candidate (score >= ``local_score - found_margin``);
+   if none is acceptable but discovery listed groups (probed and open, or ``unprobed``),
+   keep searching (stay, train locally) for up to ``search_s`` after the warm-up: young
+   groups improve fast, and a node that founds beside them makes a duplicate it must merge
+   out of later, while a node alone trains its local model just as its own group would.
+   When the search is over (or nothing is listed), the best candidate is acceptable within
+   ``found_margin`` plus ``noise_z`` standard errors of the local score on ``val_size``
+   samples (a local model that looks better only within its validation noise is no reason
+   to found); else found a group (its first model is the node's local model);
 5. drop: the current group's score fell by ``drop_margin`` since the node's previous
    decision to stay in it (``previous_score``; its data or the group changed): rules 8-10
    at once, ignoring cooldown and flap damping;
@@ -199,7 +200,8 @@ def _home(
 ) -> Decision:
     """Join the best acceptable candidate, else keep searching (if ``searching``) or found."""
     best = best_candidate(eligible, near_equal_margin(state, config))
-    floor = state.local_score - config.found_margin - validation_noise(state, config)
+    noise = 0.0 if searching else validation_noise(state, config)  # lenient only to found
+    floor = state.local_score - config.found_margin - noise
     if best is not None and best.score >= floor:
         action: Action = "join" if state.current_group_id is None else "migrate"
         gain = best.score - state.local_score

@@ -228,6 +228,8 @@ def test_found_margin_is_widened_by_the_local_scores_validation_noise() -> None:
     assert validation_noise(noisy, CFG) == pytest.approx(0.17, abs=0.005)
     decision = decide(noisy, group, CFG, NOW)
     assert (decision.action, decision.group_id) == ("join", 1)
+    in_window = CFG.warmup_s + 30  # while searching the margin is strict: wait, re-probe
+    assert decide(noisy, group, CFG, in_window).reason.startswith("no group: searching")
     assert validation_noise(fresh(0.8), CFG) == 0.0  # size unknown: found_margin alone
     assert near_equal_margin(fresh(0.8), CFG) == CFG.consolidation_epsilon
 
