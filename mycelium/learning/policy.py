@@ -30,12 +30,15 @@ Rules of :func:`decide`, in order:
 6. in a group, after a move the node is held for ``cooldown_s``;
 7. while its route-flap damping penalty (``flap_penalty`` per move, halving every
    ``flap_half_life_s``) exceeds ``flap_suppress`` the node is held too, except for
-   consolidation (rule 9): those moves only go to strictly larger groups, so they cannot
-   cycle (each raises the sum of squared group sizes);
+   consolidation (rule 9): those moves only go to groups at least as large, so they
+   cannot cycle (each raises the sum of squared group sizes, by 2 or more);
 8. migrate when a candidate beats the current score by ``performance_threshold`` *and* by
    the near-equal margin (a gain inside the validation noise is not evidence);
-9. consolidate: migrate to a strictly larger group scoring within the near-equal margin of
-   the current one (near-equal groups merge instead of splitting the data);
+9. consolidate: migrate to a strictly larger group, or one as large and older (lower id),
+   scoring within the near-equal margin of the current one (near-equal groups merge instead
+   of splitting the data; the tie rule merges two groups of one size, e.g. two singletons
+   founded at the same moment by nodes of one cluster, and only the younger one's members
+   move, so two such nodes never swap);
 10. leave and found when the current group scores ``leave_margin`` below the local model and
     no candidate is acceptable; else stay.
 """
@@ -264,12 +267,19 @@ def _consolidation(
     candidates: Sequence[Candidate],
     config: PolicyConfig,
 ) -> Decision | None:
-    """Migrate to the largest strictly larger group within the near-equal margin, if any."""
+    """Migrate to the largest group within the near-equal margin that is larger, or as large
+    and older (lower id), if any."""
     size = next((c.size for c in candidates if c.group_id == state.current_group_id), None)
     if size is None:
         return None
     margin = near_equal_margin(state, config)
-    larger = [c for c in eligible if c.size > size and c.score >= current - margin]
+    current_id = state.current_group_id
+    assert current_id is not None
+    larger = [
+        c
+        for c in eligible
+        if (c.size, -c.group_id) > (size, -current_id) and c.score >= current - margin
+    ]
     if not larger:
         return None
     target = max(larger, key=lambda c: (c.size, c.score, -c.group_id))

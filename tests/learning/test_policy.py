@@ -115,13 +115,22 @@ def test_near_equal_candidates_prefer_the_larger_group() -> None:
     assert clearly_better.group_id == 1
 
 
-def test_consolidates_into_a_strictly_larger_near_equal_group_only() -> None:
+def test_consolidates_into_a_larger_or_as_large_and_older_near_equal_group_only() -> None:
     state = member(group=1, score=0.90)
     larger = [cand(1, 0.90, size=3), cand(2, 0.87, size=8)]
     decision = decide(state, larger, CFG, NOW)
     assert (decision.action, decision.group_id, decision.reason) == ("migrate", 2, "consolidate")
-    same_size = [cand(1, 0.90, size=8), cand(2, 0.89, size=8)]
-    assert decide(state, same_size, CFG, NOW).action == "stay"
+    younger_same_size = [cand(1, 0.90, size=8), cand(2, 0.89, size=8)]
+    assert decide(state, younger_same_size, CFG, NOW).action == "stay"
+    # Two singletons of one cluster founded at once: only the younger one's member moves.
+    in_younger = member(group=4, score=0.90)
+    twins = [cand(4, 0.90, size=1), cand(3, 0.86, size=1)]
+    decision = decide(in_younger, twins, CFG, NOW)
+    assert (decision.action, decision.group_id, decision.reason) == ("migrate", 3, "consolidate")
+    in_older = member(group=3, score=0.86)
+    assert decide(in_older, [cand(3, 0.86, size=1), cand(4, 0.90, size=1)], CFG, NOW).action == (
+        "stay"
+    )
     worse = [cand(1, 0.90, size=3), cand(2, 0.70, size=8)]
     assert decide(state, worse, CFG, NOW).action == "stay"
 
