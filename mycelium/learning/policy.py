@@ -16,10 +16,12 @@ Rules of :func:`decide`, in order:
 3. current group vanished (``current_group_id`` set, ``current_score`` None): re-home at
    once, ignoring the cooldown;
 4. no group: join the best acceptable candidate (score >= ``local_score - found_margin``);
-   if none is acceptable but discovery listed groups (probed and open, or ``unprobed``),
-   keep searching (stay, train locally) for up to ``search_s`` after the warm-up: young
-   groups improve fast, and a node that founds beside them makes a duplicate it must merge
-   out of later, while a node alone trains its local model just as its own group would.
+   if none is acceptable but discovery listed groups the node did not probe
+   (``unprobed``), or open ones within ``search_margin`` of its local score, keep searching
+   (stay, train locally) for up to ``search_s`` after the warm-up: young groups improve
+   fast, and a node that founds beside them makes a duplicate it must merge out of later,
+   while a node alone trains its local model just as its own group would (groups further
+   below serve another distribution: the node founds at once).
    When the search is over (or nothing is listed), the best candidate is acceptable within
    ``found_margin`` plus ``noise_z`` standard errors of the local score on ``val_size``
    samples (a local model that looks better only within its validation noise is no reason
@@ -81,6 +83,7 @@ class PolicyConfig:
     noise_z: float = 2.0
     leave_margin: float = 0.2
     search_s: float = 60.0
+    search_margin: float = 0.3
     drop_margin: float = 0.25
 
 
@@ -218,9 +221,10 @@ def _home(
 def _searching(
     state: NodeState, eligible: list[Candidate], config: PolicyConfig, now: float
 ) -> bool:
-    """Groups are listed (probed and open, or unprobed) and the search after warm-up has not
-    yet lasted search_s."""
-    listed = state.unprobed > 0 or bool(eligible)
+    """Groups are left to probe, or an open one scores within search_margin of the local
+    model, and the search after warm-up has not yet lasted search_s."""
+    floor = state.local_score - config.search_margin
+    listed = state.unprobed > 0 or any(c.score >= floor for c in eligible)
     return listed and now - state.started_at < config.warmup_s + config.search_s
 
 

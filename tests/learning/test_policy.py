@@ -30,6 +30,7 @@ CFG = PolicyConfig(
     noise_z=2.0,
     leave_margin=0.2,
     search_s=60.0,
+    search_margin=0.3,
     drop_margin=0.25,
 )
 NOW = 1000.0
@@ -216,14 +217,16 @@ def test_no_group_keeps_searching_while_listed_groups_are_unprobed() -> None:
 def test_no_group_waits_beside_listed_groups_below_it_before_founding() -> None:
     """Young groups improve fast: a node whose local model beats every listed group keeps
     training alone for search_s instead of founding a duplicate it would merge out of."""
-    far = [cand(1, 0.3), cand(2, 0.2)]
+    near = [cand(1, 0.55), cand(2, 0.2)]  # 0.55: 0.25 below local, within search_margin
     in_window = CFG.warmup_s + 30
-    decision = decide(fresh(0.8), far, CFG, in_window)
+    decision = decide(fresh(0.8), near, CFG, in_window)
     assert (decision.action, decision.group_id) == ("stay", None)
     assert decision.reason == "no group: searching (2 open below local, 0 unprobed)"
-    assert decide(fresh(0.8), far, CFG, CFG.warmup_s + CFG.search_s).action == "found"
+    assert decide(fresh(0.8), near, CFG, CFG.warmup_s + CFG.search_s).action == "found"
     assert decide(fresh(0.8), [], CFG, in_window).action == "found"  # nothing listed
-    full = [cand(1, 0.3, size=10, capacity=10)]
+    far = [cand(1, 0.45), cand(2, 0.2)]  # another distribution's groups: found at once
+    assert decide(fresh(0.8), far, CFG, in_window).action == "found"
+    full = [cand(1, 0.55, size=10, capacity=10)]
     assert decide(fresh(0.8), full, CFG, in_window).action == "found"  # nothing open
 
 
