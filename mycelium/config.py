@@ -41,8 +41,9 @@ MAX_CAPACITY = 10
 # -- a node agent --------------------------------------------------------------------------
 NODE_HEARTBEAT_INTERVAL_S = 30.0
 GROUP_EVALUATION_INTERVAL_S = 60.0
-# Evaluations a node without a group keeps searching beside listed groups that all score
-# below its local model before it founds (the policy's search_s; the simulation's is 2 rounds).
+# Evaluations a node without a group keeps searching beside listed groups that score below
+# its local model, one within the policy's search_margin, before it founds (the policy's
+# search_s; the simulation's is 2 rounds).
 SEARCH_EVALUATIONS = 2
 NODE_STATUS_INTERVAL_S = 15.0  # seconds between writes of a node's status.json
 PERFORMANCE_THRESHOLD = 0.05  # accuracy gain on own data needed to migrate

@@ -231,8 +231,9 @@ def test_no_group_waits_beside_listed_groups_below_it_before_founding() -> None:
 
 
 def test_found_margin_is_widened_by_the_local_scores_validation_noise() -> None:
-    """0.55 is 0.25 below a local 0.8: too far on 10,000 validation samples, but within
-    found_margin 0.2 plus two standard errors (about 0.16) of a score measured on 24."""
+    """Once the search is over, 0.55 is 0.25 below a local 0.8: too far on 10,000
+    validation samples, but within found_margin 0.2 plus two standard errors (about 0.17)
+    of a score measured on 24."""
     group = [cand(1, 0.55)]
     precise = dataclasses.replace(fresh(0.8), val_size=10_000)
     assert decide(precise, group, CFG, NOW).action == "found"
