@@ -41,8 +41,10 @@ Rules of :func:`decide`, in order:
    of splitting the data; the tie rule merges two groups of one size, e.g. two singletons
    founded at the same moment by nodes of one cluster, and only the younger one's members
    move, so two such nodes never swap);
-10. leave and found when the current group scores ``leave_margin`` below the local model and
-    no candidate is acceptable; else stay.
+10. leave and found when the current group scores ``leave_margin`` plus ``noise_z`` standard
+    errors below the local model and no candidate is acceptable (within ``found_margin`` plus
+    the same allowance): a node rule 4 let in within the noise is not pushed out by it; else
+    stay.
 """
 
 from __future__ import annotations
@@ -257,8 +259,9 @@ def _reconsider(
     merge = _consolidation(state, current, eligible, candidates, config)
     if merge is not None:
         return merge
-    if current < state.local_score - config.leave_margin and (
-        best is None or best.score < state.local_score - config.found_margin
+    noise = validation_noise(state, config)  # as lenient to stay as rule 4 was to join
+    if current < state.local_score - config.leave_margin - noise and (
+        best is None or best.score < state.local_score - config.found_margin - noise
     ):
         return Decision("found", None, why + "group serves worse than local model", 0.0)
     return Decision("stay", state.current_group_id, why + "no better group", 0.0)

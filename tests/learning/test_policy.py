@@ -247,6 +247,20 @@ def test_found_margin_is_widened_by_the_local_scores_validation_noise() -> None:
     assert near_equal_margin(fresh(0.8), CFG) == CFG.consolidation_epsilon
 
 
+def test_leave_margin_is_widened_by_the_same_validation_noise() -> None:
+    """A group 0.3 below a local 0.9 is left on 10,000 validation samples; on 24 samples the
+    gap is inside leave_margin 0.2 plus two standard errors of the group's 0.6 (about 0.20),
+    so a node let in within the noise is not pushed out by it."""
+    precise = member(group=1, score=0.6, local=0.9, val_size=10_000)
+    assert decide(precise, [cand(1, 0.6)], CFG, NOW).action == "found"
+    noisy = member(group=1, score=0.6, local=0.9, val_size=24)
+    assert validation_noise(noisy, CFG) == pytest.approx(0.20, abs=0.005)
+    decision = decide(noisy, [cand(1, 0.6)], CFG, NOW)
+    assert (decision.action, decision.reason) == ("stay", "no better group")
+    far = member(group=1, score=0.4, local=0.9, val_size=24)  # beyond the allowance too
+    assert decide(far, [cand(1, 0.4)], CFG, NOW).action == "found"
+
+
 def test_a_sudden_drop_of_the_current_group_ignores_cooldown_and_damping() -> None:
     drifted = NodeState(1, 0.40, 0.4, last_move_at=NOW - 10, started_at=0.0, penalty=9.0)
     groups = [cand(1, 0.40), cand(2, 0.90)]
