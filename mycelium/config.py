@@ -43,7 +43,7 @@ NODE_HEARTBEAT_INTERVAL_S = 30.0
 GROUP_EVALUATION_INTERVAL_S = 60.0
 # Evaluations a node without a group keeps searching beside listed groups that score below
 # its local model, one within the policy's search_margin, before it founds (the policy's
-# search_s; the simulation's is 2 rounds).
+# search_s: this many evaluation intervals in the agent, this many rounds in the simulation).
 SEARCH_EVALUATIONS = 2
 NODE_STATUS_INTERVAL_S = 15.0  # seconds between writes of a node's status.json
 PERFORMANCE_THRESHOLD = 0.05  # accuracy gain on own data needed to migrate

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from mycelium.config import SEARCH_EVALUATIONS
 from mycelium.learning import data as data_mod
 from mycelium.learning.policy import PolicyConfig
 from mycelium.learning.sim_timeline import Drift, Timeline, make_timeline
@@ -24,6 +25,11 @@ from mycelium.learning.tasks.loader import load_task
 from mycelium.learning.tasks.ops import batched, log_prior_of
 
 ROUND_SECONDS = 30.0
+
+
+def _sim_policy() -> PolicyConfig:
+    """The policy's defaults, with the agent's search: ``SEARCH_EVALUATIONS`` rounds."""
+    return PolicyConfig(search_s=SEARCH_EVALUATIONS * ROUND_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -39,7 +45,7 @@ class SimConfig:
     rounds: int
     seed: int
     max_capacity: int
-    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    policy: PolicyConfig = field(default_factory=_sim_policy)
     arrivals: bool = False
     drift: Drift | None = None
     liars: int = 0
