@@ -52,8 +52,8 @@ def assert_all_public_listeners_are_tls(network: Network) -> int:
         assert "status" not in plain, f"{host} {addr}:{port} answers plain HTTP: {plain}"
         tls = network.probe(other, "cert", f"{addr}:{port}", "--timeout", 5)
         if "sha256" not in tls and not still_listening(network, host, port):
-            # Closed since the listing (a group dissolved by consolidation stops its
-            # SuperLink): nothing is exposed there any more.
+            # Closed since the listing (e.g. a dissolved group's SuperLink stopped):
+            # nothing is exposed there any more.
             continue
         assert "sha256" in tls, f"{host} {addr}:{port} is not TLS: {tls}"
         checked += 1
