@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mycelium.learning import sim
-from mycelium.learning.sim_federation import Federation, SimConfig
-from mycelium.learning.sim_timeline import Drift, Timeline, parse_drift
+from mycelium.learning.sim.federation import Federation, SimConfig
+from mycelium.learning.sim.timeline import Drift, Timeline, parse_drift
 from mycelium.learning.strategy import StrategyConfig
 from mycelium.learning.tasks.loader import load_task
 

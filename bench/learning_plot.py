@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mycelium.learning.sim import RunResult
-from mycelium.learning.sim_timeline import Timeline
+from mycelium.learning.sim.timeline import Timeline
 
 
 def plot(results: dict[str, list[RunResult]], timelines: dict[str, Timeline], path: Path) -> None:

@@ -5,8 +5,6 @@
 - ``codec``: model weights to and from ``.npz`` bytes (the registry's model format);
 - ``policy``: the pure migration policy (``decide``) the node agent and the simulation call;
 - ``candidates``: the pure candidate choice (which groups a node probes), shared likewise;
-- ``sim``: the in-process simulation of migration policies (``bench learning``), with
-  ``sim_federation`` (flags, data per phase), ``sim_timeline`` (arrivals, drift, liars),
-  ``sim_policy`` (policy-driven runs), ``sim_registry`` (claims beside verified accuracy)
-  and ``sim_metrics`` (moves, settled newcomers, re-homed drifted nodes).
+- ``sim/``: the in-process simulation of migration policies (``bench learning``), one
+  module per part (its ``__init__`` lists them).
 """

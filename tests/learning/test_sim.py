@@ -11,7 +11,7 @@ import pytest
 
 from bench import learning_bench
 from mycelium.learning import sim
-from mycelium.learning.sim_policy import PolicyRun
+from mycelium.learning.sim.policy import PolicyRun
 
 ROOT = Path(__file__).resolve().parents[2]
 

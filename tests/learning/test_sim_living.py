@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from bench import learning_bench
-from mycelium.learning import sim, sim_metrics
-from mycelium.learning.sim_registry import RegistryView, claims_order
-from mycelium.learning.sim_timeline import (
+from mycelium.learning import sim
+from mycelium.learning.sim import metrics as sim_metrics
+from mycelium.learning.sim.registry import RegistryView, claims_order
+from mycelium.learning.sim.timeline import (
     ARRIVING_SHARE,
     LEAVING_SHARE,
     Drift,

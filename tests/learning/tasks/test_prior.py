@@ -15,7 +15,7 @@ from mycelium.cli import app
 from mycelium.flower.protocol import ACCURACY_KEY
 from mycelium.flower.trainer import LocalTrainer
 from mycelium.learning.data import ClientData
-from mycelium.learning.sim_federation import Federation, SimConfig
+from mycelium.learning.sim.federation import Federation, SimConfig
 from mycelium.learning.tasks.base import (
     DataRequest,
     ImageTask,

@@ -7,7 +7,7 @@ import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import strategy as flwr_strategy
 
-from mycelium.learning.sim_federation import fedavg
+from mycelium.learning.sim.federation import fedavg
 from mycelium.learning.strategy import (
     PROXIMAL_MU_KEY,
     STRATEGIES,

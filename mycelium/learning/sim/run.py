@@ -4,10 +4,10 @@ One process, no Flower processes, no HTTP. Every algorithm trains the same task'
 (``--task``, default the digits MLP) on the same client splits with the same hyper-parameters
 and seeds, through the task's batched operations (one model at a time when it has none);
 each group aggregates with its own instance of flwr's strategy (``--strategy``, default
-FedAvg; :mod:`mycelium.learning.sim_groups`). ``mycelium``, ``first-k`` and ``naive``
+FedAvg; :mod:`mycelium.learning.sim.groups`). ``mycelium``, ``first-k`` and ``naive``
 call the real :func:`mycelium.learning.policy.decide` once per round on a simulated clock
 (``ROUND_SECONDS`` per round), in a seeded random order, so group sizes and capacity are always
-current. A :class:`~mycelium.learning.sim_timeline.Timeline` says who is present in which
+current. A :class:`~mycelium.learning.sim.timeline.Timeline` says who is present in which
 round and whose data drifts when; every algorithm of a run meets the same one.
 """
 
@@ -20,10 +20,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from mycelium.learning import sim_metrics
-from mycelium.learning.sim_federation import Federation, SimConfig, Trace, mean
-from mycelium.learning.sim_groups import GroupTraining
-from mycelium.learning.sim_policy import run_first_k, run_mycelium, run_naive
+from mycelium.learning.sim import metrics as sim_metrics
+from mycelium.learning.sim.federation import Federation, SimConfig, Trace, mean
+from mycelium.learning.sim.groups import GroupTraining
+from mycelium.learning.sim.policy import run_first_k, run_mycelium, run_naive
 from mycelium.learning.tasks.base import Weights
 
 __all__ = ["Federation", "GroupTraining", "SimConfig", "Weights", "simulate"]

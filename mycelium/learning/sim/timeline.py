@@ -11,7 +11,7 @@ meets the same arrivals, departures and drift:
   then (a seeded choice) see their images through another cluster's transform (a cluster
   with a different view, chosen uniformly), for training, validation and test;
 * ``--liars N``: the ``N`` oldest live groups publish their accuracy inflated by ``LIE``
-  (capped at 1) in the registry view; see ``mycelium.learning.sim_registry``.
+  (capped at 1) in the registry view; see ``mycelium.learning.sim.registry``.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mycelium.learning.candidates import Listing, discovery_order, verified_accuracy
-from mycelium.learning.sim_timeline import LIE
+from mycelium.learning.sim.timeline import LIE
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mycelium.learning.sim_federation import Federation, fedavg
+from mycelium.learning.sim.federation import Federation, fedavg
 from mycelium.learning.strategy import PROXIMAL_MU_KEY, GroupAggregator, Reply, StrategyConfig
 from mycelium.learning.tasks.base import Weights
 
@@ -13,7 +13,7 @@ class GroupTraining:
     """How one algorithm run's groups train and aggregate: each group (by key) keeps its own
     flwr strategy across rounds; members train with the config it sends (``proximal-mu``).
 
-    Plain FedAvg (the default) aggregates with :func:`~mycelium.learning.sim_federation.fedavg`,
+    Plain FedAvg (the default) aggregates with :func:`~mycelium.learning.sim.federation.fedavg`,
     flwr's legacy ``aggregate``: it equals ``FedAvg.aggregate_train`` up to float rounding
     (tested) and is what the FedAvg figures of docs/learning.md were measured with."""
 

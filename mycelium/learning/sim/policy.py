@@ -8,7 +8,7 @@
 
 One round: arrivals and departures (a leaving node quits its group), the drift (a drifted
 node's local score is re-measured on its new data), training (members from their group's
-model, each group aggregating with its own strategy, :mod:`mycelium.learning.sim_groups`;
+model, each group aggregating with its own strategy, :mod:`mycelium.learning.sim.groups`;
 nodes without a group train their local model), probes of every
 group model on every client's validation split, the registry view refreshed from them, then
 every present node decides in a seeded random order with live sizes and capacity.
@@ -24,15 +24,15 @@ import numpy as np
 
 from mycelium.learning.candidates import ChoiceConfig, choose_candidates
 from mycelium.learning.policy import Candidate, NodeState, decide, record_move
-from mycelium.learning.sim_federation import (
+from mycelium.learning.sim.federation import (
     ROUND_SECONDS,
     Federation,
     Trace,
     mean,
     seed_of,
 )
-from mycelium.learning.sim_groups import GroupTraining
-from mycelium.learning.sim_registry import RegistryView, claims_order
+from mycelium.learning.sim.groups import GroupTraining
+from mycelium.learning.sim.registry import RegistryView, claims_order
 from mycelium.learning.tasks.base import Weights
 
 FOLLOW_WINDOW_ROUNDS = 4

@@ -2,7 +2,7 @@
 
 :class:`Federation` is what every algorithm of a run shares (``mycelium.learning.sim``): the client
 splits before and after the drift, who is present in which round
-(:class:`~mycelium.learning.sim_timeline.Timeline`), batched training with per-(round, client) seeds
+(:class:`~mycelium.learning.sim.timeline.Timeline`), batched training with per-(round, client) seeds
 and per-cluster test accuracy. Data, model and arithmetic are the run's task (``--task``,
 default the digits MLP), through its batched operations (one model at a time when it has
 none). :func:`fedavg` is Flower's own FedAvg.
@@ -18,7 +18,7 @@ import numpy as np
 from mycelium.config import SEARCH_EVALUATIONS
 from mycelium.learning import data as data_mod
 from mycelium.learning.policy import PolicyConfig
-from mycelium.learning.sim_timeline import Drift, Timeline, make_timeline
+from mycelium.learning.sim.timeline import Drift, Timeline, make_timeline
 from mycelium.learning.strategy import StrategyConfig
 from mycelium.learning.tasks.base import DataRequest, Weights, get_weights
 from mycelium.learning.tasks.loader import load_task
