@@ -21,6 +21,7 @@ MAX_MODEL_MB = 64.0  # largest model upload, MiB
 MiB = 1024 * 1024
 MAX_MODEL_BYTES = int(MAX_MODEL_MB * MiB)
 MAX_GROUPS_PER_NODE = 3  # live groups one node may have created (operators are not bounded)
+REGISTRY_FLUSH_INTERVAL_S = 0.2  # seconds between commits of queued heartbeat rows
 
 # -- talking to the registry ---------------------------------------------------------------
 REGISTRY_TIMEOUT_S = 5.0  # every RegistryClient call
@@ -35,6 +36,7 @@ CLUSTERS = 3
 JOIN_POLICIES = ("open", "invite-only")
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad")  # flwr's classes
 STRATEGY = "fedavg"
+PROXIMAL_MU = 0.01  # FedProx's mu when none is given (flwr's own 0.0 makes it plain FedAvg)
 JOIN_POLICY = "open"
 MAX_CAPACITY = 10
 
@@ -49,7 +51,9 @@ NODE_STATUS_INTERVAL_S = 15.0  # seconds between writes of a node's status.json
 PERFORMANCE_THRESHOLD = 0.05  # accuracy gain on own data needed to migrate
 COOLDOWN_S = 120.0  # seconds after a move before the next
 WARMUP_EPOCHS = 20
-NODE_PARTITION = "0/6"
+NODE_PARTITIONS = 6  # shards of a node's scenario
+NODE_PARTITION = f"0/{NODE_PARTITIONS}"
+MAX_CANDIDATES = 8  # groups a node probes besides its own
 
 # -- a hosted group ------------------------------------------------------------------------
 GROUP_HOST = "127.0.0.1"  # interface a group's SuperLink binds (off loopback: TLS, see net/)

@@ -55,6 +55,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from mycelium import config
+
 Action = Literal["stay", "join", "migrate", "found"]
 
 
@@ -72,9 +74,11 @@ class Candidate:
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    """Thresholds of :func:`decide` (accuracies in [0, 1], times in seconds)."""
+    """Thresholds of :func:`decide` (accuracies in [0, 1], times in seconds). The defaults
+    of the times are the simulation's (a round is 30 s); the node agent passes its own
+    (``NodeConfig``: cooldown, evaluation interval, warm-up in epochs)."""
 
-    performance_threshold: float = 0.05
+    performance_threshold: float = config.PERFORMANCE_THRESHOLD
     found_margin: float = 0.15
     consolidation_epsilon: float = 0.05
     cooldown_s: float = 60.0

@@ -17,7 +17,7 @@ class Settings:
     group_ttl: float = config.GROUP_TTL_S
     max_model_mb: float = config.MAX_MODEL_MB
     sweep_interval: float = 1.0
-    flush_interval: float = 0.2
+    flush_interval: float = config.REGISTRY_FLUSH_INTERVAL_S
     clock: Callable[[], float] = time.time
     # The credential of hosts that create groups without a node (``group`` command); None:
     # only nodes can create groups. Kept out of repr so that no log shows it.

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from mycelium.config import SEARCH_EVALUATIONS
+from mycelium.config import MAX_CANDIDATES, SEARCH_EVALUATIONS
 from mycelium.learning import data as data_mod
 from mycelium.learning.policy import PolicyConfig
 from mycelium.learning.sim.timeline import Drift, Timeline, make_timeline
@@ -49,7 +49,7 @@ class SimConfig:
     arrivals: bool = False
     drift: Drift | None = None
     liars: int = 0
-    max_candidates: int = 8
+    max_candidates: int = MAX_CANDIDATES
     task: str = "digits"
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     prior_shift: bool = True

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from mycelium import config
 from mycelium.registry.store.errors import StoreError, StoreUnusable
 from mycelium.registry.store.schema import ADDED_COLUMNS, FLUSH_SQL, INDEXES_ON_ADDED, SCHEMA
 
@@ -65,7 +66,7 @@ class Engine:
         db_path: Path,
         *,
         clock: Clock = time.time,
-        flush_interval: float = 0.2,
+        flush_interval: float = config.REGISTRY_FLUSH_INTERVAL_S,
         checkpoint_interval: float = 5.0,
     ) -> None:
         self.db_path = Path(db_path)
