@@ -5,6 +5,7 @@ A thin face over :mod:`mycelium.demo`: build a :class:`DemoConfig`, call :func:`
 """
 
 from mycelium.demo.config import DemoConfig
-from mycelium.demo.run import DemoFailed, run_demo
+from mycelium.demo.observation import DemoFailed
+from mycelium.demo.run import run_demo
 
 __all__ = ["DemoConfig", "DemoFailed", "run_demo"]

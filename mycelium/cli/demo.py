@@ -60,7 +60,8 @@ def demo(
     from rich.console import Console
 
     from mycelium.demo.live import LiveView
-    from mycelium.demo.run import DemoFailed, run_demo
+    from mycelium.demo.observation import DemoFailed
+    from mycelium.demo.run import run_demo
 
     def _sigterm(_signum: int, _frame: object) -> None:
         raise KeyboardInterrupt

@@ -28,7 +28,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from mycelium.registry.store.records import NetworkStats
+from mycelium.dashboard.sources import NetworkStats
 
 Scope = dict[str, Any]
 Message = dict[str, Any]

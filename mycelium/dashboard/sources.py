@@ -1,21 +1,16 @@
 """What the dashboard reads from the registry, as injected async functions.
 
-The dashboard never sees the storage itself: :class:`Sources` holds four readers, and
-:func:`storage_sources` makes them from anything with the registry storage's methods
-(``events``, ``list_groups``, ``list_nodes``, ``stats``) of the registry's
-:class:`~mycelium.registry.store.Store`.
+The dashboard never sees the storage itself: :class:`Sources` holds four readers, which the
+registry makes over its store when it composes its app
+(:func:`mycelium.registry.app.storage_sources`), and :class:`NetworkStats` is the record of
+figures the store fills for ``GET /metrics``. The dashboard imports nothing else of ours.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-from mycelium.registry.store.records import NetworkStats
-
-if TYPE_CHECKING:
-    from mycelium.registry.store import Store
+from typing import Any
 
 Row = dict[str, Any]
 
@@ -26,7 +21,27 @@ GROUP_FIELDS = (
     "join_policy", "performance_threshold", "round", "accuracy", "loss", "has_model",
 )  # fmt: skip
 NODE_FIELDS = ("node_id", "name", "task", "group_id", "alive", "accuracy", "round")
-MAX_GROUPS = 10_000
+
+
+@dataclass(frozen=True)
+class GroupFigures:
+    group_id: int
+    live_members: int
+    max_capacity: int
+
+
+@dataclass(frozen=True)
+class NetworkStats:
+    """Figures about the whole network, for ``GET /metrics``."""
+
+    nodes_registered: int
+    nodes_alive: int
+    groups_by_status: dict[str, int]
+    groups_alive: int
+    groups: tuple[GroupFigures, ...]
+    """Groups not dissolved, with their live members."""
+    models_stored: int
+    model_bytes: int
 
 
 @dataclass(frozen=True)
@@ -38,27 +53,6 @@ class Sources:
     nodes: Callable[[], Awaitable[list[Row]]]
     """Every node."""
     stats: Callable[[], Awaitable[NetworkStats]]
-
-
-def storage_sources(get_storage: Callable[[], Store]) -> Sources:
-    """Readers over the storage that ``get_storage()`` returns when they are called (the
-    storage is opened by the app's lifespan, after the routes are made)."""
-
-    async def events_after(after: int, limit: int) -> list[Row]:
-        return await get_storage().events(since=after, limit=limit)
-
-    async def groups() -> list[Row]:
-        return await get_storage().list_groups(
-            task=None, has_capacity=None, limit=MAX_GROUPS, offset=0, include_dead=True
-        )
-
-    async def nodes() -> list[Row]:
-        return await get_storage().list_nodes(group_id=None, alive=None)
-
-    async def stats() -> NetworkStats:
-        return await get_storage().stats()
-
-    return Sources(events_after=events_after, groups=groups, nodes=nodes, stats=stats)
 
 
 def state_reader(sources: Sources) -> Callable[[], Awaitable[Row]]:

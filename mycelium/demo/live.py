@@ -10,8 +10,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from mycelium.demo.observation import Snapshot
-    from mycelium.demo.run import DemoRun
+    from mycelium.demo.observation import DemoRun, Snapshot
 
 EVENT_ROWS = 8
 PLAIN_EVERY_S = 10.0

@@ -1,13 +1,23 @@
-"""What the demo sees of the network (only through the registry's API), and when it has
-settled."""
+"""A running demo's state (:class:`DemoRun`): its processes and what it sees of the network
+(only through the registry's API), and when the network has settled."""
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
+import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from mycelium.client import RegistryClient
+from mycelium import launch
+from mycelium.client import RegistryClient, RegistryError
+from mycelium.demo.config import DemoConfig, NodeSpec
+from mycelium.procs import ManagedProcess, tree_rss_mb
+
+logger = logging.getLogger(__name__)
 
 # Stability: no membership change for a window of evaluation cycles, then at least
 # STABLE_ROUNDS rounds in every group, whose accuracy is flat: group accuracy comes from
@@ -82,3 +92,69 @@ def _settled(group: dict[str, Any], since: float) -> bool:
         return False
     last, before = accs[-FLAT_SPAN:], accs[-2 * FLAT_SPAN : -FLAT_SPAN]
     return abs(sum(last) / FLAT_SPAN - sum(before) / FLAT_SPAN) <= FLAT_ACCURACY
+
+
+class DemoFailed(RuntimeError):
+    """A child of the demo exited while it should have been running (or never started).
+
+    ``failure`` is the report's entry for it; ``report_path`` is set once the report of
+    the failed run is written.
+    """
+
+    def __init__(self, message: str, failure: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.failure = failure
+        self.report_path: str | None = None
+
+    @classmethod
+    def exited(cls, proc: ManagedProcess) -> DemoFailed:
+        code, cause = proc.returncode(), launch.last_meaningful_line(proc.read_log())
+        message = (
+            f"{proc.name} exited unexpectedly ({_describe_exit(code)}); "
+            f"its last log line: {cause} (log {proc.log_path})"
+        )
+        failure = {"process": proc.name, "returncode": code, "cause": cause}
+        return cls(message, failure | {"log": str(proc.log_path)})
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is not None and code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
+
+
+@dataclass
+class DemoRun:
+    """The state of a running demo: its processes and what it has observed."""
+
+    config: DemoConfig
+    run_dir: Path
+    registry_url: str = ""
+    specs: list[NodeSpec] = field(default_factory=list)
+    processes: list[ManagedProcess] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+    started_unix: float = field(default_factory=time.time)
+    timings: dict[str, float] = field(default_factory=dict)
+    peak_rss_mb: float = 0.0
+    last: Snapshot | None = None
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def check_children(self) -> None:
+        """Raise :class:`DemoFailed` for the first child that is no longer running."""
+        for proc in self.processes:
+            if not proc.is_running():
+                raise DemoFailed.exited(proc)
+
+    def poll(self, client: RegistryClient) -> Snapshot | None:
+        """Check the children, sample memory, read the registry (None if it did not answer)."""
+        self.check_children()
+        self.peak_rss_mb = max(self.peak_rss_mb, tree_rss_mb(os.getpid()))
+        try:
+            self.last = observe(client, self.events, self.elapsed())
+        except RegistryError as exc:
+            logger.warning("registry poll failed: %s", exc)
+            return None
+        return self.last

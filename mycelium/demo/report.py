@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from mycelium.demo.observation import Snapshot, migrations, purity
 
 if TYPE_CHECKING:
-    from mycelium.demo.run import DemoRun
+    from mycelium.demo.observation import DemoRun
 
 STATUS_FILE = "status.json"  # each agent writes it in its work dir
 

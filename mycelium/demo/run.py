@@ -16,7 +16,6 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,7 +23,14 @@ from mycelium import config as defaults
 from mycelium import launch
 from mycelium.client import RegistryClient, RegistryError
 from mycelium.demo.config import DemoConfig, NodeSpec, plan_nodes
-from mycelium.demo.observation import STABLE_CYCLES, Snapshot, everyone_placed, is_stable, observe
+from mycelium.demo.observation import (
+    STABLE_CYCLES,
+    DemoFailed,
+    DemoRun,
+    Snapshot,
+    everyone_placed,
+    is_stable,
+)
 from mycelium.demo.report import build_report, write_outputs
 from mycelium.procs import (
     ManagedProcess,
@@ -34,7 +40,6 @@ from mycelium.procs import (
     port_is_free,
     reap,
     terminate_pids,
-    tree_rss_mb,
 )
 
 logger = logging.getLogger(__name__)
@@ -47,35 +52,6 @@ STOP_BUDGET_S = 30.0  # a normal stop: agents leave their groups and say goodbye
 FAILED_STOP_BUDGET_S = 6.0  # after a failure everything must be down within seconds
 
 
-class DemoFailed(RuntimeError):
-    """A child of the demo exited while it should have been running (or never started).
-
-    ``failure`` is the report's entry for it; ``report_path`` is set once the report of
-    the failed run is written.
-    """
-
-    def __init__(self, message: str, failure: dict[str, Any]) -> None:
-        super().__init__(message)
-        self.failure = failure
-        self.report_path: str | None = None
-
-    @classmethod
-    def exited(cls, proc: ManagedProcess) -> DemoFailed:
-        code, cause = proc.returncode(), launch.last_meaningful_line(proc.read_log())
-        message = (
-            f"{proc.name} exited unexpectedly ({_describe_exit(code)}); "
-            f"its last log line: {cause} (log {proc.log_path})"
-        )
-        failure = {"process": proc.name, "returncode": code, "cause": cause}
-        return cls(message, failure | {"log": str(proc.log_path)})
-
-
-def _describe_exit(code: int | None) -> str:
-    if code is not None and code < 0:
-        return f"killed by {signal.Signals(-code).name}"
-    return f"exit code {code}"
-
-
 class View(Protocol):
     """What the demo tells its viewer (see :class:`mycelium.demo.live.LiveView`)."""
 
@@ -83,43 +59,6 @@ class View(Protocol):
     def update(self, run: DemoRun, snap: Snapshot) -> None: ...
     def finished(self, run: DemoRun, report: dict[str, Any]) -> None: ...
     def holding(self, run: DemoRun) -> None: ...
-
-
-@dataclass
-class DemoRun:
-    """The state of a running demo: its processes and what it has observed."""
-
-    config: DemoConfig
-    run_dir: Path
-    registry_url: str = ""
-    specs: list[NodeSpec] = field(default_factory=list)
-    processes: list[ManagedProcess] = field(default_factory=list)
-    events: list[dict[str, Any]] = field(default_factory=list)
-    started: float = field(default_factory=time.monotonic)
-    started_unix: float = field(default_factory=time.time)
-    timings: dict[str, float] = field(default_factory=dict)
-    peak_rss_mb: float = 0.0
-    last: Snapshot | None = None
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
-
-    def check_children(self) -> None:
-        """Raise :class:`DemoFailed` for the first child that is no longer running."""
-        for proc in self.processes:
-            if not proc.is_running():
-                raise DemoFailed.exited(proc)
-
-    def poll(self, client: RegistryClient) -> Snapshot | None:
-        """Check the children, sample memory, read the registry (None if it did not answer)."""
-        self.check_children()
-        self.peak_rss_mb = max(self.peak_rss_mb, tree_rss_mb(os.getpid()))
-        try:
-            self.last = observe(client, self.events, self.elapsed())
-        except RegistryError as exc:
-            logger.warning("registry poll failed: %s", exc)
-            return None
-        return self.last
 
 
 # ---------------------------------------------------------------------- processes

@@ -1,5 +1,6 @@
 """The registry app: factory, lifespan (store + liveness sweeper) and the HTTP mapping of
-store refusals."""
+store refusals. The one place the app is composed: the API's routers and the dashboard,
+whose readers are made here over the store."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from mycelium.dashboard.install import install_dashboard
-from mycelium.dashboard.sources import storage_sources
+from mycelium.dashboard.sources import NetworkStats, Row, Sources
 from mycelium.registry.deps import Unauthorized
 from mycelium.registry.middleware import BodyRules
 from mycelium.registry.routers import events, groups, models, nodes
@@ -29,6 +30,7 @@ from mycelium.registry.store import (
     hash_secret,
 )
 
+DASHBOARD_MAX_GROUPS = 10_000  # groups the dashboard reads, dead ones too
 STATUS: dict[type[StoreError], int] = {
     NotFoundError: 404,
     ForbiddenError: 403,
@@ -56,6 +58,31 @@ def create_app(settings: Settings) -> FastAPI:
     install_dashboard(app, storage_sources(lambda: app.state.storage))
     app.openapi = _exact_openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def storage_sources(get_storage: Callable[[], Store]) -> Sources:
+    """The dashboard's readers over the store that ``get_storage()`` returns when they are
+    called (the store is opened by the app's lifespan, after the routes are made)."""
+
+    async def events_after(after: int, limit: int) -> list[Row]:
+        return await get_storage().events(since=after, limit=limit)
+
+    async def groups() -> list[Row]:
+        return await get_storage().list_groups(
+            task=None,
+            has_capacity=None,
+            limit=DASHBOARD_MAX_GROUPS,
+            offset=0,
+            include_dead=True,
+        )
+
+    async def nodes() -> list[Row]:
+        return await get_storage().list_nodes(group_id=None, alive=None)
+
+    async def stats() -> NetworkStats:
+        return await get_storage().stats()
+
+    return Sources(events_after=events_after, groups=groups, nodes=nodes, stats=stats)
 
 
 def _add_routes(app: FastAPI, router: APIRouter) -> None:

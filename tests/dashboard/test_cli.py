@@ -10,7 +10,7 @@ from rich.console import Console
 
 from mycelium.demo.config import DemoConfig
 from mycelium.demo.live import LiveView
-from mycelium.demo.run import DemoRun
+from mycelium.demo.observation import DemoRun
 from mycelium.procs import ManagedProcess, free_port, wait_for
 from tests.conftest import ENTRYPOINT, ROOT
 

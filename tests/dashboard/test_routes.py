@@ -11,7 +11,8 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from mycelium.dashboard.routes import ASSETS, STATIC
-from mycelium.dashboard.sources import state_reader, storage_sources
+from mycelium.dashboard.sources import state_reader
+from mycelium.registry.app import storage_sources
 from tests.conftest import FakeClock, auth, sweep
 from tests.registry.test_api import GROUP_TTL, NODE_TTL, api, clock, new_group, new_node
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from mycelium.demo.config import DemoConfig, plan_nodes
-from mycelium.demo.observation import is_stable, purity
-from mycelium.demo.run import DemoFailed, DemoRun, new_run_dir
+from mycelium.demo.observation import DemoFailed, DemoRun, is_stable, purity
+from mycelium.demo.run import new_run_dir
 from mycelium.procs import ManagedProcess, wait_for
 
 

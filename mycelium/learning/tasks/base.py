@@ -12,8 +12,9 @@ A task may also offer the *prior-shifted score* of :class:`PriorTask`: ``label_l
 and ``log_prior=`` on ``evaluate`` (``log_priors=`` on the batched ones) to add a node's own
 label log-prior to every model's logits before counting; nodes score groups that way (see
 docs/learning.md, "prior-shifted scores"). Every :class:`ImageTask` has it.
-:class:`ImageTask`, :class:`BatchedImageTask` and :class:`StackedTask` are base classes that
-leave a task little more than its model to write.
+:class:`ImageTask`, :class:`BatchedImageTask` and
+:class:`~mycelium.learning.tasks.batched.StackedTask` are base classes that leave a task little
+more than its model to write.
 
 torch is imported inside the functions that train, so importing this module stays cheap.
 """
@@ -28,12 +29,12 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
+from mycelium import config
 from mycelium.fingerprint import ModelSpec, model_spec
 from mycelium.learning import data as data_mod
 from mycelium.learning.data import ClientData, Dataset
 
 if TYPE_CHECKING:
-    import torch
     from torch import nn
 
 Weights = list[np.ndarray]
@@ -56,8 +57,8 @@ class DataRequest:
     """Which data a node loads: its own ``.npz`` (``path``), or client ``index`` of
     ``num_clients`` of a clustered ``scenario`` (cluster ``index % clusters`` unless given)."""
 
-    scenario: str = "rotate"
-    clusters: int = 3
+    scenario: str = config.SCENARIO
+    clusters: int = config.CLUSTERS
     index: int = 0
     num_clients: int = 1
     seed: int = 0
@@ -268,51 +269,6 @@ class BatchedImageTask(ImageTask):
         log_priors: Sequence[np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
-
-
-class StackedTask(BatchedImageTask):
-    """A :class:`BatchedImageTask` from one *stacked forward* (see
-    :mod:`mycelium.learning.tasks.batched`): ``stacked_forward(params, x)`` runs B models."""
-
-    def stacked_forward(self, params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def train_many(
-        self,
-        weights: Sequence[Weights],
-        xs: Sequence[np.ndarray],
-        ys: Sequence[np.ndarray],
-        hyper: Hyper,
-        *,
-        seeds: Sequence[int],
-    ) -> tuple[list[Weights], np.ndarray]:
-        from mycelium.learning.tasks import batched
-
-        return batched.train_many(self.stacked_forward, weights, xs, ys, hyper, seeds=seeds)
-
-    def evaluate_matrix(
-        self,
-        models: Sequence[Weights],
-        xs: Sequence[np.ndarray],
-        ys: Sequence[np.ndarray],
-        *,
-        log_priors: Sequence[np.ndarray] | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        from mycelium.learning.tasks import batched
-
-        return batched.evaluate_matrix(self.stacked_forward, models, xs, ys, log_priors=log_priors)
-
-    def evaluate_pairs(
-        self,
-        models: Sequence[Weights],
-        xs: Sequence[np.ndarray],
-        ys: Sequence[np.ndarray],
-        *,
-        log_priors: Sequence[np.ndarray] | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        from mycelium.learning.tasks import batched
-
-        return batched.evaluate_pairs(self.stacked_forward, models, xs, ys, log_priors=log_priors)
 
 
 def sgd_train(model: nn.Module, x: np.ndarray, y: np.ndarray, hyper: Hyper, *, seed: int) -> float:

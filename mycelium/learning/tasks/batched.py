@@ -6,7 +6,8 @@ returns logits ``(B, n, classes)``: model b on rows ``x[b]``. From that one func
 module trains B models at once (plain SGD on the mean cross-entropy of seeded mini-batches,
 FedProx's term optional) and evaluates them, so a task's ``train``/``evaluate`` can be the
 batched functions run with a batch of one and the simulation runs the same arithmetic as a
-node. :mod:`mycelium.learning.tasks.mnist` is built this way.
+node. :class:`StackedTask` is the task base class built on it;
+:mod:`mycelium.learning.tasks.mnist` is one.
 
 The ``*_stacked`` functions take the stacked parameters themselves, in whatever layout
 their ``forward`` expects: :mod:`mycelium.learning.model` keeps its MLP's (in, out) layout.
@@ -21,9 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from mycelium.learning.tasks.base import Hyper
+from mycelium.learning.tasks.base import BatchedImageTask, Hyper, Weights
 
-Weights = list[np.ndarray]
 Forward = Callable[[list[torch.Tensor], torch.Tensor], torch.Tensor]
 
 torch.set_num_threads(1)  # like mycelium.model: one thread per process, reproducible sums
@@ -263,3 +263,42 @@ def pad(
         x_pad[b, : len(y)] = np.asarray(x).reshape(len(y), -1)
         y_pad[b, : len(y)] = y
     return torch.from_numpy(x_pad), torch.from_numpy(y_pad), sizes
+
+
+class StackedTask(BatchedImageTask):
+    """A :class:`BatchedImageTask` from one *stacked forward* (see
+    :mod:`mycelium.learning.tasks.batched`): ``stacked_forward(params, x)`` runs B models."""
+
+    def stacked_forward(self, params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def train_many(
+        self,
+        weights: Sequence[Weights],
+        xs: Sequence[np.ndarray],
+        ys: Sequence[np.ndarray],
+        hyper: Hyper,
+        *,
+        seeds: Sequence[int],
+    ) -> tuple[list[Weights], np.ndarray]:
+        return train_many(self.stacked_forward, weights, xs, ys, hyper, seeds=seeds)
+
+    def evaluate_matrix(
+        self,
+        models: Sequence[Weights],
+        xs: Sequence[np.ndarray],
+        ys: Sequence[np.ndarray],
+        *,
+        log_priors: Sequence[np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return evaluate_matrix(self.stacked_forward, models, xs, ys, log_priors=log_priors)
+
+    def evaluate_pairs(
+        self,
+        models: Sequence[Weights],
+        xs: Sequence[np.ndarray],
+        ys: Sequence[np.ndarray],
+        *,
+        log_priors: Sequence[np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return evaluate_pairs(self.stacked_forward, models, xs, ys, log_priors=log_priors)

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mycelium.learning import data as data_mod
-from mycelium.learning.tasks.base import Hyper, StackedTask
+from mycelium.learning.tasks.base import Hyper
+from mycelium.learning.tasks.batched import StackedTask
 
 if TYPE_CHECKING:
     import torch

@@ -7,7 +7,8 @@ import json
 import sqlite3
 import statistics
 
-from mycelium.registry.store.records import GroupFigures, Model, NetworkStats, Row
+from mycelium.dashboard.sources import GroupFigures, NetworkStats
+from mycelium.registry.store.records import Model, Row
 from mycelium.registry.store.schema import GROUP_COLUMNS, LIVE_MEMBERS, NODE_COLUMNS
 
 ROUNDS_IN_DETAIL = 50

@@ -61,24 +61,3 @@ class RoundReport:
 class Model:
     sha256: str
     data: bytes
-
-
-@dataclass(frozen=True)
-class GroupFigures:
-    group_id: int
-    live_members: int
-    max_capacity: int
-
-
-@dataclass(frozen=True)
-class NetworkStats:
-    """Figures about the whole network, for ``GET /metrics``."""
-
-    nodes_registered: int
-    nodes_alive: int
-    groups_by_status: dict[str, int]
-    groups_alive: int
-    groups: tuple[GroupFigures, ...]
-    """Groups not dissolved, with their live members."""
-    models_stored: int
-    model_bytes: int

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mycelium import config
+from mycelium.dashboard.sources import NetworkStats
 from mycelium.registry.store import reads, writes
 from mycelium.registry.store.engine import Clock, Engine
 from mycelium.registry.store.errors import ConflictError, ForbiddenError, NotFoundError
@@ -28,7 +29,6 @@ from mycelium.registry.store.records import (
     GroupSpec,
     Heartbeat,
     Model,
-    NetworkStats,
     NodeCreatedRecord,
     RoundReport,
     Row,
@@ -61,7 +61,7 @@ class Store:
         node_ttl: float,
         group_ttl: float,
         clock: Clock = time.time,
-        flush_interval: float = 0.2,
+        flush_interval: float = config.REGISTRY_FLUSH_INTERVAL_S,
         checkpoint_interval: float = 5.0,
         operator_token_hash: str | None = None,
         max_groups_per_node: int = config.MAX_GROUPS_PER_NODE,
