@@ -4,7 +4,6 @@ The agent itself is the :mod:`mycelium.node` package (``mycelium node`` on the c
 """
 
 from mycelium.node.agent import NodeAgent, run_node
-from mycelium.node.config import NodeConfig
-from mycelium.node.errors import FatalNodeError
+from mycelium.node.config import FatalNodeError, NodeConfig
 
 __all__ = ["FatalNodeError", "NodeAgent", "NodeConfig", "run_node"]

@@ -32,7 +32,7 @@ from pathlib import Path
 from bench import BenchError, check_rounds_and_modes
 from mycelium import launch
 from mycelium.client import RegistryClient, RegistryError, read_token_file, write_token_file
-from mycelium.flower import protocol
+from mycelium.flower.protocol import ColdData, RunConfig, SuperNodeConfig
 from mycelium.flower.supernode import PinFactory
 from mycelium.procs import (
     DeadlineExceeded,
@@ -43,12 +43,6 @@ from mycelium.procs import (
 logger = logging.getLogger(__name__)
 
 NUM_NODES = 3
-SCENARIO = {
-    protocol.SCENARIO: "rotate",
-    protocol.CLUSTERS: 1,
-    protocol.CLUSTER: 0,
-    protocol.NUM_PARTITIONS: NUM_NODES,
-}
 TARGET_RATIO = 0.5
 MODES = ("warm", "cold", "pinned")  # pinned: warm, served by the agent's own executor
 RSS_SAMPLE_INTERVAL = 0.5
@@ -169,9 +163,10 @@ def _pin(mode: str) -> PinFactory | None:
     return pin.executor
 
 
-def _node_config(mode: str, index: int, stack: ExitStack) -> dict[str, str | int]:
+def _node_config(mode: str, index: int, stack: ExitStack) -> SuperNodeConfig:
     if mode == "cold":
-        return {**SCENARIO, protocol.PARTITION_INDEX: index, protocol.SEED: 0}
+        cold = ColdData("rotate", clusters=1, cluster=0, index=index, num_clients=NUM_NODES, seed=0)
+        return SuperNodeConfig(cold=cold)
     from mycelium.flower.trainer import LocalTrainer
     from mycelium.flower.trainer_http import TrainerServer
     from mycelium.learning.data import make_partition
@@ -182,7 +177,7 @@ def _node_config(mode: str, index: int, stack: ExitStack) -> dict[str, str | int
     server = TrainerServer(LocalTrainer(data, seed=0))
     url = server.start()
     stack.callback(server.stop)
-    return {protocol.TRAINER_URL: url}
+    return SuperNodeConfig(trainer_url=url)
 
 
 def measure_mode(mode: str, registry_url: str, workdir: Path, rounds: int) -> ModeFigures:
@@ -198,7 +193,7 @@ def measure_mode(mode: str, registry_url: str, workdir: Path, rounds: int) -> Mo
             name=f"bench-{mode}",
             work_dir=workdir / mode / "group",
             creator_token=read_token_file(workdir / OPERATOR_TOKEN_FILE),
-            run_config={"min-round-timeout": 60.0, "first-round-timeout": 180.0},
+            run_config=RunConfig(min_round_timeout=60.0, first_round_timeout=180.0),
         )
         stack.callback(host.stop)
         creds = host.start()

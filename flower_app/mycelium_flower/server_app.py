@@ -11,7 +11,8 @@ from __future__ import annotations
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from mycelium.flower.rounds import RoundLoop, Settings, setup_app_logging
+from mycelium.flower.protocol import RunConfig
+from mycelium.flower.rounds import RoundLoop, build_strategy, open_registry, setup_app_logging
 
 app = ServerApp()
 
@@ -20,7 +21,7 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     """Run the group's rounds until stopped, ``num-rounds`` done, or the group ended."""
     setup_app_logging()
-    settings = Settings.from_run_config(context.run_config)
-    strategy = settings.build_strategy()
-    with settings.registry() as registry:
+    settings = RunConfig.from_run_config(context.run_config)
+    strategy = build_strategy(settings)
+    with open_registry(settings) as registry:
         RoundLoop(grid, strategy, registry, settings).run()

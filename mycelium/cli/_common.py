@@ -26,7 +26,27 @@ TaskRef = Annotated[
 ]
 ProximalMu = Annotated[
     float | None,
-    typer.Option(help="FedProx's mu (default 0.01).", min=0, envvar="MYCELIUM_PROXIMAL_MU"),
+    typer.Option(
+        help=f"FedProx's mu (default {config.PROXIMAL_MU:g}).",
+        min=0,
+        envvar="MYCELIUM_PROXIMAL_MU",
+    ),
+]
+Beta1 = Annotated[
+    float | None,
+    typer.Option(
+        "--beta-1",
+        help="First-moment decay (beta_1) of fedadam/fedyogi, in [0, 1) (default: flwr's).",
+        envvar="MYCELIUM_BETA_1",
+    ),
+]
+Beta2 = Annotated[
+    float | None,
+    typer.Option(
+        "--beta-2",
+        help="Second-moment decay (beta_2) of fedadam/fedyogi, in [0, 1) (default: flwr's).",
+        envvar="MYCELIUM_BETA_2",
+    ),
 ]
 ServerLr = Annotated[
     float | None,
@@ -135,14 +155,14 @@ def check_network(
     return url
 
 
-def strategy_from_flags(
-    name: str, *, proximal_mu: float | None, server_lr: float | None, tau: float | None
-) -> StrategyConfig:
-    """The group strategy the flags describe, or a one-line error (exit 1)."""
+def strategy_from_flags(name: str, *params: float | None) -> StrategyConfig:
+    """The group strategy the flags describe (``--strategy``, then its parameters in
+    StrategyConfig's order: ``--proximal-mu``, ``--server-lr``, ``--beta-1``, ``--beta-2``,
+    ``--tau``), or a one-line error (exit 1)."""
     from mycelium.learning.strategy import StrategyConfig, StrategyError
 
     try:
-        return StrategyConfig(name, proximal_mu=proximal_mu, server_lr=server_lr, tau=tau)
+        return StrategyConfig(name, *params)
     except StrategyError as exc:
         raise fail(str(exc)) from None
 

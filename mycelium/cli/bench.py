@@ -8,7 +8,17 @@ from typing import Annotated
 import typer
 
 from mycelium import config
-from mycelium.cli._common import LogLevel, ProximalMu, ServerLr, TaskRef, Tau, fail, setup_logging
+from mycelium.cli._common import (
+    Beta1,
+    Beta2,
+    LogLevel,
+    ProximalMu,
+    ServerLr,
+    TaskRef,
+    Tau,
+    fail,
+    setup_logging,
+)
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print measured figures.")
 
@@ -90,7 +100,7 @@ def bench_learning(
     ] = 0,
     max_candidates: Annotated[
         int, typer.Option(help="Groups a node probes besides its own.", min=1)
-    ] = 8,
+    ] = config.MAX_CANDIDATES,
     prior_shift: Annotated[
         bool,
         typer.Option(
@@ -114,6 +124,8 @@ def bench_learning(
     ] = None,
     proximal_mu: ProximalMu = None,
     server_lr: ServerLr = None,
+    beta_1: Beta1 = None,
+    beta_2: Beta2 = None,
     tau: Tau = None,
     log_level: LogLevel = "warning",
 ) -> None:
@@ -124,7 +136,12 @@ def bench_learning(
 
     try:
         strategies = configs_for(
-            strategy or ["fedavg"], proximal_mu=proximal_mu, server_lr=server_lr, tau=tau
+            strategy or [config.STRATEGY],
+            proximal_mu=proximal_mu,
+            server_lr=server_lr,
+            beta_1=beta_1,
+            beta_2=beta_2,
+            tau=tau,
         )
         table = learning_bench.run_cli(
             task=task,

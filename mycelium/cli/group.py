@@ -10,6 +10,8 @@ import typer
 
 from mycelium import config
 from mycelium.cli._common import (
+    Beta1,
+    Beta2,
     BindHost,
     Insecure,
     LogLevel,
@@ -41,6 +43,8 @@ def group(
     strategy: StrategyName = config.STRATEGY,
     proximal_mu: ProximalMu = None,
     server_lr: ServerLr = None,
+    beta_1: Beta1 = None,
+    beta_2: Beta2 = None,
     tau: Tau = None,
     seed: Annotated[
         int, typer.Option(help="Seed of the group's initial model.", envvar="MYCELIUM_SEED")
@@ -136,10 +140,10 @@ def group(
     )
     from mycelium.client import RegistryError, read_token_file
     from mycelium.flower.errors import FlowerError
-    from mycelium.flower.group_host import GroupHost
-    from mycelium.flower.group_run import host_until_signalled
+    from mycelium.flower.group_host import GroupHost, host_until_signalled
+    from mycelium.flower.protocol import RunConfig
 
-    chosen = strategy_from_flags(strategy, proximal_mu=proximal_mu, server_lr=server_lr, tau=tau)
+    chosen = strategy_from_flags(strategy, proximal_mu, server_lr, beta_1, beta_2, tau)
     try:
         creator_token = read_token_file(operator_token_file) if operator_token_file else None
     except ValueError as exc:
@@ -150,20 +154,20 @@ def group(
             name=name,
             task=task,
             init_seed=seed,
-            strategy=chosen,
             max_capacity=max_capacity,
             join_policy=join_policy,
             performance_threshold=performance_threshold,
             work_dir=(work_dir or config.RUNS_DIR / f"group-{name}").resolve(),
             heartbeat_interval=heartbeat_interval,
             creator_token=creator_token,
-            run_config={
-                "local-epochs": -1 if local_epochs is None else local_epochs,
-                "lr": -1.0 if lr is None else lr,
-                "batch-size": -1 if batch_size is None else batch_size,
-                "num-rounds": num_rounds,
-                "min-round-timeout": min_round_timeout,
-            },
+            run_config=RunConfig(
+                local_epochs=local_epochs,
+                lr=lr,
+                batch_size=batch_size,
+                num_rounds=num_rounds,
+                min_round_timeout=min_round_timeout,
+                strategy=chosen,
+            ),
             host=host,
             public_host=public_host,
             insecure=insecure,

@@ -10,6 +10,8 @@ import typer
 
 from mycelium import config
 from mycelium.cli._common import (
+    Beta1,
+    Beta2,
     BindHost,
     Insecure,
     LogLevel,
@@ -57,6 +59,8 @@ def node(
     strategy: StrategyName = config.STRATEGY,
     proximal_mu: ProximalMu = None,
     server_lr: ServerLr = None,
+    beta_1: Beta1 = None,
+    beta_2: Beta2 = None,
     tau: Tau = None,
     scenario: Annotated[
         str, typer.Option(help="rotate, permute or mixed.", envvar="MYCELIUM_SCENARIO")
@@ -180,19 +184,18 @@ def node(
     if data is not None and not data.is_file():
         raise fail(f"--data {data} is not a file")
     index, count = _parse_partition(partition)
+    from mycelium.flower.protocol import RunConfig
     from mycelium.node.agent import run_node
-    from mycelium.node.config import NodeConfig
-    from mycelium.node.errors import FatalNodeError
+    from mycelium.node.config import FatalNodeError, NodeConfig
 
-    chosen = strategy_from_flags(strategy, proximal_mu=proximal_mu, server_lr=server_lr, tau=tau)
+    chosen = strategy_from_flags(strategy, proximal_mu, server_lr, beta_1, beta_2, tau)
 
     node_config = NodeConfig(
         name=name,
         registry_url=registry_url,
         node_address=address,
         task=task,
-        strategy=chosen.name,
-        strategy_params=chosen.params,
+        group_run_config=RunConfig(strategy=chosen),
         scenario=scenario,
         clusters=clusters,
         cluster=cluster,

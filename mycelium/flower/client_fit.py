@@ -1,21 +1,22 @@
 """What a member's ClientApp does with a TRAIN message.
 
-``node_config["trainer-url"]`` set: forward the arrays to the node agent's warm trainer
-(:func:`mycelium.flower.trainer_http.request_fit`). Empty: "cold" mode, Flower-quickstart
+Its node config (:class:`~mycelium.flower.protocol.SuperNodeConfig`) has a trainer URL:
+forward the arrays to the node agent's warm trainer
+(:func:`mycelium.flower.trainer_http.request_fit`). None: "cold" mode, Flower-quickstart
 style, for the benchmark: import torch and build the partition from the node config in this
 process, every message. torch is imported only in cold mode.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
 from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 
 from mycelium.flower import protocol as p
 from mycelium.flower.trainer import FitResult
-from mycelium.flower.trainer_http import DEFAULT_FIT_TIMEOUT, request_fit
+from mycelium.flower.trainer_http import request_fit
 
 
 def fit_message(msg: Message, context: Context) -> FitResult:
@@ -26,15 +27,13 @@ def fit_message(msg: Message, context: Context) -> FitResult:
     arrays = content.array_records[p.ARRAYS_KEY].to_numpy_ndarrays()
     config: dict[str, Any] = dict(content.config_records.get(p.CONFIG_KEY, ConfigRecord()))
     round_ = config.get(p.ROUND_KEY)
-    round_ = round_ if isinstance(round_, int) else None
-    node_config = context.node_config
-    url = str(node_config.get(p.TRAINER_URL, "") or "")
-    if url:
-        timeout = float(node_config.get(p.TRAINER_TIMEOUT, DEFAULT_FIT_TIMEOUT))
-        return request_fit(
-            url, arrays, config, round=round_, flower_node_id=context.node_id, timeout=timeout
-        )
-    return _fit_cold(arrays, config, node_config, round_, context.node_id)
+    meta = p.FitMeta(round_ if isinstance(round_, int) else None, context.node_id, config)
+    node = p.SuperNodeConfig.from_node_config(context.node_config)
+    if node.trainer_url:
+        return request_fit(node.trainer_url, arrays, meta, timeout=node.trainer_timeout)
+    if node.cold is None:
+        raise ValueError("the node config has neither a trainer-url nor cold data")
+    return _fit_cold(arrays, meta, node.cold)
 
 
 def reply_content(result: FitResult) -> RecordDict:
@@ -43,32 +42,14 @@ def reply_content(result: FitResult) -> RecordDict:
     return RecordDict({p.ARRAYS_KEY: ArrayRecord(result.arrays), p.METRICS_KEY: metrics})
 
 
-def _fit_cold(
-    arrays: list[Any],
-    config: Mapping[str, Any],
-    node_config: Mapping[str, Any],
-    round_: int | None,
-    node_id: int,
-) -> FitResult:
+def _fit_cold(arrays: list[Any], meta: p.FitMeta, cold: p.ColdData) -> FitResult:
     """Quickstart style: import torch, build the partition and train in this process."""
-    missing = [k for k in p.COLD_KEYS if k not in node_config]
-    if missing:
-        raise ValueError(f"no {p.TRAINER_URL} and node_config lacks {', '.join(missing)}")
     from mycelium.flower.trainer import LocalTrainer
     from mycelium.learning.tasks.base import DataRequest
     from mycelium.learning.tasks.loader import load_task
 
-    task = load_task(str(node_config.get(p.TASK, "digits")))
-    cluster = int(node_config[p.CLUSTER])
-    data = task.load_data(
-        DataRequest(
-            scenario=str(node_config[p.SCENARIO]),
-            clusters=int(node_config[p.CLUSTERS]),
-            cluster=cluster if cluster >= 0 else None,
-            index=int(node_config[p.PARTITION_INDEX]),
-            num_clients=int(node_config[p.NUM_PARTITIONS]),
-            seed=int(node_config[p.SEED]),
-        )
-    )
-    trainer = LocalTrainer(data, seed=int(node_config[p.SEED]), task=task)
-    return trainer.fit(arrays, config, round=round_, flower_node_id=node_id)
+    request = dataclasses.asdict(cold)
+    task = load_task(request.pop("task"))
+    data = task.load_data(DataRequest(**request))
+    trainer = LocalTrainer(data, seed=cold.seed, task=task)
+    return trainer.fit(arrays, meta.config, round=meta.round, flower_node_id=meta.flower_node_id)

@@ -13,14 +13,15 @@ host (the run config, which every SuperNode can read, carries only its path).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
 from pathlib import Path
 
 from mycelium import config
@@ -34,7 +35,7 @@ from mycelium.fingerprint import ModelSpec
 from mycelium.flower import protocol
 from mycelium.flower.errors import FlowerNotInstalled, FlowerTimeout, GroupHostError
 from mycelium.flower.procs import flower_env, flower_executable, wait_while_running
-from mycelium.flower.protocol import CONNECTION, ConfigValue, format_config
+from mycelium.flower.protocol import CONNECTION, RunConfig, format_config
 from mycelium.learning.strategy import StrategyConfig
 from mycelium.net.addresses import AddressError, host_port
 from mycelium.net.certs import TlsFiles, write_private
@@ -79,9 +80,8 @@ class GroupHost:
         work_dir: Path,
         seed_model: bytes | None = None,
         model_spec: ModelSpec | None = None,
-        strategy: StrategyConfig | None = None,
         init_seed: int = 0,
-        run_config: Mapping[str, ConfigValue] | None = None,
+        run_config: RunConfig | None = None,
         heartbeat_interval: float = config.GROUP_HEARTBEAT_INTERVAL_S,
         creator_token: str | None = None,
         registry_timeout: float = config.REGISTRY_TIMEOUT_S,
@@ -93,7 +93,9 @@ class GroupHost:
     ) -> None:
         """``host``/``public_host``/``insecure``: where the SuperLink binds and what it
         advertises (:func:`mycelium.net.tls.plan_group_exposure`; GroupHostError if
-        refused). ``registry_ca``: CA file of an https registry, for us and the ServerApp."""
+        refused). ``registry_ca``: CA file of an https registry, for us and the ServerApp.
+        ``run_config``: the ServerApp's, with the group's strategy; :meth:`start` fills in
+        the registry fields and the group id."""
         try:
             self.exposure = plan_group_exposure(
                 host=host, public_host=public_host, insecure=insecure
@@ -115,8 +117,7 @@ class GroupHost:
         self.task = task
         self.seed_model = seed_model
         self.model_spec = model_spec
-        self.strategy = strategy or StrategyConfig()
-        self.run_config = {**strategy_run_config(self.strategy), **dict(run_config or {})}
+        self.run_config = run_config or RunConfig()
         self.heartbeat_interval = heartbeat_interval
         self.app_dir = Path(app_dir).resolve()
         # The group is created with the founding node's token, or the operator's for a
@@ -139,6 +140,10 @@ class GroupHost:
         self._heartbeat: threading.Thread | None = None
 
     # -- public state -------------------------------------------------------------------
+    @property
+    def strategy(self) -> StrategyConfig:
+        return self.run_config.strategy
+
     @property
     def credentials(self) -> GroupCredentials | None:
         return self._credentials
@@ -338,20 +343,20 @@ class GroupHost:
 
     def _start_run(self) -> int:
         assert self._credentials is not None
-        config: dict[str, ConfigValue] = {
-            **self.run_config,
-            protocol.REGISTRY_URL: self.registry_url,
-            protocol.REGISTRY_CA: str(self.registry_ca or ""),
-            protocol.GROUP_ID: self._credentials.group_id,
+        config = dataclasses.replace(
+            self.run_config,
+            registry_url=self.registry_url,
+            registry_ca=str(self.registry_ca or ""),
+            group_id=self._credentials.group_id,
             # Every SuperNode can read the run config (Fleet get-run): only a path goes.
-            protocol.GROUP_TOKEN_FILE: str(self._write_token_file()),
-        }
+            group_token_file=str(self._write_token_file()),
+        )
         out = self._flwr(
             "run",
             str(self.app_dir),
             CONNECTION,
             "--run-config",
-            format_config(config),
+            format_config(config.to_run_config()),
             "--format",
             "json",
         )
@@ -426,17 +431,6 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def strategy_run_config(strategy: StrategyConfig) -> dict[str, ConfigValue]:
-    """The ServerApp's run-config keys for ``strategy`` (-1 = the strategy's default)."""
-    params = strategy.params
-    return {
-        protocol.STRATEGY: strategy.name,
-        protocol.PROXIMAL_MU: params.get("proximal_mu", -1.0),
-        protocol.SERVER_LR: params.get("server_lr", -1.0),
-        protocol.TAU: params.get("tau", -1.0),
-    }
-
-
 def initial_model(reference: str, seed: int) -> tuple[str, ModelSpec, bytes]:
     """(task name, model spec, seeded initial model as npz bytes) of a task reference: what
     the registry lists and the ServerApp starts from (torch here, never in the ServerApp).
@@ -448,3 +442,31 @@ def initial_model(reference: str, seed: int) -> tuple[str, ModelSpec, bytes]:
     task = load_task(reference)
     model = task.create_model(seed)
     return task.name, spec_of(model), weights_to_bytes(get_weights(model))
+
+
+def host_until_signalled(host: GroupHost, *, check_interval: float = 1.0) -> int:
+    """Start ``host`` and keep it in the foreground (the ``group`` command) until
+    SIGINT/SIGTERM (returns 0) or until its SuperLink or ServerApp ends (returns 1).
+    Always stops it. Start-up errors propagate."""
+    stop = threading.Event()
+    handled = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in handled}
+    try:
+        host.start()
+        while not stop.wait(check_interval):
+            if not host.is_healthy():
+                logger.error(
+                    "group %s: its superlink or serverapp ended (stopped, or the registry "
+                    "failed/dissolved the group); see %s",
+                    host.group_id,
+                    host.work_dir,
+                )
+                return 1
+        logger.info("group %s: stopping on signal", host.group_id)
+        return 0
+    finally:
+        try:
+            host.stop()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)

@@ -37,7 +37,7 @@ class RoundOutcome:
 
     @classmethod
     def from_records(cls, arrays: ArrayRecord, metrics: MetricRecord) -> RoundOutcome:
-        """From what :meth:`LiveMembersFedAvg.aggregate_train` returns."""
+        """From what :meth:`~mycelium.flower.strategy.LiveMembers.aggregate_train` returns."""
         return cls(
             arrays=arrays.to_numpy_ndarrays(),
             accuracy=min(1.0, max(0.0, float(metrics[ACCURACY_KEY]))),

@@ -1,4 +1,5 @@
-"""The group's open-ended round loop, and the run config it reads.
+"""The group's open-ended round loop, driven by the group's run config
+(:class:`~mycelium.flower.protocol.RunConfig`).
 
 flwr's ``Strategy.start`` runs a fixed number of rounds with one timeout and Flower's 3 s
 reply pull. A group runs until stopped, so :class:`RoundLoop` drives the same strategy
@@ -25,8 +26,7 @@ import logging
 import statistics
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from mycelium.flower.group_registry import (
     group_spec,
     start_point,
 )
+from mycelium.flower.protocol import RunConfig
 from mycelium.flower.strategy import LiveMembers, group_strategy
 from mycelium.learning import codec
 from mycelium.learning.strategy import StrategyConfig
@@ -52,102 +53,52 @@ logger = logging.getLogger(__name__)
 MAX_ROUND_TIMEOUT = 900.0
 
 
-@dataclass(frozen=True)
-class Settings:
-    """The run config, typed (defaults = flower_app/pyproject.toml's, checked by a test)."""
+def train_config(settings: RunConfig, server_round: int) -> ConfigRecord:
+    """The round number plus the fit hyper-parameters the group sets."""
+    hyper = {p.LOCAL_EPOCHS: settings.local_epochs, p.LR: settings.lr}
+    hyper[p.BATCH_SIZE] = settings.batch_size
+    given = {k: v for k, v in hyper.items() if v is not None}
+    return ConfigRecord({p.ROUND_KEY: server_round, **given})
 
-    registry_url: str = ""
-    registry_ca: str = ""
-    group_id: int = 0
-    group_token_file: str = ""  # the token is read from it on the host, never sent
-    local_epochs: int = -1  # < 0: the member's default (mycelium.model's constants)
-    lr: float = -1.0
-    batch_size: int = -1
-    num_rounds: int = 0
-    min_round_timeout: float = 30.0
-    first_round_timeout: float = 120.0
-    timeout_factor: float = 3.0
-    idle_poll: float = 1.0
-    unclaimed_grace: float = 30.0
-    registry_timeout: float = 5.0
-    reply_poll: float = 0.25
-    strategy: str = "fedavg"
-    proximal_mu: float = -1.0  # < 0: the strategy's default
-    server_lr: float = -1.0
-    tau: float = -1.0
-    initial_model: str = ""  # an absolute path to an npz of the starting arrays
 
-    @classmethod
-    def from_run_config(cls, cfg: Mapping[str, Any]) -> Settings:
-        d = cls()
-        return cls(
-            registry_url=str(cfg.get(p.REGISTRY_URL, d.registry_url)),
-            registry_ca=str(cfg.get(p.REGISTRY_CA, d.registry_ca)),
-            group_id=int(cfg.get(p.GROUP_ID, d.group_id)),
-            group_token_file=str(cfg.get(p.GROUP_TOKEN_FILE, d.group_token_file)),
-            local_epochs=int(cfg.get(p.LOCAL_EPOCHS, d.local_epochs)),
-            lr=float(cfg.get(p.LR, d.lr)),
-            batch_size=int(cfg.get(p.BATCH_SIZE, d.batch_size)),
-            num_rounds=int(cfg.get(p.NUM_ROUNDS, d.num_rounds)),
-            min_round_timeout=float(cfg.get(p.MIN_ROUND_TIMEOUT, d.min_round_timeout)),
-            first_round_timeout=float(cfg.get(p.FIRST_ROUND_TIMEOUT, d.first_round_timeout)),
-            timeout_factor=float(cfg.get(p.TIMEOUT_FACTOR, d.timeout_factor)),
-            idle_poll=float(cfg.get(p.IDLE_POLL, d.idle_poll)),
-            unclaimed_grace=float(cfg.get(p.UNCLAIMED_GRACE, d.unclaimed_grace)),
-            registry_timeout=float(cfg.get(p.REGISTRY_TIMEOUT, d.registry_timeout)),
-            reply_poll=float(cfg.get(p.REPLY_POLL, d.reply_poll)),
-            strategy=str(cfg.get(p.STRATEGY, d.strategy)),
-            proximal_mu=float(cfg.get(p.PROXIMAL_MU, d.proximal_mu)),
-            server_lr=float(cfg.get(p.SERVER_LR, d.server_lr)),
-            tau=float(cfg.get(p.TAU, d.tau)),
-            initial_model=str(cfg.get(p.INITIAL_MODEL, d.initial_model)),
-        )
+def given_arrays(settings: RunConfig) -> list[np.ndarray] | None:
+    """The ``initial-model`` arrays, or None (ValueError if the file is unreadable)."""
+    if not settings.initial_model:
+        return None
+    try:
+        with open(settings.initial_model, "rb") as f:
+            return codec.bytes_to_weights(f.read())
+    except OSError as exc:
+        raise ValueError(f"initial-model {settings.initial_model}: {exc.strerror}") from None
 
-    def strategy_config(self) -> StrategyConfig:
-        """The group's strategy (StrategyError if the run config names a bad one)."""
-        given = {"proximal_mu": self.proximal_mu, "server_lr": self.server_lr, "tau": self.tau}
-        params = {k: v for k, v in given.items() if v >= 0}
-        return StrategyConfig.from_params(self.strategy, params)
 
-    def given_arrays(self) -> list[np.ndarray] | None:
-        """The ``initial-model`` arrays, or None (ValueError if the file is unreadable)."""
-        if not self.initial_model:
-            return None
-        try:
-            with open(self.initial_model, "rb") as f:
-                return codec.bytes_to_weights(f.read())
-        except OSError as exc:
-            raise ValueError(f"initial-model {self.initial_model}: {exc.strerror}") from None
+def group_token(settings: RunConfig) -> str | None:
+    """The token in ``group-token-file`` (None without one; unreadable: logged)."""
+    if not settings.group_token_file:
+        return None
+    try:
+        return Path(settings.group_token_file).read_text().strip() or None
+    except OSError as exc:
+        logger.error("group token file %s unreadable: %s", settings.group_token_file, exc)
+        return None
 
-    def build_strategy(self) -> LiveMembers:
-        return group_strategy(self.strategy_config(), unclaimed_grace=self.unclaimed_grace)
 
-    def train_config(self, server_round: int) -> ConfigRecord:
-        """The round number plus the hyper-parameters the group sets (>= 0)."""
-        config: dict[str, int | float] = {p.ROUND_KEY: server_round}
-        hyper = {p.LOCAL_EPOCHS: self.local_epochs, p.LR: self.lr, p.BATCH_SIZE: self.batch_size}
-        config.update({k: v for k, v in hyper.items() if v >= 0})
-        return ConfigRecord(config)
+def open_registry(settings: RunConfig) -> GroupRegistry:
+    """The group's registry view (no-op without ``registry-url``)."""
+    return GroupRegistry(
+        settings.registry_url,
+        settings.group_id,
+        token=group_token(settings),
+        timeout=settings.registry_timeout,
+        ca_file=settings.registry_ca or None,
+    )
 
-    def group_token(self) -> str | None:
-        """The token in :attr:`group_token_file` (None without one; unreadable: logged)."""
-        if not self.group_token_file:
-            return None
-        try:
-            return Path(self.group_token_file).read_text().strip() or None
-        except OSError as exc:
-            logger.error("group token file %s unreadable: %s", self.group_token_file, exc)
-            return None
 
-    def registry(self) -> GroupRegistry:
-        """The group's registry view (no-op without ``registry-url``)."""
-        return GroupRegistry(
-            self.registry_url,
-            self.group_id,
-            token=self.group_token(),
-            timeout=self.registry_timeout,
-            ca_file=self.registry_ca or None,
-        )
+def build_strategy(settings: RunConfig) -> LiveMembers:
+    """The group's flwr strategy; logs what it holds, read back from flwr's instance."""
+    strategy = group_strategy(settings.strategy, unclaimed_grace=settings.unclaimed_grace)
+    logger.info("strategy %s", StrategyConfig.of_flwr(strategy).describe())
+    return strategy
 
 
 class RoundTimer:
@@ -210,7 +161,7 @@ class RoundLoop:
         grid: Grid,
         strategy: LiveMembers,
         registry: GroupRegistry,
-        settings: Settings,
+        settings: RunConfig,
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
@@ -229,7 +180,7 @@ class RoundLoop:
 
     def _start(self) -> tuple[dict[str, Any] | None, list[np.ndarray], int] | None:
         """Wait for a starting model (see the module docstring); None if the group ended."""
-        given = self.settings.given_arrays()
+        given = given_arrays(self.settings)
         while True:
             group = self.registry.group()
             if group is not None and group.get("status") in TERMINAL_STATUSES:
@@ -269,7 +220,7 @@ class RoundLoop:
         """One round; None when nobody was asked (after an idle poll) or nobody answered."""
         timeout = self.timer.timeout
         self.strategy.message_ttl = timeout
-        config = self.settings.train_config(server_round)
+        config = train_config(self.settings, server_round)
         messages = self.strategy.configure_train(
             server_round, ArrayRecord(arrays), config, self.grid
         )

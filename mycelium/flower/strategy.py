@@ -233,7 +233,6 @@ class LiveFedAdagrad(LiveMembers, FedAdagrad):
     """flwr's FedAdagrad over the live members."""
 
 
-LiveMembersFedAvg = LiveFedAvg  # the name before strategies were per group
 _LIVE = {
     "FedAvg": LiveFedAvg,
     "FedProx": LiveFedProx,

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 from mycelium.flower.procs import flower_env, flower_executable, wait_while_running
-from mycelium.flower.protocol import NODE_ID_PATTERN, ConfigValue, format_config
+from mycelium.flower.protocol import NODE_ID_PATTERN, SuperNodeConfig, format_config
 from mycelium.net.certs import write_private
 from mycelium.net.tls import supernode_tls_args
 from mycelium.procs import ManagedProcess, free_port
@@ -45,7 +45,7 @@ class SuperNode:
         self,
         *,
         superlink_address: str,
-        node_config: Mapping[str, ConfigValue],
+        node_config: SuperNodeConfig,
         work_dir: Path,
         name: str,
         max_wait_time: float = DEFAULT_MAX_WAIT_TIME,
@@ -62,7 +62,7 @@ class SuperNode:
         self.auth_private_key = auth_private_key
         self.pin = pin
         self._executor: Executor | None = None
-        self.node_config = dict(node_config)
+        self.node_config = node_config
         self.work_dir = Path(work_dir).resolve()  # children never depend on our cwd
         self.name = name
         self.max_wait_time = max_wait_time
@@ -92,7 +92,7 @@ class SuperNode:
         if self.is_running():
             return self
         self._stop_executor()  # the one of a previous start whose child exited
-        rendered = format_config(self.node_config)
+        rendered = format_config(self.node_config.to_node_config())
         self.port = free_port()
         flwr_home = self.work_dir / f"{self.name}.flwr"
         args = [

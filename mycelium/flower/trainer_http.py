@@ -1,10 +1,9 @@
 """The warm trainer's loopback HTTP endpoint (the HTTP side of the warm-trainer bridge).
 
-``POST /fit``: body = model arrays as ``.npz`` bytes (:mod:`mycelium.learning.codec`); header
-``X-Fit-Meta`` = JSON ``{"round": int|null, "flower_node_id": int|null, "config": {...}}``.
-Reply 200: ``.npz`` bytes, headers ``X-Num-Examples`` and ``X-Metrics`` (JSON object of
-floats). Bad input -> 400/411/413 with a JSON ``{"detail": ...}``. ``GET /health`` ->
-``{"status": "ok"}``. Names in :mod:`mycelium.flower.protocol`.
+``POST /fit``: body = model arrays as ``.npz`` bytes (:mod:`mycelium.learning.codec`), header
+:class:`~mycelium.flower.protocol.FitMeta`. Reply 200: ``.npz`` bytes, headers
+:class:`~mycelium.flower.protocol.FitReplyMeta`. Bad input -> 400/411/413 with a JSON
+``{"detail": ...}``. ``GET /health`` -> ``{"status": "ok"}``.
 
 No torch here: the ClientApp uses :func:`request_fit`; the node agent serves its
 :class:`mycelium.flower.trainer.LocalTrainer` with :class:`TrainerServer`.
@@ -27,13 +26,11 @@ from mycelium.config import MAX_MODEL_BYTES
 from mycelium.flower.errors import FitError
 from mycelium.flower.protocol import (
     FIT_PATH,
+    FIT_TIMEOUT_S,
     HEALTH_PATH,
-    META_CONFIG,
     META_HEADER,
-    META_NODE_ID,
-    META_ROUND,
-    METRICS_HEADER,
-    NUM_EXAMPLES_HEADER,
+    FitMeta,
+    FitReplyMeta,
 )
 from mycelium.flower.trainer import FitResult
 from mycelium.learning import codec
@@ -45,34 +42,12 @@ logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = MAX_MODEL_BYTES
 REQUEST_SOCKET_TIMEOUT = 30.0
-DEFAULT_FIT_TIMEOUT = 120.0
 
 
 class _BadRequest(ValueError):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
-
-
-def _parse_meta(raw: str | None) -> tuple[int | None, int | None, dict[str, Any]]:
-    if not raw:
-        return None, None, {}
-    try:
-        meta = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise _BadRequest(400, f"{META_HEADER} is not JSON: {exc}") from None
-    if not isinstance(meta, dict):
-        raise _BadRequest(400, f"{META_HEADER} must be a JSON object")
-    round_, node_id = meta.get(META_ROUND), meta.get(META_NODE_ID)
-    fit_config = meta.get(META_CONFIG)
-    for name, value in ((META_ROUND, round_), (META_NODE_ID, node_id)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise _BadRequest(400, f"{name} must be an integer or null")
-    if fit_config is None:
-        fit_config = {}
-    if not isinstance(fit_config, dict):
-        raise _BadRequest(400, f"{META_CONFIG} must be a JSON object")
-    return round_, node_id, fit_config
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -97,12 +72,14 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             body = self._read_body()
-            round_, node_id, config = _parse_meta(self.headers.get(META_HEADER))
+            meta = FitMeta.from_header(self.headers.get(META_HEADER))  # ValueError: 400
             try:
                 arrays = codec.bytes_to_weights(body)
             except Exception as exc:  # noqa: BLE001 - any decode failure is the client's
                 raise _BadRequest(400, f"body is not an npz of arrays: {exc}") from None
-            result = self.server.trainer.fit(arrays, config, round=round_, flower_node_id=node_id)
+            result = self.server.trainer.fit(
+                arrays, meta.config, round=meta.round, flower_node_id=meta.flower_node_id
+            )
         except _BadRequest as exc:
             self._send_json(exc.status, {"detail": str(exc)})
             return
@@ -140,8 +117,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(len(payload)))
-        self.send_header(NUM_EXAMPLES_HEADER, str(result.num_examples))
-        self.send_header(METRICS_HEADER, json.dumps(result.metrics))
+        for name, value in FitReplyMeta(result.num_examples, result.metrics).to_headers().items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(payload)
 
@@ -204,25 +181,22 @@ class TrainerServer:
 def request_fit(
     url: str,
     arrays: Sequence[np.ndarray],
-    config: Mapping[str, Any],
+    meta: FitMeta,
     *,
-    round: int | None = None,  # noqa: A002 - the protocol's name
-    flower_node_id: int | None = None,
-    timeout: float = DEFAULT_FIT_TIMEOUT,
+    timeout: float = FIT_TIMEOUT_S,
 ) -> FitResult:
-    """POST ``arrays`` to a TrainerServer's /fit; raises :class:`FitError` on failure."""
-    meta = {META_ROUND: round, META_NODE_ID: flower_node_id, META_CONFIG: dict(config)}
+    """POST ``arrays`` with ``meta`` to a TrainerServer's /fit; raises :class:`FitError`
+    on failure."""
     request = urllib.request.Request(
         url.rstrip("/") + FIT_PATH,
         data=codec.weights_to_bytes(list(arrays)),
-        headers={"Content-Type": "application/octet-stream", META_HEADER: json.dumps(meta)},
+        headers={"Content-Type": "application/octet-stream", META_HEADER: meta.to_header()},
         method="POST",
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             body = response.read()
-            num_examples = int(response.headers.get(NUM_EXAMPLES_HEADER, "0"))
-            metrics = json.loads(response.headers.get(METRICS_HEADER, "{}"))
+            reply = FitReplyMeta.from_headers(dict(response.headers.items()))
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode(errors="replace")[:500]
         raise FitError(f"trainer at {url} answered {exc.code}: {detail}") from None
@@ -232,6 +206,6 @@ def request_fit(
         raise FitError(f"trainer at {url} sent a bad reply: {exc}") from None
     return FitResult(
         arrays=codec.bytes_to_weights(body),
-        num_examples=num_examples,
-        metrics={str(k): float(v) for k, v in metrics.items()},
+        num_examples=reply.num_examples,
+        metrics=dict(reply.metrics),
     )

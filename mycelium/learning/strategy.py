@@ -30,12 +30,15 @@ if TYPE_CHECKING:
     from flwr.serverapp.strategy import Strategy
 
 STRATEGIES = config.STRATEGIES  # fedavg, fedprox, fedadam, fedyogi, fedadagrad
-DEFAULT_PROXIMAL_MU = 0.01  # flwr's own default 0.0 makes FedProx plain FedAvg
-PROXIMAL_MU_KEY = "proximal-mu"  # flwr's FedProx config key
-WEIGHT_KEY = "num-examples"
+DEFAULT_PROXIMAL_MU = config.PROXIMAL_MU  # flwr's own default 0.0 makes FedProx plain FedAvg
+# The record keys flwr's strategies are built with: a TRAIN message's arrays and config, a
+# reply's metrics and its FedAvg weight, FedProx's train-config key. Defined here, where the
+# strategies are built; mycelium.flower.protocol (which learning may not import) takes them.
 ARRAYS_KEY = "arrays"
-METRICS_KEY = "metrics"
 CONFIG_KEY = "config"
+METRICS_KEY = "metrics"
+NUM_EXAMPLES_KEY = "num-examples"
+PROXIMAL_MU_KEY = "proximal-mu"
 _CLASSES = {
     "fedavg": "FedAvg",
     "fedprox": "FedProx",
@@ -62,7 +65,7 @@ class StrategyError(ValueError):
 class StrategyConfig:
     """``name`` plus the parameters given; None = flwr's default (FedProx: 0.01)."""
 
-    name: str = "fedavg"
+    name: str = config.STRATEGY
     proximal_mu: float | None = None
     server_lr: float | None = None
     beta_1: float | None = None
@@ -99,6 +102,21 @@ class StrategyConfig:
             raise StrategyError(f"unknown strategy parameter {unknown[0]!r}")
         return cls(name=name, **dict(params or {}))
 
+    @classmethod
+    def of_flwr(cls, strategy: object) -> StrategyConfig:
+        """The strategy a built flwr strategy is, read back from the instance: its class
+        (the first of flwr's five in its MRO) and every parameter that class takes."""
+        by_class = {flwr_name: name for name, flwr_name in _CLASSES.items()}
+        name = next(by_class[k.__name__] for k in type(strategy).__mro__ if k.__name__ in by_class)
+        return cls(
+            name=name,
+            **{
+                param: float(getattr(strategy, keyword))
+                for param, (keyword, takers) in _PARAMS.items()
+                if name in takers
+            },
+        )
+
     def describe(self) -> str:
         extra = ", ".join(f"{k}={v:g}" for k, v in self.params.items())
         return f"{self.name}({extra})" if extra else self.name
@@ -129,7 +147,7 @@ class StrategyConfig:
             min_train_nodes=1,
             min_evaluate_nodes=1,
             min_available_nodes=1,
-            weighted_by_key=WEIGHT_KEY,
+            weighted_by_key=NUM_EXAMPLES_KEY,
             arrayrecord_key=ARRAYS_KEY,
             configrecord_key=CONFIG_KEY,
             **self.flwr_kwargs(),
@@ -240,7 +258,7 @@ class GroupAggregator:
 
         messages = []
         for reply in sorted(replies, key=lambda r: r.node_id):
-            metrics = {WEIGHT_KEY: int(reply.num_examples), **dict(reply.metrics or {})}
+            metrics = {NUM_EXAMPLES_KEY: int(reply.num_examples), **dict(reply.metrics or {})}
             content = RecordDict(
                 {
                     ARRAYS_KEY: ArrayRecord([np.asarray(a) for a in reply.arrays]),

@@ -38,8 +38,7 @@ from mycelium.learning import policy
 from mycelium.net.addresses import is_loopback
 from mycelium.net.trust import GroupTrust
 from mycelium.node.actions import GroupActions, safe
-from mycelium.node.config import NodeConfig, load_node_data, load_node_task
-from mycelium.node.errors import FatalNodeError
+from mycelium.node.config import FatalNodeError, NodeConfig, load_node_data, load_node_task
 from mycelium.node.placement import Placement
 from mycelium.node.status import StatusReporter
 

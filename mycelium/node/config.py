@@ -1,4 +1,4 @@
-"""A node agent's configuration, and the data it learns on."""
+"""A node agent's configuration, the data it learns on, and its exception tree."""
 
 from __future__ import annotations
 
@@ -7,11 +7,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mycelium import config
-from mycelium.node.errors import FatalNodeError
+from mycelium.flower.protocol import RunConfig
 
 if TYPE_CHECKING:
     from mycelium.learning.data import ClientData
     from mycelium.learning.tasks.base import Task
+
+
+class NodeError(Exception):
+    """Base of the errors of :mod:`mycelium.node`; every message is one line, no secret."""
+
+
+class FatalNodeError(NodeError):
+    """An error retrying cannot fix (a missing executable, an unusable data file, a refused
+    registration): the agent cleans up and stops; ``mycelium node`` exits with code 1."""
 
 
 @dataclass(frozen=True)
@@ -31,7 +40,7 @@ class NodeConfig:
     clusters: int = config.CLUSTERS
     cluster: int = 0
     partition_index: int = 0
-    partition_count: int = 6
+    partition_count: int = config.NODE_PARTITIONS
     seed: int = 0
     data_path: Path | None = None
     # Timing.
@@ -46,19 +55,18 @@ class NodeConfig:
     join_policy: str = config.JOIN_POLICY
     invite_code: str | None = field(default=None, repr=False)  # a secret: not in repr
     join_group: int | None = None
-    max_candidates: int = 8
+    max_candidates: int = config.MAX_CANDIDATES
     # Where the node keeps its Flower homes, logs and status.json.
     work_dir: Path = field(default_factory=lambda: config.RUNS_DIR / "node")
-    group_run_config: dict[str, str | int | float] = field(default_factory=dict)
     # Across machines (mycelium.net): where a founded group's SuperLink binds and what it
     # advertises, the CA of an https registry, and explicit plaintext off loopback.
     host: str = config.GROUP_HOST
     public_host: str | None = None
     registry_ca: Path | None = None
     insecure: bool = False
-    # The aggregation strategy of a group this node founds (mycelium.learning.strategy).
-    strategy: str = config.STRATEGY
-    strategy_params: dict[str, float] = field(default_factory=dict)
+    # The run config of a group this node founds: its aggregation strategy
+    # (mycelium.learning.strategy) and round timing; its host fills in the registry fields.
+    group_run_config: RunConfig = RunConfig()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "work_dir", Path(self.work_dir).resolve())

@@ -9,9 +9,7 @@ from mycelium.client import RegistryError
 from mycelium.fingerprint import ModelSpec
 from mycelium.flower.errors import FlowerError, FlowerNotInstalled, FlowerTimeout, GroupHostError
 from mycelium.flower.group_host import GroupHost
-from mycelium.learning.strategy import StrategyConfig
-from mycelium.node.config import NodeConfig
-from mycelium.node.errors import FatalNodeError
+from mycelium.node.config import FatalNodeError, NodeConfig
 
 logger = logging.getLogger(__name__)
 
@@ -72,13 +70,12 @@ class Founder:
                 name=f"{cfg.name}-group",
                 task=task_name or cfg.task,
                 model_spec=spec,
-                strategy=StrategyConfig.from_params(cfg.strategy, cfg.strategy_params),
                 max_capacity=cfg.max_capacity,
                 join_policy=cfg.join_policy,
                 performance_threshold=cfg.performance_threshold,
                 work_dir=cfg.work_dir / "group",
                 seed_model=seed_model,
-                run_config=cfg.group_run_config or None,
+                run_config=cfg.group_run_config,
                 creator_token=node_token,
                 host=cfg.host,
                 public_host=cfg.public_host,

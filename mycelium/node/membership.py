@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mycelium.flower.errors import ChildExited, FlowerNotInstalled
-from mycelium.flower.protocol import TRAINER_URL
+from mycelium.flower.protocol import SuperNodeConfig
 from mycelium.flower.supernode import PinFactory, SuperNode
-from mycelium.node.errors import FatalNodeError
+from mycelium.node.config import FatalNodeError
 from mycelium.security.node_keys import NodeKeyPair
 
 logger = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def start_supernode(
     """
     supernode = SuperNode(
         superlink_address=fleet_address,
-        node_config={TRAINER_URL: trainer_url},
+        node_config=SuperNodeConfig(trainer_url=trainer_url),
         work_dir=work_dir,
         name=name,
         root_certificates=root_certificates,

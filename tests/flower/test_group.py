@@ -3,6 +3,7 @@ ClientApps forward to in-process TrainerServers. Slow: real Flower processes."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import threading
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ import pytest
 
 from mycelium.client import RegistryClient, RegistryError
 from mycelium.flower.group_host import GroupHost
-from mycelium.flower.protocol import TRAINER_URL
+from mycelium.flower.protocol import RunConfig, SuperNodeConfig
 from mycelium.flower.supernode import SuperNode
 from mycelium.flower.trainer import LocalTrainer
 from mycelium.flower.trainer_http import TrainerServer
@@ -30,12 +31,12 @@ pytestmark = pytest.mark.slow
 
 NODE_TTL = 3.0
 HEARTBEAT_EVERY = 0.5
-RUN_CONFIG = {
-    "min-round-timeout": 15.0,
-    "first-round-timeout": 60.0,
-    "unclaimed-grace": 0.0,  # strangers never train: only registry members with their id
-    "idle-poll": 0.3,
-}
+RUN_CONFIG = RunConfig(
+    min_round_timeout=15.0,
+    first_round_timeout=60.0,
+    unclaimed_grace=0.0,  # strangers never train: only registry members with their id
+    idle_poll=0.3,
+)
 
 
 @dataclass
@@ -76,7 +77,7 @@ def start_member(
     stack.callback(node.client.close)
     supernode = SuperNode(
         superlink_address=fleet,
-        node_config={TRAINER_URL: trainer_url},
+        node_config=SuperNodeConfig(trainer_url=trainer_url),
         work_dir=work,
         name=name,
     ).start()
@@ -93,7 +94,7 @@ def join(member: Member, group_id: int) -> None:
 
 
 def host_group(stack: ExitStack, url: str, work: Path, **kwargs: Any) -> GroupHost:
-    config = {**RUN_CONFIG, **kwargs.pop("run_config", {})}
+    config = dataclasses.replace(RUN_CONFIG, **kwargs.pop("run_config", {}))
     kwargs.setdefault("creator_token", OPERATOR_TOKEN)  # a host without a node
     host = GroupHost(
         url, name="g", work_dir=work, run_config=config, heartbeat_interval=1.0, **kwargs
@@ -211,7 +212,7 @@ def test_group_resumes_from_the_registry_model_and_ends_after_num_rounds(
         url,
         tmp_path / "group",
         seed_model=weights_to_bytes(seed),
-        run_config={"num-rounds": 1},
+        run_config={"num_rounds": 1},
     )
     assert host.group_id is not None and host.fleet_address is not None
     member = start_member(stack, url, host.fleet_address, tmp_path, "r0", 0)

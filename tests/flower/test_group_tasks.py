@@ -4,6 +4,7 @@ Slow: real registry and Flower processes."""
 
 from __future__ import annotations
 
+import dataclasses
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 
 from mycelium.client import RegistryError
 from mycelium.flower.group_host import GroupHost
-from mycelium.flower.protocol import TRAINER_URL
+from mycelium.flower.protocol import SuperNodeConfig
 from mycelium.flower.supernode import SuperNode
 from mycelium.flower.trainer import LocalTrainer
 from mycelium.flower.trainer_http import TrainerServer
@@ -27,6 +28,8 @@ __all__ = ["registry"]  # the fixture: a registry, and heartbeats for the member
 
 pytestmark = pytest.mark.slow
 
+PROX = StrategyConfig("fedprox", proximal_mu=0.05)
+
 
 def test_an_mnist_fedprox_group_trains_and_refuses_other_models(
     registry: tuple[str, list[Member], ExitStack], tmp_path: Path
@@ -38,9 +41,8 @@ def test_an_mnist_fedprox_group_trains_and_refuses_other_models(
         url,
         name="mnist-prox",
         task="mnist",
-        strategy=StrategyConfig("fedprox", proximal_mu=0.05),
         work_dir=tmp_path / "group",
-        run_config=RUN_CONFIG,
+        run_config=dataclasses.replace(RUN_CONFIG, strategy=PROX),
         heartbeat_interval=1.0,
         creator_token=OPERATOR_TOKEN,
     )
@@ -55,7 +57,7 @@ def test_an_mnist_fedprox_group_trains_and_refuses_other_models(
         stack.callback(node.client.close)
         supernode = SuperNode(
             superlink_address=host.fleet_address,
-            node_config={TRAINER_URL: server.start()},
+            node_config=SuperNodeConfig(trainer_url=server.start()),
             work_dir=tmp_path / f"n{index}",
             name=f"n{index}",
         ).start()
@@ -76,6 +78,8 @@ def test_an_mnist_fedprox_group_trains_and_refuses_other_models(
     assert client.list_groups(fingerprint=task_spec(load_task("digits")).fingerprint) == []
     group = wait_round(client, creds.group_id, 2, timeout=240)
     assert group["rounds"][-1]["num_nodes"] == 2
+    # The ServerApp's flwr FedProx holds the mu given here (read back from its instance).
+    assert f"strategy {PROX.describe()}" in host.run_log()
     model = bytes_to_weights(client.get_model(creds.group_id))
     spec.check(model)  # the FedProx aggregate still fits the CNN's fingerprint
     assert not np.array_equal(model[0], get_weights(mnist.create_model(0))[0])

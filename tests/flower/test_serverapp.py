@@ -19,7 +19,7 @@ from mycelium.flower.group_registry import RoundOutcome
 from mycelium.flower.rounds import RoundTimer
 from mycelium.flower.strategy import (
     MODEL_SHAPES,
-    LiveMembersFedAvg,
+    LiveFedAvg,
     initial_arrays,
     select_targets,
 )
@@ -33,7 +33,7 @@ def aggregate(replies: list[Message], shapes: Sequence[tuple[int, ...]]) -> Roun
     spec = model_spec(
         [f"a{i}" for i in range(len(shapes))], [np.zeros(s, np.float32) for s in shapes]
     )
-    strategy = LiveMembersFedAvg(unclaimed_grace=0.0, spec=spec)
+    strategy = LiveFedAvg(unclaimed_grace=0.0, spec=spec)
     arrays, metrics = strategy.aggregate_train(1, replies)
     return None if arrays is None else RoundOutcome.from_records(arrays, metrics)
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from mycelium.flower.errors import FitError
-from mycelium.flower.protocol import META_HEADER
-from mycelium.flower.rounds import Settings
+from mycelium.flower.protocol import META_HEADER, FitMeta, RunConfig
+from mycelium.flower.rounds import group_token, train_config
 from mycelium.flower.strategy import initial_arrays
 from mycelium.flower.trainer import LocalTrainer
 from mycelium.flower.trainer_http import TrainerServer, request_fit
@@ -46,12 +46,10 @@ def test_hyper_parameter_defaults_are_the_learning_cores(trainer: LocalTrainer) 
     d = trainer.defaults
     assert (d.epochs, d.lr, d.batch_size) == core
     app_config = tomllib.loads((ROOT / "flower_app/pyproject.toml").read_text())
-    run_config = app_config["tool"]["flwr"]["app"]["config"]
-    settings = Settings.from_run_config(run_config)
-    assert settings == Settings()  # the ServerApp's defaults are the app's
+    settings = RunConfig.from_run_config(app_config["tool"]["flwr"]["app"]["config"])
     # By default a group sends no hyper-parameters: members use the learning core's.
-    assert dict(settings.train_config(3)) == {"server-round": 3}
-    chosen = Settings(local_epochs=3, lr=0.2, batch_size=-1).train_config(1)
+    assert dict(train_config(settings, 3)) == {"server-round": 3}
+    chosen = train_config(RunConfig(local_epochs=3, lr=0.2), 1)
     assert dict(chosen) == {"server-round": 1, "local-epochs": 3, "lr": 0.2}
 
 
@@ -100,7 +98,7 @@ def test_warm_up_trains_the_local_model() -> None:
 
 def test_request_fit_round_trip(server: tuple[str, int], trainer: LocalTrainer) -> None:
     url, _ = server
-    result = request_fit(url, initial_arrays(1), {"local-epochs": 1}, round=7)
+    result = request_fit(url, initial_arrays(1), FitMeta(7, None, {"local-epochs": 1}))
     assert result.num_examples == trainer.num_examples
     assert set(result.metrics) >= {"val_accuracy", "val_loss", "train_loss", "post_val_accuracy"}
     assert trainer.last_round == 7
@@ -162,15 +160,15 @@ def test_trainer_server_unknown_path_and_oversize(server: tuple[str, int]) -> No
 def test_request_fit_reports_refusals_and_unreachable(server: tuple[str, int]) -> None:
     url, _ = server
     with pytest.raises(FitError, match="400"):
-        request_fit(url, [np.zeros(3, np.float32)], {})
+        request_fit(url, [np.zeros(3, np.float32)], FitMeta())
     with pytest.raises(FitError, match="unreachable"):
-        request_fit("http://127.0.0.1:9", initial_arrays(0), {}, timeout=2)
+        request_fit("http://127.0.0.1:9", initial_arrays(0), FitMeta(), timeout=2)
 
 
 def test_the_serverapp_reads_its_group_token_from_the_hosts_file(tmp_path: Path) -> None:
     token_file = tmp_path / "group.token"
     token_file.write_text("the-token\n")
-    settings = Settings.from_run_config({"group-token-file": str(token_file)})
-    assert settings.group_token() == "the-token" and "the-token" not in repr(settings)
-    assert Settings().group_token() is None
-    assert Settings(group_token_file=str(tmp_path / "missing")).group_token() is None
+    settings = RunConfig.from_run_config({"group-token-file": str(token_file)})
+    assert group_token(settings) == "the-token" and "the-token" not in repr(settings)
+    assert group_token(RunConfig()) is None
+    assert group_token(RunConfig(group_token_file=str(tmp_path / "missing"))) is None

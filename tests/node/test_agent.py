@@ -20,8 +20,7 @@ from fastapi.testclient import TestClient
 
 from mycelium.client import RegistryClient
 from mycelium.node.agent import REHOME_RETRY_S, NodeAgent
-from mycelium.node.config import NodeConfig
-from mycelium.node.errors import FatalNodeError
+from mycelium.node.config import FatalNodeError, NodeConfig
 from mycelium.node.status import STATUS_FILE
 from mycelium.procs import free_port
 from tests.conftest import FakeClock, registry_app, start_registry

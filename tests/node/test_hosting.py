@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mycelium.node.config import NodeConfig
-from mycelium.node.errors import FatalNodeError
+from mycelium.node.config import FatalNodeError, NodeConfig
 from mycelium.node.hosting import MAX_FLOWER_FAILURES, Founder
 from mycelium.procs import free_port
 from tests.conftest import register_node, start_registry

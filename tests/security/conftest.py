@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from mycelium.flower.procs import flower_env, flower_executable
-from mycelium.flower.protocol import format_config
+from mycelium.flower.protocol import SuperNodeConfig, format_config
 from mycelium.procs import ManagedProcess, free_port, port_is_open, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -147,7 +147,7 @@ class Lab:
         key: Path | None = None,
         address: str | None = None,
         isolation: str | None = None,
-        node_config: dict[str, str] | None = None,
+        node_config: SuperNodeConfig | None = None,
     ) -> SuperNodeProc:
         runtime_port = free_port()
         args = [
@@ -156,7 +156,8 @@ class Lab:
             "--max-wait-time", "20",
             *(["--auth-supernode-private-key", str(key)] if key else []),
             *(["--isolation", isolation] if isolation else []),
-            *(["--node-config", format_config(node_config)] if node_config else []),
+            *(["--node-config", format_config(node_config.to_node_config())]
+              if node_config else []),
         ]  # fmt: skip
         proc = ManagedProcess(name, args, log_path=self.work / f"{name}.log",
                               env=flower_env(self.work / f"{name}.flwr"))  # fmt: skip

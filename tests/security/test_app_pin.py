@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from mycelium.flower.protocol import SuperNodeConfig
 from mycelium.procs import wait_for
 from mycelium.security import node_keys
 from mycelium.security.admission import Admission, ControlApiAdmin, Member
@@ -77,7 +78,7 @@ def test_a_tampered_clientapp_never_runs_on_a_pinned_member(lab: Lab, tmp_path: 
     url = trainer.start()
     refusals: list[RefusedRun] = []
     node = lab.supernode("pinned", key=keys[0].private_key_path, isolation="process",
-                         node_config={"trainer-url": url})  # fmt: skip
+                         node_config=SuperNodeConfig(trainer_url=url))  # fmt: skip
     executor = PinnedExecutor(
         node.runtime_address,
         client_app=load_client_app(APP_DIR),
