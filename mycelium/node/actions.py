@@ -6,14 +6,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from mycelium.client import RegistryClient, RegistryError
-from mycelium.flower.group_host import APP_DIR
+from mycelium.client import NodeCredentials, RegistryClient, RegistryError
 from mycelium.learning import policy
 from mycelium.node.admitted import AppPin, MembershipKeys, wait_admitted
 from mycelium.node.config import NodeConfig
@@ -23,12 +21,10 @@ from mycelium.node.placement import Placement, superlink_reachable
 from mycelium.security.node_keys import NodeKeyPair
 
 if TYPE_CHECKING:
-    from mycelium.net.trust import GroupTrust
-
-if TYPE_CHECKING:
     from mycelium.flower.group_host import GroupHost
     from mycelium.flower.supernode import SuperNode
     from mycelium.flower.trainer import LocalTrainer
+    from mycelium.net.trust import GroupTrust
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -46,8 +42,10 @@ def safe(call: Callable[[], T]) -> T | None:
 
 
 class GroupActions:
-    """The node's moves between groups; ``report`` heartbeats at once after a move (so
-    the registry learns the new Flower node id without waiting for the next beat)."""
+    """The moves between groups of the registered node ``credentials``; ``report``
+    heartbeats at once after a move (so the registry learns the new Flower node id without
+    waiting for the next beat). ``pin``: the ClientApp every SuperNode is pinned to (also
+    on loopback: cheaper, docs/security.md)."""
 
     def __init__(
         self,
@@ -56,9 +54,11 @@ class GroupActions:
         placement: Placement,
         trainer: LocalTrainer,
         *,
+        credentials: NodeCredentials,
         trainer_url: str,
         report: Callable[[], None],
         trust: GroupTrust,
+        pin: AppPin,
     ) -> None:
         self.cfg = cfg
         self.trust = trust
@@ -67,19 +67,16 @@ class GroupActions:
         self.trainer = trainer
         self.trainer_url = trainer_url
         self.report = report
-        self.node_id: int | None = None
-        self.node_token: str | None = None
+        self.node_id = credentials.node_id
+        self.node_token = credentials.token
         self.membership: Membership | None = None
         self.hosted: GroupHost | None = None
         self.founder = Founder(cfg)
         # TLS groups: a key per membership; our own ClientApp only; groups whose run
         # shipped another app, with the reason (never joined again by this agent).
         self.keys = MembershipKeys(cfg.work_dir / "keys")
-        self.pin = AppPin(APP_DIR)
+        self.pin = pin
         self.refused_groups: dict[int, str] = {}
-        # Every SuperNode is pinned (also on loopback: cheaper, docs/security.md); hash
-        # and import our app in the background, off the first join's path.
-        threading.Thread(target=self.pin.preload, name="app-pin", daemon=True).start()
 
     def act(self, decision: policy.Decision, groups: list[Group]) -> None:
         """Carry out ``decision`` (taken on ``groups``)."""
@@ -95,7 +92,6 @@ class GroupActions:
                 self.migrate(target, decision)
 
     def join(self, group: Group, *, reason: str, invite: str | None, move: bool = True) -> None:
-        assert self.node_id is not None
         root = self._trusted_root(group)
         if root is False:
             return
@@ -116,7 +112,7 @@ class GroupActions:
         logger.info("joined group %s (%s): %s", group["group_id"], group["name"], reason)
 
     def migrate(self, target: Group, decision: policy.Decision) -> None:
-        assert self.node_id is not None and self.membership is not None
+        assert self.membership is not None
         source = self.membership.group_id
         root = self._trusted_root(target)
         if root is False:
@@ -184,7 +180,6 @@ class GroupActions:
             if group is not None and root is not False:
                 key = self._membership_key(actual_group_id, root)
                 if key is not None:
-                    assert self.node_id is not None
                     safe(lambda: self.registry.set_public_key(self.node_id, key.public_key))
                 self.attach(group, root, key)
 
@@ -224,7 +219,6 @@ class GroupActions:
         """Start the SuperNode for ``group``; with a key, once the host admitted it."""
         address, gid = group["fleet_address"], group["group_id"]
         if key is not None:
-            assert self.node_id is not None
             wait_admitted(self.registry, self.node_id, group_id=gid, public_key=key.public_key)
         supernode = self._supernode(address, root, key)
         self.membership = Membership(gid, address, supernode, root, key)
@@ -246,7 +240,6 @@ class GroupActions:
         record = {"group_id": m.group_id, "run_id": refused[0].run_id, "reason": reason}
         with (self.cfg.work_dir / REFUSED_LOG).open("a") as f:
             f.write(json.dumps({"at": time.time(), **record}) + "\n")
-        assert self.node_id is not None
         node_id = self.node_id
         safe(lambda: self.registry.leave_group(m.group_id, node_id))
         self.stop_supernode()

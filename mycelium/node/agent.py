@@ -1,15 +1,15 @@
 """The node agent's life: start, loop, act, shut down.
 
-Start: check Flower's executables, load the data, start the warm trainer and its endpoint,
-register (retried while the registry is unreachable), warm up, place itself. Loop (one
-:meth:`NodeAgent.tick` every 0.5 s of its clock): heartbeat, write ``status.json``, restart
-a SuperNode that died, and every ``group_evaluation_interval`` (or at once when it has no
-group or its group's SuperLink is gone) probe and decide. Shut down: leave, deregister,
-stop every child.
+Start (:meth:`NodeAgent.start`, which returns a ready agent): check Flower's executables,
+load the data, start the warm trainer and its endpoint, register (retried while the
+registry is unreachable), warm up, place itself. Loop (one :meth:`NodeAgent.tick` every
+0.5 s of its clock): heartbeat, write ``status.json``, restart a SuperNode that died, and
+every ``group_evaluation_interval`` (or at once when it has no group or its group's
+SuperLink is gone) probe and decide. Shut down: leave, deregister, stop every child.
 
-Errors that retrying cannot fix raise :class:`FatalNodeError` out of :meth:`NodeAgent.run`
-after the shutdown; what can heal (the registry unreachable, a group that failed to start)
-is logged and retried.
+Errors that retrying cannot fix raise :class:`FatalNodeError` (after the shutdown of what
+was started); what can heal (the registry unreachable, a group that failed to start) is
+logged and retried.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ import threading
 import time
 import zlib
 from collections.abc import Callable
+from contextlib import ExitStack
 from types import FrameType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from mycelium.client import (
@@ -33,11 +34,13 @@ from mycelium.client import (
 )
 from mycelium.config import SEARCH_EVALUATIONS
 from mycelium.flower.errors import FlowerNotInstalled
+from mycelium.flower.group_host import APP_DIR
 from mycelium.flower.procs import flower_executable
 from mycelium.learning import policy
 from mycelium.net.addresses import is_loopback
 from mycelium.net.trust import GroupTrust
 from mycelium.node.actions import GroupActions, safe
+from mycelium.node.admitted import AppPin
 from mycelium.node.config import FatalNodeError, NodeConfig, load_node_data, load_node_task
 from mycelium.node.placement import Placement
 from mycelium.node.status import StatusReporter
@@ -49,8 +52,6 @@ if TYPE_CHECKING:
     from mycelium.node.membership import Membership
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
-
 Clock = Callable[[], float]
 
 MAX_BACKOFF_S = 30.0
@@ -60,7 +61,8 @@ FLOWER_EXECUTABLES = ("flower-superlink", "flower-supernode", "flwr")
 
 
 class NodeAgent:
-    """The node's life: register, warm up, place itself, train, heartbeat, migrate, leave.
+    """A started node: registered, warmed up, placed; it trains, heartbeats, migrates and
+    leaves. Made by :meth:`start`; :meth:`run` loops until :meth:`stop` or a signal.
 
     ``registry`` and ``clock`` are injectable (tests drive :meth:`tick` with a fake clock
     against an in-process registry).
@@ -70,23 +72,53 @@ class NodeAgent:
         self,
         config: NodeConfig,
         *,
-        registry: RegistryClient | None = None,
-        clock: Clock = time.monotonic,
+        registry: RegistryClient,
+        trainer: LocalTrainer,
+        trainer_server: TrainerServer,
+        credentials: NodeCredentials,
+        pin: AppPin,
+        clock: Clock,
+        stop_event: threading.Event,
     ) -> None:
+        """The agent of a registered node whose trainer is served; starts nothing."""
         self.config = config
-        self.registry = registry or RegistryClient(config.registry_url, ca_file=config.registry_ca)
-        self.trust = group_trust(config)
+        self.registry = registry
+        self.trainer = trainer
+        self.trainer_server = trainer_server
+        self.credentials = credentials
         self.clock = clock
-        self.stop_event = threading.Event()
-        self.credentials: NodeCredentials | None = None
-        self.actions: GroupActions | None = None
-        self.trainer: LocalTrainer | None = None
-        self.trainer_server: TrainerServer | None = None
-        self.trainer_url = ""
-        self.placement: Placement | None = None
-        self.status: StatusReporter | None = None
-        self._next_heartbeat = self._next_status = self._next_evaluation = 0.0
-        self._last_evaluation = -REHOME_RETRY_S
+        self.stop_event = stop_event
+        self.trust = group_trust(config)
+        self.status = StatusReporter(config.work_dir, trainer)
+        self.placement = Placement(
+            registry,
+            trainer,
+            policy_config=policy.PolicyConfig(
+                performance_threshold=config.performance_threshold,
+                cooldown_s=config.cooldown,
+                warmup_s=0.0,  # the agent warms up with local epochs before deciding
+                search_s=SEARCH_EVALUATIONS * config.group_evaluation_interval,
+            ),
+            invite_ok=config.invite_code is not None,
+            max_candidates=config.max_candidates,
+            clock=clock,
+            admissible=self._admissible,
+            seed=zlib.crc32(f"{config.name}/{config.seed}".encode()),  # nodes explore differently
+        )
+        self.actions = GroupActions(
+            config,
+            registry,
+            self.placement,
+            trainer,
+            credentials=credentials,
+            trainer_url=trainer_server.url,
+            report=self._heartbeat,
+            trust=self.trust,
+            pin=pin,
+        )
+        self._next_heartbeat = self._next_status = self._last_evaluation = 0.0
+        self._next_evaluation = 0.0
+        self._reset_timers()
         self._last_logged_round: int | None = None
         self._scored_group: int | None = None  # see _group_accuracy
         self._fit_mark: float | None = None
@@ -94,23 +126,73 @@ class NodeAgent:
 
     @property
     def membership(self) -> Membership | None:
-        """The group this node trains in (None before start-up and between groups)."""
-        return self.actions.membership if self.actions else None
+        """The group this node trains in (None between groups)."""
+        return self.actions.membership
 
     @property
     def hosted(self) -> GroupHost | None:
         """The group this node founded and still hosts."""
-        return self.actions.hosted if self.actions else None
+        return self.actions.hosted
 
     # ------------------------------------------------------------------ life cycle
+    @classmethod
+    def start(
+        cls,
+        config: NodeConfig,
+        *,
+        registry: RegistryClient | None = None,
+        clock: Clock = time.monotonic,
+        stop_event: threading.Event | None = None,
+    ) -> NodeAgent | None:
+        """Everything before the loop: the started, registered, warmed-up and placed agent;
+        None when ``stop_event`` was set while waiting for the registry. What it started is
+        stopped again unless it returns an agent (:class:`FatalNodeError` for what retrying
+        cannot fix)."""
+        for name in FLOWER_EXECUTABLES:  # fail at once, not at the first group we found
+            try:
+                flower_executable(name)
+            except FlowerNotInstalled as exc:
+                raise FatalNodeError(str(exc)) from None
+        registry = registry or RegistryClient(config.registry_url, ca_file=config.registry_ca)
+        stop_event = stop_event or threading.Event()
+        with ExitStack() as undo:
+            undo.callback(registry.close)
+            trainer, server = _start_trainer(config)
+            undo.callback(server.stop)
+            credentials = _register(config, registry, trainer, stop_event)
+            if credentials is None:  # stopped while the registry was unreachable
+                return None
+            pin = AppPin(APP_DIR)
+            agent = cls(
+                config,
+                registry=registry,
+                trainer=trainer,
+                trainer_server=server,
+                credentials=credentials,
+                pin=pin,
+                clock=clock,
+                stop_event=stop_event,
+            )
+            undo.pop_all()
+        try:
+            # Every SuperNode is pinned (also on loopback: cheaper, docs/security.md); hash
+            # and import our app in the background, off the first join's path.
+            threading.Thread(target=pin.preload, name="app-pin", daemon=True).start()
+            agent._warm_up()
+            agent._place_initially()
+            agent._reset_timers()
+        except BaseException:
+            agent.shutdown()
+            raise
+        return agent
+
     def run(self) -> int:
-        """Run until :meth:`stop` or a signal; always shuts down. Returns 0; raises
+        """Loop until :meth:`stop` or a signal; always shuts down. Returns 0; raises
         :class:`FatalNodeError` (after shutting down) for what retrying cannot fix."""
         try:
-            if self.start():
-                while not self.stop_event.is_set():
-                    self.tick()
-                    self.stop_event.wait(LOOP_TICK_S)
+            while not self.stop_event.is_set():
+                self.tick()
+                self.stop_event.wait(LOOP_TICK_S)
         finally:
             self.shutdown()
         return 0
@@ -118,37 +200,10 @@ class NodeAgent:
     def stop(self) -> None:
         self.stop_event.set()
 
-    def install_signal_handlers(self) -> None:
-        def _handler(signum: int, _frame: FrameType | None) -> None:
-            logger.info("received %s: leaving the network", signal.Signals(signum).name)
-            self.stop()
-
-        signal.signal(signal.SIGINT, _handler)
-        signal.signal(signal.SIGTERM, _handler)
-
-    def start(self) -> bool:
-        """Everything before the loop; False when stopped while waiting for the registry."""
-        for name in FLOWER_EXECUTABLES:  # fail at once, not at the first group we found
-            try:
-                flower_executable(name)
-            except FlowerNotInstalled as exc:
-                raise FatalNodeError(str(exc)) from None
-        self._start_trainer()
-        self._register()
-        if self.stop_event.is_set():
-            return False
-        self._warm_up()
-        self._place_initially()
-        now = self.clock()
-        self._next_heartbeat = self._next_status = self._last_evaluation = now
-        self._next_evaluation = now + self.config.group_evaluation_interval
-        return True
-
     def tick(self) -> None:
         """One turn of the loop at ``clock()``: whatever is due."""
         now = self.clock()
         self._log_round_progress()
-        assert self.actions is not None
         self.actions.check_refused()
         self.actions.check_supernode()
         if now >= self._next_heartbeat:
@@ -164,86 +219,27 @@ class NodeAgent:
             self._next_evaluation = self.clock() + self.config.group_evaluation_interval
 
     # ------------------------------------------------------------------ start-up
-    def _start_trainer(self) -> None:
-        from mycelium.flower.trainer import LocalTrainer
-        from mycelium.flower.trainer_http import TrainerServer
-
-        cfg = self.config
-        self.task = load_node_task(cfg)
-        data = load_node_data(cfg, self.task)
-        try:
-            cfg.work_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise FatalNodeError(f"cannot create work dir {cfg.work_dir}: {exc}") from None
-        self.trainer = LocalTrainer(data, seed=cfg.seed, task=self.task)
-        self.trainer_server = TrainerServer(self.trainer)
-        self.trainer_url = self.trainer_server.start()
-        self.status = StatusReporter(cfg.work_dir, self.trainer)
-        self.placement = Placement(
-            self.registry,
-            self.trainer,
-            policy_config=policy.PolicyConfig(
-                performance_threshold=cfg.performance_threshold,
-                cooldown_s=cfg.cooldown,
-                warmup_s=0.0,  # the agent warms up with local epochs before deciding
-                search_s=SEARCH_EVALUATIONS * cfg.group_evaluation_interval,
-            ),
-            invite_ok=cfg.invite_code is not None,
-            max_candidates=cfg.max_candidates,
-            clock=self.clock,
-            admissible=self._admissible,
-            seed=zlib.crc32(f"{cfg.name}/{cfg.seed}".encode()),  # nodes explore differently
-        )
-        self.actions = GroupActions(
-            cfg,
-            self.registry,
-            self.placement,
-            self.trainer,
-            trainer_url=self.trainer_url,
-            report=self._heartbeat,
-            trust=self.trust,
-        )
-
     def _admissible(self, group: dict[str, Any]) -> bool:
         """A candidate: trusted (mycelium.net.trust), and no run of it was refused here."""
-        refused = self.actions.refused_groups if self.actions else {}
-        return group["group_id"] not in refused and self.trust.check(group)
-
-    def _register(self) -> None:
-        assert self.trainer is not None
-        cfg, num_samples = self.config, self.trainer.num_examples
-
-        def register() -> NodeCredentials:
-            return self.registry.register_node(
-                name=cfg.name,
-                num_samples=num_samples,
-                task=self.task.name,
-                address=cfg.node_address or cfg.public_host,
-            )
-
-        try:
-            self.credentials = self._retry("register", register)
-        except RegistryError as exc:  # refused (not unreachable): our input is wrong
-            raise FatalNodeError(f"registration refused: {exc}") from None
-        if self.credentials is not None:
-            assert self.actions is not None
-            self.actions.node_id = self.credentials.node_id
-            self.actions.node_token = self.credentials.token
-            logger.info("registered as node %s (%s)", self.credentials.node_id, cfg.name)
+        return group["group_id"] not in self.actions.refused_groups and self.trust.check(group)
 
     def _warm_up(self) -> None:
-        assert self.trainer is not None and self.placement and self.status
         self.trainer.warm_up(self.config.warmup_epochs)
         self.status.local_model_trained()
         self.placement.warmed_up()
         logger.info("warmed up: local-only accuracy %.3f", self.trainer.local_score())
+
+    def _reset_timers(self) -> None:
+        """Everything is due now, the next evaluation one interval from now."""
+        now = self.clock()
+        self._next_heartbeat = self._next_status = self._last_evaluation = now
+        self._next_evaluation = now + self.config.group_evaluation_interval
 
     def _place_initially(self) -> None:
         forced = self.config.join_group
         if forced is None:
             self._evaluate_and_act()
             return
-        assert self.actions is not None
         group = safe(lambda: self.registry.get_group(forced))
         if group is None:
             logger.warning("group %s from --join is not available; choosing by probe", forced)
@@ -259,11 +255,9 @@ class NodeAgent:
         """Out of schedule: no group, or its SuperLink is gone (rate-limited)."""
         if now - self._last_evaluation < REHOME_RETRY_S:
             return False
-        assert self.actions is not None
         return self.membership is None or self.actions.current_group_failed()
 
     def _log_round_progress(self) -> None:
-        assert self.trainer is not None
         rnd = self.trainer.last_round
         if rnd is not None and rnd != self._last_logged_round and self.membership:
             self._last_logged_round = rnd
@@ -276,7 +270,6 @@ class NodeAgent:
             )
 
     def _heartbeat(self) -> None:
-        assert self.credentials is not None and self.trainer is not None
         m = self.membership
         try:
             self.registry.heartbeat(
@@ -289,7 +282,6 @@ class NodeAgent:
                 flower_node_id=m.supernode.flower_node_id if m else None,
             )
         except Conflict as exc:
-            assert self.actions is not None
             self.actions.resync(exc.actual_group_id)
         except RegistryUnavailable as exc:
             logger.warning("registry unreachable, training on: %s", exc)
@@ -301,7 +293,6 @@ class NodeAgent:
         the last fit's score once a round ran in this group, else our probe of it at the
         last decision, else None (the registry counts members' reports as the group's
         verified accuracy, so a score of another group, or our local one, must not go)."""
-        assert self.trainer is not None and self.placement is not None
         if self._scored_group != m.group_id:  # first report in this group: mark the fits
             self._scored_group, self._fit_mark = m.group_id, self.trainer.last_fit_at
         if self.trainer.last_fit_at != self._fit_mark:
@@ -309,10 +300,9 @@ class NodeAgent:
         return self.placement.probed_score(m.group_id)
 
     def _write_status(self) -> None:
-        assert self.status is not None and self.placement is not None
         self.status.write(
             name=self.config.name,
-            node_id=self.credentials.node_id if self.credentials else None,
+            node_id=self.credentials.node_id,
             group_id=self.membership.group_id if self.membership else None,
             moves=self.placement.moves,
             hosting_group_id=self.hosted.group_id if self.hosted else None,
@@ -320,10 +310,7 @@ class NodeAgent:
 
     # ------------------------------------------------------------------ decisions
     def _evaluate_and_act(self) -> None:
-        assert self.placement is not None and self.actions is not None
-        if self.credentials is None:
-            return
-        task, fingerprint = self.task.name, self.trainer.spec.fingerprint if self.trainer else None
+        task, fingerprint = self.trainer.task_name, self.trainer.spec.fingerprint
         # Only groups of our task and model: any other model cannot be probed on our data.
         groups = safe(
             lambda: self.registry.list_groups(task=task, fingerprint=fingerprint, limit=100)
@@ -347,17 +334,15 @@ class NodeAgent:
         try:
             reachable = self._leave_network()
         finally:
-            if self.actions is not None:
+            try:
                 self.actions.stop_all(registry_reachable=reachable)
-            if self.trainer_server is not None:
+            finally:
                 self.trainer_server.stop()
-            self.registry.close()
+                self.registry.close()
 
     def _leave_network(self) -> bool:
         """Leave the group and deregister (which also drops the membership). False, with
         one warning, when the registry cannot be reached."""
-        if self.credentials is None:
-            return True
         node_id = self.credentials.node_id
         try:
             if self.membership is not None:
@@ -386,21 +371,49 @@ class NodeAgent:
         else:
             logger.info("left group %s", group_id)
 
-    # ------------------------------------------------------------------ helpers
-    def _retry(self, what: str, call: Callable[[], T]) -> T | None:
-        """Retry a registry call with exponential backoff while the registry is
-        unreachable; other refusals raise. None when stopped meanwhile."""
-        backoff = 1.0
-        while not self.stop_event.is_set():
-            try:
-                return call()
-            except RegistryUnavailable as exc:
-                logger.warning(
-                    "%s: registry unreachable (%s); retrying in %.0fs", what, exc, backoff
-                )
-                self.stop_event.wait(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_S)
-        return None
+
+def _start_trainer(cfg: NodeConfig) -> tuple[LocalTrainer, TrainerServer]:
+    """The node's warm trainer on its data, served on loopback (FatalNodeError for an
+    unusable task, data file or work dir: nothing is started then)."""
+    from mycelium.flower.trainer import LocalTrainer
+    from mycelium.flower.trainer_http import TrainerServer
+
+    task = load_node_task(cfg)
+    data = load_node_data(cfg, task)
+    try:
+        cfg.work_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FatalNodeError(f"cannot create work dir {cfg.work_dir}: {exc}") from None
+    trainer = LocalTrainer(data, seed=cfg.seed, task=task)
+    server = TrainerServer(trainer)
+    server.start()
+    return trainer, server
+
+
+def _register(
+    cfg: NodeConfig, registry: RegistryClient, trainer: LocalTrainer, stop: threading.Event
+) -> NodeCredentials | None:
+    """Register, retried with exponential backoff while the registry is unreachable; None
+    when ``stop`` is set meanwhile. A refusal is fatal: our input is wrong."""
+    backoff = 1.0
+    while not stop.is_set():
+        try:
+            credentials = registry.register_node(
+                name=cfg.name,
+                num_samples=trainer.num_examples,
+                task=trainer.task_name,
+                address=cfg.node_address or cfg.public_host,
+            )
+        except RegistryUnavailable as exc:
+            logger.warning("register: registry unreachable (%s); retrying in %.0fs", exc, backoff)
+            stop.wait(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
+        except RegistryError as exc:
+            raise FatalNodeError(f"registration refused: {exc}") from None
+        else:
+            logger.info("registered as node %s (%s)", credentials.node_id, cfg.name)
+            return credentials
+    return None
 
 
 def group_trust(cfg: NodeConfig) -> GroupTrust:
@@ -414,6 +427,13 @@ def group_trust(cfg: NodeConfig) -> GroupTrust:
 def run_node(cfg: NodeConfig) -> int:
     """Run an agent until SIGINT/SIGTERM (0); :class:`FatalNodeError` for what retrying
     cannot fix."""
-    agent = NodeAgent(cfg)
-    agent.install_signal_handlers()
-    return agent.run()
+    stop = threading.Event()
+
+    def _handler(signum: int, _frame: FrameType | None) -> None:
+        logger.info("received %s: leaving the network", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, _handler)
+    signal.signal(signal.SIGTERM, _handler)
+    agent = NodeAgent.start(cfg, stop_event=stop)
+    return 0 if agent is None else agent.run()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,18 @@ def api(tmp_path: Path) -> Iterator[TestClient]:
 
 
 def agent_for(api: TestClient, cfg: NodeConfig, clock: FakeClock) -> NodeAgent:
-    return NodeAgent(cfg, registry=RegistryClient("http://testserver", http=api), clock=clock)
+    """A started agent (registered, warmed up, placed) against the in-process registry."""
+    agent = start_agent(api, cfg, clock)
+    assert agent is not None
+    return agent
+
+
+def start_agent(api: TestClient, cfg: NodeConfig, clock: FakeClock) -> NodeAgent | None:
+    return NodeAgent.start(cfg, registry=RegistryClient("http://testserver", http=api), clock=clock)
+
+
+def trainer_servers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "trainer-server"]
 
 
 def last_seen(api: TestClient, node_id: int) -> float:
@@ -71,8 +83,7 @@ def test_heartbeats_and_status_follow_their_own_timers(api: TestClient, tmp_path
     cfg = node_config(tmp_path)
     agent = agent_for(api, cfg, clock)
     try:
-        assert agent.start()
-        assert agent.credentials is not None and agent.membership is None
+        assert agent.membership is None
         node_id = agent.credentials.node_id
         status = cfg.work_dir / STATUS_FILE
 
@@ -94,7 +105,7 @@ def test_heartbeats_and_status_follow_their_own_timers(api: TestClient, tmp_path
         advance(clock, api, 70)  # t=100: the status timer
         agent.tick()
         assert status.exists()
-        assert agent.trainer is not None  # unplaced: it reports its local model's accuracy
+        # unplaced: it reports its local model's accuracy
         reported = api.get(f"/nodes/{node_id}").json()["accuracy"]
         assert reported == pytest.approx(agent.trainer.local_score())
     finally:
@@ -105,14 +116,13 @@ def test_a_group_that_failed_to_start_is_retried_on_the_clock(
     api: TestClient, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     clock = FakeClock(0.0)
-    agent = agent_for(api, node_config(tmp_path), clock)
     caplog.set_level(logging.WARNING, logger="mycelium.node")
 
     def attempts() -> int:
         return sum("could not found a group" in r.getMessage() for r in caplog.records)
 
+    agent = agent_for(api, node_config(tmp_path), clock)  # the placement tries to found one
     try:
-        assert agent.start()  # no group yet: the first placement tries to found one
         assert attempts() == 1 and agent.hosted is None
         advance(clock, api, REHOME_RETRY_S / 2)
         agent.tick()
@@ -127,7 +137,6 @@ def test_a_group_that_failed_to_start_is_retried_on_the_clock(
 
 def test_shutdown_deregisters_once_and_closes_the_client(api: TestClient, tmp_path: Path) -> None:
     agent = agent_for(api, node_config(tmp_path), FakeClock())
-    assert agent.start() and agent.credentials is not None
     node_id = agent.credentials.node_id
     agent.shutdown()
     assert api.get(f"/nodes/{node_id}").status_code == 404
@@ -138,26 +147,27 @@ def test_shutdown_deregisters_once_and_closes_the_client(api: TestClient, tmp_pa
 def test_an_unusable_data_file_is_fatal_before_registering(api: TestClient, tmp_path: Path) -> None:
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not an npz")
-    agent = agent_for(api, node_config(tmp_path, data_path=bad), FakeClock())
     with pytest.raises(FatalNodeError, match="unusable data"):
-        agent.run()
+        start_agent(api, node_config(tmp_path, data_path=bad), FakeClock())
     assert api.get("/nodes").json() == []
-    assert agent.trainer_server is None
+    assert trainer_servers() == []
 
 
 def test_a_refused_registration_is_fatal(api: TestClient, tmp_path: Path) -> None:
-    agent = agent_for(api, node_config(tmp_path, name="n" * 101), FakeClock())
     with pytest.raises(FatalNodeError, match="registration refused"):
-        agent.run()
+        start_agent(api, node_config(tmp_path, name="n" * 101), FakeClock())
     assert api.get("/nodes").json() == []
+    assert trainer_servers() == [], "the trainer endpoint outlived the failed start"
 
 
 def test_stopping_while_the_registry_is_down_logs_one_line(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with start_registry(tmp_path) as (url, registry):
-        agent = NodeAgent(node_config(tmp_path), registry=RegistryClient(url), clock=FakeClock())
-        assert agent.start() and agent.credentials is not None
+        agent = NodeAgent.start(
+            node_config(tmp_path), registry=RegistryClient(url), clock=FakeClock()
+        )
+        assert agent is not None
         registry.stop()
         caplog.clear()
         caplog.set_level(logging.INFO)
@@ -171,7 +181,6 @@ def test_stopping_while_the_registry_is_down_logs_one_line(
 def test_status_reports_the_last_received_group_model(api: TestClient, tmp_path: Path) -> None:
     agent = agent_for(api, node_config(tmp_path), FakeClock())
     try:
-        assert agent.start() and agent.trainer is not None and agent.status is not None
         trainer = agent.trainer
         group_model = trainer.local_arrays()
         trainer.fit(group_model, {"local-epochs": 1}, round=3)

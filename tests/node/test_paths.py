@@ -40,18 +40,25 @@ def test_agent_with_relative_work_dir_from_another_directory(
         )
         monkeypatch.chdir(elsewhere)
         assert cfg.work_dir == first / "rel" / "node"
-        agent = NodeAgent(cfg)
-        runner = threading.Thread(target=agent.run, name="agent", daemon=True)
+        stop, started = threading.Event(), []
+
+        def run() -> None:
+            agent = NodeAgent.start(cfg, stop_event=stop)
+            if agent is not None:
+                started.append(agent)
+                agent.run()
+
+        runner = threading.Thread(target=run, name="agent", daemon=True)
         runner.start()
         try:
             gid = wait_for(
-                lambda: agent.membership and agent.membership.group_id,
+                lambda: started and started[0].membership and started[0].membership.group_id,
                 timeout=180,
                 what="the agent founds and joins a group",
             )
             wait_for(lambda: reader.get_group(gid)["round"], timeout=180, what="a round")
         finally:
-            agent.stop()
+            stop.set()
             runner.join(timeout=60)
         assert not runner.is_alive()
     assert (cfg.work_dir / STATUS_FILE).is_file()

@@ -114,7 +114,6 @@ def test_a_member_reports_only_its_current_groups_score(api: TestClient, tmp_pat
 
     agent = agent_for(api, node_config(tmp_path), FakeClock(0.0))
     try:
-        assert agent.start() and agent.trainer is not None and agent.placement is not None
         in_7 = Membership(group_id=7, fleet_address="127.0.0.1:1", supernode=None)  # type: ignore[arg-type]
         assert agent._group_accuracy(in_7) is None  # no probe of 7 and no round in it yet
         agent.placement.state = dataclasses.replace(
