@@ -251,8 +251,8 @@ def _wait_rounds(reader: RegistryClient, gid: int, count: int, timeout: float) -
     """reported_at of the first ``count`` rounds that had all NUM_NODES nodes."""
 
     def full_rounds() -> list[float] | None:
-        rounds = reader.get_group(gid)["rounds"]
-        done = [float(r["reported_at"]) for r in rounds if r["num_nodes"] == NUM_NODES]
+        rounds = reader.get_group(gid).rounds
+        done = [r.reported_at for r in rounds if r.num_nodes == NUM_NODES]
         return done if len(done) >= count else None
 
     try:

@@ -16,6 +16,7 @@ import statistics
 from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 
+from mycelium.api import EventPublic, RoundPublic
 from mycelium.client import RegistryClient
 from mycelium.launch import FAST_TIMERS, agent_process
 from mycelium.procs import ManagedProcess, descendant_pids, tree_rss_mb, wait_for
@@ -44,8 +45,8 @@ def agent(
 
 
 def _group_of(client: RegistryClient, name: str) -> int | None:
-    node = next((n for n in client.list_nodes() if n["name"] == name), None)
-    return node["group_id"] if node and node["alive"] else None
+    node = next((n for n in client.list_nodes() if n.name == name), None)
+    return node.group_id if node and node.alive else None
 
 
 def _superlink_pid(host_pid: int | None) -> int | None:
@@ -78,7 +79,7 @@ def measure_migration(workdir: Path, url: str) -> dict[str, float]:
             lambda: _migration_event(client, group_b), timeout=SETTLE_TIMEOUT_S, what="m migrates"
         )
         first = wait_for(
-            lambda: _first_round_with(client, group_b, 2, after=event["at"]),
+            lambda: _first_round_with(client, group_b, 2, after=event.at),
             timeout=SETTLE_TIMEOUT_S,
             what="first round of b with m",
         )
@@ -90,9 +91,9 @@ def measure_migration(workdir: Path, url: str) -> dict[str, float]:
         node_rss = tree_rss_mb(mover.pid) if mover.pid else 0.0
         link = _superlink_pid(host_a.pid)
         group_rss = tree_rss_mb(link) if link else 0.0
-        times = [r["reported_at"] for r in _rounds_with(client, group_b, 2)]
+        times = [r.reported_at for r in _rounds_with(client, group_b, 2)]
     round_s = statistics.median(b - a for a, b in zip(times, times[1:], strict=False))
-    latency = first["reported_at"] - event["at"]
+    latency = first.reported_at - event.at
     return {
         "migration latency s (decision -> first round in new group)": latency,
         "new group's median round s": round_s,
@@ -102,20 +103,20 @@ def measure_migration(workdir: Path, url: str) -> dict[str, float]:
     }
 
 
-def _migration_event(client: RegistryClient, to_group: int) -> dict | None:
+def _migration_event(client: RegistryClient, to_group: int) -> EventPublic | None:
     events = client.events(limit=500)
     return next(
-        (e for e in events if e["type"] == "migrated" and e["data"].get("to_group_id") == to_group),
+        (e for e in events if e.type == "migrated" and e.data.get("to_group_id") == to_group),
         None,
     )
 
 
-def _rounds_with(client: RegistryClient, group_id: int, nodes: int) -> list[dict]:
-    return [r for r in client.get_group(group_id)["rounds"] if r["num_nodes"] >= nodes]
+def _rounds_with(client: RegistryClient, group_id: int, nodes: int) -> list[RoundPublic]:
+    return [r for r in client.get_group(group_id).rounds if r.num_nodes >= nodes]
 
 
 def _first_round_with(
     client: RegistryClient, group_id: int, nodes: int, *, after: float
-) -> dict | None:
-    rounds = [r for r in _rounds_with(client, group_id, nodes) if r["reported_at"] > after]
+) -> RoundPublic | None:
+    rounds = [r for r in _rounds_with(client, group_id, nodes) if r.reported_at > after]
     return rounds[0] if rounds else None

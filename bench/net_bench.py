@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from bench import BenchError, check_rounds_and_modes
 from mycelium import launch
+from mycelium.api import NodePublic, RoundPublic
 from mycelium.client import RegistryClient
 from mycelium.procs import DeadlineExceeded, wait_for
 
@@ -43,7 +44,7 @@ NODE_OPTIONS: dict[str, Any] = {
 class View(Protocol):
     def group_of(self, name: str) -> int | None: ...
     def node_round(self, name: str) -> int | None: ...
-    def full_rounds(self, gid: int, members: int) -> list[dict[str, Any]]: ...
+    def full_rounds(self, gid: int, members: int) -> list[RoundPublic]: ...
 
 
 @dataclass(frozen=True)
@@ -52,20 +53,19 @@ class LocalView:
 
     client: RegistryClient
 
-    def _node(self, name: str) -> dict[str, Any] | None:
-        return next((n for n in self.client.list_nodes() if n["name"] == name), None)
+    def _node(self, name: str) -> NodePublic | None:
+        return next((n for n in self.client.list_nodes() if n.name == name), None)
 
     def group_of(self, name: str) -> int | None:
         node = self._node(name)
-        return node["group_id"] if node and node["alive"] else None
+        return node.group_id if node and node.alive else None
 
     def node_round(self, name: str) -> int | None:
         node = self._node(name)
-        return node["round"] if node else None
+        return node.round if node else None
 
-    def full_rounds(self, gid: int, members: int) -> list[dict[str, Any]]:
-        rounds = self.client.get_group(gid).get("rounds", [])
-        return [r for r in rounds if r["num_nodes"] >= members]
+    def full_rounds(self, gid: int, members: int) -> list[RoundPublic]:
+        return [r for r in self.client.get_group(gid).rounds if r.num_nodes >= members]
 
 
 @dataclass(frozen=True)
@@ -107,8 +107,8 @@ def loopback_setup(work: Path) -> Iterator[tuple[View, Starter]]:
 
 @contextmanager
 def tls_setup(work: Path) -> Iterator[tuple[View, Starter]]:
-    from mycelium.net import lab
-    from mycelium.net.netns import Network, unavailable_reason
+    from mycelium.lab import stack as lab
+    from mycelium.lab.netns import Network, unavailable_reason
 
     reason = unavailable_reason()
     if reason:
@@ -143,7 +143,7 @@ def measure(mode: str, work: Path, rounds: int) -> NetFigures:
             120 + 90 * rounds,
             f"{rounds + 1} rounds with {MEMBERS} members",
         )
-    stamps = sorted(float(r["reported_at"]) for r in full)[: rounds + 1]
+    stamps = sorted(r.reported_at for r in full)[: rounds + 1]
     times = [round(b - a, 2) for a, b in zip(stamps, stamps[1:], strict=False)]
     return NetFigures(
         mode=mode,

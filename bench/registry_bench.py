@@ -31,8 +31,10 @@ from pathlib import Path
 import httpx
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from pydantic import TypeAdapter
 
 from bench import BenchError
+from mycelium.api import GroupCreated, NodeCreated, NodePublic
 from mycelium.client import write_token_file
 from mycelium.launch import registry_command
 from mycelium.procs import DeadlineExceeded, ManagedProcess, free_port, wait_for
@@ -234,18 +236,19 @@ async def _load(
     limits = httpx.Limits(max_connections=LOAD_CONCURRENCY)
     async with httpx.AsyncClient(base_url=url, timeout=30.0, limits=limits) as http:
 
-        async def call(method: str, path: str, body: dict, token: str | None = None) -> dict:
+        async def call(method: str, path: str, body: dict, token: str | None = None) -> bytes:
             headers = {"Authorization": f"Bearer {token}"} if token else {}
             async with limit:
                 r = await http.request(method, path, json=body, headers=headers)
             if r.status_code >= 300:
                 raise BenchError(f"loading: {method} {path} -> {r.status_code} {r.text[:200]}")
-            return r.json()
+            return r.content
 
         async def node(i: int, gid: int) -> tuple[int, int, str]:
-            made = await call("POST", "/nodes", {"name": f"n{i}", "num_samples": 100})
-            await call("POST", f"/groups/{gid}/join", {"node_id": made["node_id"]}, made["token"])
-            return int(made["node_id"]), gid, str(made["token"])
+            answer = await call("POST", "/nodes", {"name": f"n{i}", "num_samples": 100})
+            made = NodeCreated.model_validate_json(answer)
+            await call("POST", f"/groups/{gid}/join", {"node_id": made.node_id}, made.token)
+            return made.node_id, gid, made.token
 
         async def group(i: int) -> list[tuple[int, int, str]]:
             # Half the groups end up exactly full, so has_capacity filters for real.
@@ -253,11 +256,11 @@ async def _load(
             capacity = len(members) if i % 2 == 0 else 2 * max(len(members), 1)
             body = {"name": f"g{i}", "fleet_address": f"10.0.{i // 250}.{i % 250}:9092"}
             body["max_capacity"] = max(capacity, 1)
-            made = await call("POST", "/groups", body, operator)
+            made = GroupCreated.model_validate_json(await call("POST", "/groups", body, operator))
             metrics = {"round": 1, "accuracy": rng.random(), "loss": 1.0}
             metrics |= {"num_nodes": len(members), "num_examples": 100 * len(members)}
-            await call("POST", f"/groups/{made['group_id']}/rounds", metrics, made["group_token"])
-            return [await node(j, int(made["group_id"])) for j in members]
+            await call("POST", f"/groups/{made.group_id}/rounds", metrics, made.group_token)
+            return [await node(j, made.group_id) for j in members]
 
         per_group = await asyncio.gather(*(group(i) for i in range(groups)))
         return [entry for entries in per_group for entry in entries]
@@ -328,8 +331,10 @@ def run(
 
 def _check_after(url: str, loaded: list[tuple[int, int, str]]) -> None:
     """After the load every node is still registered, alive and in its group."""
-    listed = httpx.get(f"{url}/nodes", params={"alive": "true"}, timeout=60).json()
-    placed = {n["node_id"]: n["group_id"] for n in listed}
+    answer = httpx.get(f"{url}/nodes", params={"alive": "true"}, timeout=60)
+    placed = {
+        n.node_id: n.group_id for n in TypeAdapter(list[NodePublic]).validate_json(answer.content)
+    }
     missing = [n for n, g, _ in loaded if placed.get(n) != g]
     if missing:
         raise BenchError(f"after the run {len(missing)} nodes are not alive in their group")

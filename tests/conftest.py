@@ -19,7 +19,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from mycelium import launch
-from mycelium.client import GroupCredentials, NodeCredentials, RegistryClient
+from mycelium.api import GroupCreated, NodeCreated
+from mycelium.client import RegistryClient
 from mycelium.procs import ManagedProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,7 +91,7 @@ def start_registry(
 
 @dataclass(frozen=True)
 class RegisteredNode:
-    creds: NodeCredentials
+    creds: NodeCreated
     client: RegistryClient
 
     @property
@@ -120,7 +121,7 @@ def create_group(
     join_policy: str = "open",
     task: str = "digits",
     http: httpx.Client | None = None,
-) -> tuple[GroupCredentials, RegistryClient]:
+) -> tuple[GroupCreated, RegistryClient]:
     """Create a group as the operator; the returned client carries the group token."""
     creds = RegistryClient(url, token=OPERATOR_TOKEN, http=http).create_group(
         name=name,

@@ -10,6 +10,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 if TYPE_CHECKING:
+    from mycelium.api import EventPublic
     from mycelium.demo.observation import DemoRun, Snapshot
 
 EVENT_ROWS = 8
@@ -20,10 +21,10 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _describe(event: dict[str, Any], names: dict[int, str]) -> str:
-    data = event.get("data") or {}
-    group, kind = event.get("group_id"), event["type"]
-    node = names.get(event.get("node_id") or -1, f"node {event.get('node_id')}")
+def _describe(event: EventPublic, names: dict[int, str]) -> str:
+    data = event.data
+    group, kind = event.group_id, event.type
+    node = names.get(event.node_id or -1, f"node {event.node_id}")
     if kind == "migrated":
         return (
             f"{node} migrated: group {data.get('from_group_id')} -> {data.get('to_group_id')}"
@@ -46,36 +47,29 @@ def render(run: DemoRun, snap: Snapshot) -> Group:
     for col in ("id", "name", "members (cluster)", "round", "accuracy", "status"):
         groups.add_column(col)
     for g in snap.groups:
-        members = ", ".join(
-            f"{m['name']}({clusters.get(m['name'], '?')})" for m in g.get("members", [])
-        )
+        members = ", ".join(f"{m.name}({clusters.get(m.name, '?')})" for m in g.members)
         groups.add_row(
-            str(g["group_id"]),
-            g["name"],
-            members,
-            str(g.get("round") or "-"),
-            _fmt(g.get("accuracy")),
-            g["status"],
+            str(g.group_id), g.name, members, str(g.round or "-"), _fmt(g.accuracy), g.status
         )
     nodes = Table(title="nodes", expand=True)
     for col in ("name", "cluster", "group", "accuracy on own data", "round", "alive"):
         nodes.add_column(col)
     for n in snap.nodes:
         nodes.add_row(
-            n["name"],
-            str(clusters.get(n["name"], "?")),
-            str(n.get("group_id") or "-"),
-            _fmt(n.get("accuracy")),
-            str(n.get("round") or "-"),
-            str(n["alive"]),
+            n.name,
+            str(clusters.get(n.name, "?")),
+            str(n.group_id or "-"),
+            _fmt(n.accuracy),
+            str(n.round or "-"),
+            str(n.alive),
         )
     names = {
-        e["node_id"]: e["data"].get("name", "?")
+        e.node_id: str(e.data.get("name", "?"))
         for e in snap.events
-        if e["type"] == "node_registered"
+        if e.type == "node_registered" and e.node_id is not None
     }
     recent = snap.events[-EVENT_ROWS:]
-    events = "\n".join(f"#{e['id']:>4} {_describe(e, names)}" for e in recent)
+    events = "\n".join(f"#{e.id:>4} {_describe(e, names)}" for e in recent)
     header = (
         f"Mycelium Net demo  |  elapsed {snap.at:5.0f}s / {run.config.duration:.0f}s  |  "
         f"dashboard: {run.registry_url}/dashboard"
@@ -86,11 +80,10 @@ def render(run: DemoRun, snap: Snapshot) -> Group:
 def plain_line(snap: Snapshot) -> str:
     """One line of progress for a console that is not a terminal (logs, CI)."""
     groups = "; ".join(
-        f"group {g['group_id']}: {g['num_members']} members, round {g.get('round') or 0}, "
-        f"acc {_fmt(g.get('accuracy'))}"
+        f"group {g.group_id}: {g.num_members} members, round {g.round or 0}, acc {_fmt(g.accuracy)}"
         for g in snap.groups
     )
-    moves = sum(1 for e in snap.events if e["type"] == "migrated")
+    moves = sum(1 for e in snap.events if e.type == "migrated")
     summary = groups or "no group yet"
     return f"[{snap.at:5.0f}s] {len(snap.nodes)} nodes; {summary}; {moves} migrations"
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mycelium import launch
+from mycelium.api import EventPublic, GroupDetail, NodePublic
 from mycelium.client import RegistryClient, RegistryError
 from mycelium.demo.config import DemoConfig, NodeSpec
 from mycelium.procs import ManagedProcess, tree_rss_mb
@@ -35,18 +36,18 @@ class Snapshot:
     """What the registry says at one moment (``at``: seconds since the demo started)."""
 
     at: float
-    groups: list[dict[str, Any]]
-    nodes: list[dict[str, Any]]
-    events: list[dict[str, Any]]
+    groups: list[GroupDetail]
+    nodes: list[NodePublic]
+    events: list[EventPublic]
 
 
-def observe(client: RegistryClient, events: list[dict[str, Any]], at: float) -> Snapshot:
+def observe(client: RegistryClient, events: list[EventPublic], at: float) -> Snapshot:
     """Read groups (with members and rounds), nodes, and the events after ``events[-1]``
     (appended to ``events``, which the snapshot shares)."""
     groups = client.list_groups(limit=100)
-    details = [client.get_group(g["group_id"]) for g in groups]
+    details = [client.get_group(g.group_id) for g in groups]
     nodes = client.list_nodes()
-    since = events[-1]["id"] if events else 0
+    since = events[-1].id if events else 0
     events.extend(client.events(since=since, limit=500))
     return Snapshot(at=at, groups=details, nodes=nodes, events=events)
 
@@ -59,18 +60,18 @@ def purity(members: list[str], clusters: dict[str, int]) -> float | None:
     return max(known.count(c) for c in set(known)) / len(known)
 
 
-def migrations(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [e for e in events if e["type"] == "migrated"]
+def migrations(events: list[EventPublic]) -> list[EventPublic]:
+    return [e for e in events if e.type == "migrated"]
 
 
 def everyone_placed(names: Iterable[str], snap: Snapshot) -> bool:
     """Every named node is alive and in a group."""
-    placed = {n["name"] for n in snap.nodes if n.get("group_id") is not None and n["alive"]}
+    placed = {n.name for n in snap.nodes if n.group_id is not None and n.alive}
     return all(name in placed for name in names)
 
 
 def is_stable(
-    groups: list[dict[str, Any]], events: list[dict[str, Any]], now: float, window: float
+    groups: list[GroupDetail], events: list[EventPublic], now: float, window: float
 ) -> bool:
     """The network has settled (all times in unix seconds):
 
@@ -79,15 +80,15 @@ def is_stable(
     - and its accuracy is flat: the mean of its last ``FLAT_SPAN`` rounds is within
       ``FLAT_ACCURACY`` of the mean of the ``FLAT_SPAN`` rounds before them.
     """
-    changes = [e["at"] for e in events if e["type"] in MEMBERSHIP_EVENTS]
+    changes = [e.at for e in events if e.type in MEMBERSHIP_EVENTS]
     if not changes or now - max(changes) < window:
         return False
-    populated = [g for g in groups if g.get("members")]
+    populated = [g for g in groups if g.members]
     return bool(populated) and all(_settled(g, max(changes)) for g in populated)
 
 
-def _settled(group: dict[str, Any], since: float) -> bool:
-    accs = [r["accuracy"] for r in group.get("rounds", []) if r["reported_at"] > since]
+def _settled(group: GroupDetail, since: float) -> bool:
+    accs = [r.accuracy for r in group.rounds if r.reported_at > since]
     if len(accs) < max(STABLE_ROUNDS, 2 * FLAT_SPAN):
         return False
     last, before = accs[-FLAT_SPAN:], accs[-2 * FLAT_SPAN : -FLAT_SPAN]
@@ -132,7 +133,7 @@ class DemoRun:
     registry_url: str = ""
     specs: list[NodeSpec] = field(default_factory=list)
     processes: list[ManagedProcess] = field(default_factory=list)
-    events: list[dict[str, Any]] = field(default_factory=list)
+    events: list[EventPublic] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     started_unix: float = field(default_factory=time.time)
     timings: dict[str, float] = field(default_factory=dict)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from mycelium.demo.observation import Snapshot, migrations, purity
 
 if TYPE_CHECKING:
+    from mycelium.api import GroupDetail
     from mycelium.demo.observation import DemoRun
 
 STATUS_FILE = "status.json"  # each agent writes it in its work dir
@@ -29,25 +30,25 @@ def read_node_status(run: DemoRun) -> dict[str, dict[str, Any]]:
     return status
 
 
-def _group_entry(group: dict[str, Any], clusters: dict[str, int]) -> dict[str, Any]:
-    members = [m["name"] for m in group.get("members", [])]
+def _group_entry(group: GroupDetail, clusters: dict[str, int]) -> dict[str, Any]:
+    members = [m.name for m in group.members]
     return {
-        "group_id": group["group_id"],
-        "name": group["name"],
-        "status": group["status"],
+        "group_id": group.group_id,
+        "name": group.name,
+        "status": group.status,
         "members": [{"name": m, "cluster": clusters.get(m)} for m in members],
         "purity": purity(members, clusters),
-        "accuracy": group.get("accuracy"),
-        "round": group.get("round"),
+        "accuracy": group.accuracy,
+        "round": group.round,
         "rounds": [
             {
-                "round": r["round"],
-                "accuracy": r["accuracy"],
-                "loss": r["loss"],
-                "num_nodes": r["num_nodes"],
-                "at": r["reported_at"],
+                "round": r.round,
+                "accuracy": r.accuracy,
+                "loss": r.loss,
+                "num_nodes": r.num_nodes,
+                "at": r.reported_at,
             }
-            for r in group.get("rounds", [])
+            for r in group.rounds
         ],
     }
 
@@ -72,9 +73,7 @@ def build_report(
 ) -> dict[str, Any]:
     """Everything the demo knows; ``snap`` None when the registry was never read."""
     clusters = {s.name: s.cluster for s in run.specs}
-    names = {
-        e["node_id"]: e["data"].get("name") for e in run.events if e["type"] == "node_registered"
-    }
+    names = {e.node_id: e.data.get("name") for e in run.events if e.type == "node_registered"}
     return {
         "config": {
             k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(run.config).items()
@@ -85,14 +84,14 @@ def build_report(
         "nodes": _node_entries(run),
         "migrations": [
             {
-                "node_id": e.get("node_id"),
-                "node": names.get(e.get("node_id")),
-                "at": e["at"],
-                **e.get("data", {}),
+                "node_id": e.node_id,
+                "node": names.get(e.node_id),
+                "at": e.at,
+                **e.data,
             }
             for e in migrations(run.events)
         ],
-        "events": run.events,
+        "events": [e.model_dump() for e in run.events],
         "started_unix": run.started_unix,
         "timings": {
             **run.timings,

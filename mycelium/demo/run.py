@@ -154,9 +154,9 @@ def _misplacement_target(run: DemoRun, client: RegistryClient, spec: NodeSpec) -
     except RegistryError:
         return None
     for node in alive:
-        gid, cluster = node.get("group_id"), clusters.get(node["name"])
+        gid, cluster = node.group_id, clusters.get(node.name)
         if gid is not None and cluster is not None and cluster != spec.cluster:
-            return int(gid)
+            return gid
     return None
 
 

@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 from mycelium import config
+from mycelium.api import GroupCreated
 from mycelium.client import (
-    GroupCredentials,
     RegistryClient,
     RegistryError,
     RegistryUnavailable,
@@ -127,7 +127,7 @@ class GroupHost:
         )
         self._flwr_home = self.work_dir / "superlink.flwr"
         self._superlink: ManagedProcess | None = None
-        self._credentials: GroupCredentials | None = None
+        self._credentials: GroupCreated | None = None
         self._port: int | None = None  # the SuperLink's (behind the gate when TLS)
         self._public_port: int | None = None  # the Fleet proxy's (TLS)
         self.gate: GroupGate | None = None
@@ -145,7 +145,7 @@ class GroupHost:
         return self.run_config.strategy
 
     @property
-    def credentials(self) -> GroupCredentials | None:
+    def credentials(self) -> GroupCreated | None:
         return self._credentials
 
     @property
@@ -195,7 +195,7 @@ class GroupHost:
         return self._flwr("log", str(self.run_id), CONNECTION, "--show", timeout=timeout)
 
     # -- life cycle -----------------------------------------------------------------------
-    def start(self) -> GroupCredentials:
+    def start(self) -> GroupCreated:
         """Start the SuperLink, register the group, start the run and the heartbeats.
 
         Raises :class:`mycelium.client.RegistryError` (e.g. ``RegistryUnavailable``) or a

@@ -6,12 +6,12 @@ Every failure is logged and never raised: training goes on through registry outa
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from mycelium.api import GroupDetail
 from mycelium.client import NotFound, RegistryClient, RegistryError
 from mycelium.fingerprint import FingerprintError, ModelSpec
 from mycelium.flower.protocol import ACCURACY_KEY, LOSS_KEY, NUM_EXAMPLES_KEY, NUM_NODES_KEY
@@ -60,6 +60,7 @@ class GroupRegistry:
         ca_file: str | None = None,
     ) -> None:
         self._gid = group_id
+        self.gone = False  # the registry answered 404: the group no longer exists
         self._client: RegistryClient | None = None
         if registry_url:
             self._client = RegistryClient(
@@ -72,14 +73,16 @@ class GroupRegistry:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def group(self) -> dict[str, Any] | None:
-        """The group's detail, or None when the registry is unset or unreachable."""
+    def group(self) -> GroupDetail | None:
+        """The group's detail, or None when the registry is unset or unreachable, or no
+        longer lists the group (then :attr:`gone` is set)."""
         if self._client is None:
             return None
         try:
             return self._client.get_group(self._gid)
         except NotFound:
-            return {"status": "dissolved", "members": []}
+            self.gone = True
+            return None
         except RegistryError as exc:
             logger.warning("registry unreachable (get group %s): %s", self._gid, exc)
             return None
@@ -114,10 +117,14 @@ class GroupRegistry:
         if self._client is not None:
             self._client.close()
 
+    def ended(self, group: GroupDetail | None) -> bool:
+        """The group was dissolved or failed: the registry says so, or no longer lists it."""
+        return self.gone or (group is not None and group.status in TERMINAL_STATUSES)
 
-def group_spec(group: Mapping[str, Any] | None) -> ModelSpec | None:
+
+def group_spec(group: GroupDetail | None) -> ModelSpec | None:
     """The group's model fingerprint spec as the registry lists it (None if it has none)."""
-    raw = (group or {}).get("model_spec")
+    raw = group.model_spec if group is not None else None
     try:
         return ModelSpec.from_json(raw) if raw else None
     except FingerprintError as exc:
@@ -127,18 +134,17 @@ def group_spec(group: Mapping[str, Any] | None) -> ModelSpec | None:
 
 def start_point(
     registry: GroupRegistry,
-    group: Mapping[str, Any] | None,
+    last_round: int | None,
     spec: ModelSpec | None,
     given: list[np.ndarray] | None,
 ) -> tuple[list[np.ndarray], int] | None:
     """Where the rounds start: the registry's model (the founder's seed, or a restarted or
-    re-formed group's last model) and the round after its last one; else the ``given``
+    re-formed group's last model) and the round after ``last_round``; else the ``given``
     arrays (run config ``initial-model``) at round 1; None when there is neither yet.
     Arrays that do not fit ``spec`` are skipped (logged)."""
     arrays = registry.model()
     if arrays is not None and (spec is None or spec.fits(arrays)):
-        last = (group or {}).get("round")
-        start = int(last) + 1 if isinstance(last, int) else 1
+        start = last_round + 1 if last_round is not None else 1
         logger.info("starting from the registry's model at round %s", start)
         return arrays, start
     if arrays is not None:

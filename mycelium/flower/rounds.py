@@ -28,16 +28,15 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 
+from mycelium.api import GroupDetail
 from mycelium.fingerprint import model_spec
 from mycelium.flower import protocol as p
 from mycelium.flower.group_registry import (
-    TERMINAL_STATUSES,
     GroupRegistry,
     RoundOutcome,
     group_spec,
@@ -178,15 +177,15 @@ class RoundLoop:
             factor=settings.timeout_factor,
         )
 
-    def _start(self) -> tuple[dict[str, Any] | None, list[np.ndarray], int] | None:
+    def _start(self) -> tuple[GroupDetail | None, list[np.ndarray], int] | None:
         """Wait for a starting model (see the module docstring); None if the group ended."""
         given = given_arrays(self.settings)
         while True:
             group = self.registry.group()
-            if group is not None and group.get("status") in TERMINAL_STATUSES:
+            if self.registry.ended(group):
                 return None
             spec = group_spec(group)
-            start = start_point(self.registry, group, spec, given)
+            start = start_point(self.registry, group.round if group else None, spec, given)
             if start is not None:
                 arrays, server_round = start
                 names = [f"array {i}" for i in range(len(arrays))]
@@ -203,11 +202,11 @@ class RoundLoop:
         group, arrays, server_round = started
         done = 0
         while self.settings.num_rounds <= 0 or done < self.settings.num_rounds:
+            if self.registry.ended(group):
+                logger.info("group %s has ended: stopping", self.settings.group_id)
+                return
             if group is not None:
-                if group.get("status") in TERMINAL_STATUSES:
-                    logger.info("group %s is %s: stopping", self.settings.group_id, group["status"])
-                    return
-                self.strategy.members = list(group.get("members", []))
+                self.strategy.members = list(group.members)
             outcome = self._round(server_round, arrays)
             if outcome is not None:
                 arrays = outcome.arrays

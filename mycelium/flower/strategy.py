@@ -36,6 +36,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAdagrad, FedAdam, FedAvg, FedProx, FedYogi
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
+from mycelium.api import NodePublic
 from mycelium.fingerprint import FingerprintError, ModelSpec
 from mycelium.flower.protocol import (
     ACCURACY_KEY,
@@ -68,7 +69,7 @@ def initial_arrays(seed: int) -> list[np.ndarray]:
 
 def select_targets(
     online: Iterable[int],
-    members: Sequence[Mapping[str, Any]] | None,
+    members: Sequence[NodePublic] | None,
     first_seen: Mapping[int, float],
     now: float,
     grace: float,
@@ -78,12 +79,8 @@ def select_targets(
     online_ids = sorted(set(online))
     if members is None:
         return online_ids
-    claimed = {int(m["flower_node_id"]) for m in members if m.get("flower_node_id") is not None}
-    live = {
-        int(m["flower_node_id"])
-        for m in members
-        if m.get("alive") and m.get("flower_node_id") is not None
-    }
+    claimed = {m.flower_node_id for m in members if m.flower_node_id is not None}
+    live = {m.flower_node_id for m in members if m.alive and m.flower_node_id is not None}
     return [
         nid
         for nid in online_ids
@@ -161,7 +158,7 @@ class LiveMembers:
         self.unclaimed_grace = unclaimed_grace
         self.spec = spec
         self.clock = clock
-        self.members: list[dict[str, Any]] | None = None
+        self.members: list[NodePublic] | None = None
         self.message_ttl: float | None = None
         self.first_seen: dict[int, float] = {}
 

@@ -14,7 +14,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 from mycelium.net.addresses import AddressError, is_loopback, split_host_port
 from mycelium.net.certs import CertificateError, check_presented
@@ -22,6 +22,19 @@ from mycelium.net.certs import CertificateError, check_presented
 logger = logging.getLogger(__name__)
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+class ListedGroup(Protocol):
+    """What the rule reads of a group's listing (:class:`mycelium.api.GroupPublic` is one)."""
+
+    @property
+    def group_id(self) -> int: ...
+
+    @property
+    def fleet_address(self) -> str: ...
+
+    @property
+    def certificate(self) -> str | None: ...
 
 
 class Untrusted(Exception):
@@ -37,21 +50,21 @@ class GroupTrust:
     insecure: bool = False
     timeout: float = 3.0
 
-    def root_certificates(self, group: dict[str, Any]) -> Path | None:
+    def root_certificates(self, group: ListedGroup) -> Path | None:
         """The PEM file to give the SuperNode, or None for a plaintext (loopback) group.
 
         Raises :class:`Untrusted` when the group's address, certificate or what its
         SuperLink presents does not pass the rule; the SuperLink is contacted (one TLS
         handshake) when a certificate is published.
         """
-        gid, address = group.get("group_id"), str(group.get("fleet_address", ""))
+        gid, address = group.group_id, group.fleet_address
         try:
             host, _ = split_host_port(address)
         except AddressError as exc:
             raise Untrusted(f"group {gid}: {exc}") from None
         if is_loopback(host) and not self.local_network:
             raise Untrusted(f"group {gid} advertises loopback {address} on a shared network")
-        pem = group.get("certificate")
+        pem = group.certificate
         if not pem:
             if is_loopback(host) or self.insecure:
                 return None
@@ -72,7 +85,7 @@ class GroupTrust:
             path.write_text(pem)
         return path
 
-    def check(self, group: dict[str, Any]) -> bool:
+    def check(self, group: ListedGroup) -> bool:
         """:meth:`root_certificates` as a yes/no for candidate filters (logs why not)."""
         try:
             self.root_certificates(group)

@@ -9,16 +9,17 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
-from mycelium.client import NodeCredentials, RegistryClient, RegistryError
+from mycelium.api import GroupPublic, NodeCreated
+from mycelium.client import RegistryClient, RegistryError
 from mycelium.learning import policy
 from mycelium.node.admitted import AppPin, MembershipKeys, wait_admitted
 from mycelium.node.config import NodeConfig
 from mycelium.node.hosting import Founder
 from mycelium.node.membership import Membership, start_supernode
 from mycelium.node.placement import Placement, superlink_reachable
-from mycelium.security.node_keys import NodeKeyPair
+from mycelium.node_keys import NodeKeyPair
 
 if TYPE_CHECKING:
     from mycelium.flower.group_host import GroupHost
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-Group = dict[str, Any]
 REFUSED_LOG = "refused-runs.jsonl"  # in the work dir: one JSON line per group left
 
 
@@ -54,7 +54,7 @@ class GroupActions:
         placement: Placement,
         trainer: LocalTrainer,
         *,
-        credentials: NodeCredentials,
+        credentials: NodeCreated,
         trainer_url: str,
         report: Callable[[], None],
         trust: GroupTrust,
@@ -78,9 +78,9 @@ class GroupActions:
         self.pin = pin
         self.refused_groups: dict[int, str] = {}
 
-    def act(self, decision: policy.Decision, groups: list[Group]) -> None:
+    def act(self, decision: policy.Decision, groups: list[GroupPublic]) -> None:
         """Carry out ``decision`` (taken on ``groups``)."""
-        by_id = {g["group_id"]: g for g in groups}
+        by_id = {g.group_id: g for g in groups}
         if decision.action == "found":
             # Re-forming after our group vanished keeps what that group had learned.
             self.found(decision, reform=self.placement.current_group_vanished())
@@ -91,52 +91,54 @@ class GroupActions:
             else:
                 self.migrate(target, decision)
 
-    def join(self, group: Group, *, reason: str, invite: str | None, move: bool = True) -> None:
+    def join(
+        self, group: GroupPublic, *, reason: str, invite: str | None, move: bool = True
+    ) -> None:
         root = self._trusted_root(group)
         if root is False:
             return
-        key = self._membership_key(group["group_id"], root)
+        key = self._membership_key(group.group_id, root)
         try:
             self.registry.join_group(
-                group["group_id"],
+                group.group_id,
                 self.node_id,
                 invite_code=invite,
                 public_key=key.public_key if key else None,
             )
         except RegistryError as exc:
-            logger.warning("could not join group %s: %s", group["group_id"], exc)
+            logger.warning("could not join group %s: %s", group.group_id, exc)
             return
         if move:
-            self.placement.record_move(group["group_id"])
+            self.placement.record_move(group.group_id)
         self.attach(group, root, key)
-        logger.info("joined group %s (%s): %s", group["group_id"], group["name"], reason)
+        logger.info("joined group %s (%s): %s", group.group_id, group.name, reason)
 
-    def migrate(self, target: Group, decision: policy.Decision) -> None:
+    def migrate(self, target: GroupPublic, decision: policy.Decision) -> None:
         assert self.membership is not None
         source = self.membership.group_id
         root = self._trusted_root(target)
         if root is False:
             return
-        key = self._membership_key(target["group_id"], root)
+        key = self._membership_key(target.group_id, root)
         try:
             self.registry.migrate(
                 self.node_id,
-                to_group_id=target["group_id"],
+                to_group_id=target.group_id,
                 reason=decision.reason,
                 expected_gain=decision.expected_gain,
                 invite_code=self.cfg.invite_code,
                 public_key=key.public_key if key else None,
             )
         except RegistryError as exc:
-            logger.warning("migration to group %s refused: %s", target["group_id"], exc)
+            logger.warning("migration to group %s refused: %s", target.group_id, exc)
             return
         self.stop_supernode()
-        self.placement.record_move(target["group_id"])
+        self.placement.record_move(target.group_id)
         self.attach(target, root, key)
         logger.info(
             "migrated from group %s to group %s, expected gain %+.3f (%s)",
             source,
-            target["group_id"],
+            target.group_id,
             decision.expected_gain,
             decision.reason,
         )
@@ -192,7 +194,7 @@ class GroupActions:
         if group is None:
             return
         mine = self.membership is not None and self.membership.group_id == gid
-        if not mine and group.get("num_members", 0) == 0:
+        if not mine and group.num_members == 0:
             logger.info("hosted group %s has no live member: stopping it", gid)
             self.hosted.stop()
             self.hosted = None
@@ -215,9 +217,9 @@ class GroupActions:
         self.membership = dataclasses.replace(m, supernode=supernode)
         self.report()
 
-    def attach(self, group: Group, root: Path | None, key: NodeKeyPair | None = None) -> None:
+    def attach(self, group: GroupPublic, root: Path | None, key: NodeKeyPair | None = None) -> None:
         """Start the SuperNode for ``group``; with a key, once the host admitted it."""
-        address, gid = group["fleet_address"], group["group_id"]
+        address, gid = group.fleet_address, group.group_id
         if key is not None:
             wait_admitted(self.registry, self.node_id, group_id=gid, public_key=key.public_key)
         supernode = self._supernode(address, root, key)
@@ -244,7 +246,7 @@ class GroupActions:
         safe(lambda: self.registry.leave_group(m.group_id, node_id))
         self.stop_supernode()
 
-    def _trusted_root(self, group: Group) -> Path | None | Literal[False]:
+    def _trusted_root(self, group: GroupPublic) -> Path | None | Literal[False]:
         """The root certificate to connect to ``group`` with (None: plaintext on loopback),
         or False (logged) when the trust rule refuses the group: it is not joined."""
         from mycelium.net.trust import Untrusted

@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mycelium import node_keys
 from mycelium.client import RegistryClient, RegistryError
+from mycelium.node_keys import NodeKeyPair
 from mycelium.procs import DeadlineExceeded, wait_for
-from mycelium.security import node_keys
-from mycelium.security.node_keys import NodeKeyPair
 
 if TYPE_CHECKING:
     from flwr.clientapp import ClientApp
@@ -67,8 +67,8 @@ def wait_admitted(
         except RegistryError as exc:
             logger.debug("admission receipt not readable yet: %s", exc)
             return None
-        ours = receipt["group_id"] == group_id and receipt["public_key"] == public_key
-        return receipt["flower_node_id"] if ours and receipt["admitted"] else None
+        ours = receipt.group_id == group_id and receipt.public_key == public_key
+        return receipt.flower_node_id if ours and receipt.admitted else None
 
     started = time.monotonic()
     try:

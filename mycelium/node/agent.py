@@ -22,12 +22,12 @@ import zlib
 from collections.abc import Callable
 from contextlib import ExitStack
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from mycelium.api import GroupPublic, NodeCreated
 from mycelium.client import (
     Conflict,
-    NodeCredentials,
     RegistryClient,
     RegistryError,
     RegistryUnavailable,
@@ -75,7 +75,7 @@ class NodeAgent:
         registry: RegistryClient,
         trainer: LocalTrainer,
         trainer_server: TrainerServer,
-        credentials: NodeCredentials,
+        credentials: NodeCreated,
         pin: AppPin,
         clock: Clock,
         stop_event: threading.Event,
@@ -219,9 +219,9 @@ class NodeAgent:
             self._next_evaluation = self.clock() + self.config.group_evaluation_interval
 
     # ------------------------------------------------------------------ start-up
-    def _admissible(self, group: dict[str, Any]) -> bool:
+    def _admissible(self, group: GroupPublic) -> bool:
         """A candidate: trusted (mycelium.net.trust), and no run of it was refused here."""
-        return group["group_id"] not in self.actions.refused_groups and self.trust.check(group)
+        return group.group_id not in self.actions.refused_groups and self.trust.check(group)
 
     def _warm_up(self) -> None:
         self.trainer.warm_up(self.config.warmup_epochs)
@@ -392,7 +392,7 @@ def _start_trainer(cfg: NodeConfig) -> tuple[LocalTrainer, TrainerServer]:
 
 def _register(
     cfg: NodeConfig, registry: RegistryClient, trainer: LocalTrainer, stop: threading.Event
-) -> NodeCredentials | None:
+) -> NodeCreated | None:
     """Register, retried with exponential backoff while the registry is unreachable; None
     when ``stop`` is set meanwhile. A refusal is fatal: our input is wrong."""
     backoff = 1.0

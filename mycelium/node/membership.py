@@ -10,7 +10,7 @@ from mycelium.flower.errors import ChildExited, FlowerNotInstalled
 from mycelium.flower.protocol import SuperNodeConfig
 from mycelium.flower.supernode import PinFactory, SuperNode
 from mycelium.node.config import FatalNodeError
-from mycelium.security.node_keys import NodeKeyPair
+from mycelium.node_keys import NodeKeyPair
 
 logger = logging.getLogger(__name__)
 

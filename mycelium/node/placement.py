@@ -14,8 +14,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from mycelium.api import GroupPublic
 from mycelium.client import RegistryClient, RegistryError
 from mycelium.learning import candidates as choice
 from mycelium.learning import policy
@@ -48,7 +49,7 @@ class Placement:
         invite_ok: bool,
         max_candidates: int,
         clock: Callable[[], float],
-        admissible: Callable[[dict[str, Any]], bool] = lambda group: True,
+        admissible: Callable[[GroupPublic], bool] = lambda group: True,
         seed: int = 0,
     ) -> None:
         """``admissible``: the node's trust rule for a group (see mycelium.net.trust);
@@ -77,7 +78,7 @@ class Placement:
         """The policy's warm-up is the local epochs the agent just trained."""
         self.state = dataclasses.replace(self.state, started_at=self.clock())
 
-    def decide(self, groups: list[dict[str, Any]], current_id: int | None) -> policy.Decision:
+    def decide(self, groups: list[GroupPublic], current_id: int | None) -> policy.Decision:
         """Probe ``groups`` (the current one ``current_id`` included) and decide."""
         candidates, current_score, unprobed = self.probe(groups, current_id)
         stayed = self.state.current_group_id == current_id and current_id is not None
@@ -109,7 +110,7 @@ class Placement:
         self.moves += 1
 
     def probe(
-        self, groups: list[dict[str, Any]], current_id: int | None
+        self, groups: list[GroupPublic], current_id: int | None
     ) -> tuple[list[policy.Candidate], float | None, int]:
         """Score the chosen live groups' models on our own validation data (the current
         group included); also returns how many live groups were left unprobed."""
@@ -119,9 +120,9 @@ class Placement:
         live = [
             g
             for g in groups
-            if g.get("alive", True)
-            and g.get("has_model")
-            and superlink_reachable(g["fleet_address"])
+            if g.alive
+            and g.has_model
+            and superlink_reachable(g.fleet_address)
             and self.admissible(g)
         ]
         chosen = choice.choose_candidates(
@@ -131,33 +132,33 @@ class Placement:
             seed=self.seed * 1_000_003 + self.decisions,
         )
         self.decisions += 1
-        by_id = {g["group_id"]: g for g in live}
+        by_id = {g.group_id: g for g in live}
         others = [by_id[gid] for gid in chosen]
-        current = [g for g in live if g["group_id"] == current_id]
+        current = [g for g in live if g.group_id == current_id]
         unprobed = len(live) - len(current) - len(others)
         candidates: list[policy.Candidate] = []
         current_score: float | None = None
         for group in current + others:
-            blob = self._fetch_model(group["group_id"])
+            blob = self._fetch_model(group.group_id)
             if blob is None:
                 continue
             try:
                 _, accuracy = self.trainer.evaluate_arrays(bytes_to_weights(blob))
             except ValueError as exc:  # not our model's shapes, or not a model at all
-                logger.warning("group %s's model is unusable: %s", group["group_id"], exc)
+                logger.warning("group %s's model is unusable: %s", group.group_id, exc)
                 continue
-            if group["group_id"] == current_id:
+            if group.group_id == current_id:
                 current_score = accuracy
             candidates.append(self._candidate(group, accuracy))
         return candidates, current_score, unprobed
 
-    def _candidate(self, group: dict[str, Any], score: float) -> policy.Candidate:
+    def _candidate(self, group: GroupPublic, score: float) -> policy.Candidate:
         return policy.Candidate(
-            group_id=group["group_id"],
+            group_id=group.group_id,
             score=score,
-            size=int(group["num_members"]),
-            capacity=int(group["max_capacity"]),
-            join_policy=group["join_policy"],
+            size=int(group.num_members),
+            capacity=int(group.max_capacity),
+            join_policy=group.join_policy,
             invite_ok=self.invite_ok,
         )
 
@@ -169,12 +170,12 @@ class Placement:
             return None
 
 
-def _listing(group: dict[str, Any]) -> choice.Listing:
+def _listing(group: GroupPublic) -> choice.Listing:
     """A discovery row as the candidate choice sees it: verified figure beside the claim."""
     return choice.Listing(
-        group_id=group["group_id"],
-        size=int(group["num_members"]),
-        verified=group.get("verified_accuracy"),
-        verified_members=int(group.get("verified_members") or 0),
-        claimed=group.get("accuracy"),
+        group_id=group.group_id,
+        size=int(group.num_members),
+        verified=group.verified_accuracy,
+        verified_members=int(group.verified_members or 0),
+        claimed=group.accuracy,
     )

@@ -4,7 +4,8 @@
   store refusals; ``settings``: :class:`Settings`; ``server``: ``serve`` with uvicorn.
 - ``routers``: one ``APIRouter`` per resource (nodes, groups, models, events, health).
 - ``deps``: typed dependencies (``StoreDep``, ``TokenDep``, ...); ``parsing``: the
-  hand-parsed hot paths; ``middleware``: the body size limit; ``schemas``: pydantic models.
+  hand-parsed hot paths; ``middleware``: the body size limit; the API's pydantic models are
+  :mod:`mycelium.api`, shared with the clients.
 - ``store``: the only code that touches SQLite (importable without FastAPI).
 
 The Python client of this API is :mod:`mycelium.client` (httpx only). Nothing here imports

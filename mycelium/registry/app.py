@@ -13,12 +13,12 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from mycelium.api import INT64_MAX, UINT64_MAX
 from mycelium.dashboard.install import install_dashboard
 from mycelium.dashboard.sources import NetworkStats, Row, Sources
 from mycelium.registry.deps import Unauthorized
 from mycelium.registry.middleware import BodyRules
 from mycelium.registry.routers import events, groups, models, nodes
-from mycelium.registry.schemas import INT64_MAX, UINT64_MAX
 from mycelium.registry.settings import Settings
 from mycelium.registry.store import (
     ConflictError,

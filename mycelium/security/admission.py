@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from mycelium.security.node_keys import NodeKeyError, control_api_bytes, normalize_public_key
+from mycelium.node_keys import NodeKeyError, control_api_bytes, normalize_public_key
 
 if TYPE_CHECKING:
     from flwr.supercore.control import ControlHttpClient

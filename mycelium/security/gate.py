@@ -68,7 +68,7 @@ class RegistryMembers:
         except RegistryError as exc:
             logger.warning("group %s: member list unavailable: %s", self.group_id, exc)
             return None
-        return [Member(m["node_id"], m["public_key"]) for m in listed if m.get("public_key")]
+        return [Member(m.node_id, m.public_key) for m in listed if m.public_key]
 
     def publish(self, registered: Mapping[int, Registration]) -> None:
         """Write the receipt of every registration not published yet."""

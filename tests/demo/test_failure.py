@@ -66,7 +66,7 @@ def test_a_dying_agent_stops_the_demo_and_no_secret_reaches_a_file(tmp_path: Pat
 
     def placed(name: str) -> bool:
         assert tree.proc.poll() is None, tree.text()
-        return any(n["name"] == name and n.get("group_id") for n in client.list_nodes())
+        return any(n.name == name and n.group_id for n in client.list_nodes())
 
     try:
         wait_for(lambda: placed("n2"), timeout=300, interval=0.5, what="n2 placed in a group")

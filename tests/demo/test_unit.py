@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from mycelium.api import EventPublic, GroupDetail, NodePublic, RoundPublic
 from mycelium.demo.config import DemoConfig, plan_nodes
 from mycelium.demo.observation import DemoFailed, DemoRun, is_stable, purity
 from mycelium.demo.run import new_run_dir
@@ -33,12 +33,39 @@ def test_purity() -> None:
     assert purity([], clusters) is None
 
 
-def group(accs: list[float], start: float = 100.0, step: float = 7.0) -> dict[str, Any]:
-    rounds = [{"reported_at": start + k * step, "accuracy": a} for k, a in enumerate(accs)]
-    return {"members": [{"name": "n0"}], "rounds": rounds}
+def node(name: str) -> NodePublic:
+    return NodePublic(
+        node_id=1, name=name, address=None, task="digits", num_samples=10, group_id=1,
+        flower_node_id=None, accuracy=None, loss=None, round=None, last_seen=0.0,
+        alive=True, created_at=0.0,
+    )  # fmt: skip
 
 
-JOINED = [{"type": "joined", "at": 90.0}, {"type": "heartbeat-free noise", "at": 500.0}]
+def group(
+    accs: list[float], start: float = 100.0, step: float = 7.0, members: int = 1
+) -> GroupDetail:
+    rounds = [
+        RoundPublic(round=k + 1, accuracy=a, loss=0.5, num_nodes=members, num_examples=10,
+                    reported_at=start + k * step)
+        for k, a in enumerate(accs)
+    ]  # fmt: skip
+    return GroupDetail(
+        group_id=1, name="g", fleet_address="127.0.0.1:9092", task="digits", max_capacity=4,
+        join_policy="open", performance_threshold=0.0, status="active", alive=True,
+        num_members=members, accuracy=None, verified_accuracy=None, verified_members=0,
+        loss=None, round=len(accs) or None, has_model=True, model_sha256=None,
+        fingerprint=None, strategy="fedavg", strategy_params={}, last_report=0.0,
+        created_at=0.0, model_spec=None, members=[node("n0")] * members, rounds=rounds,
+    )  # fmt: skip
+
+
+def event(type_: str, at: float) -> EventPublic:
+    return EventPublic.model_validate(
+        {"id": 1, "type": type_, "at": at, "node_id": None, "group_id": None, "data": {}}
+    )
+
+
+JOINED = [event("joined", 90.0), event("node_registered", 500.0)]
 
 
 def test_stable_after_a_quiet_window_with_enough_flat_rounds() -> None:
@@ -48,7 +75,7 @@ def test_stable_after_a_quiet_window_with_enough_flat_rounds() -> None:
 
 def test_not_stable_too_soon_after_a_membership_change() -> None:
     flat = [0.80, 0.86, 0.83, 0.84, 0.86, 0.83]
-    moved = [*JOINED, {"type": "migrated", "at": 130.0}]
+    moved = [*JOINED, event("migrated", 130.0)]
     assert not is_stable([group(flat)], moved, now=150.0, window=30.0)
     assert not is_stable([group(flat)], [], now=150.0, window=30.0)
 
@@ -57,7 +84,7 @@ def test_not_stable_with_too_few_rounds_or_a_rising_group() -> None:
     assert not is_stable([group([0.8, 0.8, 0.8])], JOINED, now=150.0, window=30.0)
     rising = [0.70, 0.72, 0.74, 0.80, 0.82, 0.84]
     assert not is_stable([group(rising)], JOINED, now=150.0, window=30.0)
-    empty_group = {"members": [], "rounds": []}
+    empty_group = group([], members=0)
     flat = group([0.8] * 6)
     assert is_stable([flat, empty_group], JOINED, now=150.0, window=30.0)
 

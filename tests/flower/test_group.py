@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from mycelium.api import GroupDetail
 from mycelium.client import RegistryClient, RegistryError
 from mycelium.flower.group_host import GroupHost
 from mycelium.flower.protocol import RunConfig, SuperNodeConfig
@@ -126,9 +127,11 @@ def registry(tmp_path: Path) -> Iterator[tuple[str, list[Member], ExitStack]]:
             beater.join(5)
 
 
-def wait_round(client: RegistryClient, gid: int, at_least: int, timeout: float = 120) -> dict:
+def wait_round(
+    client: RegistryClient, gid: int, at_least: int, timeout: float = 120
+) -> GroupDetail:
     return wait_for(
-        lambda: (g := client.get_group(gid))["round"] is not None and g["round"] >= at_least and g,
+        lambda: (g := client.get_group(gid)).round is not None and g.round >= at_least and g,
         timeout=timeout,
         interval=0.5,
         what=f"group {gid} at round {at_least}",
@@ -156,19 +159,19 @@ def test_rounds_train_live_members_and_publish_model(group, tmp_path: Path) -> N
     total = sum(m.trainer.num_examples for m in members[:2])
 
     def rounds_with_both() -> list[dict] | None:
-        full = [r for r in reader.get_group(host.group_id)["rounds"] if r["num_nodes"] == 2]
+        full = [r for r in reader.get_group(host.group_id).rounds if r.num_nodes == 2]
         return full if len(full) >= 2 else None
 
     wait_for(rounds_with_both, timeout=120, interval=0.5, what="two rounds with both members")
-    rounds = reader.get_group(host.group_id)["rounds"]
-    assert [r["round"] for r in rounds] == list(range(1, len(rounds) + 1))
+    rounds = reader.get_group(host.group_id).rounds
+    assert [r.round for r in rounds] == list(range(1, len(rounds) + 1))
     for r in rounds:  # the first round may start before the second member joined
-        assert 0.0 <= r["accuracy"] <= 1.0 and r["loss"] > 0
-        assert r["num_nodes"] in (1, 2)
-        assert r["num_nodes"] == 1 or r["num_examples"] == total
+        assert 0.0 <= r.accuracy <= 1.0 and r.loss > 0
+        assert r.num_nodes in (1, 2)
+        assert r.num_nodes == 1 or r.num_examples == total
     model = reader.get_model(host.group_id)
     assert model is not None
-    assert sha256_hex(model) == reader.get_group(host.group_id)["model_sha256"]
+    assert sha256_hex(model) == reader.get_group(host.group_id).model_sha256
     for m in members[:2]:
         assert m.trainer.last_round is not None and m.trainer.group_score is not None
         assert m.trainer.flower_node_id == m.supernode.flower_node_id
@@ -183,15 +186,15 @@ def test_killed_member_does_not_stall_rounds(group, tmp_path: Path) -> None:
     for m in members:
         join(m, host.group_id)
     reader = stack.enter_context(RegistryClient(url))
-    before = wait_round(reader, host.group_id, 1)["round"]
+    before = wait_round(reader, host.group_id, 1).round
 
     victim = members[2]
     victim.beating.clear()
     victim.supernode.kill()  # SIGKILL: Flower itself notices only after ~50 s
 
     def two_node_rounds() -> list[dict] | None:
-        rounds = [r for r in reader.get_group(host.group_id)["rounds"] if r["round"] > before]
-        full = [r for r in rounds if r["num_nodes"] == 2]
+        rounds = [r for r in reader.get_group(host.group_id).rounds if r.round > before]
+        full = [r for r in rounds if r.num_nodes == 2]
         return full if len(full) >= 2 else None
 
     wait_for(two_node_rounds, timeout=90, interval=0.5, what="two rounds without the victim")
@@ -222,7 +225,7 @@ def test_group_resumes_from_the_registry_model_and_ends_after_num_rounds(
     wait_round(reader, host.group_id, 1)
     wait_for(lambda: not host.is_healthy(), timeout=60, what="serverapp ended after 1 round")
 
-    assert [r["round"] for r in reader.get_group(host.group_id)["rounds"]] == [1]
+    assert [r.round for r in reader.get_group(host.group_id).rounds] == [1]
     received = member.trainer.last_group_arrays
     assert member.trainer.last_round == 1 and received is not None
     assert all(np.array_equal(a, b) for a, b in zip(received, seed, strict=True))

@@ -89,11 +89,11 @@ def test_group_command_hosts_its_strategy_until_sigint(tmp_path: Path) -> None:
                 timeout=60,
                 what="group registered",
             )
-            assert group["name"] == "cli-group" and group["join_policy"] == "invite-only"
-            port = int(group["fleet_address"].rsplit(":", 1)[1])
+            assert group.name == "cli-group" and group.join_policy == "invite-only"
+            port = int(group.fleet_address.rsplit(":", 1)[1])
             assert port_is_open(port)
             wait_for(lambda: "hosted at" in proc.read_log(), timeout=60, what="run started")
-            assert (group["strategy"], group["strategy_params"]) == (YOGI.name, YOGI.params)
+            assert (group.strategy, group.strategy_params) == (YOGI.name, YOGI.params)
             # What the ServerApp's flwr strategy holds, read back from its instance.
             run_id = proc.read_log().split("hosted at", 1)[1].split(", run ")[1].split()[0]
             line = wait_for(

@@ -89,7 +89,7 @@ class _Registry:
 
 def test_start_point_prefers_the_registry_then_the_given_arrays() -> None:
     other = [np.zeros(4, np.float32)]
-    assert start_point(_Registry(START), {"round": 7}, SPEC, None)[1] == 8
-    assert start_point(_Registry(other), {"round": 7}, SPEC, START) == (START, 1)
+    assert start_point(_Registry(START), 7, SPEC, None)[1] == 8
+    assert start_point(_Registry(other), 7, SPEC, START) == (START, 1)
     assert start_point(_Registry(None), None, SPEC, other) is None
     assert start_point(_Registry(None), None, None, None) is None

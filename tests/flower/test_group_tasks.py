@@ -70,14 +70,14 @@ def test_an_mnist_fedprox_group_trains_and_refuses_other_models(
         member.group_id = creds.group_id
     client = node.client
     listed = client.list_groups(task="mnist", fingerprint=spec.fingerprint)
-    assert [g["group_id"] for g in listed] == [creds.group_id]
-    assert (listed[0]["strategy"], listed[0]["strategy_params"]) == (
+    assert [g.group_id for g in listed] == [creds.group_id]
+    assert (listed[0].strategy, listed[0].strategy_params) == (
         "fedprox",
         {"proximal_mu": 0.05},
     )
     assert client.list_groups(fingerprint=task_spec(load_task("digits")).fingerprint) == []
     group = wait_round(client, creds.group_id, 2, timeout=240)
-    assert group["rounds"][-1]["num_nodes"] == 2
+    assert group.rounds[-1].num_nodes == 2
     # The ServerApp's flwr FedProx holds the mu given here (read back from its instance).
     assert f"strategy {PROX.describe()}" in host.run_log()
     model = bytes_to_weights(client.get_model(creds.group_id))

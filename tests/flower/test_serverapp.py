@@ -14,6 +14,7 @@ import pytest
 from flwr.app import ArrayRecord, Error, Message, MessageType, Metadata, MetricRecord, RecordDict
 from flwr.app.message.message import make_message
 
+from mycelium.api import NodePublic
 from mycelium.fingerprint import model_spec
 from mycelium.flower.group_registry import RoundOutcome
 from mycelium.flower.rounds import RoundTimer
@@ -47,8 +48,12 @@ def test_model_shapes_match_the_torch_model() -> None:
     assert all(np.array_equal(a, b) for a, b in zip(arrays, initial_arrays(5), strict=True))
 
 
-def _member(fid: int | None, alive: bool) -> dict:
-    return {"flower_node_id": fid, "alive": alive}
+def _member(fid: int | None, alive: bool) -> NodePublic:
+    return NodePublic(
+        node_id=fid or 99, name=f"n{fid}", address=None, task="digits", num_samples=10,
+        group_id=1, flower_node_id=fid, accuracy=None, loss=None, round=None,
+        last_seen=0.0, alive=alive, created_at=0.0,
+    )  # fmt: skip
 
 
 def test_select_targets_live_members_and_new_nodes_only() -> None:

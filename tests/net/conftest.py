@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from mycelium.net.netns import Network, unavailable_reason
+from mycelium.lab.netns import Network, unavailable_reason
 
 
 @pytest.fixture(scope="session")

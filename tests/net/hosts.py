@@ -1,12 +1,12 @@
-"""Checks the across-machines tests make on a lab network (mycelium.net.lab)."""
+"""Checks the across-machines tests make on a lab network (mycelium.lab.stack)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from mycelium.lab.netns import Network
+from mycelium.lab.stack import RegistryView
 from mycelium.net.addresses import is_loopback, split_host_port
-from mycelium.net.lab import RegistryView
-from mycelium.net.netns import Network
 from mycelium.procs import ManagedProcess, descendant_pids
 
 
@@ -65,8 +65,8 @@ def still_listening(network: Network, host: str, port: int) -> bool:
 
 
 def assert_nothing_advertises_loopback(view: RegistryView) -> None:
-    for group in view.get("/groups?limit=100&include_dead=true"):
-        host, _ = split_host_port(group["fleet_address"])
-        assert not is_loopback(host), group["fleet_address"]
+    for group in view.groups(include_dead=True):
+        host, _ = split_host_port(group.fleet_address)
+        assert not is_loopback(host), group.fleet_address
     for node in view.nodes():
-        assert node["address"] is None or not is_loopback(node["address"]), node
+        assert node.address is None or not is_loopback(node.address), node

@@ -47,8 +47,8 @@ def receipt(url: str, ca: str, creds: str) -> dict:
     client, deadline = _client(url, ca, creds), time.monotonic() + 60
     while time.monotonic() < deadline:
         got = client.admission(_node_id(creds))
-        if got["admitted"]:
-            return {"flower_node_id": got["flower_node_id"]}
+        if got.admitted:
+            return {"flower_node_id": got.flower_node_id}
         time.sleep(0.25)
     return {"error": "no receipt within 60 s"}
 

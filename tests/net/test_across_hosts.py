@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from mycelium.lab.netns import Network
+from mycelium.lab.stack import agent_in, crash, https_registry
 from mycelium.net.addresses import split_host_port
 from mycelium.net.certs import fingerprint
-from mycelium.net.lab import agent_in, crash, https_registry
-from mycelium.net.netns import Network
 from mycelium.procs import wait_for
 from tests.net.conftest import needs_nginx
 from tests.net.hosts import (
@@ -42,11 +42,11 @@ def test_groups_form_train_and_heal_across_hosts_over_tls(network: Network, tmp_
         )
         g = wait_for(lambda: view.group_of("a0"), timeout=180, interval=1, what="a0 founds")
         group = view.group(g)
-        assert split_host_port(group["fleet_address"])[0] == network["hostA"].address
-        assert group["certificate"], "a group off loopback publishes its certificate"
-        presented = network.probe("hostC", "cert", group["fleet_address"])
-        assert presented == {"sha256": fingerprint(group["certificate"])}
-        wait_for(lambda: view.group(g)["round"], timeout=180, interval=1, what="first round")
+        assert split_host_port(group.fleet_address)[0] == network["hostA"].address
+        assert group.certificate, "a group off loopback publishes its certificate"
+        presented = network.probe("hostC", "cert", group.fleet_address)
+        assert presented == {"sha256": fingerprint(group.certificate)}
+        wait_for(lambda: view.group(g).round, timeout=180, interval=1, what="first round")
 
         started_b = time.monotonic()
         b0 = stack.enter_context(
@@ -74,7 +74,7 @@ def test_groups_form_train_and_heal_across_hosts_over_tls(network: Network, tmp_
         )
         g1 = wait_for(lambda: view.group_of("c1"), timeout=180, interval=1, what="c1 placed")
         assert g1 != g, "another cluster founds its own group: " + c1.read_log()[-3000:]
-        assert split_host_port(view.group(g1)["fleet_address"])[0] == network["hostC"].address
+        assert split_host_port(view.group(g1).fleet_address)[0] == network["hostC"].address
 
         assert_nothing_advertises_loopback(view)
         checked = assert_all_public_listeners_are_tls(network)
@@ -88,7 +88,7 @@ def test_groups_form_train_and_heal_across_hosts_over_tls(network: Network, tmp_
             homes = {n: view.group_of(n) for n in ("b0", "c0")}
             if any(h in (None, g) for h in homes.values()):
                 return None
-            return homes if all(view.group(h)["round"] for h in homes.values()) else None
+            return homes if all(view.group(h).round for h in homes.values()) else None
 
         homes = wait_for(rehomed, timeout=300, interval=2, what="b0 and c0 re-home and train")
         assert g1 not in homes.values(), f"cluster 0 joined cluster 1's group: {homes}"

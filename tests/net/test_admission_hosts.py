@@ -29,14 +29,14 @@ from pathlib import Path
 
 import pytest
 
+from mycelium import node_keys
 from mycelium.flower.procs import flower_env, flower_executable
 from mycelium.flower.protocol import format_config
-from mycelium.net.lab import agent_in, https_registry
-from mycelium.net.netns import Network
+from mycelium.lab.netns import Network
+from mycelium.lab.stack import agent_in, https_registry
 from mycelium.net.tls import flwr_connection_toml
 from mycelium.node.actions import REFUSED_LOG
 from mycelium.procs import ManagedProcess, wait_for
-from mycelium.security import node_keys
 from tests.net.conftest import needs_nginx
 from tests.net.hosts import supernode_argv
 from tests.security.conftest import APP_DIR
@@ -106,10 +106,10 @@ def test_admission_exposure_and_pinning_across_hosts(network: Network, tmp_path:
             agent_in(network, "hostA", tmp_path, view, name="a0", cluster=0, index=0)
         )
         g = wait_for(lambda: view.group_of("a0"), timeout=180, interval=1, what="a0 founds")
-        fleet = view.group(g)["fleet_address"]
+        fleet = view.group(g).fleet_address
         cert = tmp_path / "group.pem"
-        cert.write_text(view.group(g)["certificate"])
-        wait_for(lambda: view.group(g)["round"], timeout=180, interval=1, what="first round")
+        cert.write_text(view.group(g).certificate)
+        wait_for(lambda: view.group(g).round, timeout=180, interval=1, what="first round")
         b0 = stack.enter_context(
             agent_in(network, "hostB", tmp_path, view, name="b0", cluster=0, index=1)
         )
@@ -121,7 +121,7 @@ def test_admission_exposure_and_pinning_across_hosts(network: Network, tmp_path:
         for agent in (a0, b0):
             argv = supernode_argv(agent)
             assert "--auth-supernode-private-key" in argv and "process" in argv, argv
-        admitted = {m["name"]: m["flower_node_id"] for m in view.group(g)["members"]}
+        admitted = {m.name: m.flower_node_id for m in view.group(g).members}
         for name, agent in (("a0", a0), ("b0", b0)):
             match = re.search(r"admitted to group \d+ as Flower node (\d+) \(([\d.]+) s\)",
                               agent.read_log())  # fmt: skip
@@ -150,8 +150,8 @@ def test_admission_exposure_and_pinning_across_hosts(network: Network, tmp_path:
         answer = json.loads(out[out.index("{") :])  # `--format json` exits 0 either way
         assert answer["success"] is False and "404" in answer["error-message"], answer
         # ... and the host's run keeps going.
-        last = view.group(g)["round"]
-        wait_for(lambda: view.group(g)["round"] > last, timeout=180, interval=1,
+        last = view.group(g).round
+        wait_for(lambda: view.group(g).round > last, timeout=180, interval=1,
                  what="the host's run goes on")  # fmt: skip
 
         # A hand-driven member: admitted, connected, cut off after it migrates away ...

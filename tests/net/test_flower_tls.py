@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from mycelium.flower.procs import flower_env, flower_executable
+from mycelium.lab.netns import Network
 from mycelium.net.certs import fingerprint, write_group_certificate
-from mycelium.net.netns import Network
 from mycelium.net.tls import (
     flwr_connection_toml,
     make_group_tls,

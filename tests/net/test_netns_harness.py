@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from mycelium.lab.netns import PROBE, Network
 from mycelium.net.certs import fingerprint, write_network_certs
-from mycelium.net.netns import PROBE, Network
 from mycelium.procs import ManagedProcess, wait_for
 
 

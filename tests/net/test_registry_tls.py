@@ -10,9 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from mycelium.cli import app
+from mycelium.lab.netns import Network
+from mycelium.lab.stack import https_registry
 from mycelium.net.certs import make_self_signed, write_network_certs
-from mycelium.net.lab import https_registry
-from mycelium.net.netns import Network
 from tests.conftest import OPERATOR_TOKEN, auth, registry_app
 
 runner = CliRunner()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,17 @@ from mycelium.net.trust import GroupTrust, Untrusted
 from tests.net.local_tls import tls_listener
 
 
-def group(address: str, certificate: str | None = None) -> dict[str, object]:
-    return {"group_id": 7, "fleet_address": address, "certificate": certificate}
+@dataclass(frozen=True)
+class Listed:
+    """A group's listing as the rule reads it (mycelium.net.trust.ListedGroup)."""
+
+    group_id: int
+    fleet_address: str
+    certificate: str | None
+
+
+def group(address: str, certificate: str | None = None) -> Listed:
+    return Listed(7, address, certificate)
 
 
 def test_loopback_group_without_certificate_is_plaintext_on_a_local_network(

@@ -6,10 +6,10 @@ import os
 import signal
 from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from mycelium.api import NodePublic
 from mycelium.client import RegistryClient
 from mycelium.launch import FAST_TIMERS, agent_process
 from mycelium.procs import ManagedProcess, descendant_pids, wait_for
@@ -38,13 +38,13 @@ def node_process(
     )
 
 
-def node_named(client: RegistryClient, name: str) -> dict[str, Any] | None:
-    return next((n for n in client.list_nodes() if n["name"] == name), None)
+def node_named(client: RegistryClient, name: str) -> NodePublic | None:
+    return next((n for n in client.list_nodes() if n.name == name), None)
 
 
 def group_of(client: RegistryClient, name: str) -> int | None:
     node = node_named(client, name)
-    return node["group_id"] if node and node["alive"] else None
+    return node.group_id if node and node.alive else None
 
 
 def crash(proc: ManagedProcess) -> None:
@@ -67,7 +67,7 @@ def test_same_cluster_shares_a_group_and_members_rehome_when_the_host_dies(
         stack.callback(client.close)
         host = stack.enter_context(node_process(tmp_path, url, "host", 0, 0))
         first = wait_for(lambda: group_of(client, "host"), timeout=90, what="host founds")
-        wait_for(lambda: client.get_group(first)["round"], timeout=90, what="first round")
+        wait_for(lambda: client.get_group(first).round, timeout=90, what="first round")
 
         member = stack.enter_context(node_process(tmp_path, url, "member", 0, 2))
         joined = wait_for(lambda: group_of(client, "member"), timeout=90, what="member placed")
@@ -80,7 +80,7 @@ def test_same_cluster_shares_a_group_and_members_rehome_when_the_host_dies(
             what="member re-homes",
         )
         wait_for(
-            lambda: client.get_group(rehomed)["round"],
+            lambda: client.get_group(rehomed).round,
             timeout=90,
             what="a round in the re-formed group",
         )
@@ -106,6 +106,6 @@ def test_a_node_in_the_wrong_group_migrates_to_its_own_cluster(tmp_path: Path) -
             timeout=120,
             what="migration to the cluster's group",
         )
-        moved = [e for e in client.events(limit=500) if e["type"] == "migrated"]
-        assert moved and moved[-1]["data"]["to_group_id"] == g1
-        assert moved[-1]["data"]["expected_gain"] > 0.05, lost.read_log()
+        moved = [e for e in client.events(limit=500) if e.type == "migrated"]
+        assert moved and moved[-1].data["to_group_id"] == g1
+        assert moved[-1].data["expected_gain"] > 0.05, lost.read_log()

@@ -56,7 +56,7 @@ def test_agent_with_relative_work_dir_from_another_directory(
                 timeout=180,
                 what="the agent founds and joins a group",
             )
-            wait_for(lambda: reader.get_group(gid)["round"], timeout=180, what="a round")
+            wait_for(lambda: reader.get_group(gid).round, timeout=180, what="a round")
         finally:
             stop.set()
             runner.join(timeout=60)

@@ -87,9 +87,9 @@ def test_lying_groups_cannot_hide_the_honest_group(api: TestClient, superlinks: 
     api.app.state.settings.clock.advance(2.0)  # past the discovery snapshot's max age
 
     groups = client.list_groups(limit=100)
-    assert {g["group_id"] for g in groups[:3]} != set(liars[:3])  # sorted by verified
-    by_claim = sorted(groups, key=lambda g: (-g["accuracy"], -g["num_members"], g["group_id"]))
-    assert {g["group_id"] for g in by_claim[:3]} <= set(liars)  # the old choice: liars only
+    assert {g.group_id for g in groups[:3]} != set(liars[:3])  # sorted by verified
+    by_claim = sorted(groups, key=lambda g: (-g.accuracy, -g.num_members, g.group_id))
+    assert {g.group_id for g in by_claim[:3]} <= set(liars)  # the old choice: liars only
 
     # Served in the registry's order or in the claims' order, the node joins the honest one.
     for listed in (groups, by_claim):

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from mycelium.security import node_keys
+from mycelium import node_keys
 from tests.conftest import OPERATOR_TOKEN, auth, registry_app
 
 BODY = {"name": "g", "fleet_address": "127.0.0.1:9092"}

@@ -1,4 +1,4 @@
-"""Every integer from a body, a query or a path is bounded by the one rule in schemas.py."""
+"""Every integer from a body, a query or a path is bounded by the one rule in mycelium/api.py."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from mycelium.registry.schemas import INT64_MAX, UINT64_MAX
+from mycelium.api import INT64_MAX, UINT64_MAX
 from tests.conftest import registry_app
 
 # Flower's node id is a uint64; the store keeps it as TEXT, so 2^64 - 1 is what it holds.

@@ -9,6 +9,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from mycelium.api import HeartbeatOut, MembershipOut
 from mycelium.client import (
     Conflict,
     Forbidden,
@@ -33,13 +34,11 @@ def test_full_node_and_group_cycle(http: TestClient) -> None:
     node = register_node(URL, name="a", num_samples=12, http=http)
     assert node.client.token == node.creds.token and node.client.health()
     group, coordinator = create_group(URL, max_capacity=2, http=http)
-    assert node.client.join_group(group.group_id, node.node_id, flower_node_id=2**63 + 5) == {
-        "group_id": group.group_id,
-        "node_id": node.node_id,
-    }
+    joined = node.client.join_group(group.group_id, node.node_id, flower_node_id=2**63 + 5)
+    assert joined == MembershipOut(group_id=group.group_id, node_id=node.node_id)
     beat = node.client.heartbeat(node.node_id, group_id=group.group_id, accuracy=0.6, loss=0.9)
-    assert beat == {"node_id": node.node_id, "group_id": group.group_id, "alive": True}
-    assert node.client.get_node(node.node_id)["flower_node_id"] == 2**63 + 5
+    assert beat == HeartbeatOut(node_id=node.node_id, group_id=group.group_id, alive=True)
+    assert node.client.get_node(node.node_id).flower_node_id == 2**63 + 5
     coordinator.group_heartbeat(group.group_id)
     coordinator.report_round(
         group.group_id, round=1, accuracy=0.8, loss=0.2, num_nodes=1, num_examples=12
@@ -48,17 +47,17 @@ def test_full_node_and_group_cycle(http: TestClient) -> None:
     coordinator.put_model(group.group_id, b"model-bytes")
     assert node.client.get_model(group.group_id) == b"model-bytes"
     listed = node.client.list_groups(has_capacity=True)
-    assert [g["group_id"] for g in listed] == [group.group_id] and listed[0]["accuracy"] == 0.8
+    assert [g.group_id for g in listed] == [group.group_id] and listed[0].accuracy == 0.8
     assert node.client.list_groups(task="other") == []
-    assert node.client.list_nodes(group_id=group.group_id, alive=True)[0]["name"] == "a"
-    assert node.client.get_group(group.group_id)["rounds"][0]["num_examples"] == 12
+    assert node.client.list_nodes(group_id=group.group_id, alive=True)[0].name == "a"
+    assert node.client.get_group(group.group_id).rounds[0].num_examples == 12
     other, _ = create_group(URL, http=http)
     moved = node.client.migrate(
         node.node_id, to_group_id=other.group_id, reason="better", expected_gain=0.1
     )
-    assert moved["from_group_id"] == group.group_id
-    assert node.client.leave_group(other.group_id, node.node_id)["group_id"] is None
-    types = [e["type"] for e in node.client.events(since=0, limit=100)]
+    assert moved.from_group_id == group.group_id
+    assert node.client.leave_group(other.group_id, node.node_id).group_id is None
+    types = [e.type for e in node.client.events(since=0, limit=100)]
     assert types[-4:] == ["joined", "group_created", "migrated", "left"]
     node.client.delete_node(node.node_id)
     with pytest.raises(NotFound):

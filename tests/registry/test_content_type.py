@@ -45,7 +45,7 @@ def _world(api: TestClient) -> dict[str, Any]:
     }
 
 
-KEY = (  # a P-384 public key (mycelium.security.node_keys.generate)
+KEY = (  # a P-384 public key (mycelium.node_keys.generate)
     "ecdsa-sha2-nistp384 AAAAE2VjZHNhLXNoYTItbmlzdHAzODQAAAAIbmlzdHAzODQAAABhBBJK08VPAKtE5OZT"
     "2ciDQapLrqPnMi53vIDhvZYKLdF9G3z/OuTBUYbgnTPWjw6eGtqFAytfk6JmY/N9kwQE2g1L5eErcDEUq4cwW7nt"
     "qiSMevPgwxiNQRoUZ/nRvBr1Ww=="

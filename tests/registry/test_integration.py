@@ -42,7 +42,7 @@ def test_registry_over_http_with_concurrent_joins(tmp_path: Path) -> None:
         assert codes.count(200) == 10 and codes.count(409) == 40
         members = nodes[0].client.list_nodes(group_id=group.group_id)
         assert len(members) == 10
-        member = next(n for n in nodes if n.node_id == members[0]["node_id"])
+        member = next(n for n in nodes if n.node_id == members[0].node_id)
         member.client.heartbeat(member.node_id, group_id=group.group_id, accuracy=0.9)
         coordinator.put_model(group.group_id, b"\x00" * 100_000)
         assert member.client.get_model(group.group_id) == b"\x00" * 100_000
@@ -63,10 +63,10 @@ def test_data_survives_kill_9(tmp_path: Path) -> None:
         assert proc.returncode() == -9
     with start_registry(tmp_path, db_path=db, name="second") as (url, _proc):
         client = RegistryClient(url, token=node.creds.token)
-        assert client.get_node(node.node_id)["group_id"] == group.group_id
-        assert client.heartbeat(node.node_id, group_id=group.group_id)["alive"] is True
+        assert client.get_node(node.node_id).group_id == group.group_id
+        assert client.heartbeat(node.node_id, group_id=group.group_id).alive is True
         assert client.get_model(group.group_id) == b"weights"
-        assert [e["type"] for e in client.events()] == [
+        assert [e.type for e in client.events()] == [
             "node_registered",
             "group_created",
             "joined",

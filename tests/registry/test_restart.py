@@ -46,7 +46,7 @@ def test_kill_9_with_keep_alive_clients_then_restart_on_the_same_port(tmp_path: 
             assert second.url == first.url
             # The same clients (their old connections dead) talk to the new process.
             for client, node in zip(clients, nodes, strict=True):
-                assert client.heartbeat(node.node_id, group_id=None)["alive"] is True
+                assert client.heartbeat(node.node_id, group_id=None).alive is True
         finally:
             second.process.stop()
     finally:

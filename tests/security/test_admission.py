@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from mycelium import node_keys
 from mycelium.procs import wait_for
-from mycelium.security import node_keys
 from mycelium.security.admission import (
     Admission,
     AdmissionError,

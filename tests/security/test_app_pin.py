@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from mycelium import node_keys
 from mycelium.flower.protocol import SuperNodeConfig
 from mycelium.procs import wait_for
-from mycelium.security import node_keys
 from mycelium.security.admission import Admission, ControlApiAdmin, Member
 from mycelium.security.app_pin import (
     PinError,

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from mycelium import node_keys
 from mycelium.flower.procs import flower_env
 from mycelium.procs import free_port
-from mycelium.security import node_keys
 from mycelium.security.admission import Admission, ControlApiAdmin, Member
 from mycelium.security.fleet_proxy import (
     FleetProxy,

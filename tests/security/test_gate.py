@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from mycelium import node_keys
 from mycelium.client import RegistryClient
-from mycelium.security import node_keys
 from mycelium.security.admission import Admission
 from mycelium.security.gate import RegistryMembers
 from tests.conftest import OPERATOR_TOKEN, registry_app

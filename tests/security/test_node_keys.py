@@ -9,8 +9,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from mycelium.security import node_keys
-from mycelium.security.node_keys import NodeKeyError
+from mycelium import node_keys
+from mycelium.node_keys import NodeKeyError
 
 
 def test_generated_pair_is_what_flower_loads(tmp_path: Path) -> None:

@@ -7,17 +7,17 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from mycelium.registry import schemas
+from mycelium import api
 from mycelium.registry.deps import StoreDep
 
 router = APIRouter(tags=["events"])
 
 
-@router.get("/events", response_model=schemas.EventPage)
+@router.get("/events", response_model=api.EventPage)
 async def events(
     store: StoreDep,
-    since: schemas.Count = 0,
-    limit: schemas.Limit = 100,
+    since: api.Count = 0,
+    limit: api.Limit = 100,
 ) -> Any:
     """The append-only event log, oldest first, ids greater than ``since``."""
     page = await store.events(since=since, limit=limit)
@@ -25,6 +25,6 @@ async def events(
     return {"events": page, "next_since": next_since}
 
 
-@router.get("/health", response_model=schemas.Health, tags=["health"])
+@router.get("/health", response_model=api.Health, tags=["health"])
 async def health() -> Any:
     return JSONResponse({"status": "ok"})

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from mycelium.registry import schemas
+from mycelium import api
 from mycelium.registry.deps import CreatorTokenDep, StoreDep, TokenDep
 from mycelium.registry.parsing import VALIDATION_ERROR, parse_query, query_parameters
 from mycelium.registry.store import GroupSpec, RoundReport, Row
@@ -32,8 +32,8 @@ class JsonCache:
         return cached[1]
 
 
-@router.post("", status_code=201, response_model=schemas.GroupCreated, responses=schemas.ERRORS)
-async def create_group(body: schemas.GroupCreate, store: StoreDep, token: CreatorTokenDep) -> Any:
+@router.post("", status_code=201, response_model=api.GroupCreated, responses=api.ERRORS)
+async def create_group(body: api.GroupCreate, store: StoreDep, token: CreatorTokenDep) -> Any:
     """Create a group with a node token (the node is recorded as its creator; 429 beyond
     its allowance of live groups) or the operator token; the creator is not a member."""
     fields = body.model_dump()
@@ -49,9 +49,9 @@ async def create_group(body: schemas.GroupCreate, store: StoreDep, token: Creato
 
 @router.get(
     "",
-    response_model=list[schemas.GroupPublic],
+    response_model=list[api.GroupPublic],
     responses=VALIDATION_ERROR,
-    openapi_extra={"parameters": query_parameters(schemas.GroupQuery)},
+    openapi_extra={"parameters": query_parameters(api.GroupQuery)},
 )
 async def list_groups(request: Request, store: StoreDep) -> Any:
     """Live groups, best accuracy first (none last), then most live members.
@@ -59,20 +59,20 @@ async def list_groups(request: Request, store: StoreDep) -> Any:
     The hottest read: its query is validated with one pydantic call instead of FastAPI's
     per-parameter path, and the JSON of an unchanged answer is reused.
     """
-    query = parse_query(schemas.GroupQuery, request.query_params)
+    query = parse_query(api.GroupQuery, request.query_params)
     groups = await store.list_groups(**query.model_dump())
     key = tuple(query.model_dump().values())
     content = request.app.state.discovery_json.encode(key, groups)
     return Response(content, media_type="application/json")
 
 
-@router.get("/{group_id}", response_model=schemas.GroupDetail, responses=schemas.ERRORS)
-async def get_group(group_id: schemas.Id, store: StoreDep) -> Any:
+@router.get("/{group_id}", response_model=api.GroupDetail, responses=api.ERRORS)
+async def get_group(group_id: api.Id, store: StoreDep) -> Any:
     return await store.get_group(group_id=group_id)
 
 
-@router.post("/{group_id}/join", response_model=schemas.MembershipOut, responses=schemas.ERRORS)
-async def join(group_id: schemas.Id, body: schemas.JoinIn, store: StoreDep, token: TokenDep) -> Any:
+@router.post("/{group_id}/join", response_model=api.MembershipOut, responses=api.ERRORS)
+async def join(group_id: api.Id, body: api.JoinIn, store: StoreDep, token: TokenDep) -> Any:
     """Join with the node's token; 409 when full, 403 without a valid invite."""
     await store.join(
         group_id=group_id,
@@ -85,17 +85,17 @@ async def join(group_id: schemas.Id, body: schemas.JoinIn, store: StoreDep, toke
     return {"group_id": group_id, "node_id": body.node_id}
 
 
-@router.get("/{group_id}/members", response_model=list[schemas.MemberKey], responses=schemas.ERRORS)
-async def members(group_id: schemas.Id, store: StoreDep, token: TokenDep) -> Any:
+@router.get("/{group_id}/members", response_model=list[api.MemberKey], responses=api.ERRORS)
+async def members(group_id: api.Id, store: StoreDep, token: TokenDep) -> Any:
     """The members and the keys of their memberships, for the group's host (group token)."""
     return await store.group_members(group_id=group_id, token=token)
 
 
-@router.put("/{group_id}/members/{node_id}/admission", status_code=204, responses=schemas.ERRORS)
+@router.put("/{group_id}/members/{node_id}/admission", status_code=204, responses=api.ERRORS)
 async def admit(
-    group_id: schemas.Id,
-    node_id: schemas.Id,
-    body: schemas.AdmitIn,
+    group_id: api.Id,
+    node_id: api.Id,
+    body: api.AdmitIn,
     store: StoreDep,
     token: TokenDep,
 ) -> Response:
@@ -111,32 +111,30 @@ async def admit(
     return Response(status_code=204)
 
 
-@router.post("/{group_id}/leave", response_model=schemas.MembershipOut, responses=schemas.ERRORS)
-async def leave(
-    group_id: schemas.Id, body: schemas.LeaveIn, store: StoreDep, token: TokenDep
-) -> Any:
+@router.post("/{group_id}/leave", response_model=api.MembershipOut, responses=api.ERRORS)
+async def leave(group_id: api.Id, body: api.LeaveIn, store: StoreDep, token: TokenDep) -> Any:
     await store.leave(group_id=group_id, node_id=body.node_id, token=token)
     return {"group_id": None, "node_id": body.node_id}
 
 
-@router.post("/{group_id}/heartbeat", responses=schemas.ERRORS)
-async def group_heartbeat(group_id: schemas.Id, store: StoreDep, token: TokenDep) -> dict[str, Any]:
+@router.post("/{group_id}/heartbeat", responses=api.ERRORS)
+async def group_heartbeat(group_id: api.Id, store: StoreDep, token: TokenDep) -> dict[str, Any]:
     """The group's coordinator is alive (group token)."""
     await store.group_heartbeat(group_id=group_id, token=token)
     return {"group_id": group_id, "alive": True}
 
 
-@router.delete("/{group_id}", status_code=204, responses=schemas.ERRORS)
-async def close_group(group_id: schemas.Id, store: StoreDep, token: TokenDep) -> Response:
+@router.delete("/{group_id}", status_code=204, responses=api.ERRORS)
+async def close_group(group_id: api.Id, store: StoreDep, token: TokenDep) -> Response:
     """The group's host stops the group (group token): it is dissolved at once and its
     members are detached (events ``evicted``, ``dissolved``) so they re-home."""
     await store.close_group(group_id=group_id, token=token)
     return Response(status_code=204)
 
 
-@router.post("/{group_id}/rounds", status_code=201, responses=schemas.ERRORS)
+@router.post("/{group_id}/rounds", status_code=201, responses=api.ERRORS)
 async def report_round(
-    group_id: schemas.Id, body: schemas.RoundIn, store: StoreDep, token: TokenDep
+    group_id: api.Id, body: api.RoundIn, store: StoreDep, token: TokenDep
 ) -> dict[str, Any]:
     """Record a finished round's metrics (group token)."""
     report = RoundReport(**body.model_dump())

@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Request, Response
 
-from mycelium.registry import schemas
+from mycelium import api
 from mycelium.registry.deps import SettingsDep, StoreDep, TokenDep
 from mycelium.registry.model_check import ModelMismatch, check_upload
 from mycelium.registry.store import Model
@@ -19,9 +19,9 @@ router = APIRouter(prefix="/groups/{group_id}/model", tags=["models"])
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
-@router.put("", status_code=204, responses=schemas.ERRORS)
+@router.put("", status_code=204, responses=api.ERRORS)
 async def put_model(
-    group_id: schemas.Id,
+    group_id: api.Id,
     request: Request,
     store: StoreDep,
     settings: SettingsDep,
@@ -49,8 +49,8 @@ async def put_model(
     return Response(status_code=204)
 
 
-@router.get("", responses={200: {"content": {"application/octet-stream": {}}}, **schemas.ERRORS})
-async def get_model(group_id: schemas.Id, store: StoreDep) -> Response:
+@router.get("", responses={200: {"content": {"application/octet-stream": {}}}, **api.ERRORS})
+async def get_model(group_id: api.Id, store: StoreDep) -> Response:
     """The group's latest model bytes (ETag and X-Model-SHA256 = their sha256)."""
     model = await store.get_model(group_id=group_id)
     headers = {"ETag": f'"{model.sha256}"', "X-Model-SHA256": model.sha256}

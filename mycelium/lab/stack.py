@@ -1,4 +1,4 @@
-"""A lab network of hosts in namespaces (see :mod:`mycelium.net.netns`): the real
+"""A lab network of hosts in namespaces (see :mod:`mycelium.lab.netns`): the real
 registry on HTTPS in ``reg``, real node agents on their hosts, and a read-only view of the
 registry taken from inside a host. Used by the across-machines tests and ``bench net``.
 
@@ -8,19 +8,26 @@ namespace, the processes run under ``ip netns exec``.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
+from pydantic import TypeAdapter
+
+from mycelium.api import GroupDetail, GroupPublic, NodePublic, RoundPublic
+from mycelium.lab.netns import Network
 from mycelium.launch import FAST_TIMERS, node_command, registry_command
 from mycelium.net.certs import NetworkCerts, write_network_certs
-from mycelium.net.netns import Network
 from mycelium.procs import ManagedProcess, descendant_pids, wait_for
+
+T = TypeVar("T")
+_GROUPS = TypeAdapter(list[GroupPublic])
+_DETAIL = TypeAdapter(GroupDetail)
+_NODES = TypeAdapter(list[NodePublic])
 
 
 @dataclass(frozen=True)
@@ -32,32 +39,34 @@ class RegistryView:
     url: str
     ca: Path
 
-    def get(self, path: str) -> Any:
-        answer = self.network.probe(self.host, "get", f"{self.url}{path}", "--ca", self.ca)
-        if answer.get("status") != 200:
-            raise AssertionError(f"GET {path} from {self.host}: {answer}")
-        return json.loads(answer["body"])
+    def get(self, path: str, answer: TypeAdapter[T]) -> T:
+        """``GET path`` from inside the host, its body parsed as ``answer``."""
+        got = self.network.probe(self.host, "get", f"{self.url}{path}", "--ca", self.ca)
+        if got.get("status") != 200:
+            raise AssertionError(f"GET {path} from {self.host}: {got}")
+        return answer.validate_json(got["body"])
 
-    def groups(self) -> list[dict[str, Any]]:
-        return self.get("/groups?limit=100")
+    def groups(self, *, include_dead: bool = False) -> list[GroupPublic]:
+        dead = "&include_dead=true" if include_dead else ""
+        return self.get(f"/groups?limit=100{dead}", _GROUPS)
 
-    def group(self, gid: int) -> dict[str, Any]:
-        return self.get(f"/groups/{gid}")
+    def group(self, gid: int) -> GroupDetail:
+        return self.get(f"/groups/{gid}", _DETAIL)
 
-    def nodes(self) -> list[dict[str, Any]]:
-        return self.get("/nodes")
+    def nodes(self) -> list[NodePublic]:
+        return self.get("/nodes", _NODES)
 
     def group_of(self, name: str) -> int | None:
-        node = next((n for n in self.nodes() if n["name"] == name), None)
-        return node["group_id"] if node and node["alive"] else None
+        node = next((n for n in self.nodes() if n.name == name), None)
+        return node.group_id if node and node.alive else None
 
     def node_round(self, name: str) -> int | None:
-        node = next((n for n in self.nodes() if n["name"] == name), None)
-        return node["round"] if node else None
+        node = next((n for n in self.nodes() if n.name == name), None)
+        return node.round if node else None
 
-    def full_rounds(self, gid: int, members: int) -> list[dict[str, Any]]:
+    def full_rounds(self, gid: int, members: int) -> list[RoundPublic]:
         """Rounds of ``gid`` that had ``members`` nodes or more."""
-        return [r for r in self.group(gid).get("rounds", []) if r["num_nodes"] >= members]
+        return [r for r in self.group(gid).rounds if r.num_nodes >= members]
 
 
 @contextmanager

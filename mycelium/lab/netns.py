@@ -186,7 +186,7 @@ class Network:
         )
 
     def probe(self, host: str, *args: object, timeout: float = 30.0) -> dict:
-        """Run ``mycelium/net/probe.py ARGS`` inside ``host``; its JSON answer."""
+        """Run ``mycelium/lab/probe.py ARGS`` inside ``host``; its JSON answer."""
         proc = self.run(host, [sys.executable, str(PROBE), *map(str, args)], timeout=timeout)
         if proc.returncode != 0:
             raise RuntimeError(f"probe {args} in {host} exited {proc.returncode}: {proc.stderr}")

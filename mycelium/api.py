@@ -1,4 +1,11 @@
-"""Pydantic models of the registry API, one family per resource (see docs/api.md)."""
+"""The registry's API as pydantic models: every request and answer, one family per resource.
+
+The one contract between the registry and its clients (docs/api.md): the registry's routers
+validate requests and serialise answers with these models, and
+:class:`mycelium.client.RegistryClient` returns them, so a renamed field fails the type
+checker, not another process at run time. Imports pydantic and, of ours, only leaf modules
+(``config``, ``fingerprint``; ``node_keys`` and ``net`` inside the validators that need them).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,6 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from mycelium import config
 from mycelium.fingerprint import FingerprintError, check_fingerprint
-from mycelium.security.node_keys import NodeKeyError, normalize_public_key
 
 UINT64_MAX = 2**64 - 1
 INT64_MAX = 2**63 - 1
@@ -32,6 +38,9 @@ JoinPolicy = Literal["open", "invite-only"]
 
 
 def _public_key(text: str) -> str:
+    # Imported here: answers need no key parsing, so a client does not load cryptography.
+    from mycelium.node_keys import NodeKeyError, normalize_public_key
+
     try:
         return normalize_public_key(text)
     except NodeKeyError as exc:  # a one-line message that never repeats the input

@@ -1,155 +1,45 @@
-"""RegistryClient: the registry's HTTP API as Python calls, over an ``httpx.Client``.
-
-Used by nodes, the Flower ServerApp, the demo and tests. It imports neither torch, flwr nor
-fastapi. Pass a starlette ``TestClient`` as ``http`` to drive an in-process app.
-"""
+"""RegistryClient: the registry's HTTP API as Python calls over an ``httpx.Client``, each
+answer parsed into its :mod:`mycelium.api` model. Pass a starlette ``TestClient`` as
+``http`` to drive an in-process app."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import secrets
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from mycelium import config
-from mycelium.client_admission import AdmissionCalls
+from mycelium.api import (
+    AdmissionOut,
+    EventPage,
+    EventPublic,
+    GroupCreated,
+    GroupDetail,
+    GroupPublic,
+    Health,
+    HeartbeatOut,
+    MemberKey,
+    MembershipOut,
+    MigrateOut,
+    NodeCreated,
+    NodePublic,
+)
+from mycelium.client.errors import NotFound, RegistryError, RegistryUnavailable, error_for
 
 logger = logging.getLogger(__name__)
 
-
-class RegistryError(Exception):
-    """The registry refused a request (or could not be reached)."""
-
-    def __init__(self, message: str, *, status_code: int | None = None, detail: Any = None):
-        super().__init__(message)
-        self.status_code = status_code
-        self.detail = detail
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+_GROUPS = TypeAdapter(list[GroupPublic])
+_NODES = TypeAdapter(list[NodePublic])
+_MEMBERS = TypeAdapter(list[MemberKey])
 
 
-class RegistryUnavailable(RegistryError):
-    """Connection refused, timeout, or a 5xx answer."""
-
-
-class NotFound(RegistryError):
-    """404: the node, group or model does not exist."""
-
-
-class Forbidden(RegistryError):
-    """401/403: missing or wrong token, or a missing/wrong invite code."""
-
-
-class LimitReached(RegistryError):
-    """429: an allowance is used up (e.g. the live groups a node may own)."""
-
-
-class Conflict(RegistryError):
-    """409: full group, wrong membership, failed group; see :attr:`actual_group_id`."""
-
-    @property
-    def actual_group_id(self) -> int | None:
-        """The node's group according to the registry (heartbeat 409), else None."""
-        if isinstance(self.detail, dict):
-            value = self.detail.get("group_id")
-            return int(value) if value is not None else None
-        return None
-
-
-class TokenFileError(ValueError):
-    """A token file is missing, unreadable, empty or too short (the message never shows it)."""
-
-
-MIN_TOKEN_CHARS = 16
-
-
-def read_token_file(path: Path) -> str:
-    """The secret in ``path`` (an operator token), surrounding whitespace stripped.
-
-    Secrets come from files, never from the command line (``ps`` shows it) or logs.
-    """
-    try:
-        token = Path(path).read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "unreadable"
-        raise TokenFileError(f"token file {path}: {reason}") from None
-    if len(token) < MIN_TOKEN_CHARS or any(c.isspace() for c in token):
-        raise TokenFileError(
-            f"token file {path} must hold one token of at least {MIN_TOKEN_CHARS} characters "
-            "and no whitespace (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
-        )
-    return token
-
-
-def write_token_file(path: Path) -> str:
-    """Write a new random token to ``path`` (mode 0600) and return it: an operator token
-    for ``registry --operator-token-file`` and ``group --operator-token-file``."""
-    token = secrets.token_urlsafe(32)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(token + "\n")
-    return token
-
-
-@dataclass(frozen=True)
-class NodeCredentials:
-    node_id: int
-    token: str
-
-
-@dataclass(frozen=True)
-class GroupCredentials:
-    group_id: int
-    group_token: str
-    invite_code: str | None
-
-
-def _detail_message(detail: Any) -> str:
-    """One line from a FastAPI ``detail`` (a string, a dict with message, or 422 errors)."""
-    if isinstance(detail, str):
-        return detail
-    if isinstance(detail, dict) and "message" in detail:
-        return str(detail["message"])
-    if isinstance(detail, list):
-        parts = []
-        for err in detail:
-            if isinstance(err, dict):
-                loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-                parts.append(f"{loc}: {err.get('msg', '')}" if loc else str(err.get("msg", "")))
-        return "; ".join(parts) or "invalid request"
-    return str(detail)
-
-
-def _error_for(response: httpx.Response) -> RegistryError:
-    try:
-        detail = response.json().get("detail")
-    except (ValueError, AttributeError):
-        detail = response.text[:200]
-    code = response.status_code
-    message = f"{response.request.method} {response.request.url.path} -> {code}: "
-    message += _detail_message(detail).replace("\n", " ")
-    cls: type[RegistryError]
-    if code >= 500:
-        cls = RegistryUnavailable
-    elif code == 404:
-        cls = NotFound
-    elif code in (401, 403):
-        cls = Forbidden
-    elif code == 409:
-        cls = Conflict
-    elif code == 429:
-        cls = LimitReached
-    else:
-        cls = RegistryError
-    return cls(message, status_code=code, detail=detail)
-
-
-class RegistryClient(AdmissionCalls):
+class RegistryClient:
     """Typed calls to the registry API; errors become :class:`RegistryError` subclasses."""
 
     def __init__(
@@ -223,28 +113,29 @@ class RegistryClient(AdmissionCalls):
                 f"{method} {path}: registry at {self.base_url} unreachable ({exc!r})"
             ) from exc
         if response.status_code >= 400:
-            raise _error_for(response)
+            raise error_for(response)
         return response
 
-    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        return self._request(method, path, **kwargs).json()
+    def _call(self, model: type[M], method: str, path: str, **kwargs: Any) -> M:
+        """The answer to one request, parsed into ``model``."""
+        answer: M = _parse(model, self._request(method, path, **kwargs))
+        return answer
 
     # -- health, nodes ----------------------------------------------------------------------
 
     def health(self) -> bool:
         """True when the registry answers /health with status ok."""
         try:
-            return self._json("GET", "/health", auth=False).get("status") == "ok"
+            return self._call(Health, "GET", "/health", auth=False).status == "ok"
         except RegistryError:
             return False
 
     def register_node(
         self, *, name: str, num_samples: int, task: str = config.TASK, address: str | None = None
-    ) -> NodeCredentials:
+    ) -> NodeCreated:
         """Register a node; also sets :attr:`token` to the node's token."""
         body = {"name": name, "num_samples": num_samples, "task": task, "address": address}
-        data = self._json("POST", "/nodes", json=body, auth=False)
-        creds = NodeCredentials(node_id=int(data["node_id"]), token=str(data["token"]))
+        creds = self._call(NodeCreated, "POST", "/nodes", json=body, auth=False)
         self.token = creds.token
         return creds
 
@@ -258,7 +149,7 @@ class RegistryClient(AdmissionCalls):
         num_samples: int = 0,
         round: int | None = None,  # noqa: A002 - the API's field name
         flower_node_id: int | None = None,
-    ) -> dict[str, Any]:
+    ) -> HeartbeatOut:
         body = {
             "group_id": group_id,
             "accuracy": accuracy,
@@ -267,19 +158,19 @@ class RegistryClient(AdmissionCalls):
             "round": round,
             "flower_node_id": flower_node_id,
         }
-        return self._json("POST", f"/nodes/{node_id}/heartbeat", json=body)
+        return self._call(HeartbeatOut, "POST", f"/nodes/{node_id}/heartbeat", json=body)
 
     def delete_node(self, node_id: int) -> None:
         self._request("DELETE", f"/nodes/{node_id}")
 
-    def get_node(self, node_id: int) -> dict[str, Any]:
-        return self._json("GET", f"/nodes/{node_id}")
+    def get_node(self, node_id: int) -> NodePublic:
+        return self._call(NodePublic, "GET", f"/nodes/{node_id}")
 
     def list_nodes(
         self, *, group_id: int | None = None, alive: bool | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[NodePublic]:
         params = {"group_id": group_id, "alive": _bool_param(alive)}
-        return self._json("GET", "/nodes", params=params)
+        return _parse(_NODES, self._request("GET", "/nodes", params=params))
 
     # -- groups -----------------------------------------------------------------------------
 
@@ -297,7 +188,7 @@ class RegistryClient(AdmissionCalls):
         fingerprint: str | None = None,
         strategy: str = config.STRATEGY,
         strategy_params: dict[str, float] | None = None,
-    ) -> GroupCredentials:
+    ) -> GroupCreated:
         """Create a group with the token set: a node's (it is recorded as the creator) or
         the operator's (``RegistryClient(url, token=read_token_file(path))``).
 
@@ -317,12 +208,7 @@ class RegistryClient(AdmissionCalls):
             body["certificate"] = certificate  # the PEM the group's SuperLink presents
         if model_spec is not None:
             body |= {"model_spec": model_spec, "fingerprint": fingerprint}
-        data = self._json("POST", "/groups", json=body)
-        return GroupCredentials(
-            group_id=int(data["group_id"]),
-            group_token=str(data["group_token"]),
-            invite_code=data.get("invite_code"),
-        )
+        return self._call(GroupCreated, "POST", "/groups", json=body)
 
     def list_groups(
         self,
@@ -333,7 +219,7 @@ class RegistryClient(AdmissionCalls):
         offset: int = 0,
         fingerprint: str | None = None,
         strategy: str | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[GroupPublic]:
         params = {
             "task": task,
             "fingerprint": fingerprint,
@@ -342,10 +228,10 @@ class RegistryClient(AdmissionCalls):
             "limit": limit,
             "offset": offset,
         }
-        return self._json("GET", "/groups", params=params)
+        return _parse(_GROUPS, self._request("GET", "/groups", params=params))
 
-    def get_group(self, group_id: int) -> dict[str, Any]:
-        return self._json("GET", f"/groups/{group_id}")
+    def get_group(self, group_id: int) -> GroupDetail:
+        return self._call(GroupDetail, "GET", f"/groups/{group_id}")
 
     def join_group(
         self,
@@ -355,14 +241,15 @@ class RegistryClient(AdmissionCalls):
         invite_code: str | None = None,
         flower_node_id: int | None = None,
         public_key: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> MembershipOut:
         """Join; ``public_key``: the SuperNode key of this membership (a TLS group admits it)."""
         body = {"node_id": node_id, "invite_code": invite_code, "flower_node_id": flower_node_id}
         body["public_key"] = public_key
-        return self._json("POST", f"/groups/{group_id}/join", json=body)
+        return self._call(MembershipOut, "POST", f"/groups/{group_id}/join", json=body)
 
-    def leave_group(self, group_id: int, node_id: int) -> dict[str, Any]:
-        return self._json("POST", f"/groups/{group_id}/leave", json={"node_id": node_id})
+    def leave_group(self, group_id: int, node_id: int) -> MembershipOut:
+        body = {"node_id": node_id}
+        return self._call(MembershipOut, "POST", f"/groups/{group_id}/leave", json=body)
 
     def migrate(
         self,
@@ -373,7 +260,7 @@ class RegistryClient(AdmissionCalls):
         expected_gain: float,
         invite_code: str | None = None,
         public_key: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> MigrateOut:
         """Leave the current group and join ``to_group_id`` in one registry transaction."""
         body = {
             "to_group_id": to_group_id,
@@ -382,7 +269,7 @@ class RegistryClient(AdmissionCalls):
             "expected_gain": expected_gain,
             "public_key": public_key,
         }
-        return self._json("POST", f"/nodes/{node_id}/migrate", json=body)
+        return self._call(MigrateOut, "POST", f"/nodes/{node_id}/migrate", json=body)
 
     # -- group coordinator (token = group token) ---------------------------------------------
 
@@ -435,8 +322,43 @@ class RegistryClient(AdmissionCalls):
 
     # -- events -----------------------------------------------------------------------------
 
-    def events(self, *, since: int = 0, limit: int = 100) -> list[dict[str, Any]]:
-        return self._json("GET", "/events", params={"since": since, "limit": limit})["events"]
+    def events(self, *, since: int = 0, limit: int = 100) -> list[EventPublic]:
+        params = {"since": since, "limit": limit}
+        return self._call(EventPage, "GET", "/events", params=params).events
+
+    # -- admission (docs/security.md) ---------------------------------------------------------
+
+    def set_public_key(self, node_id: int, public_key: str) -> None:
+        """A new SuperNode key for the node's current membership (node token)."""
+        self._request("PUT", f"/nodes/{node_id}/public-key", json={"public_key": public_key})
+
+    def admission(self, node_id: int) -> AdmissionOut:
+        """The node's admission receipt (node token)."""
+        return self._call(AdmissionOut, "GET", f"/nodes/{node_id}/admission")
+
+    def group_members(self, group_id: int) -> list[MemberKey]:
+        """The group's members with their keys (group token)."""
+        return _parse(_MEMBERS, self._request("GET", f"/groups/{group_id}/members"))
+
+    def admit(self, group_id: int, node_id: int, *, public_key: str, flower_node_id: int) -> None:
+        """Write a member's admission receipt (group token)."""
+        body = {"public_key": public_key, "flower_node_id": flower_node_id}
+        self._request("PUT", f"/groups/{group_id}/members/{node_id}/admission", json=body)
+
+
+def _parse(parse: TypeAdapter[T] | type[BaseModel], response: httpx.Response) -> Any:
+    """The answer's JSON as a model (or the adapter's type); an answer that does not fit is
+    a :class:`RegistryError` (a registry of another version, a proxy's page), not a crash."""
+    try:
+        if isinstance(parse, TypeAdapter):
+            return parse.validate_json(response.content)
+        return parse.model_validate_json(response.content)
+    except ValidationError as exc:
+        where = f"{response.request.method} {response.request.url.path}"
+        raise RegistryError(
+            f"{where}: unexpected answer ({exc.error_count()} fields do not fit)",
+            status_code=response.status_code,
+        ) from None
 
 
 def _bool_param(value: bool | None) -> str | None:

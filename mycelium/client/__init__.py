@@ -1,0 +1,39 @@
+"""The registry's clients: :class:`RegistryClient` (its HTTP API as Python calls that return
+:mod:`mycelium.api` models), the exception tree of refusals, and operator token files.
+
+Used by nodes, group hosts, the Flower ServerApp, the demo, the lab and the benches. Imports
+httpx and pydantic, never torch, flwr or fastapi.
+
+``errors``: :class:`RegistryError` and its subclasses, one per kind of refusal;
+``tokens``: reading and writing operator token files; ``registry``: the client itself.
+"""
+
+from mycelium.client.errors import (
+    Conflict,
+    Forbidden,
+    LimitReached,
+    NotFound,
+    RegistryError,
+    RegistryUnavailable,
+)
+from mycelium.client.registry import RegistryClient
+from mycelium.client.tokens import (
+    MIN_TOKEN_CHARS,
+    TokenFileError,
+    read_token_file,
+    write_token_file,
+)
+
+__all__ = [
+    "MIN_TOKEN_CHARS",
+    "Conflict",
+    "Forbidden",
+    "LimitReached",
+    "NotFound",
+    "RegistryClient",
+    "RegistryError",
+    "RegistryUnavailable",
+    "TokenFileError",
+    "read_token_file",
+    "write_token_file",
+]

@@ -1,0 +1,8 @@
+"""The namespace lab: network namespaces standing for hosts, for tests and ``bench net``.
+
+``netns`` makes the hosts (one namespace each, veth links on 198.18.0.0/24, no default route)
+and runs ``probe.py`` inside them, so that nothing in the calling process opens a socket to a
+lab address; ``stack`` starts the real registry (HTTPS) and real node agents in them and reads
+the registry from inside a host. What it tests lives in :mod:`mycelium.net` (exposure rule,
+certificates, TLS settings, member trust). Nothing here imports torch, flwr or fastapi.
+"""
