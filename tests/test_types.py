@@ -1,10 +1,11 @@
 """The type checker, part of the suite: mypy over the package and the Flower app, with the
 configuration in pyproject.toml (strictness per package, and why, is written there).
 
-The cache is the default ``.mypy_cache`` at the repository root (gitignored): a warm cache
-turns the check from about 35 s into about 5 s, and a cache under a per-session tmp dir would
-be cold on every run. mypy keeps one cache per configuration and version, so a stale cache
-costs time, never a wrong answer.
+The cache is the default ``.mypy_cache`` at the repository root (gitignored), as a developer's
+own ``python -m mypy`` uses it: cold, the check takes about 30 s of one core and 1 GB; warm,
+under a second (2026-12-06, the 2-core machine, quiet). A cache under a per-session tmp dir
+would be cold on every run. mypy keys its cache by version and options, so a stale cache costs
+time, never a wrong answer.
 """
 
 from __future__ import annotations
