@@ -5,9 +5,13 @@ the drift (dashed line) marked."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mycelium.learning.sim import RunResult
 from mycelium.learning.sim.timeline import Timeline
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 
 def plot(results: dict[str, list[RunResult]], timelines: dict[str, Timeline], path: Path) -> None:
@@ -42,7 +46,7 @@ def plot(results: dict[str, list[RunResult]], timelines: dict[str, Timeline], pa
         plt.close(fig)
 
 
-def _mark(ax: object, timeline: Timeline) -> None:
+def _mark(ax: Axes, timeline: Timeline) -> None:
     """Arrivals, departures and the drift on the panel (1-based rounds, as the x axis)."""
     arrivals = [a + 1 for a in timeline.arrive if a > 0]
     departures = [d + 1 for d in timeline.leave if d is not None]

@@ -254,7 +254,10 @@ async def _load(
             # Half the groups end up exactly full, so has_capacity filters for real.
             members = range(i, nodes, groups)
             capacity = len(members) if i % 2 == 0 else 2 * max(len(members), 1)
-            body = {"name": f"g{i}", "fleet_address": f"10.0.{i // 250}.{i % 250}:9092"}
+            body: dict[str, object] = {
+                "name": f"g{i}",
+                "fleet_address": f"10.0.{i // 250}.{i % 250}:9092",
+            }
             body["max_capacity"] = max(capacity, 1)
             made = GroupCreated.model_validate_json(await call("POST", "/groups", body, operator))
             metrics = {"round": 1, "accuracy": rng.random(), "loss": 1.0}

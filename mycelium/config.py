@@ -9,6 +9,7 @@ nothing heavy: the CLI reads it before ``--help``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Final
 
 # -- the registry ------------------------------------------------------------------------
 REGISTRY_HOST = "127.0.0.1"
@@ -35,9 +36,10 @@ SCENARIO = "rotate"
 CLUSTERS = 3
 JOIN_POLICIES = ("open", "invite-only")
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad")  # flwr's classes
-STRATEGY = "fedavg"
+# Final: a default is its literal value, so it fits the API models' Literal fields.
+STRATEGY: Final = "fedavg"
 PROXIMAL_MU = 0.01  # FedProx's mu when none is given (flwr's own 0.0 makes it plain FedAvg)
-JOIN_POLICY = "open"
+JOIN_POLICY: Final = "open"
 MAX_CAPACITY = 10
 
 # -- a node agent --------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 import httpx
 
@@ -26,8 +27,17 @@ ENTRYPOINT = ROOT / "mycelium_net.py"
 
 Option = str | int | float | Path | None
 
+
+class Timers(TypedDict):
+    """A node's timer options (keyed, so that ``**FAST_TIMERS`` fills only these)."""
+
+    heartbeat_interval: float
+    group_evaluation_interval: float
+    cooldown: float
+
+
 # Timers that let tests and benchmarks see a whole node life in about a minute.
-FAST_TIMERS: dict[str, float] = {
+FAST_TIMERS: Timers = {
     "heartbeat_interval": 1,
     "group_evaluation_interval": 4,
     "cooldown": 8,
@@ -65,12 +75,15 @@ def registry_command(
     *,
     port: int,
     db: Path,
-    log_level: str = "warning",
     **options: Option,
 ) -> list[str]:
     """argv of the registry (``mycelium registry --port P --db DB ...``); ``options`` are
-    further ``registry`` options such as ``node_ttl``, ``group_ttl``, ``max_model_mb``."""
-    return cli_command("registry", port=port, db=Path(db).resolve(), log_level=log_level, **options)
+    further ``registry`` options such as ``log_level`` (default ``warning``), ``node_ttl``,
+    ``group_ttl``, ``max_model_mb``."""
+    # ``log_level`` rides in ``options``, not as a typed parameter: callers pass it through
+    # their own ``**options``; keyed first so that it keeps its place in the argv.
+    options = {"log_level": "warning", **options}
+    return cli_command("registry", port=port, db=Path(db).resolve(), **options)
 
 
 def last_meaningful_line(text: str) -> str:
@@ -141,6 +154,8 @@ def start_registry(
 @contextmanager
 def registry_process(*, db: Path, log_path: Path, **options: Option) -> Iterator[RegistryProcess]:
     """:func:`start_registry` as a context manager that stops the registry on exit."""
+    # `options` may also carry start_registry's own port, timeout and name, which mypy
+    # cannot tell from the registry's options in one **dict.
     started = start_registry(db=db, log_path=log_path, **options)  # type: ignore[arg-type]
     try:
         yield started
@@ -161,10 +176,15 @@ def start_agent(
 
 @contextmanager
 def agent_process(
-    work_dir: Path, *, name: str, stop_timeout: float = 30.0, **options: Option
+    work_dir: Path,
+    *,
+    name: str,
+    log_path: Path | None = None,
+    stop_timeout: float = 30.0,
+    **options: Option,
 ) -> Iterator[ManagedProcess]:
     """Run a node agent as a child (see :func:`start_agent`); SIGTERM it, and wait, on exit."""
-    proc = start_agent(work_dir, name=name, **options)
+    proc = start_agent(work_dir, name=name, log_path=log_path, **options)
     try:
         yield proc
     finally:

@@ -47,7 +47,7 @@ def bench_registry(
 ) -> None:
     """Measure registry heartbeat and discovery throughput against a bare endpoint."""
     setup_logging(log_level)
-    from bench import registry_bench
+    from bench import BenchError, registry_bench
 
     try:
         report = registry_bench.run(
@@ -57,7 +57,7 @@ def bench_registry(
             duration=duration,
             json_path=json_path,
         )
-    except registry_bench.BenchError as exc:
+    except BenchError as exc:
         raise fail(str(exc)) from None
     typer.echo(report)
 
@@ -186,7 +186,7 @@ def bench_flower(
     """Round time of a 3-node group, warm-trainer vs quickstart ClientApp; RSS; start-up;
     migration latency with real node agents."""
     setup_logging(log_level)
-    from bench import flower_bench, migration_bench
+    from bench import BenchError, flower_bench, migration_bench
 
     sections = [migration_bench.measure_migration] if migration else []
     try:
@@ -197,7 +197,7 @@ def bench_flower(
             workdir=work_dir,
             sections=sections,
         )
-    except (flower_bench.BenchError, OSError, RuntimeError) as exc:
+    except (BenchError, OSError, RuntimeError) as exc:
         raise fail(str(exc)) from None
     typer.echo(report)
 
@@ -216,12 +216,12 @@ def bench_net(
     """Round time of a 3-node group on loopback without TLS vs across network namespaces
     with TLS (needs root), and a new node's start to its first round."""
     setup_logging(log_level)
-    from bench import net_bench
+    from bench import BenchError, net_bench
 
     try:
         table = net_bench.run(
             rounds=rounds, modes=mode or net_bench.MODES, json_path=json_path, workdir=work_dir
         )
-    except net_bench.BenchError as exc:
+    except BenchError as exc:
         raise fail(str(exc)) from None
     typer.echo(table)

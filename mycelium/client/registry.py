@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -118,8 +120,9 @@ class RegistryClient:
 
     def _call(self, model: type[M], method: str, path: str, **kwargs: Any) -> M:
         """The answer to one request, parsed into ``model``."""
-        answer: M = _parse(model, self._request(method, path, **kwargs))
-        return answer
+        response = self._request(method, path, **kwargs)
+        with _fits(response):
+            return model.model_validate_json(response.content)
 
     # -- health, nodes ----------------------------------------------------------------------
 
@@ -346,13 +349,18 @@ class RegistryClient:
         self._request("PUT", f"/groups/{group_id}/members/{node_id}/admission", json=body)
 
 
-def _parse(parse: TypeAdapter[T] | type[BaseModel], response: httpx.Response) -> Any:
-    """The answer's JSON as a model (or the adapter's type); an answer that does not fit is
-    a :class:`RegistryError` (a registry of another version, a proxy's page), not a crash."""
+def _parse(adapter: TypeAdapter[T], response: httpx.Response) -> T:
+    """The answer's JSON as the adapter's type (a list of models)."""
+    with _fits(response):
+        return adapter.validate_json(response.content)
+
+
+@contextmanager
+def _fits(response: httpx.Response) -> Iterator[None]:
+    """An answer that does not fit its model is a :class:`RegistryError` (a registry of
+    another version, a proxy's page), not a crash in the caller."""
     try:
-        if isinstance(parse, TypeAdapter):
-            return parse.validate_json(response.content)
-        return parse.model_validate_json(response.content)
+        yield
     except ValidationError as exc:
         where = f"{response.request.method} {response.request.url.path}"
         raise RegistryError(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query, Response
 from fastapi.responses import FileResponse, RedirectResponse
@@ -77,7 +77,9 @@ def dashboard_router(*, feed: EventFeed, metrics: Metrics, sources: Sources) -> 
         async for item in feed.follow(last_event_id if last_event_id is not None else after):
             yield _message(item)
 
-    metrics_doc = {200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text"}}
+    metrics_doc: dict[int | str, dict[str, Any]] = {
+        200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text"}
+    }
 
     @router.get("/metrics", response_class=Response, responses=metrics_doc)
     async def prometheus_metrics() -> Response:

@@ -14,7 +14,13 @@ import numpy as np
 from mycelium.api import GroupDetail
 from mycelium.client import NotFound, RegistryClient, RegistryError
 from mycelium.fingerprint import FingerprintError, ModelSpec
-from mycelium.flower.protocol import ACCURACY_KEY, LOSS_KEY, NUM_EXAMPLES_KEY, NUM_NODES_KEY
+from mycelium.flower.protocol import (
+    ACCURACY_KEY,
+    LOSS_KEY,
+    NUM_EXAMPLES_KEY,
+    NUM_NODES_KEY,
+    metric_number,
+)
 from mycelium.learning import codec
 
 if TYPE_CHECKING:
@@ -40,10 +46,10 @@ class RoundOutcome:
         """From what :meth:`~mycelium.flower.strategy.LiveMembers.aggregate_train` returns."""
         return cls(
             arrays=arrays.to_numpy_ndarrays(),
-            accuracy=min(1.0, max(0.0, float(metrics[ACCURACY_KEY]))),
-            loss=max(0.0, float(metrics[LOSS_KEY])),
-            num_nodes=int(metrics[NUM_NODES_KEY]),
-            num_examples=int(metrics[NUM_EXAMPLES_KEY]),
+            accuracy=min(1.0, max(0.0, metric_number(metrics[ACCURACY_KEY]))),
+            loss=max(0.0, metric_number(metrics[LOSS_KEY])),
+            num_nodes=int(metric_number(metrics[NUM_NODES_KEY])),
+            num_examples=int(metric_number(metrics[NUM_EXAMPLES_KEY])),
         )
 
 

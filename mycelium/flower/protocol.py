@@ -50,6 +50,15 @@ POST_LOSS_KEY = "post_val_loss"
 # Aggregated round metrics added by the strategy (not sent by members).
 NUM_NODES_KEY = "num-nodes"
 
+
+def metric_number(value: int | float | list[int] | list[float]) -> float:
+    """A reply's metric (a value of a flwr ``MetricRecord``) as one number; TypeError when
+    it is a list, as ``float(value)`` raises for one."""
+    if isinstance(value, list):
+        raise TypeError(f"a metric must be a number, not a list of {len(value)}")
+    return float(value)
+
+
 # -- fit hyper-parameters (a round's train config; the group sets them in its run config) ---
 LOCAL_EPOCHS = "local-epochs"
 LR = "lr"

@@ -237,7 +237,12 @@ class RoundLoop:
         )
         duration = self.clock() - started
         agg_arrays, metrics = self.strategy.aggregate_train(server_round, replies)
-        outcome = None if agg_arrays is None else RoundOutcome.from_records(agg_arrays, metrics)
+        # flwr returns both or neither (our round_metrics runs whenever replies aggregate).
+        outcome = (
+            None
+            if agg_arrays is None or metrics is None
+            else RoundOutcome.from_records(agg_arrays, metrics)
+        )
         got = outcome.num_nodes if outcome else 0
         self.timer.observe(duration, replies=got, expected=len(messages))
         _log_round(server_round, outcome, len(messages), duration, timeout)

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app.message import make_message
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAdagrad, FedAdam, FedAvg, FedProx, FedYogi
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
@@ -46,6 +47,7 @@ from mycelium.flower.protocol import (
     METRICS_KEY,
     NUM_EXAMPLES_KEY,
     NUM_NODES_KEY,
+    metric_number,
 )
 from mycelium.learning.strategy import StrategyConfig, TargetGrid, quiet_flwr
 
@@ -98,8 +100,8 @@ def valid_content(msg: Message, spec: ModelSpec | None) -> RecordDict | None:
     try:
         arrays = content.array_records[ARRAYS_KEY].to_numpy_ndarrays()
         metrics = content.metric_records[METRICS_KEY]
-        weight = float(metrics[NUM_EXAMPLES_KEY])
-        acc, loss = float(metrics[ACCURACY_KEY]), float(metrics[LOSS_KEY])
+        weight = metric_number(metrics[NUM_EXAMPLES_KEY])
+        acc, loss = metric_number(metrics[ACCURACY_KEY]), metric_number(metrics[LOSS_KEY])
     except (KeyError, TypeError, ValueError) as exc:
         logger.warning("node %s sent an incomplete reply: %s", node, exc)
         return None
@@ -124,14 +126,17 @@ def round_metrics(contents: list[RecordDict], weighted_by_key: str) -> MetricRec
     counts."""
     metrics = aggregate_metricrecords(contents, weighted_by_key)
     metrics[NUM_NODES_KEY] = len(contents)
-    metrics[NUM_EXAMPLES_KEY] = sum(
-        int(c.metric_records[METRICS_KEY][weighted_by_key]) for c in contents
+    examples = sum(
+        int(metric_number(c.metric_records[METRICS_KEY][weighted_by_key])) for c in contents
     )
+    metrics[NUM_EXAMPLES_KEY] = examples
     return metrics
 
 
-class LiveMembers:
-    """Mixin in front of a flwr strategy class (see the module docstring).
+class LiveMembers(FedAvg):
+    """Mixin in front of a flwr strategy class (see the module docstring); every one of them
+    is a FedAvg, so the mixin derives from it and its ``super()`` calls are typed (in a
+    ``LiveFedProx`` the MRO still runs LiveMembers, FedProx, FedAvg).
 
     The round loop keeps :attr:`members` (the registry's member list, or None before the
     first answer), :attr:`message_ttl` (its round timeout) and :attr:`spec` (the group's
@@ -146,7 +151,7 @@ class LiveMembers:
         clock: Callable[[], float] = time.monotonic,
         **strategy_kwargs: Any,
     ) -> None:
-        super().__init__(  # type: ignore[call-arg] - the flwr class after us in the MRO
+        super().__init__(  # the flwr class after us in the MRO
             min_train_nodes=0,
             min_available_nodes=0,
             weighted_by_key=NUM_EXAMPLES_KEY,
@@ -174,9 +179,9 @@ class LiveMembers:
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> list[Message]:
         """flwr's configure_train over the targets only; every message gets the TTL."""
-        targets = TargetGrid(grid, self.targets(grid))
+        targets = TargetGrid(grid, self.targets(grid)).as_grid()
         with quiet_flwr():  # flwr logs a line per call: every idle poll
-            messages = list(super().configure_train(server_round, arrays, config, targets))  # type: ignore[misc]
+            messages = list(super().configure_train(server_round, arrays, config, targets))
         for message in messages:
             if self.message_ttl is not None:
                 message.metadata.ttl = self.message_ttl
@@ -190,11 +195,11 @@ class LiveMembers:
         for msg in replies:
             content = valid_content(msg, self.spec)
             if content is not None:
-                usable.append(Message(content, metadata=msg.metadata))
+                usable.append(make_message(msg.metadata, content))
         if not usable:
             return None, None
         with quiet_flwr():
-            arrays, metrics = super().aggregate_train(server_round, usable)  # type: ignore[misc]
+            arrays, metrics = super().aggregate_train(server_round, usable)
         if arrays is None or self.spec is None:
             return arrays, metrics
         cast = [
@@ -230,7 +235,7 @@ class LiveFedAdagrad(LiveMembers, FedAdagrad):
     """flwr's FedAdagrad over the live members."""
 
 
-_LIVE = {
+_LIVE: dict[str, type[LiveMembers]] = {
     "FedAvg": LiveFedAvg,
     "FedProx": LiveFedProx,
     "FedAdam": LiveFedAdam,

@@ -155,6 +155,8 @@ class TrainerServer:
         if self._server is None:
             raise RuntimeError("TrainerServer is not started")
         host, port = self._server.server_address[:2]
+        if isinstance(host, bytes):  # typeshed allows it (AF_UNIX); a TCP server has a str
+            host = host.decode()
         return f"http://{host}:{port}"
 
     def start(self) -> str:

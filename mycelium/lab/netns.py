@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -185,12 +186,13 @@ class Network:
             stdin=subprocess.DEVNULL,
         )
 
-    def probe(self, host: str, *args: object, timeout: float = 30.0) -> dict:
+    def probe(self, host: str, *args: object, timeout: float = 30.0) -> dict[str, Any]:
         """Run ``mycelium/lab/probe.py ARGS`` inside ``host``; its JSON answer."""
         proc = self.run(host, [sys.executable, str(PROBE), *map(str, args)], timeout=timeout)
         if proc.returncode != 0:
             raise RuntimeError(f"probe {args} in {host} exited {proc.returncode}: {proc.stderr}")
-        return json.loads(proc.stdout.strip().splitlines()[-1])
+        answer: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+        return answer
 
     def free_port(self, host: str, bind: str | None = None) -> int:
         """A TCP port free on ``bind`` (default: ``host``'s address) inside ``host`` now."""

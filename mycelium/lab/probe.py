@@ -18,11 +18,12 @@ import json
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
-def _get(args: argparse.Namespace) -> dict:
+def _get(args: argparse.Namespace) -> dict[str, Any]:
     import httpx
 
     verify: object = args.ca if args.ca else True
@@ -33,14 +34,14 @@ def _get(args: argparse.Namespace) -> dict:
     return {"status": response.status_code, "body": response.text}
 
 
-def _health(args: argparse.Namespace) -> dict:
+def _health(args: argparse.Namespace) -> dict[str, Any]:
     from mycelium.client import RegistryClient
 
     with RegistryClient(args.url, ca_file=args.ca, timeout=args.timeout) as client:
         return {"healthy": client.health()}
 
 
-def _tcp(args: argparse.Namespace) -> dict:
+def _tcp(args: argparse.Namespace) -> dict[str, Any]:
     try:
         with socket.create_connection((args.host, args.port), timeout=args.timeout):
             return {"open": True}
@@ -48,7 +49,7 @@ def _tcp(args: argparse.Namespace) -> dict:
         return {"open": False, "error": str(exc)}
 
 
-def _cert(args: argparse.Namespace) -> dict:
+def _cert(args: argparse.Namespace) -> dict[str, Any]:
     from mycelium.net.certs import CertificateError, fingerprint, presented_certificate
 
     try:
@@ -57,7 +58,7 @@ def _cert(args: argparse.Namespace) -> dict:
         return {"error": str(exc)}
 
 
-async def _hello(scope: dict, receive: object, send: object) -> None:
+async def _hello(scope: dict[str, Any], receive: object, send: object) -> None:
     if scope["type"] != "http":
         return
     body = json.dumps({"hello": "mycelium", "scheme": scope.get("scheme")}).encode()
@@ -66,13 +67,13 @@ async def _hello(scope: dict, receive: object, send: object) -> None:
     await send({"type": "http.response.body", "body": body})  # type: ignore[operator]
 
 
-def _port(args: argparse.Namespace) -> dict:
+def _port(args: argparse.Namespace) -> dict[str, Any]:
     with socket.socket() as sock:
         sock.bind((args.host, 0))
         return {"port": sock.getsockname()[1]}
 
 
-def _serve(args: argparse.Namespace) -> dict:
+def _serve(args: argparse.Namespace) -> dict[str, Any]:
     import uvicorn
 
     uvicorn.run(

@@ -129,23 +129,24 @@ def decide(
     if now - state.started_at < config.warmup_s:
         return Decision("stay", state.current_group_id, "warming up", 0.0)
     eligible = [c for c in candidates if _eligible(c, state.current_group_id)]
-    if state.current_group_id is not None and state.current_score is None:
-        return _home(state, eligible, config, "current group vanished")
     if state.current_group_id is None:
         return _home(
             state, eligible, config, "no group", searching=_searching(state, eligible, config, now)
         )
+    current = state.current_score
+    if current is None:
+        return _home(state, eligible, config, "current group vanished")
     if _dropped(state, config):
-        return _reconsider(state, state.current_score, eligible, candidates, config, "drop: ")
+        return _reconsider(state, current, eligible, candidates, config, "drop: ")
     cooling = _cooldown_reason(state, config, now)
     if cooling:
         return Decision("stay", state.current_group_id, cooling, 0.0)
     penalty = damped_penalty(state, config, now)
     if penalty > config.flap_suppress:
-        merge = _consolidation(state, state.current_score, eligible, candidates, config)
+        merge = _consolidation(state, current, eligible, candidates, config)
         damped = f"flap damping (penalty {penalty:.2f} > {config.flap_suppress})"
         return merge or Decision("stay", state.current_group_id, damped, 0.0)
-    return _reconsider(state, state.current_score, eligible, candidates, config)
+    return _reconsider(state, current, eligible, candidates, config)
 
 
 def damped_penalty(state: NodeState, config: PolicyConfig, now: float) -> float:
@@ -153,7 +154,8 @@ def damped_penalty(state: NodeState, config: PolicyConfig, now: float) -> float:
     if state.last_move_at is None:
         return 0.0
     elapsed = max(0.0, now - state.last_move_at)
-    return state.penalty * 0.5 ** (elapsed / config.flap_half_life_s)
+    decay: float = 0.5 ** (elapsed / config.flap_half_life_s)  # float ** float is Any to mypy
+    return state.penalty * decay
 
 
 def record_move(

@@ -18,14 +18,14 @@ import logging
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from mycelium import config
 
 if TYPE_CHECKING:
-    from flwr.app import Message
+    from flwr.app import ConfigRecordValues, Message, MetricRecordValues
     from flwr.serverapp import Grid
     from flwr.serverapp.strategy import Strategy
 
@@ -143,7 +143,7 @@ class StrategyConfig:
         from flwr.serverapp import strategy as flwr_strategy
 
         cls = getattr(flwr_strategy, self.flwr_class_name)
-        return cls(
+        strategy: Strategy = cls(
             min_train_nodes=1,
             min_evaluate_nodes=1,
             min_available_nodes=1,
@@ -152,6 +152,7 @@ class StrategyConfig:
             configrecord_key=CONFIG_KEY,
             **self.flwr_kwargs(),
         )
+        return strategy
 
 
 def configs_for(names: Sequence[str], **params: float | None) -> list[StrategyConfig]:
@@ -207,6 +208,11 @@ class TargetGrid:
             raise AttributeError(name)
         return getattr(self._grid, name)
 
+    def as_grid(self) -> Grid:
+        """This view typed as the Grid it stands for. It is one by delegation, not by
+        subclassing: subclassing flwr's Grid would import flwr with this module."""
+        return cast("Grid", self)
+
 
 @dataclass(frozen=True)
 class Reply:
@@ -233,7 +239,9 @@ class GroupAggregator:
         self._instructions: dict[int, Message] = {}
         self._dtypes: list[np.dtype] = []
 
-    def configure(self, arrays: Sequence[np.ndarray], node_ids: Iterable[int]) -> dict[int, dict]:
+    def configure(
+        self, arrays: Sequence[np.ndarray], node_ids: Iterable[int]
+    ) -> dict[int, dict[str, ConfigRecordValues]]:
         """Start a round from ``arrays``: each node's train config (e.g. ``proximal-mu``)."""
         from flwr.app import ArrayRecord, ConfigRecord
 
@@ -244,7 +252,7 @@ class GroupAggregator:
                 self.server_round,
                 ArrayRecord([np.asarray(a) for a in arrays]),
                 ConfigRecord({}),
-                TargetGrid(None, node_ids),  # type: ignore[arg-type]
+                TargetGrid(None, node_ids).as_grid(),
             )
         self._instructions = {m.metadata.dst_node_id: m for m in messages}
         return {
@@ -258,7 +266,10 @@ class GroupAggregator:
 
         messages = []
         for reply in sorted(replies, key=lambda r: r.node_id):
-            metrics = {NUM_EXAMPLES_KEY: int(reply.num_examples), **dict(reply.metrics or {})}
+            metrics: dict[str, MetricRecordValues] = {
+                NUM_EXAMPLES_KEY: int(reply.num_examples),
+                **dict(reply.metrics or {}),
+            }
             content = RecordDict(
                 {
                     ARRAYS_KEY: ArrayRecord([np.asarray(a) for a in reply.arrays]),

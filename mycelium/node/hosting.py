@@ -51,7 +51,8 @@ class Founder:
             logger.warning("could not found a group: %s", exc)
             return None
         except (FlowerError, OSError) as exc:
-            return self._flower_failed(exc)
+            self._flower_failed(exc)
+            return None
         self.flower_failures = 0
         return host
 
@@ -97,4 +98,3 @@ class Founder:
             MAX_FLOWER_FAILURES,
             exc,
         )
-        return None

@@ -28,11 +28,13 @@ class Unauthorized(Exception):
 
 
 async def get_store(request: Request) -> Store:
-    return request.app.state.storage
+    store: Store = request.app.state.storage
+    return store
 
 
 async def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 async def optional_token(

@@ -10,7 +10,7 @@ none). :func:`fedavg` is Flower's own FedAvg.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -192,10 +192,13 @@ class Federation:
         return self.ops.evaluate_matrix(models, xs, ys, log_priors=priors)[1]
 
     def test_accuracy(
-        self, models: Sequence[Weights], model_of: dict[int, int], round_: int
+        self,
+        models: Sequence[Weights] | Mapping[int, Weights],
+        model_of: dict[int, int],
+        round_: int,
     ) -> list[float]:
         """Accuracy of client i (each key, in key order) with ``models[model_of[i]]`` on its
-        test data."""
+        test data (``models`` a list, or a dict by group id)."""
         phase = self.phase(round_)
         labels = phase.labels
         result: dict[int, float] = {}

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
 from mycelium.learning.sim.federation import Federation, fedavg
 from mycelium.learning.strategy import PROXIMAL_MU_KEY, GroupAggregator, Reply, StrategyConfig
 from mycelium.learning.tasks.base import Weights
+
+if TYPE_CHECKING:
+    from flwr.app import ConfigRecordValues
 
 __all__ = ["GroupTraining"]
 
@@ -28,28 +34,39 @@ class GroupTraining:
         """Every non-empty group's members train from its model (one batched call, clients
         in index order); returns each such group's aggregate."""
         groups = sorted(g for g, m in members.items() if m)
-        configs: dict[int, dict] = {}
+        configs: dict[int, dict[str, ConfigRecordValues]] = {}
         for g in [] if self.plain else groups:
             configs.update(self._aggregator(g).configure(models[g], members[g]))
         group_of = {i: g for g in groups for i in members[g]}
         who = sorted(group_of)
-        mus = {float(configs.get(i, {}).get(PROXIMAL_MU_KEY, 0.0)) for i in who}
+        mus = {_proximal_mu(configs.get(i, {})) for i in who}
         if len(mus) > 1:
             raise RuntimeError(f"groups of one simulation sent different proximal-mu {mus}")
         starts = [models[group_of[i]] for i in who]
         trained = self.fed.train(starts, who, round_, self.salt, mus.pop() if mus else 0.0)
         by_client = dict(zip(who, trained, strict=True))
         sizes = self.fed.sizes(round_, who)
-        new = {}
+        new: dict[int, Weights] = {}
         for g in groups:
             if self.plain:
                 new[g] = fedavg([(by_client[i], sizes[i]) for i in members[g]])
                 continue
             replies = [Reply(i, by_client[i], sizes[i]) for i in members[g]]
-            new[g] = self._aggregator(g).aggregate(replies)
+            merged = self._aggregator(g).aggregate(replies)
+            if merged is None:  # only without replies, and every group here has members
+                raise RuntimeError(f"group {g} aggregated nothing from {len(replies)} replies")
+            new[g] = merged
         return new
 
     def _aggregator(self, group: int) -> GroupAggregator:
         if group not in self.aggregators:
             self.aggregators[group] = GroupAggregator(self.fed.config.strategy)
         return self.aggregators[group]
+
+
+def _proximal_mu(config: Mapping[str, ConfigRecordValues]) -> float:
+    """A node's train config's proximal-mu (0.0 when it has none)."""
+    mu = config.get(PROXIMAL_MU_KEY, 0.0)
+    if not isinstance(mu, int | float):
+        raise TypeError(f"{PROXIMAL_MU_KEY} must be a number, got {mu!r}")
+    return float(mu)

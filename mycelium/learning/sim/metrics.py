@@ -61,13 +61,19 @@ def drift_rehomed(
     counted = [c for c in drifted if c in groups]
     if not counted:
         return None
-    return sum(groups[c] == home.get(views[c]) for c in counted) / len(counted)
+    return sum(_in_home(groups[c], home, views[c]) for c in counted) / len(counted)
+
+
+def _in_home(group: int, home: Mapping[int, int], view: int | None) -> bool:
+    """Whether ``group`` is the home group of ``view`` (a client without a view has none)."""
+    return view is not None and group == home.get(view)
 
 
 def split_views(groups: Mapping[int, int], views: Sequence[int | None]) -> int:
     """How many views have their placed clients in more than one group."""
     spread: dict[int, set[int]] = {}
     for client, group in groups.items():
-        if views[client] is not None:
-            spread.setdefault(views[client], set()).add(group)
+        view = views[client]
+        if view is not None:
+            spread.setdefault(view, set()).add(group)
     return sum(len(g) > 1 for g in spread.values())

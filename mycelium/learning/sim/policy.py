@@ -68,6 +68,8 @@ class _Network:
 
     def followed(self, gid: int | None, round_: int) -> list[int]:
         """Live groups recently joined by nodes that left ``gid``, most recent first."""
+        if gid is None:
+            return []
         moves = reversed(self.left_for.get(gid, []))
         recent = [t for r, t in moves if round_ - r < FOLLOW_WINDOW_ROUNDS]
         return [t for t in dict.fromkeys(recent) if t in self.members]
@@ -196,6 +198,8 @@ class PolicyRun:
             target = self._found(client, round_)
         elif decision.action == "migrate":
             self.migrations += 1
+        if target is None:
+            raise RuntimeError(f"decision {decision.action!r} without a group")
         self.net.move(client, current, target, round_)
         score = self._view(client, target)
         self.states[client] = record_move(state, target, score, self.config.policy, now)

@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from typing import TypedDict
 
 import numpy as np
 
@@ -158,11 +159,12 @@ RUNNERS: dict[str, Callable[[Federation], Trace]] = {
 
 def purity(assignment: Sequence[int], labels: Sequence[int | None]) -> float | None:
     """Share of clients that belong to their group's majority cluster (None without clusters)."""
-    if any(label is None for label in labels):
+    known = [label for label in labels if label is not None]
+    if len(known) < len(labels):
         return None
     majority = 0
     for g in set(assignment):
-        counts = np.bincount([labels[i] for i, a in enumerate(assignment) if a == g])
+        counts = np.bincount([known[i] for i, a in enumerate(assignment) if a == g])
         majority += int(counts.max())
     return majority / len(assignment)
 
@@ -190,13 +192,20 @@ def run_algorithm(fed: Federation, algorithm: str) -> RunResult:
     )
 
 
-def _living_figures(fed: Federation, trace: Trace) -> dict[str, object]:
+class _LivingFigures(TypedDict, total=False):
+    moves_after_placement: int
+    newcomers_settled: float | None
+    split_views: int
+    drift_rehomed: float | None
+
+
+def _living_figures(fed: Federation, trace: Trace) -> _LivingFigures:
     """Moves after placement, settled newcomers, re-homed drifted nodes, split views."""
     timeline, history = fed.timeline, trace.history
     final_views = fed.phase(fed.config.rounds - 1).views
     drifted = {i for i, _ in timeline.drifted}  # their data changed: they ought to move
     newcomers = [i for i in timeline.newcomers() if i not in drifted]
-    figures: dict[str, object] = {
+    figures: _LivingFigures = {
         "moves_after_placement": sim_metrics.moves_after_placement(history),
         "newcomers_settled": _round(sim_metrics.newcomers_settled(history, newcomers)),
         "split_views": sim_metrics.split_views(history[-1], final_views),

@@ -92,7 +92,8 @@ def make_timeline(
 ) -> Timeline:
     """The timeline of one run; ``views[i]`` is client i's distinct data view (its cluster,
     with rotate's identical clusters merged; None without clusters)."""
-    arrive, leave = [0] * clients, [None] * clients
+    arrive: list[int] = [0] * clients
+    leave: list[int | None] = [None] * clients
     if arrivals:
         arrive, leave = _churn(clients, rounds, seed)
     timeline = Timeline(tuple(arrive), tuple(leave), liars=liars)

@@ -299,7 +299,8 @@ def sgd_train(model: nn.Module, x: np.ndarray, y: np.ndarray, hyper: Hyper, *, s
             objective.backward()
             with torch.no_grad():
                 for p in params:
-                    p -= hyper.lr * p.grad
+                    if p.grad is not None:  # a parameter the loss does not reach: as torch.optim
+                        p.sub_(hyper.lr * p.grad)  # in place, as `p -= ...` was
             losses.append(float(loss.detach()))
     return float(np.mean(losses)) if losses else math.nan
 

@@ -103,7 +103,8 @@ def train_stacked(
             objective.backward()
             with torch.no_grad():
                 for param in params:
-                    param -= hyper.lr * param.grad
+                    if param.grad is not None:  # a parameter the loss does not reach
+                        param -= hyper.lr * param.grad
                     param.grad = None
             loss_sum += per_model.detach() * active
             steps += active

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from mycelium.learning.data import ClientData
 from mycelium.learning.tasks.base import (
     BatchedTask,
+    DataRequest,
     Hyper,
     PriorTask,
     Task,
@@ -15,6 +18,9 @@ from mycelium.learning.tasks.base import (
     get_weights,
     set_weights,
 )
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def batched(task: Task) -> BatchedTask:
@@ -41,6 +47,21 @@ class OneByOne:
         self.task = task
         self.name, self.hyper, self.scenarios = task.name, task.hyper, task.scenarios
         self._model = task.create_model(0)  # scratch module, reloaded for every call
+
+    # The task's own calls, so that the wrapper is a whole BatchedTask.
+    def create_model(self, seed: int) -> nn.Module:
+        return self.task.create_model(seed)
+
+    def load_data(self, request: DataRequest) -> ClientData:
+        return self.task.load_data(request)
+
+    def train(
+        self, model: nn.Module, x: np.ndarray, y: np.ndarray, hyper: Hyper, *, seed: int
+    ) -> float:
+        return self.task.train(model, x, y, hyper, seed=seed)
+
+    def evaluate(self, model: nn.Module, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        return self.task.evaluate(model, x, y)
 
     def train_many(
         self,

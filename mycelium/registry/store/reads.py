@@ -49,7 +49,8 @@ def select_node(conn: sqlite3.Connection, now: float, node_id: int, ttl: float) 
 def select_nodes(
     conn: sqlite3.Connection, now: float, group_id: int | None, alive: bool | None, ttl: float
 ) -> list[Row]:
-    where, params = [], []
+    where: list[str] = []
+    params: list[float] = []
     if group_id is not None:
         where.append("group_id = ?")
         params.append(group_id)

@@ -73,7 +73,7 @@ def insert_node(
 
 
 def _node_row(conn: sqlite3.Connection, node_id: int) -> sqlite3.Row:
-    row = conn.execute(
+    row: sqlite3.Row | None = conn.execute(
         "SELECT id, group_id, last_seen FROM nodes WHERE id = ?", (node_id,)
     ).fetchone()
     if row is None:
@@ -178,7 +178,7 @@ def _joinable_group(
 ) -> sqlite3.Row:
     """The group row if ``node_id`` may join it now; raises the refusal otherwise."""
     node_ttl, group_ttl = ttls
-    group = conn.execute(
+    group: sqlite3.Row | None = conn.execute(
         "SELECT id, status, max_capacity, join_policy, invite_hash, last_report "
         "FROM groups WHERE id = ?",
         (group_id,),
