@@ -47,7 +47,7 @@ from mycelium.net.links import (
 from mycelium.net.netns import Network
 from mycelium.net.netns import unavailable_reason as netns_unavailable_reason
 from mycelium.net.relay import listening_address
-from mycelium.procs import ManagedProcess, descendant_pids, wait_for
+from mycelium.procs import DeadlineExceeded, ManagedProcess, descendant_pids, wait_for
 
 __all__ = [
     "Applied", "Bandwidth", "Direction", "Fault", "FaultError", "Faults", "Hang", "Latency",
@@ -288,9 +288,12 @@ class Faults:
                 timeout=30,
                 what=f"relay for {service}",
             )
-        except BaseException as exc:
+        except DeadlineExceeded as exc:
             relay.stop(timeout=5)
             raise FaultError(f"{fault}: the relay did not start: {relay.read_log()}") from exc
+        except BaseException:
+            relay.stop(timeout=5)
+            raise
         return self._made(fault, "relay", lambda: relay.stop(timeout=5), line)
 
     # -- processes ------------------------------------------------------------------------

@@ -190,7 +190,7 @@ def test_latency_delays_each_direction_and_says_which_tool_ran(
           ("delayed", delayed))}  # fmt: skip
     print(f"GET median direct {ms['direct']:.1f} ms, through {slow.method} (0.1 s each way) "
           f"{ms['delayed']:.1f} ms")  # fmt: skip
-    assert statistics.median(direct) < 0.05
+    assert statistics.median(direct) < 0.1
     assert min(delayed) >= 0.2  # the request and its answer each waited 0.1 s
     assert statistics.median(delayed) < 0.2 + 0.4 + (0.2 if lab.netem else 0)
 
