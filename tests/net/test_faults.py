@@ -28,6 +28,7 @@ from mycelium.net.faults import (
     leftovers,
     unavailable_reason,
 )
+from mycelium.net.lab import https_registry
 from mycelium.net.netns import Network
 from mycelium.procs import ManagedProcess, wait_for
 
@@ -261,3 +262,33 @@ def test_every_fault_is_undone_when_the_lab_exits_even_on_error(
             assert all(p != int(relay.address.rsplit(":", 1)[1]) for _, p in net.listening("hostA"))
     finally:
         web.stop(timeout=5)
+
+
+def test_faults_name_the_real_registry_and_its_host(
+    network: Network, faults_reason: str | None, tmp_path: Path
+) -> None:
+    """The issue's own scenario words on the lab's real registry (HTTPS in ``reg``)."""
+    if faults_reason:
+        pytest.skip(f"lab faults unavailable: {faults_reason}")
+    with https_registry(network, tmp_path) as (view, certs, registry):
+
+        def healthy(host: str) -> bool:
+            answer = network.probe(host, "get", f"{view.url}/health", "--ca", certs.ca,
+                                   "--timeout", 1)  # fmt: skip
+            return answer.get("status") == 200
+
+        with Faults(network, tmp_path) as lab:
+            lab.track(registry, ready=lambda: healthy("hostB"))
+            with lab.partition("hostB", "reg"):
+                assert not healthy("hostB") and healthy("hostC")
+            assert healthy("hostB")
+            with lab.hang("registry"):
+                assert not healthy("hostC")
+            assert healthy("hostC")
+            port = int(view.url.rsplit(":", 1)[1])
+            lab.kill("registry")
+            assert not healthy("hostC")
+            lab.restart("registry")  # the same command line: the same port, the same database
+            assert (network["reg"].address, port) in network.listening("reg")
+            assert healthy("hostB") and healthy("hostC")
+        assert leftovers(network) == {}
