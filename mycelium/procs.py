@@ -282,6 +282,8 @@ class ManagedProcess:
             self._signal_group(signal.SIGKILL)
             self._popen.wait(timeout=5)
             terminate_pids(sorted(self._descendants), timeout=timeout)
+            # All ended: a later start (a restart) must not signal these pids, maybe reused.
+            self._descendants.clear()
         finally:
             if self._log is not None:
                 self._log.close()

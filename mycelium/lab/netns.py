@@ -139,9 +139,14 @@ class Network:
         _ip("-n", br, "link", "add", "br0", "type", "bridge")
         _ip("-n", br, "link", "set", "br0", "up")
         _ip("-n", br, "link", "set", "lo", "up")
-        for index, host in enumerate(self.hosts.values()):
-            self._plug(host, f"p{index}")
+        for host in self.hosts.values():
+            self._plug(host, self.bridge_port(host.name))
         logger.debug("network %s up: %s", br, {h.name: h.address for h in self.hosts.values()})
+
+    def bridge_port(self, host: str) -> str:
+        """The bridge's end of ``host``'s veth (inside :attr:`bridge_netns`): what leaves
+        it enters the host, so a queue there shapes the host's incoming traffic."""
+        return f"p{list(self.hosts).index(host)}"
 
     def _add_netns(self, name: str) -> None:
         _ip("netns", "add", name)
