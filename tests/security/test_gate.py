@@ -47,7 +47,7 @@ def test_members_are_admitted_with_receipts_and_leavers_cut_off(
     assert sorted(link.active.values()) == sorted(keys)
     for node, cred in zip(nodes, creds, strict=True):
         receipt = node.admission(cred.node_id)
-        assert receipt["admitted"] and receipt["flower_node_id"] in link.active
+        assert receipt.admitted and receipt.flower_node_id in link.active
 
     nodes[0].migrate(creds[0].node_id, to_group_id=other.group_id, reason="t", expected_gain=0.1)
     nodes[1].delete_node(creds[1].node_id)
