@@ -134,3 +134,16 @@ def test_bench_json_has_the_fair_baselines_and_the_group_record(tmp_path: Path) 
             scenarios=None, clusters=2, clients=4, rounds=1, seed=0, max_capacity=None,
             algorithms=None, json_path=None, plot_path=None, personal="dito",
         )  # fmt: skip
+
+
+def test_a_node_loads_label_skewed_data_or_fails_in_one_line(tmp_path: Path) -> None:
+    from mycelium.node.config import FatalNodeError, NodeConfig, load_node_data
+
+    base = NodeConfig("n", scenario="rotate", cluster=1, partition_count=8, work_dir=tmp_path)
+    plain = load_node_data(base)
+    skewed = load_node_data(replace(base, label_skew=0.3))
+    top = [np.bincount(d.y_train, minlength=10).max() / len(d.y_train) for d in (plain, skewed)]
+    assert top[0] < 0.2 < top[1]
+    assert len(skewed.y_test) == len(plain.y_test) and skewed.cluster == 1
+    with pytest.raises(FatalNodeError, match="--label-skew must be a positive number"):
+        load_node_data(replace(base, label_skew=-1.0))
