@@ -14,7 +14,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mycelium.learning import sim
+from mycelium.learning.data import check_label_skew
 from mycelium.learning.sim.federation import Federation, SimConfig
+from mycelium.learning.sim.personal import check_personal
 from mycelium.learning.sim.timeline import Drift, Timeline, parse_drift
 from mycelium.learning.strategy import StrategyConfig
 from mycelium.learning.tasks.loader import load_task
@@ -40,6 +42,8 @@ class _Flags:
     task: str = "digits"
     strategies: tuple[StrategyConfig, ...] = (StrategyConfig(),)
     prior_shift: bool = True
+    label_skew: float | None = None
+    personal: str = "ft"
 
     def config(self, scenario: str, strategy: StrategyConfig) -> SimConfig:
         return SimConfig(
@@ -56,6 +60,8 @@ class _Flags:
             task=self.task,
             strategy=strategy,
             prior_shift=self.prior_shift,
+            label_skew=self.label_skew,
+            personal=self.personal,
         )
 
     def runs(self) -> list[tuple[str, SimConfig]]:
@@ -94,8 +100,12 @@ def _validate(
     task: str,
     strategies: Sequence[StrategyConfig],
     prior_shift: bool = True,
+    label_skew: float | None = None,
+    personal: str = "ft",
 ) -> _Flags:
     parsed = None if drift is None else parse_drift(drift)
+    check_label_skew(label_skew)
+    check_personal(personal)
     default = [s for s in task_scenarios if parsed is None or s != "mixed"]
     chosen_s = list(dict.fromkeys(scenarios or default))
     chosen_a = list(dict.fromkeys(algorithms or sim.ALGORITHMS))
@@ -128,6 +138,7 @@ def _validate(
     return _Flags(
         chosen_s, chosen_a, clusters, clients, rounds, seed, capacity,
         arrivals, parsed, liars, max_candidates, task, _with_fedavg(strategies), prior_shift,
+        label_skew, personal,
     )  # fmt: skip
 
 
@@ -149,13 +160,18 @@ def run_cli(
     task: str = "digits",
     strategies: Sequence[StrategyConfig] = (),
     prior_shift: bool = True,
+    label_skew: float | None = None,
+    personal: str = "ft",
 ) -> str:
     """Run the benchmark; write JSON / PNG if asked; return the markdown report.
 
     ``rounds`` None = the task's ``bench_rounds`` (30 without). ``strategies`` other than
     plain FedAvg run next to FedAvg; each scenario's results are then keyed
     ``"scenario strategy"`` (just ``"scenario"`` with FedAvg alone). ``prior_shift`` False
-    scores every probe by plain accuracy (the agent's scoring before prior-shifted scores)."""
+    scores every probe by plain accuracy (the agent's scoring before prior-shifted scores).
+    ``label_skew`` ALPHA: every client draws its labels from Dirichlet(ALPHA), inside its
+    cluster too; ``personal``: the adaptation of mycelium's personal models and of the
+    ``+ft`` baselines ("ft", "prior" or "none")."""
     task_obj = load_task(task)  # TaskLoadError (ValueError): one line
     if rounds is None:
         rounds = getattr(task_obj, "bench_rounds", DEFAULT_ROUNDS)
@@ -175,6 +191,8 @@ def run_cli(
         task=task,
         strategies=strategies,
         prior_shift=prior_shift,
+        label_skew=label_skew,
+        personal=personal,
     )
     for path, suffix in ((json_path, ".json"), (plot_path, ".png")):
         if path is not None and path.suffix.lower() != suffix:
@@ -256,7 +274,7 @@ def markdown(results: dict[str, list[sim.RunResult]], timelines: dict[str, Timel
     drift = any(t.drift_round is not None for t in timelines.values())
     head = (
         "| scenario | algorithm | accuracy | rounds to 90% oracle | migrations | groups "
-        "| purity | moves/client | split views |"
+        "| purity | moves/client | split views | below local |"
     )
     head += " newcomers settled |" * arrivals + " re-homed in 2 | vs oracle at D+3 |" * drift
     head += " s/round |"
@@ -275,6 +293,7 @@ def markdown(results: dict[str, list[sim.RunResult]], timelines: dict[str, Timel
                 _dash(r.purity, ".2f"),
                 f"{r.moves_after_placement / len(timeline.arrive):.2f}",
                 str(r.split_views),
+                _dash(r.below_local_share, ".2f"),
             ]
             if arrivals:
                 cells.append(_dash(r.newcomers_settled, ".2f"))

@@ -81,7 +81,8 @@ def bench_learning(
     algorithms: Annotated[
         list[str] | None,
         typer.Option(
-            help="local, global, oracle, ifca, naive, first-k, mycelium; repeat (default: all)."
+            help="local, global, oracle, ifca, naive, first-k, mycelium, global+ft, "
+            "oracle+ft, ifca+ft; repeat (default: all)."
         ),
     ] = None,
     arrivals: Annotated[
@@ -108,6 +109,20 @@ def bench_learning(
             "does); --no-prior-shift scores plain accuracy."
         ),
     ] = True,
+    label_skew: Annotated[
+        float | None,
+        typer.Option(
+            help="ALPHA: inside each cluster too, every client draws its labels from "
+            "Dirichlet(ALPHA) (mixed: replaces its 0.5); tested on its own label mix."
+        ),
+    ] = None,
+    personal: Annotated[
+        str,
+        typer.Option(
+            help="Personal models of mycelium's nodes and of the +ft baselines: ft "
+            "(fine-tune), prior (label-prior correction) or none."
+        ),
+    ] = "ft",
     json_path: Annotated[
         Path | None, typer.Option("--json", resolve_path=True, help="Write results as JSON.")
     ] = None,
@@ -160,6 +175,8 @@ def bench_learning(
             liars=liars,
             max_candidates=max_candidates,
             prior_shift=prior_shift,
+            label_skew=label_skew,
+            personal=personal,
         )
     except ValueError as exc:
         raise fail(str(exc)) from None

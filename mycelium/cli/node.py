@@ -79,6 +79,14 @@ def node(
     seed: Annotated[
         int, typer.Option(help="Seed of the data split and model.", envvar="MYCELIUM_SEED")
     ] = 0,
+    label_skew: Annotated[
+        float | None,
+        typer.Option(
+            help="ALPHA: this node draws its labels from Dirichlet(ALPHA) inside its cluster "
+            "(as the mixed scenario does); its test split follows its own label mix.",
+            envvar="MYCELIUM_LABEL_SKEW",
+        ),
+    ] = None,
     data: Annotated[
         Path | None,
         typer.Option(
@@ -202,6 +210,7 @@ def node(
         partition_index=index,
         partition_count=count,
         seed=seed,
+        label_skew=label_skew,
         data_path=data,
         heartbeat_interval=heartbeat_interval,
         group_evaluation_interval=group_evaluation_interval,

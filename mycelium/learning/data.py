@@ -20,8 +20,17 @@ The split every process computes identically:
   the pool is large enough, and overlap (never run out) for thousands of clients;
   ``mixed`` draws its ``shard`` images by label from a generator seeded with
   ``(seed, index)``; the shard is split ``1 - VAL_FRACTION`` train / ``VAL_FRACTION`` val;
-* test data is the whole test pool seen through the client's cluster transform (the shared
-  arrays are read-only and reused by every client of the cluster).
+* ``label_skew`` ALPHA (``--label-skew``): inside each cluster of ``rotate`` and ``permute``
+  too, the client draws its ``shard`` images by label from Dirichlet(ALPHA), exactly as
+  ``mixed`` does (shards of one cluster then overlap); on ``mixed`` it replaces
+  ``DIRICHLET_ALPHA``;
+* test data is the client's own: drawn from the test pool seen through its cluster's
+  transform, with its own label mix. A client whose labels are not skewed (``rotate`` and
+  ``permute`` without ``label_skew``) draws IID from the pool, so its test split is the whole
+  pool (the shared arrays are read-only and reused by every such client of the cluster);
+  a skewed client's test split has ``len(pool)`` images whose label counts follow the label
+  frequencies of its own train + val shard (largest remainders), each label's images taken
+  in pool order from a seeded offset, repeated when the pool has fewer of that label.
 """
 
 from __future__ import annotations
@@ -83,22 +92,40 @@ def make_partition(
     seed: int,
     cluster: int | None = None,
     dataset: Dataset | None = None,
+    label_skew: float | None = None,
 ) -> ClientData:
     """Client ``index`` of ``num_clients`` (see the module docstring for the exact rule)."""
     dataset = dataset or DIGITS
     _check_args(scenario, clusters, num_clients, seed)
+    check_label_skew(label_skew)
     if not 0 <= index < num_clients:
         raise ValueError(f"partition index {index} outside 0..{num_clients - 1}")
     if cluster is not None and not 0 <= cluster < clusters:
         raise ValueError(f"cluster {cluster} outside 0..{clusters - 1}")
     if scenario == "mixed":
-        return _mixed_client(dataset, index, num_clients, seed)
+        alpha = DIRICHLET_ALPHA if label_skew is None else label_skew
+        return _skewed_client(dataset, "mixed", None, index, num_clients, seed, alpha)
     chosen = index % clusters if cluster is None else cluster
+    if label_skew is not None:
+        per_cluster = math.ceil(num_clients / clusters)
+        return _skewed_client(dataset, scenario, chosen, index, per_cluster, seed, label_skew)
     return _clustered_client(dataset, scenario, clusters, chosen, index, num_clients, seed)
 
 
+def check_label_skew(label_skew: float | None) -> None:
+    """ValueError unless ``label_skew`` is None or a positive, finite Dirichlet ALPHA."""
+    if label_skew is not None and not (math.isfinite(label_skew) and label_skew > 0):
+        raise ValueError(f"--label-skew must be a positive number, got {label_skew}")
+
+
 def make_federation(
-    *, scenario: str, clusters: int, num_clients: int, seed: int, dataset: Dataset | None = None
+    *,
+    scenario: str,
+    clusters: int,
+    num_clients: int,
+    seed: int,
+    dataset: Dataset | None = None,
+    label_skew: float | None = None,
 ) -> list[ClientData]:
     """All ``num_clients`` clients of a federation (cluster ``i % clusters`` for client i)."""
     _check_args(scenario, clusters, num_clients, seed)
@@ -110,6 +137,7 @@ def make_federation(
             num_clients=num_clients,
             seed=seed,
             dataset=dataset,
+            label_skew=label_skew,
         )
         for i in range(num_clients)
     ]
@@ -247,13 +275,57 @@ def _clustered_client(
     return _split(x_pool[rows], y_pool[rows], x_test, y_test, cluster)
 
 
-def _mixed_client(dataset: Dataset, index: int, num_clients: int, seed: int) -> ClientData:
-    x_pool, y_pool, x_test, y_test = _cluster_view(dataset, "mixed", 0, seed)
-    shard = _cap(dataset, max(len(y_pool) // num_clients, MIN_SHARD))
+def _skewed_client(
+    dataset: Dataset,
+    scenario: str,
+    cluster: int | None,
+    index: int,
+    sharing: int,
+    seed: int,
+    alpha: float,
+) -> ClientData:
+    """A client drawing its labels from Dirichlet(``alpha``) in its cluster's view (``mixed``:
+    the plain view, ``cluster`` None); ``sharing`` clients share the pool; its test split
+    follows its own label mix (:func:`own_test_split`)."""
+    view = 0 if cluster is None else cluster
+    x_pool, y_pool, x_test, y_test = _cluster_view(dataset, scenario, view, seed)
+    shard = _cap(dataset, max(len(y_pool) // sharing, MIN_SHARD))
     rng = np.random.default_rng([seed, index])
-    weights = rng.dirichlet(np.full(dataset.num_classes, DIRICHLET_ALPHA))[y_pool]
+    weights = rng.dirichlet(np.full(dataset.num_classes, alpha))[y_pool]
     rows = rng.choice(len(y_pool), size=shard, replace=False, p=weights / weights.sum())
-    return _split(x_pool[rows], y_pool[rows], x_test, y_test, None)
+    tests = own_test_split(y_pool[rows], y_test, np.random.default_rng([seed, index, 1]))
+    return _split(x_pool[rows], y_pool[rows], x_test[tests], y_test[tests], cluster)
+
+
+def own_test_split(y_own: np.ndarray, y_test: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Rows of the test pool (labels ``y_test``) for a client whose shard has labels
+    ``y_own``: ``len(y_test)`` rows whose label counts are the largest-remainder rounding of
+    the shard's label frequencies; label c's rows are its pool rows in order from a seeded
+    offset, wrapping (repeated) when the client needs more than the pool holds. A label the
+    pool lacks gives its count to the shard's other labels."""
+    classes = max(int(y_own.max()), int(y_test.max())) + 1
+    own = np.bincount(y_own, minlength=classes).astype(np.float64)
+    own[np.bincount(y_test, minlength=classes) == 0] = 0.0
+    if own.sum() == 0:
+        return np.arange(len(y_test))
+    counts = _largest_remainder(own / own.sum(), len(y_test))
+    parts = []
+    for label in np.flatnonzero(counts):
+        of_label = np.flatnonzero(y_test == label)
+        start = int(rng.integers(len(of_label)))
+        parts.append(of_label[(start + np.arange(counts[label])) % len(of_label)])
+    rows: np.ndarray = np.sort(np.concatenate(parts))
+    return rows
+
+
+def _largest_remainder(shares: np.ndarray, total: int) -> np.ndarray:
+    """Integer counts summing to ``total``, proportional to ``shares`` (which sum to 1)."""
+    exact = shares * total
+    counts = np.floor(exact).astype(np.int64)
+    order = np.argsort(-(exact - counts), kind="stable")
+    counts[order[: total - int(counts.sum())]] += 1
+    result: np.ndarray = counts
+    return result
 
 
 def _cap(dataset: Dataset, shard: int) -> int:

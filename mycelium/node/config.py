@@ -42,6 +42,7 @@ class NodeConfig:
     partition_index: int = 0
     partition_count: int = config.NODE_PARTITIONS
     seed: int = 0
+    label_skew: float | None = None  # Dirichlet ALPHA of the labels inside the cluster
     data_path: Path | None = None
     # Timing.
     heartbeat_interval: float = config.NODE_HEARTBEAT_INTERVAL_S
@@ -102,6 +103,7 @@ def load_node_data(cfg: NodeConfig, task: Task | None = None) -> ClientData:
         seed=cfg.seed,
         cluster=cfg.cluster,
         path=cfg.data_path,
+        label_skew=cfg.label_skew,
     )
     try:
         return task.load_data(request)

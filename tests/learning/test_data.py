@@ -7,7 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mycelium.learning.data import SCENARIOS, load_npz, make_federation, make_partition
+from mycelium.learning.data import (
+    SCENARIOS,
+    load_npz,
+    make_federation,
+    make_partition,
+    own_test_split,
+)
 
 
 def part(scenario: str = "rotate", index: int = 0, **kw: object):
@@ -120,3 +126,60 @@ def test_load_npz_rejects_a_file_that_is_not_npz(tmp_path: Path) -> None:
         load_npz(path, seed=0)
     with pytest.raises(ValueError, match="cannot read"):
         load_npz(tmp_path / "missing.npz", seed=0)
+
+
+@pytest.mark.parametrize("scenario", ["rotate", "permute"])
+def test_label_skew_skews_labels_inside_each_cluster(scenario: str) -> None:
+    fed = make_federation(scenario=scenario, clusters=2, num_clients=8, seed=0, label_skew=0.5)
+    top_share = [np.bincount(c.y_train, minlength=10).max() / len(c.y_train) for c in fed]
+    assert np.mean(top_share) > 0.25  # uniform labels would give about 0.1
+    assert [c.cluster for c in fed] == [0, 1] * 4
+    plain = make_federation(scenario=scenario, clusters=2, num_clients=8, seed=0)
+    plain_top = [np.bincount(c.y_train, minlength=10).max() / len(c.y_train) for c in plain]
+    assert np.mean(plain_top) < 0.2
+
+
+@pytest.mark.parametrize(
+    ("scenario", "skew"), [("rotate", 0.5), ("permute", 0.5), ("mixed", None), ("mixed", 2.0)]
+)
+def test_a_skewed_clients_test_split_follows_its_own_label_mix(
+    scenario: str, skew: float | None
+) -> None:
+    for index in range(4):
+        c = make_partition(
+            scenario=scenario, clusters=2, index=index, num_clients=8, seed=1, label_skew=skew
+        )
+        own = np.bincount(np.concatenate([c.y_train, c.y_val]), minlength=10)
+        test = np.bincount(c.y_test, minlength=10)
+        assert len(c.y_test) == 359  # the whole digits test pool's size
+        assert np.abs(test / test.sum() - own / own.sum()).max() <= 1 / len(c.y_test)
+        if scenario == "mixed":
+            continue
+        # its cluster's view: every (image, label) is one of its cluster's test pool
+        pool = make_partition(scenario=scenario, clusters=2, index=index % 2, num_clients=8, seed=1)
+        pairs = {(r.tobytes(), int(y)) for r, y in zip(pool.x_test, pool.y_test, strict=True)}
+        assert all((r.tobytes(), int(y)) in pairs for r, y in zip(c.x_test, c.y_test, strict=True))
+
+
+def test_clients_without_skew_share_their_clusters_whole_test_pool() -> None:
+    fed = make_federation(scenario="rotate", clusters=2, num_clients=6, seed=0)
+    assert fed[0].x_test is fed[2].x_test and fed[1].x_test is fed[3].x_test
+    assert len(fed[0].y_test) == 359
+    np.testing.assert_array_equal(np.bincount(fed[0].y_test), np.bincount(fed[1].y_test))
+
+
+def test_own_test_split_by_hand() -> None:
+    y_test = np.array([0, 1, 2, 0, 1, 2, 0, 1])
+    rows = own_test_split(np.array([0, 0, 0, 1]), y_test, np.random.default_rng(0))
+    assert len(rows) == 8
+    assert np.bincount(y_test[rows], minlength=3).tolist() == [6, 2, 0]  # 3/4 and 1/4 of 8
+    assert set(rows[y_test[rows] == 0]) == {0, 3, 6}  # label 0's three images, repeated
+    # a label the pool lacks gives its share to the others
+    rows = own_test_split(np.array([3, 3, 1]), y_test, np.random.default_rng(0))
+    assert set(y_test[rows]) == {1} and len(rows) == 8
+
+
+@pytest.mark.parametrize("skew", [0.0, -1.0, float("nan"), float("inf")])
+def test_bad_label_skew_is_refused(skew: float) -> None:
+    with pytest.raises(ValueError, match="--label-skew must be a positive number"):
+        part(label_skew=skew)

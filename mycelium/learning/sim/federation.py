@@ -20,11 +20,18 @@ from mycelium.learning import data as data_mod
 from mycelium.learning.policy import PolicyConfig
 from mycelium.learning.sim.timeline import Drift, Timeline, make_timeline
 from mycelium.learning.strategy import StrategyConfig
-from mycelium.learning.tasks.base import DataRequest, Weights, get_weights
+from mycelium.learning.tasks.base import (
+    DataRequest,
+    Hyper,
+    Weights,
+    adaptation_hyper,
+    get_weights,
+)
 from mycelium.learning.tasks.loader import load_task
 from mycelium.learning.tasks.ops import batched, log_prior_of
 
 ROUND_SECONDS = 30.0
+ADAPT_SALT = 5  # seeds of the personal models' fine-tuning, shared by every algorithm
 
 
 def _sim_policy() -> PolicyConfig:
@@ -53,16 +60,23 @@ class SimConfig:
     task: str = "digits"
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     prior_shift: bool = True
+    label_skew: float | None = None
+    personal: str = "ft"
 
 
 @dataclass
 class Trace:
     """What an algorithm run produced: mean accuracy of the present clients per round, the
-    group of every present client after each round, and the decisions that migrated."""
+    group of every present client after each round, the decisions that migrated, and each
+    present client's accuracy in the last round. A personalising run also gives the plain
+    group models' figures (``group_curve``, ``group_final``)."""
 
     curve: list[float]
     history: list[dict[int, int]]
     migrations: int
+    final: dict[int, float] = field(default_factory=dict)
+    group_curve: list[float] | None = None
+    group_final: dict[int, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +140,7 @@ class Federation:
             num_clients=config.clients,
             seed=config.seed,
             cluster=cluster,
+            label_skew=config.label_skew,
         )
         return self.task.load_data(request)
 
@@ -150,16 +165,16 @@ class Federation:
     ) -> list[Weights]:
         """Train client ``who[b]`` from ``starts[b]`` for one round with the task's
         hyper-parameters (plus FedProx's ``proximal_mu``); returns new weights."""
+        hyper = replace(self.task.hyper, proximal_mu=proximal_mu)
+        return self._train_with(hyper, starts, who, round_, salt)
+
+    def _train_with(
+        self, hyper: Hyper, starts: Sequence[Weights], who: Sequence[int], round_: int, salt: int
+    ) -> list[Weights]:
         clients = self.phase(round_).clients
         seeds = [seed_of(self.config.seed, round_, i, salt) for i in who]
-        trained, _ = self.ops.train_many(
-            starts,
-            [clients[i].x_train for i in who],
-            [clients[i].y_train for i in who],
-            replace(self.task.hyper, proximal_mu=proximal_mu),
-            seeds=seeds,
-        )
-        return trained
+        xs, ys = [clients[i].x_train for i in who], [clients[i].y_train for i in who]
+        return self.ops.train_many(starts, xs, ys, hyper, seeds=seeds)[0]
 
     def sizes(self, round_: int, who: Sequence[int]) -> dict[int, int]:
         """Training examples of each client in ``who`` (FedAvg's weights) in ``round_``."""
@@ -198,20 +213,48 @@ class Federation:
         round_: int,
     ) -> list[float]:
         """Accuracy of client i (each key, in key order) with ``models[model_of[i]]`` on its
-        test data (``models`` a list, or a dict by group id)."""
-        phase = self.phase(round_)
-        labels = phase.labels
+        own test split (``models`` a list, or a dict by group id). Clients sharing one test
+        split (a cluster's whole pool) are evaluated together."""
+        clients = self.phase(round_).clients
+        shared: dict[int, list[int]] = {}
+        for i in model_of:
+            shared.setdefault(id(clients[i].x_test), []).append(i)
         result: dict[int, float] = {}
-        for label in sorted({labels[i] for i in model_of}, key=lambda v: -1 if v is None else v):
-            members = [i for i in model_of if labels[i] == label]
+        alone = [m[0] for m in shared.values() if len(m) == 1]
+        if alone:
+            acc = self.own_accuracy([models[model_of[i]] for i in alone], alone, round_)
+            result.update(zip(alone, acc.tolist(), strict=True))
+        for members in (m for m in shared.values() if len(m) > 1):
             used = sorted({model_of[i] for i in members})
-            first = phase.clients[members[0]]
+            first = clients[members[0]]
             _, acc = self.ops.evaluate_matrix(
                 [models[m] for m in used], [first.x_test], [first.y_test]
             )
             row = dict(zip(used, acc[:, 0], strict=True))
             result.update({i: float(row[model_of[i]]) for i in members})
         return [result[i] for i in model_of]
+
+    def own_accuracy(
+        self,
+        models: Sequence[Weights],
+        who: Sequence[int],
+        round_: int,
+        *,
+        split: str = "test",
+        log_priors: Sequence[np.ndarray] | None = None,
+    ) -> np.ndarray:
+        """Accuracy of ``models[b]`` on client ``who[b]``'s own ``split`` ("test" or "val"),
+        with ``log_priors[b]`` added to its logits when given."""
+        clients = self.phase(round_).clients
+        xs = [getattr(clients[i], f"x_{split}") for i in who]
+        ys = [getattr(clients[i], f"y_{split}") for i in who]
+        return self.ops.evaluate_pairs(models, xs, ys, log_priors=log_priors)[1]
+
+    def adapt(self, models: Sequence[Weights], who: Sequence[int], round_: int) -> list[Weights]:
+        """``models[b]`` fine-tuned on client ``who[b]``'s training split with the task's
+        adaptation budget (:func:`~mycelium.learning.tasks.base.adaptation_hyper`), seeded
+        per (round, client) the same way for every algorithm."""
+        return self._train_with(adaptation_hyper(self.task), models, who, round_, ADAPT_SALT)
 
 
 def seed_of(seed: int, round_: int, client: int, salt: int) -> int:

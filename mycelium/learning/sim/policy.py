@@ -32,6 +32,7 @@ from mycelium.learning.sim.federation import (
     seed_of,
 )
 from mycelium.learning.sim.groups import GroupTraining
+from mycelium.learning.sim.personal import personal_accuracy
 from mycelium.learning.sim.registry import RegistryView, claims_order
 from mycelium.learning.tasks.base import Weights
 
@@ -76,10 +77,14 @@ class _Network:
 
 
 class PolicyRun:
-    """One policy-driven run; ``probe`` False = naive, ``choice`` "verified" or "claims"."""
+    """One policy-driven run; ``probe`` False = naive, ``choice`` "verified" or "claims";
+    ``personal``: grouped nodes predict with their personal model where they chose it
+    (:mod:`mycelium.learning.sim.personal`; the trace then keeps the plain group figures)."""
 
-    def __init__(self, fed: Federation, *, probe: bool, choice: str = "verified") -> None:
-        self.fed, self.probe, self.choice = fed, probe, choice
+    def __init__(
+        self, fed: Federation, *, probe: bool, choice: str = "verified", personal: bool = False
+    ) -> None:
+        self.fed, self.probe, self.choice, self.personal = fed, probe, choice, personal
         self.config = fed.config
         n = fed.config.clients
         self.local = [fed.initial(fed.config.seed)] * n
@@ -94,7 +99,9 @@ class PolicyRun:
         self.migrations = 0
 
     def run(self) -> Trace:
-        curve, history = [], []
+        curve, group_curve, history = [], [], []
+        used: dict[int, float] = {}
+        plain: dict[int, float] = {}
         for round_ in range(self.config.rounds):
             present = self.fed.present(round_)
             self._arrive_and_leave(round_, present)
@@ -102,9 +109,19 @@ class PolicyRun:
             self._train(round_, present)
             self._score(round_)
             self._decide(round_, present, now=(round_ + 1) * ROUND_SECONDS)
-            curve.append(mean(self._test(round_, present)))
+            plain = dict(zip(present, self._test(round_, present), strict=True))
+            used = plain
+            if self.personal:
+                grouped = {
+                    i: self.net.models[g] for i in present if (g := self._group_of(i)) is not None
+                }
+                used = plain | personal_accuracy(self.fed, grouped, plain, round_)
+            curve.append(mean(list(used.values())))
+            group_curve.append(mean(list(plain.values())))
             history.append({i: g for i in present if (g := self._group_of(i)) is not None})
-        return Trace(curve, history, self.migrations)
+        if not self.personal:
+            return Trace(curve, history, self.migrations, used)
+        return Trace(curve, history, self.migrations, used, group_curve, plain)
 
     def _group_of(self, client: int) -> int | None:
         state = self.states[client]
@@ -237,7 +254,9 @@ class PolicyRun:
 
 
 def run_mycelium(fed: Federation) -> Trace:
-    return PolicyRun(fed, probe=True).run()
+    """The agent: probes, verified candidates, and a personal model per node unless the
+    run's ``personal`` is "none"."""
+    return PolicyRun(fed, probe=True, personal=fed.config.personal != "none").run()
 
 
 def run_first_k(fed: Federation) -> Trace:

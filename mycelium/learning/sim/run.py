@@ -13,9 +13,10 @@ round and whose data drifts when; every algorithm of a run meets the same one.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TypedDict
 
@@ -24,6 +25,7 @@ import numpy as np
 from mycelium.learning.sim import metrics as sim_metrics
 from mycelium.learning.sim.federation import Federation, SimConfig, Trace, mean
 from mycelium.learning.sim.groups import GroupTraining
+from mycelium.learning.sim.personal import personal_accuracy
 from mycelium.learning.sim.policy import run_first_k, run_mycelium, run_naive
 from mycelium.learning.tasks.base import Weights
 
@@ -31,7 +33,11 @@ __all__ = ["Federation", "GroupTraining", "SimConfig", "Weights", "simulate"]
 
 logger = logging.getLogger(__name__)
 
-ALGORITHMS = ("local", "global", "oracle", "ifca", "naive", "first-k", "mycelium")
+ALGORITHMS = (
+    "local", "global", "oracle", "ifca", "naive", "first-k", "mycelium",
+    "global+ft", "oracle+ft", "ifca+ft",
+)  # fmt: skip
+GROUP_SUFFIX = "-group"  # the record of a personalising run's plain group models
 
 
 @dataclass(frozen=True)
@@ -42,7 +48,9 @@ class RunResult:
     ``newcomers_settled``: share of late arrivals (drifted ones aside) that never moved after
     their first placement; ``drift_rehomed``: share of drifted clients in their new cluster's
     group after at most two decisions (None when the run has no newcomers / no drift);
-    ``split_views``: data views whose clients end in more than one group."""
+    ``split_views``: data views whose clients end in more than one group;
+    ``below_local_share``: share of the clients present at the end whose final accuracy is
+    below their own accuracy under ``local`` (None when ``local`` did not run)."""
 
     algorithm: str
     accuracy: float
@@ -56,6 +64,7 @@ class RunResult:
     newcomers_settled: float | None = None
     drift_rehomed: float | None = None
     split_views: int = 0
+    below_local_share: float | None = None
 
 
 # --- fixed-membership algorithms -------------------------------------------------------------
@@ -66,30 +75,53 @@ def run_local(fed: Federation) -> Trace:
     n = fed.config.clients
     models = [fed.initial(fed.config.seed)] * n
     curve, history = [], []
+    final: dict[int, float] = {}
     for round_ in range(fed.config.rounds):
         who = fed.present(round_)
         trained = fed.train([models[i] for i in who], who, round_, salt=0)
         for i, weights in zip(who, trained, strict=True):
             models[i] = weights
-        curve.append(mean(fed.test_accuracy(models, {i: i for i in who}, round_)))
+        final = dict(zip(who, fed.test_accuracy(models, {i: i for i in who}, round_), strict=True))
+        curve.append(mean(list(final.values())))
         history.append({i: i for i in who})
-    return Trace(curve, history, 0)
+    return Trace(curve, history, 0, final)
 
 
-def run_fixed_groups(fed: Federation, group_of: Callable[[int, int], int]) -> Trace:
-    """The strategy within fixed groups: ``group_of(client, round)`` is client's group index."""
+def _scored(
+    fed: Federation,
+    models: Mapping[int, Weights],
+    assignment: dict[int, int],
+    round_: int,
+    personal: bool,
+) -> dict[int, float]:
+    """Each assigned client's test accuracy with its group's model, or with what it uses
+    when it ``personal``-ises (:mod:`mycelium.learning.sim.personal`)."""
+    plain = dict(zip(assignment, fed.test_accuracy(models, assignment, round_), strict=True))
+    if not personal:
+        return plain
+    own = {i: models[g] for i, g in assignment.items()}
+    return personal_accuracy(fed, own, plain, round_)
+
+
+def run_fixed_groups(
+    fed: Federation, group_of: Callable[[int, int], int], personal: bool = False
+) -> Trace:
+    """The strategy within fixed groups: ``group_of(client, round)`` is client's group index;
+    ``personal``: each client predicts with its personal model where it chose it."""
     init = fed.initial(fed.config.seed)
     training = GroupTraining(fed, salt=1)
     models: dict[int, Weights] = {}
     curve, history = [], []
+    final: dict[int, float] = {}
     for round_ in range(fed.config.rounds):
         assignment = {i: group_of(i, round_) for i in fed.present(round_)}
         for g in assignment.values():
             models.setdefault(g, init)
         models = _group_round(training, models, assignment, round_)
-        curve.append(mean(fed.test_accuracy(models, assignment, round_)))
+        final = _scored(fed, models, assignment, round_, personal)
+        curve.append(mean(list(final.values())))
         history.append(assignment)
-    return Trace(curve, history, 0)
+    return Trace(curve, history, 0, final)
 
 
 def _group_round(
@@ -103,22 +135,22 @@ def _group_round(
     return {**models, **training.round(models, members, round_)}
 
 
-def run_global(fed: Federation) -> Trace:
+def run_global(fed: Federation, personal: bool = False) -> Trace:
     """One FedAvg group of all clients."""
-    return run_fixed_groups(fed, lambda _i, _r: 0)
+    return run_fixed_groups(fed, lambda _i, _r: 0, personal)
 
 
-def run_oracle(fed: Federation) -> Trace:
+def run_oracle(fed: Federation, personal: bool = False) -> Trace:
     """FedAvg within the true clusters (one group when there are none), drift included."""
 
     def cluster(i: int, round_: int) -> int:
         label = fed.phase(round_).labels[i]
         return 0 if label is None else label
 
-    return run_fixed_groups(fed, cluster)
+    return run_fixed_groups(fed, cluster, personal)
 
 
-def run_ifca(fed: Federation) -> Trace:
+def run_ifca(fed: Federation, personal: bool = False) -> Trace:
     """IFCA (Ghosh et al. 2020): K models; each client trains the one with its lowest loss."""
     k = fed.config.clusters
     models = {j: fed.initial(fed.config.seed + j) for j in range(k)}
@@ -126,6 +158,7 @@ def run_ifca(fed: Federation) -> Trace:
     last: dict[int, int] = {}
     migrations = 0
     curve, history = [], []
+    final: dict[int, float] = {}
     for round_ in range(fed.config.rounds):
         who = fed.present(round_)
         clients = fed.phase(round_).clients
@@ -138,9 +171,10 @@ def run_ifca(fed: Federation) -> Trace:
         migrations += sum(last[i] != j for i, j in choice.items() if i in last)
         last.update(choice)
         models = _group_round(training, models, choice, round_)
-        curve.append(mean(fed.test_accuracy(models, choice, round_)))
+        final = _scored(fed, models, choice, round_, personal)
+        curve.append(mean(list(final.values())))
         history.append(choice)
-    return Trace(curve, history, migrations)
+    return Trace(curve, history, migrations, final)
 
 
 RUNNERS: dict[str, Callable[[Federation], Trace]] = {
@@ -151,6 +185,9 @@ RUNNERS: dict[str, Callable[[Federation], Trace]] = {
     "naive": run_naive,
     "first-k": run_first_k,
     "mycelium": run_mycelium,
+    "global+ft": lambda fed: run_global(fed, personal=True),
+    "oracle+ft": lambda fed: run_oracle(fed, personal=True),
+    "ifca+ft": lambda fed: run_ifca(fed, personal=True),
 }
 
 
@@ -170,12 +207,31 @@ def purity(assignment: Sequence[int], labels: Sequence[int | None]) -> float | N
 
 
 def run_algorithm(fed: Federation, algorithm: str) -> RunResult:
-    """Run one algorithm on ``fed`` and measure it (group figures over the clients present
-    at the end; unplaced clients count as their own group)."""
+    """Run one algorithm on ``fed`` and measure it (see :func:`run_traced`)."""
+    return _measure(fed, algorithm, *_timed(fed, algorithm))
+
+
+def _timed(fed: Federation, algorithm: str) -> tuple[Trace, float]:
     started = time.perf_counter()
     trace = RUNNERS[algorithm](fed)
     elapsed = time.perf_counter() - started
     logger.info("%s %s: %.3f in %.1f s", fed.config.scenario, algorithm, trace.curve[-1], elapsed)
+    return trace, elapsed
+
+
+def run_traced(fed: Federation, algorithm: str) -> list[tuple[RunResult, dict[int, float]]]:
+    """One algorithm on ``fed``, measured (group figures over the clients present at the end;
+    unplaced clients count as their own group), with each present client's final accuracy;
+    a personalising policy run adds its plain group models' record (``GROUP_SUFFIX``)."""
+    trace, elapsed = _timed(fed, algorithm)
+    results = [(_measure(fed, algorithm, trace, elapsed), trace.final)]
+    if trace.group_curve is not None and trace.group_final is not None:
+        plain = dataclasses.replace(trace, curve=trace.group_curve, final=trace.group_final)
+        results.append((_measure(fed, algorithm + GROUP_SUFFIX, plain, elapsed), plain.final))
+    return results
+
+
+def _measure(fed: Federation, algorithm: str, trace: Trace, elapsed: float) -> RunResult:
     last = fed.config.rounds - 1
     final, views = trace.history[-1], fed.phase(last).views
     who = fed.present(last)
@@ -190,6 +246,15 @@ def run_algorithm(fed: Federation, algorithm: str) -> RunResult:
         seconds_per_round=elapsed / fed.config.rounds,
         **_living_figures(fed, trace),
     )
+
+
+def below_local_share(final: Mapping[int, float], local: Mapping[int, float]) -> float:
+    """Share of the clients of ``final`` whose accuracy is strictly below their ``local``
+    one (clients ``local`` lacks do not count; 0.0 when none is left)."""
+    shared = [i for i in final if i in local]
+    if not shared:
+        return 0.0
+    return sum(final[i] < local[i] for i in shared) / len(shared)
 
 
 class _LivingFigures(TypedDict, total=False):
@@ -233,7 +298,13 @@ def simulate(config: SimConfig, algorithms: Sequence[str]) -> list[RunResult]:
 
 def run_all(fed: Federation, algorithms: Sequence[str]) -> list[RunResult]:
     """:func:`simulate` on a federation already built (its timeline is the caller's too)."""
-    results = [run_algorithm(fed, a) for a in algorithms]
+    traced = [pair for a in algorithms for pair in run_traced(fed, a)]
+    local = next((final for r, final in traced if r.algorithm == "local"), None)
+    results = [
+        r if local is None else dataclasses.replace(r, below_local_share=_round(
+            below_local_share(final, local)))
+        for r, final in traced
+    ]  # fmt: skip
     oracle = next((r for r in results if r.algorithm == "oracle"), None)
     if oracle is None:
         return results

@@ -64,6 +64,7 @@ class DataRequest:
     seed: int = 0
     cluster: int | None = None
     path: Path | None = None
+    label_skew: float | None = None  # Dirichlet ALPHA of labels inside each cluster
 
 
 @runtime_checkable
@@ -132,6 +133,32 @@ class PriorTask(Task, Protocol):
     def evaluate(
         self, model: nn.Module, x: np.ndarray, y: np.ndarray, *, log_prior: np.ndarray | None = None
     ) -> tuple[float, float]: ...
+
+
+@runtime_checkable
+class AdaptTask(Task, Protocol):
+    """A task with its own budget for adapting a group model to a node's data (its
+    personal model): ``adapt_hyper``. Optional: :func:`adaptation_hyper` gives every other
+    task a default built on its ``hyper``, and :func:`adapt` runs the task's own ``train``."""
+
+    adapt_hyper: Hyper
+
+
+ADAPT_EPOCHS = 1  # the default adaptation: one epoch of the task's own training
+
+
+def adaptation_hyper(task: Task) -> Hyper:
+    """The task's ``adapt_hyper`` when it has one, else its ``hyper`` for ``ADAPT_EPOCHS``
+    epoch(s) without FedProx's term (fine-tuning: the same ``train``, a smaller budget)."""
+    if isinstance(task, AdaptTask):
+        return task.adapt_hyper
+    return Hyper(ADAPT_EPOCHS, task.hyper.lr, task.hyper.batch_size)
+
+
+def adapt(task: Task, model: nn.Module, x: np.ndarray, y: np.ndarray, *, seed: int) -> float:
+    """Fine-tune ``model`` (a copy of the group model) in place on a node's own (x, y) with
+    :func:`adaptation_hyper`, through the task's ``train``; the mean mini-batch loss."""
+    return task.train(model, x, y, adaptation_hyper(task), seed=seed)
 
 
 def label_log_prior(y: np.ndarray, num_classes: int) -> np.ndarray:
@@ -204,6 +231,7 @@ class ImageTask:
             seed=request.seed,
             cluster=request.cluster,
             dataset=self.dataset,
+            label_skew=request.label_skew,
         )
 
     def train(

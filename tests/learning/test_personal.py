@@ -1,0 +1,149 @@
+"""Personal models (issue 26): a node's own predictions, never the group's training or the
+policy's scores; the adaptation default every task gets; below-local shares and records."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench import learning_bench
+from mycelium.learning import sim
+from mycelium.learning.sim import personal as personal_mod
+from mycelium.learning.sim import policy as policy_mod
+from mycelium.learning.sim.federation import fedavg
+from mycelium.learning.sim.policy import PolicyRun
+from mycelium.learning.sim.run import below_local_share
+from mycelium.learning.tasks.base import ADAPT_EPOCHS, Hyper, ImageTask, adapt, adaptation_hyper
+from mycelium.learning.tasks.digits import DigitsTask
+
+SMALL = sim.SimConfig("permute", 2, 6, 4, 0, 6, label_skew=0.5)
+
+
+def test_below_local_share_by_hand() -> None:
+    final = {0: 0.9, 1: 0.5, 2: 0.7, 3: 0.2}
+    local = {0: 0.8, 1: 0.6, 2: 0.7}  # client 2 ties (not below); client 3 has no local
+    assert below_local_share(final, local) == pytest.approx(1 / 3)
+    assert below_local_share({}, local) == 0.0
+
+
+def _run(fed: sim.Federation, personal: bool) -> tuple[PolicyRun, object]:
+    run = PolicyRun(fed, probe=True, personal=personal)
+    return run, run.run()
+
+
+def test_personal_models_change_neither_the_groups_nor_the_placement(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fed = sim.Federation(SMALL)
+    plain_run, plain = _run(fed, personal=False)
+    mine_run, mine = _run(fed, personal=True)
+    assert mine.history == plain.history and mine.migrations == plain.migrations
+    assert mine.group_curve == plain.curve and mine.group_final == plain.final
+    assert mine.curve != plain.curve  # the personal models did change what nodes get
+    assert sorted(mine_run.net.models) == sorted(plain_run.net.models)
+    for gid, weights in plain_run.net.models.items():
+        for a, b in zip(weights, mine_run.net.models[gid], strict=True):
+            np.testing.assert_array_equal(a, b)
+    for gid, scores in plain_run.net.scores.items():
+        np.testing.assert_array_equal(scores, mine_run.net.scores[gid])
+    # whatever the personal models score, the policy's decisions stay those of plain models
+    monkeypatch.setattr(
+        policy_mod, "personal_accuracy", lambda _f, models, _p, _r: dict.fromkeys(models, 0.0)
+    )
+    _, zeroed = _run(fed, personal=True)
+    assert zeroed.history == plain.history and zeroed.group_curve == plain.curve
+    assert all(v == 0.0 for i, v in zeroed.final.items() if i in zeroed.history[-1])
+
+
+@pytest.mark.parametrize("method", ["ft", "prior"])
+def test_a_node_uses_its_personal_model_only_when_it_scores_better_on_validation(
+    method: str,
+) -> None:
+    fed = sim.Federation(replace(SMALL, personal=method))
+    who = list(range(6))
+    updates = fed.train([fed.initial(3)] * 6, who, 0, salt=1)
+    group = fedavg([(w, 1) for w in updates])  # one model of all: far from each node's labels
+    trained = [group] * 6
+    models = dict(enumerate(trained))
+    plain = dict(zip(who, fed.own_accuracy(trained, who, 0).tolist(), strict=True))
+    used = personal_mod.personal_accuracy(fed, models, plain, 0)
+    if method == "ft":
+        mine, priors = fed.adapt(trained, who, 0), None
+    else:
+        mine, priors = trained, fed.log_priors(0, who)
+    own_val = fed.own_accuracy(mine, who, 0, split="val", log_priors=priors)
+    group_val = fed.own_accuracy(trained, who, 0, split="val")
+    own_test = fed.own_accuracy(mine, who, 0, log_priors=priors)
+    expected = {i: own_test[i] if own_val[i] > group_val[i] else plain[i] for i in who}
+    assert used == pytest.approx(expected)
+    assert any(own_val > group_val) and any(used[i] != plain[i] for i in who)
+    none = replace(SMALL, personal="none")
+    assert personal_mod.personal_accuracy(sim.Federation(none), models, plain, 0) == plain
+
+
+class _UserTask(ImageTask):
+    """A user's task that writes nothing for adaptation."""
+
+    name = "user"
+    dataset = DigitsTask.dataset
+    hyper = Hyper(epochs=3, lr=0.2, batch_size=16, proximal_mu=0.1)
+    calls: list[Hyper] = []
+
+    def create_model(self, seed: int):  # type: ignore[no-untyped-def]
+        return DigitsTask().create_model(seed)
+
+    def train(self, model, x, y, hyper, *, seed):  # type: ignore[no-untyped-def]
+        self.calls.append(hyper)
+        return super().train(model, x, y, hyper, seed=seed)
+
+
+def test_adaptation_default_is_the_tasks_own_train_for_one_epoch() -> None:
+    task = _UserTask()
+    assert adaptation_hyper(task) == Hyper(ADAPT_EPOCHS, 0.2, 16)
+    model = task.create_model(0)
+    x, y = np.random.default_rng(0).random((20, 64), np.float32), np.arange(20) % 10
+    assert np.isfinite(adapt(task, model, x, y, seed=1))
+    assert task.calls == [Hyper(ADAPT_EPOCHS, 0.2, 16)]
+
+    class Own(_UserTask):
+        adapt_hyper = Hyper(epochs=5, lr=0.01, batch_size=8)
+
+    assert adaptation_hyper(Own()) == Own.adapt_hyper
+
+
+def test_bench_json_has_the_fair_baselines_and_the_group_record(tmp_path: Path) -> None:
+    path = tmp_path / "out.json"
+    chosen = ["local", "oracle", "mycelium", "oracle+ft"]
+    learning_bench.run_cli(
+        scenarios=["permute"], clusters=2, clients=6, rounds=3, seed=0, max_capacity=None,
+        algorithms=chosen, json_path=path, plot_path=None, label_skew=0.5,
+    )  # fmt: skip
+    body = json.loads(path.read_text())
+    records = body["results"]["permute"]
+    assert set(records) == {"local", "oracle", "mycelium", "mycelium-group", "oracle+ft"}
+    assert records["local"]["below_local_share"] == 0.0
+    assert all(0.0 <= r["below_local_share"] <= 1.0 for r in records.values())
+    assert body["config"]["label_skew"] == 0.5 and body["config"]["personal"] == "ft"
+    assert records["mycelium"]["accuracy"] >= records["mycelium-group"]["accuracy"] - 0.05
+    with pytest.raises(ValueError, match="unknown --personal 'dito'"):
+        learning_bench.run_cli(
+            scenarios=None, clusters=2, clients=4, rounds=1, seed=0, max_capacity=None,
+            algorithms=None, json_path=None, plot_path=None, personal="dito",
+        )  # fmt: skip
+
+
+def test_a_node_loads_label_skewed_data_or_fails_in_one_line(tmp_path: Path) -> None:
+    from mycelium.node.config import FatalNodeError, NodeConfig, load_node_data
+
+    base = NodeConfig("n", scenario="rotate", cluster=1, partition_count=8, work_dir=tmp_path)
+    plain = load_node_data(base)
+    skewed = load_node_data(replace(base, label_skew=0.3))
+    top = [np.bincount(d.y_train, minlength=10).max() / len(d.y_train) for d in (plain, skewed)]
+    assert top[0] < 0.2 < top[1]
+    assert len(skewed.y_test) == len(plain.y_test) and skewed.cluster == 1
+    with pytest.raises(FatalNodeError, match="--label-skew must be a positive number"):
+        load_node_data(replace(base, label_skew=-1.0))
