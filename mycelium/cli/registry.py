@@ -19,8 +19,9 @@ def registry(
         int, typer.Option(help="TCP port.", envvar="MYCELIUM_PORT", min=1, max=65535)
     ] = config.REGISTRY_PORT,
     db: Annotated[
-        Path, typer.Option(resolve_path=True, help="SQLite database file.", envvar="MYCELIUM_DB")
-    ] = config.REGISTRY_DB,
+        str,
+        typer.Option(help="SQLite database: a file path or sqlite:///PATH.", envvar="MYCELIUM_DB"),
+    ] = str(config.REGISTRY_DB),
     node_ttl: Annotated[
         float,
         typer.Option(
@@ -83,12 +84,17 @@ def registry(
     """Serve the global registry of learning groups (Swagger UI at /docs)."""
     setup_logging(log_level)
     from mycelium.registry.server import RegistryStartError, serve
+    from mycelium.registry.store import StoreUnusable, database_path
 
+    try:
+        db_path = database_path(db)
+    except StoreUnusable as exc:
+        raise fail(str(exc)) from None
     try:
         serve(
             host=host,
             port=port,
-            db_path=db,
+            db_path=db_path,
             node_ttl=node_ttl,
             group_ttl=group_ttl,
             max_model_mb=max_model_mb,

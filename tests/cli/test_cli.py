@@ -69,3 +69,28 @@ def test_bad_input_is_a_one_line_error(args: list[str], message: str) -> None:
     assert result.exit_code != 0
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_database_url_other_than_sqlite_is_refused_and_creates_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["registry", "--db", "postgresql://me@db.example:5432/net"])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 1 and len(lines) == 1, result.output
+    assert "scheme 'postgresql' is not supported" in lines[0] and "sqlite:///" in lines[0]
+    assert list(tmp_path.iterdir()) == []  # no folder named "postgresql:"
+
+
+def test_database_path_takes_a_path_or_an_sqlite_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mycelium.registry.store import StoreUnusable, database_path
+
+    monkeypatch.chdir(tmp_path)
+    assert database_path("r.db") == tmp_path / "r.db"
+    assert database_path("sqlite:///r.db") == tmp_path / "r.db"
+    assert database_path(f"sqlite:///{tmp_path}/a/r.db") == tmp_path / "a" / "r.db"
+    for bad in ("sqlite:///", "mysql://x/y", ""):
+        with pytest.raises(StoreUnusable):
+            database_path(bad)

@@ -9,7 +9,7 @@
 - ``store``: :class:`Store`, the keyword-only async API the registry's routes call.
 """
 
-from mycelium.registry.store.engine import check_database
+from mycelium.registry.store.engine import check_database, database_path
 from mycelium.registry.store.errors import (
     ConflictError,
     ForbiddenError,
@@ -46,5 +46,6 @@ __all__ = [
     "StoreError",
     "StoreUnusable",
     "check_database",
+    "database_path",
     "hash_secret",
 ]

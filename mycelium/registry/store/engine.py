@@ -39,6 +39,29 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+SQLITE_URL = "sqlite:///"
+
+
+def database_path(text: str) -> Path:
+    """The SQLite file that ``--db`` names, absolute: a path, or ``sqlite:///PATH``
+    (SQLAlchemy's spelling: ``sqlite:///rel.db``, ``sqlite:////abs.db``).
+
+    Any other URL is a :class:`StoreUnusable` (one line): this store is SQLite only, and
+    taking ``postgresql://...`` for a folder name would silently start a network of its own.
+    """
+    if text.startswith(SQLITE_URL):
+        text = text.removeprefix(SQLITE_URL)
+    elif "://" in text:
+        scheme = text.split("://", 1)[0]
+        raise StoreUnusable(
+            f"database URL scheme {scheme!r} is not supported: the registry stores in SQLite "
+            f"(give a file path or {SQLITE_URL}PATH)"
+        )
+    if not text:
+        raise StoreUnusable(f"database path is empty (give a file path or {SQLITE_URL}PATH)")
+    return Path(text).expanduser().resolve()
+
+
 def check_database(path: Path) -> None:
     """Raise :class:`StoreUnusable` (one line) unless ``path`` opens in WAL mode."""
     try:
