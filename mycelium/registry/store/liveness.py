@@ -212,17 +212,24 @@ def sweep(conn: sqlite3.Connection, now: float, job: SweepJob) -> Swept:
 def _fail_silent(
     conn: sqlite3.Connection, now: float, ttls: Ttls, vouch_max_s: float
 ) -> tuple[list[int], list[int]]:
-    """Fail active groups with no sign of life for group_ttl; returns (failed, vouched)."""
+    """Fail active groups with no sign of life for group_ttl; returns (failed, vouched).
+
+    Members are asked from half the TTL on, so that a group they keep never shows as not
+    alive (nor drops out of discovery) while its host is silent."""
     node_ttl, group_ttl = ttls
     silent = conn.execute(
         "SELECT id, last_report, last_alive FROM groups WHERE status = 'active' AND last_alive < ?",
-        (now - group_ttl,),
+        (now - group_ttl / 2,),
     ).fetchall()
     failed: list[int] = []
     vouched: list[int] = []
     for group_id, last_report, last_alive in silent:
-        if now - last_report <= vouch_max_s and vouch(conn, now, group_id, now - node_ttl):
+        # The last vouch keeps it one TTL more: it fails within vouch_max_s of its host.
+        vouchable = now - last_report + group_ttl <= vouch_max_s
+        if vouchable and vouch(conn, now, group_id, now - node_ttl):
             vouched.append(group_id)
+            continue
+        if last_alive >= now - group_ttl:
             continue
         conn.execute("UPDATE groups SET status = 'failed' WHERE id = ?", (group_id,))
         silent_for = round(now - last_alive, 3)
