@@ -23,7 +23,7 @@ from mycelium.registry.store import (
     hash_secret,
 )
 from mycelium.registry.store.liveness import Preservation
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, registry_app, sweep
 
 T = TypeVar("T")
 NODE_TTL, GROUP_TTL = 10.0, 40.0  # the issue's loopback figures
@@ -359,3 +359,21 @@ def test_one_death_or_a_small_share_is_no_event(db: Path, clocks: Clocks) -> Non
         assert (await store.get_group(group_id=group.group_id))["num_members"] == 9
 
     run(db, clocks, body)
+
+
+@pytest.mark.parametrize("threshold", [0.15, 1.0])
+def test_the_settings_reach_the_store_and_health_says_it(tmp_path: Path, threshold: float) -> None:
+    """--self-preservation-threshold/-max as Settings; 1 turns self-preservation off."""
+    wall = FakeClock()
+    settings = {"self_preservation_threshold": threshold, "self_preservation_max_s": 60.0}
+    with registry_app(tmp_path / "r.db", node_ttl=NODE_TTL, clock=wall, **settings) as api:
+        store: Store = api.app.state.storage  # type: ignore[attr-defined]
+        assert store.preservation == Preservation(threshold=threshold, max_s=60.0)
+        for i in range(5):
+            api.post("/nodes", json={"name": f"n{i}", "num_samples": 1})
+        sweep(api)
+        wall.advance(NODE_TTL + 1)  # all five lost at once: 100 %
+        sweep(api)
+        holds = threshold < 1.0
+        assert api.get("/health").json() == {"status": "ok", "self_preservation": holds}
+        assert f"mycelium_self_preservation {float(holds)}" in api.get("/metrics").text
