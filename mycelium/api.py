@@ -298,6 +298,9 @@ EventType = Literal[
     "evicted",
     "dissolved",
     "group_failed",
+    "registry_resumed",
+    "self_preservation_started",
+    "self_preservation_ended",
 ]
 
 
@@ -317,6 +320,8 @@ class EventPage(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
+    self_preservation: bool = False
+    """True while the registry holds expiry: many nodes went silent at once."""
 
 
 class ErrorOut(BaseModel):

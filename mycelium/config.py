@@ -23,6 +23,12 @@ MiB = 1024 * 1024
 MAX_MODEL_BYTES = int(MAX_MODEL_MB * MiB)
 MAX_GROUPS_PER_NODE = 3  # live groups one node may have created (operators are not bounded)
 REGISTRY_FLUSH_INTERVAL_S = 0.2  # seconds between commits of queued heartbeat rows
+# Failure cases (docs/architecture.md): silence that is the registry's own is not counted.
+OUTAGE_MIN_S = 2.0  # a sweep this late (beyond its interval) means the registry was away
+SELF_PRESERVATION_THRESHOLD = 0.15  # share of live nodes lost within one node TTL (Eureka's)
+SELF_PRESERVATION_MAX_S = 300.0  # self-preservation ends after this many seconds at most
+SELF_PRESERVATION_MIN_LOST = 2  # fewer lost nodes never start it (one death is no event)
+VOUCH_MAX_TTLS = 5  # members keep a group without host reports at most this many group TTLs
 
 # -- talking to the registry ---------------------------------------------------------------
 REGISTRY_TIMEOUT_S = 5.0  # every RegistryClient call

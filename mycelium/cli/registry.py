@@ -61,6 +61,24 @@ def registry(
             envvar="MYCELIUM_MAX_GROUPS_PER_NODE",
         ),
     ] = config.MAX_GROUPS_PER_NODE,
+    self_preservation_threshold: Annotated[
+        float,
+        typer.Option(
+            help="Share of live nodes lost within one node TTL past which the registry stops "
+            "expiring nodes and failing groups (self-preservation); 1 turns it off.",
+            min=0.0,
+            max=1.0,
+            envvar="MYCELIUM_SELF_PRESERVATION_THRESHOLD",
+        ),
+    ] = config.SELF_PRESERVATION_THRESHOLD,
+    self_preservation_max: Annotated[
+        float,
+        typer.Option(
+            help="Seconds after which self-preservation ends even if heartbeats did not recover.",
+            min=0.0,
+            envvar="MYCELIUM_SELF_PRESERVATION_MAX",
+        ),
+    ] = config.SELF_PRESERVATION_MAX_S,
     public_host: PublicHost = None,
     ssl_certfile: Annotated[
         Path | None,
@@ -100,6 +118,7 @@ def registry(
             max_model_mb=max_model_mb,
             operator_token_file=operator_token_file,
             max_groups_per_node=max_groups_per_node,
+            self_preservation=(self_preservation_threshold, self_preservation_max),
             log_level=log_level,
             public_host=public_host,
             ssl_certfile=ssl_certfile,

@@ -5,9 +5,11 @@ Used by nodes, group hosts, the Flower ServerApp, the demo, the lab and the benc
 httpx and pydantic, never torch, flwr or fastapi.
 
 ``errors``: :class:`RegistryError` and its subclasses, one per kind of refusal;
-``tokens``: reading and writing operator token files; ``registry``: the client itself.
+``tokens``: reading and writing operator token files; ``registry``: the client itself;
+``backoff``: how long to wait before trying an unreachable registry again.
 """
 
+from mycelium.client.backoff import Backoff
 from mycelium.client.errors import (
     Conflict,
     Forbidden,
@@ -26,6 +28,7 @@ from mycelium.client.tokens import (
 
 __all__ = [
     "MIN_TOKEN_CHARS",
+    "Backoff",
     "Conflict",
     "Forbidden",
     "LimitReached",

@@ -71,6 +71,11 @@ class NetworkCollector(Collector):
         yield GaugeMetricFamily(
             "mycelium_model_bytes_stored", "Bytes of stored models.", value=stats.model_bytes
         )
+        yield GaugeMetricFamily(
+            "mycelium_self_preservation",
+            "1 while the registry holds expiry (many nodes went silent at once), else 0.",
+            value=int(stats.self_preservation),
+        )
 
 
 def _node_gauges(stats: NetworkStats) -> Iterator[GaugeMetricFamily]:

@@ -42,6 +42,8 @@ class NetworkStats:
     """Groups not dissolved, with their live members."""
     models_stored: int
     model_bytes: int
+    self_preservation: bool = False
+    """The registry holds expiry: many nodes went silent at once (docs/architecture.md)."""
 
 
 @dataclass(frozen=True)

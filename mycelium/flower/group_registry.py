@@ -1,18 +1,23 @@
 """The registry as a group's ServerApp sees it: its member list, its model, round reports.
 
-Every failure is logged and never raised: training goes on through registry outages.
+Every failure is logged and never raised: training goes on through registry outages. After
+the registry was unreachable, calls are skipped (the last member list holds) until a backoff
+with jitter, capped at :data:`RETRY_CAP_S`, has passed: an idle group polls its detail every
+second, and a hundred groups must not hammer a registry that comes back.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mycelium.api import GroupDetail
-from mycelium.client import NotFound, RegistryClient, RegistryError
+from mycelium.client import Backoff, NotFound, RegistryClient, RegistryError, RegistryUnavailable
 from mycelium.fingerprint import FingerprintError, ModelSpec
 from mycelium.flower.protocol import (
     ACCURACY_KEY,
@@ -29,6 +34,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 TERMINAL_STATUSES = frozenset({"failed", "dissolved"})
+RETRY_CAP_S = 30.0
+RETRY = Backoff(first=1.0, cap=RETRY_CAP_S)
 
 
 @dataclass(frozen=True)
@@ -64,9 +71,13 @@ class GroupRegistry:
         token: str | None,
         timeout: float,
         ca_file: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._gid = group_id
         self.gone = False  # the registry answered 404: the group no longer exists
+        self._clock = clock
+        self._failures = 0  # calls in a row that found the registry unreachable
+        self._retry_at = 0.0
         self._client: RegistryClient | None = None
         if registry_url:
             self._client = RegistryClient(
@@ -79,19 +90,34 @@ class GroupRegistry:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _backing_off(self) -> bool:
+        """True while a call would come too soon after the registry was unreachable."""
+        return self._client is None or self._clock() < self._retry_at
+
+    def _outcome(self, exc: RegistryError | None) -> None:
+        """Count an unreachable registry (and set the next try), or forget the failures."""
+        if not isinstance(exc, RegistryUnavailable):
+            self._failures = 0
+            return
+        self._retry_at = self._clock() + RETRY.delay(self._failures)
+        self._failures += 1
+
     def group(self) -> GroupDetail | None:
-        """The group's detail, or None when the registry is unset or unreachable, or no
-        longer lists the group (then :attr:`gone` is set)."""
-        if self._client is None:
+        """The group's detail, or None when the registry is unset, unreachable or backed
+        off from, or no longer lists the group (then :attr:`gone` is set)."""
+        if self._client is None or self._backing_off():
             return None
         try:
-            return self._client.get_group(self._gid)
+            detail = self._client.get_group(self._gid)
         except NotFound:
             self.gone = True
             return None
         except RegistryError as exc:
+            self._outcome(exc)
             logger.warning("registry unreachable (get group %s): %s", self._gid, exc)
             return None
+        self._outcome(None)
+        return detail
 
     def model(self) -> list[np.ndarray] | None:
         if self._client is None:
@@ -104,7 +130,7 @@ class GroupRegistry:
             return None
 
     def publish(self, server_round: int, outcome: RoundOutcome) -> None:
-        if self._client is None:
+        if self._client is None or self._backing_off():
             return
         try:
             self._client.put_model(self._gid, codec.weights_to_bytes(outcome.arrays))
@@ -117,7 +143,10 @@ class GroupRegistry:
                 num_examples=outcome.num_examples,
             )
         except RegistryError as exc:
+            self._outcome(exc)
             logger.warning("registry: round %s not published: %s", server_round, exc)
+            return
+        self._outcome(None)
 
     def close(self) -> None:
         if self._client is not None:

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 from mycelium.api import GroupPublic, NodeCreated
 from mycelium.client import (
+    Backoff,
     Conflict,
     RegistryClient,
     RegistryError,
@@ -54,7 +55,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 Clock = Callable[[], float]
 
-MAX_BACKOFF_S = 30.0
+REGISTER_BACKOFF = Backoff(first=1.0, cap=30.0)  # registration while the registry is away
 LOOP_TICK_S = 0.5
 REHOME_RETRY_S = 3.0
 FLOWER_EXECUTABLES = ("flower-superlink", "flower-supernode", "flwr")
@@ -395,7 +396,7 @@ def _register(
 ) -> NodeCreated | None:
     """Register, retried with exponential backoff while the registry is unreachable; None
     when ``stop`` is set meanwhile. A refusal is fatal: our input is wrong."""
-    backoff = 1.0
+    attempt = 0
     while not stop.is_set():
         try:
             credentials = registry.register_node(
@@ -405,9 +406,10 @@ def _register(
                 address=cfg.node_address or cfg.public_host,
             )
         except RegistryUnavailable as exc:
-            logger.warning("register: registry unreachable (%s); retrying in %.0fs", exc, backoff)
-            stop.wait(backoff)
-            backoff = min(backoff * 2, MAX_BACKOFF_S)
+            delay = REGISTER_BACKOFF.delay(attempt)
+            logger.warning("register: registry unreachable (%s); retrying in %.1fs", exc, delay)
+            stop.wait(delay)
+            attempt += 1
         except RegistryError as exc:
             raise FatalNodeError(f"registration refused: {exc}") from None
         else:

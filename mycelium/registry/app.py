@@ -29,6 +29,7 @@ from mycelium.registry.store import (
     StoreError,
     hash_secret,
 )
+from mycelium.registry.store.liveness import Preservation
 
 DASHBOARD_MAX_GROUPS = 10_000  # groups the dashboard reads, dead ones too
 STATUS: dict[type[StoreError], int] = {
@@ -141,6 +142,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         flush_interval=settings.flush_interval,
         operator_token_hash=hash_secret(token) if (token := settings.operator_token) else None,
         max_groups_per_node=settings.max_groups_per_node,
+        preservation=Preservation(
+            threshold=settings.self_preservation_threshold,
+            max_s=settings.self_preservation_max_s,
+        ),
     )
     await store.open()
     app.state.storage = store

@@ -32,6 +32,10 @@ def serve(
     max_model_mb: float = config.MAX_MODEL_MB,
     operator_token_file: Path | None = None,
     max_groups_per_node: int = config.MAX_GROUPS_PER_NODE,
+    self_preservation: tuple[float, float] = (
+        config.SELF_PRESERVATION_THRESHOLD,
+        config.SELF_PRESERVATION_MAX_S,
+    ),
     log_level: str = "info",
     public_host: str | None = None,
     ssl_certfile: Path | None = None,
@@ -66,6 +70,8 @@ def serve(
         max_model_mb=max_model_mb,
         operator_token=operator_token,
         max_groups_per_node=max_groups_per_node,
+        self_preservation_threshold=self_preservation[0],
+        self_preservation_max_s=self_preservation[1],
     )
     sock = _bind(host, port)
     app = create_app(settings)

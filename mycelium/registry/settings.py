@@ -23,6 +23,8 @@ class Settings:
     # only nodes can create groups. Kept out of repr so that no log shows it.
     operator_token: str | None = field(default=None, repr=False)
     max_groups_per_node: int = config.MAX_GROUPS_PER_NODE
+    self_preservation_threshold: float = config.SELF_PRESERVATION_THRESHOLD
+    self_preservation_max_s: float = config.SELF_PRESERVATION_MAX_S
 
     @property
     def max_model_bytes(self) -> int:

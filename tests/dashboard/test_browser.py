@@ -168,3 +168,25 @@ def _screenshot_dir(tmp_path: Path) -> Path:
     """Screenshots go to MYCELIUM_SCREENSHOT_DIR when set (to keep them), else tmp_path."""
     kept = os.environ.get("MYCELIUM_SCREENSHOT_DIR")
     return Path(kept).resolve() if kept else tmp_path
+
+
+def test_dashboard_shows_self_preservation(tmp_path: Path) -> None:
+    """Four nodes go silent at once (node TTL 1 s): a banner while the registry holds their
+    expiry, gone once they beat again; /health and /metrics say the same."""
+    with start_registry(tmp_path, node_ttl=1.0) as (url, _proc), chromium() as driver:
+        nodes = [register_node(url, name=f"n{i}") for i in range(4)]
+        driver.get(f"{url}/dashboard")
+        until(driver, "document.getElementById('connection').textContent === 'live'",
+              timeout=10, what="the stream connected")  # fmt: skip
+        banner = "document.getElementById('preservation')"
+        assert driver.execute_script(f"return {banner}.hidden")
+        text = until(driver, f"!{banner}.hidden && {banner}.innerText", timeout=LIVE_WITHIN_S,
+                     what="the self-preservation banner")  # fmt: skip
+        assert "4 of 4 nodes went silent" in text, text
+        assert httpx.get(f"{url}/health").json()["self_preservation"] is True
+        assert "mycelium_self_preservation 1.0" in httpx.get(f"{url}/metrics").text
+        for node in nodes:
+            node.client.heartbeat(node.node_id, group_id=None)
+        until(driver, f"{banner}.hidden", timeout=LIVE_WITHIN_S, what="the banner gone")
+        assert httpx.get(f"{url}/health").json()["self_preservation"] is False
+        assert console_problems(driver) == []

@@ -66,7 +66,7 @@ def event_types(api: TestClient) -> list[str]:
 
 
 def test_health_docs_and_schema(api: TestClient) -> None:
-    assert api.get("/health").json() == {"status": "ok"}
+    assert api.get("/health").json() == {"status": "ok", "self_preservation": False}
     assert api.get("/docs").status_code == 200
     paths = api.get("/openapi.json").json()["paths"]
     assert "/nodes/{node_id}/heartbeat" in paths and "/groups/{group_id}/model" in paths

@@ -355,6 +355,9 @@
       case "evicted": return `${who} evicted from ${groupName(e.group_id)} (${d.reason ?? ""})`;
       case "dissolved": return `${groupName(e.group_id)} dissolved (${d.reason ?? ""})`;
       case "group_failed": return `${groupName(e.group_id)} failed (silent for ${d.silent_for ?? "?"} s)`;
+      case "registry_resumed": return `registry back after ${d.away_s ?? "?"} s away (${d.cause ?? ""}): that silence is not counted`;
+      case "self_preservation_started": return `self-preservation: ${d.lost} of ${d.of} nodes went silent at once; nothing expires`;
+      case "self_preservation_ended": return `self-preservation ended (${d.reason ?? ""}) after ${d.lasted_s ?? "?"} s`;
       default: return e.type;
     }
   }
@@ -383,6 +386,7 @@
     if (e.type === "node_registered") model.nodeNames.set(e.node_id, d.name);
     if (e.type === "group_created") model.groupNames.set(e.group_id, d.name);
     if (e.type === "migrated") model.migrations += 1;
+    if (e.type.startsWith("self_preservation_")) showPreservation(e);
     if (e.node_id !== null && ["node_registered", "node_deleted", "joined", "left", "migrated", "evicted"].includes(e.type)) {
       if (!model.history.has(e.node_id)) model.history.set(e.node_id, []);
       model.history.get(e.node_id).push(e);
@@ -428,6 +432,16 @@
     model.migrations = 0;
     model.live = false;
     $("feed").replaceChildren();
+  }
+
+  // The banner follows the log: the last self_preservation_* event says whether it holds.
+  function showPreservation(e) {
+    const banner = $("preservation");
+    banner.hidden = e.type !== "self_preservation_started";
+    if (!banner.hidden) {
+      const d = e.data || {};
+      banner.textContent = `Self-preservation since ${clock(e.at)}: ${d.lost} of ${d.of} nodes went silent at once, so the registry expires no node and fails no group until heartbeats recover.`;
+    }
   }
 
   function renderSummary() {

@@ -26,5 +26,6 @@ async def events(
 
 
 @router.get("/health", response_model=api.Health, tags=["health"])
-async def health() -> Any:
-    return JSONResponse({"status": "ok"})
+async def health(store: StoreDep) -> Any:
+    """``self_preservation``: the registry holds expiry (docs/architecture.md)."""
+    return JSONResponse({"status": "ok", "self_preservation": store.preserving})

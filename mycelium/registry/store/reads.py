@@ -79,7 +79,7 @@ def group_out(
         "join_policy": row["join_policy"],
         "performance_threshold": row["performance_threshold"],
         "status": row["status"],
-        "alive": row["status"] == "active" and now - row["last_report"] <= group_ttl,
+        "alive": row["status"] == "active" and now - row["last_alive"] <= group_ttl,
         "num_members": row["num_members"],
         "accuracy": row["accuracy"],
         "verified_accuracy": statistics.median(reports) if reports else None,
@@ -133,7 +133,7 @@ def select_groups(
     last), live members desc, id."""
     sql = f"SELECT {GROUP_COLUMNS}, {LIVE_MEMBERS} AS num_members FROM groups g"
     if not include_dead:
-        sql += " WHERE g.status = 'active' AND g.last_report >= :report_cut"
+        sql += " WHERE g.status = 'active' AND g.last_alive >= :report_cut"
     sql += " ORDER BY g.accuracy IS NULL, g.accuracy DESC, num_members DESC, g.id"
     params = {"alive_cut": now - node_ttl, "report_cut": now - group_ttl}
     reports = member_reports(conn, now - node_ttl)
@@ -255,7 +255,7 @@ def select_stats(
     by_status = {status: 0 for status in ("active", "failed", "dissolved")}
     by_status |= dict(conn.execute("SELECT status, COUNT(*) FROM groups GROUP BY status"))
     groups_alive = conn.execute(
-        "SELECT COUNT(*) FROM groups WHERE status = 'active' AND last_report >= ?", (report_cut,)
+        "SELECT COUNT(*) FROM groups WHERE status = 'active' AND last_alive >= ?", (report_cut,)
     ).fetchone()[0]
     groups = conn.execute(
         "SELECT g.id, COUNT(n.id), g.max_capacity FROM groups g "

@@ -76,6 +76,12 @@ CREATE TABLE IF NOT EXISTS events (
     group_id INTEGER,
     data TEXT NOT NULL
 );
+-- The registry's own facts: ``last_sweep`` (unix s) tells a restarted registry how long it
+-- was away (docs/architecture.md, "Failure cases").
+CREATE TABLE IF NOT EXISTS registry_state (
+    key TEXT PRIMARY KEY,
+    value REAL NOT NULL
+);
 """
 
 ADDED_COLUMNS = (
@@ -90,10 +96,17 @@ ADDED_COLUMNS = (
     ("nodes", "public_key", "TEXT"),
     ("nodes", "admitted_group", "INTEGER"),
     ("nodes", "admitted_key", "TEXT"),
+    # A group's last sign of training: its host's report or its members vouching (NULL in an
+    # older file until it opens: filled from last_report), and the round they vouched for.
+    ("groups", "last_alive", "REAL"),
+    ("groups", "vouched_round", "INTEGER"),
 )
 """Columns added after the first release: added to an older file at open (table, name, type)."""
 
-INDEXES_ON_ADDED = "CREATE INDEX IF NOT EXISTS groups_creator ON groups(creator_node_id);"
+INDEXES_ON_ADDED = """
+CREATE INDEX IF NOT EXISTS groups_creator ON groups(creator_node_id);
+UPDATE groups SET last_alive = last_report WHERE last_alive IS NULL;
+"""
 
 NODE_COLUMNS = (
     "id, name, address, task, num_samples, group_id, flower_node_id, accuracy, loss, round, "
@@ -102,7 +115,8 @@ NODE_COLUMNS = (
 GROUP_COLUMNS = (
     "g.id, g.name, g.fleet_address, g.task, g.max_capacity, g.join_policy, "
     "g.performance_threshold, g.status, g.accuracy, g.loss, g.round, g.model_sha256, "
-    "g.fingerprint, g.strategy, g.strategy_params, g.last_report, g.created_at, g.certificate"
+    "g.fingerprint, g.strategy, g.strategy_params, g.last_report, g.created_at, g.certificate, "
+    "g.last_alive"
 )
 FLUSH_SQL = (
     "UPDATE nodes SET last_seen = ?, accuracy = COALESCE(?, accuracy), "

@@ -5,12 +5,15 @@
 * A heartbeat is checked against the mirror, answered at once and queued in the engine.
 * Discovery (``list_groups``) is answered from a snapshot of live groups rebuilt after any
   change, and at most ``max_age`` seconds old (liveness changes with time alone).
-* Liveness is derived at read time from ``last_seen`` / ``last_report`` and one clock.
+* Liveness is derived at read time from ``last_seen`` / ``last_alive`` and one clock; the
+  sweeper (``liveness``) discounts the registry's own outages, holds expiry in
+  self-preservation and lets members vouch for a group whose host went silent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 import sqlite3
@@ -21,7 +24,7 @@ from typing import Any
 
 from mycelium import config
 from mycelium.dashboard.sources import NetworkStats
-from mycelium.registry.store import reads, writes
+from mycelium.registry.store import liveness, reads, writes
 from mycelium.registry.store.engine import Clock, Engine
 from mycelium.registry.store.errors import ConflictError, ForbiddenError, NotFoundError
 from mycelium.registry.store.records import (
@@ -65,12 +68,19 @@ class Store:
         checkpoint_interval: float = 5.0,
         operator_token_hash: str | None = None,
         max_groups_per_node: int = config.MAX_GROUPS_PER_NODE,
+        monotonic: Clock = time.monotonic,
+        preservation: liveness.Preservation | None = None,
     ) -> None:
         self.node_ttl = node_ttl
         self.group_ttl = group_ttl
         self.max_groups_per_node = max_groups_per_node
         self._operator_hash = operator_token_hash
         self.clock = clock
+        self.monotonic = monotonic
+        self.preservation = preservation or liveness.Preservation()
+        self.watch = liveness.Watch()
+        self._swept_at: float | None = None  # monotonic time of the last sweep
+        self._sweep_interval = 1.0
         self.max_age = min(1.0, node_ttl / 4, group_ttl / 4)
         self._engine = Engine(
             db_path,
@@ -88,7 +98,11 @@ class Store:
 
     async def open(self) -> None:
         """Create the schema (WAL mode), load the mirror, start the background work."""
-        nodes, groups = reads.load_mirror(self._engine.open())
+        conn = self._engine.open()
+        away = await self._engine.write(liveness.credit_restart, config.OUTAGE_MIN_S)
+        if away:
+            logger.warning("registry was away %.1f s: credited to every node and group", away)
+        nodes, groups = reads.load_mirror(conn)
         for node_id, token_hash, group_id, last_seen in nodes:
             self._nodes[node_id] = _NodeState(token_hash, group_id, last_seen)
             self._by_token[token_hash] = node_id
@@ -106,7 +120,13 @@ class Store:
         await self._engine.flush()
 
     def _ttls(self) -> writes.Ttls:
-        return (self.node_ttl, self.group_ttl)
+        """(node_ttl, group_ttl), stretched while self-preservation holds the cuts."""
+        return liveness.frozen_ttls((self.node_ttl, self.group_ttl), self.clock(), self.watch)
+
+    @property
+    def preserving(self) -> bool:
+        """True while self-preservation holds (nothing expires, no group fails)."""
+        return self.watch.preserving_since is not None
 
     def _invalidate(self) -> None:
         self._snapshot = None
@@ -190,13 +210,13 @@ class Store:
         return state.group_id
 
     async def get_node(self, *, node_id: int) -> Row:
-        row = await self._engine.read(reads.select_node, node_id, self.node_ttl)
+        row = await self._engine.read(reads.select_node, node_id, self._ttls()[0])
         if row is None:
             raise NotFoundError(f"node {node_id} not found")
         return row
 
     async def list_nodes(self, *, group_id: int | None, alive: bool | None) -> list[Row]:
-        return await self._engine.read(reads.select_nodes, group_id, alive, self.node_ttl)
+        return await self._engine.read(reads.select_nodes, group_id, alive, self._ttls()[0])
 
     # -- groups -----------------------------------------------------------------------------
 
@@ -332,7 +352,7 @@ class Store:
     async def group_members(self, *, group_id: int, token: str) -> list[Row]:
         """The members and their keys, for the group's host (group token)."""
         self._auth_group(group_id, token)
-        return await self._engine.read(reads.select_members, group_id, self.node_ttl)
+        return await self._engine.read(reads.select_members, group_id, self._ttls()[0])
 
     async def admit(
         self, *, group_id: int, token: str, node_id: int, public_key: str, flower_node_id: int
@@ -384,16 +404,47 @@ class Store:
     # -- liveness sweep, events -------------------------------------------------------------
 
     async def sweep(self) -> None:
-        """Mark groups whose coordinator went silent failed; dissolve groups left empty."""
-        failed, dissolved = await self._engine.write(writes.sweep, self._ttls())
-        for group_id, members in dissolved:
-            self._detached(group_id, members)
-        if failed or dissolved:
-            logger.info("sweep: %d groups failed, %d dissolved", len(failed), len(dissolved))
+        """Credit the registry's own outage, update self-preservation, fail groups nobody
+        shows training, dissolve groups left empty (see :mod:`.liveness`)."""
+        result = await self._engine.write(liveness.sweep, self._sweep_job())
+        self._swept_at = self.monotonic()
+        was_preserving, self.watch = self.preserving, result.watch
+        for group_id, members in result.dissolved:
+            self._detached(group_id, list(members))
+        if result.credited_s:
+            self._credit_mirror(result.credited_s)
+            logger.warning("sweep %.1f s late: the registry was away; credited", result.credited_s)
+        if result.failed or result.dissolved or result.credited_s:
+            logger.info("sweep: %d failed, %d dissolved", len(result.failed), len(result.dissolved))
+        if (
+            result.failed
+            or result.dissolved
+            or result.credited_s
+            or (was_preserving != self.preserving)
+        ):
             self._invalidate()
+
+    def _sweep_job(self) -> liveness.SweepJob:
+        late = 0.0
+        if self._swept_at is not None:
+            late = self.monotonic() - self._swept_at - self._sweep_interval
+        return liveness.SweepJob(
+            ttls=(self.node_ttl, self.group_ttl),
+            policy=self.preservation,
+            watch=self.watch,
+            late_s=late if late >= config.OUTAGE_MIN_S else 0.0,
+            vouch_max_s=config.VOUCH_MAX_TTLS * self.group_ttl,
+        )
+
+    def _credit_mirror(self, gap: float) -> None:
+        since = self.clock() - gap
+        for state in self._nodes.values():
+            if state.last_seen <= since:
+                state.last_seen += gap
 
     async def sweep_forever(self, interval: float) -> None:
         """Sweep every ``interval`` seconds until cancelled; a failed sweep is retried."""
+        self._sweep_interval = interval
         while True:
             try:
                 await self.sweep()
@@ -406,4 +457,5 @@ class Store:
 
     async def stats(self) -> NetworkStats:
         """Counts of nodes, groups, members and stored models (for ``/metrics``)."""
-        return await self._engine.read(reads.select_stats, *self._ttls())
+        stats = await self._engine.read(reads.select_stats, *self._ttls())
+        return dataclasses.replace(stats, self_preservation=self.preserving)

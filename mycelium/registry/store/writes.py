@@ -126,7 +126,7 @@ def insert_group(
         "INSERT INTO groups (name, fleet_address, task, max_capacity, join_policy, "
         "performance_threshold, fingerprint, model_spec, strategy, strategy_params, "
         "token_hash, invite_hash, last_report, last_live_at, created_at, creator_node_id,"
-        " certificate) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " certificate, last_alive) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             spec.name,
             spec.fleet_address,
@@ -145,6 +145,7 @@ def insert_group(
             now,
             creator,
             spec.certificate,
+            now,
         ),
     )
     group_id = int(cur.lastrowid or 0)
@@ -158,7 +159,7 @@ def _check_allowance(
     most, group_ttl = allowance
     owned = conn.execute(
         "SELECT COUNT(*) FROM groups WHERE creator_node_id = ? AND status = 'active' "
-        "AND last_report >= ?",
+        "AND last_alive >= ?",
         (creator, now - group_ttl),
     ).fetchone()[0]
     if owned >= most:
@@ -179,13 +180,13 @@ def _joinable_group(
     """The group row if ``node_id`` may join it now; raises the refusal otherwise."""
     node_ttl, group_ttl = ttls
     group: sqlite3.Row | None = conn.execute(
-        "SELECT id, status, max_capacity, join_policy, invite_hash, last_report "
+        "SELECT id, status, max_capacity, join_policy, invite_hash, last_alive "
         "FROM groups WHERE id = ?",
         (group_id,),
     ).fetchone()
     if group is None:
         raise NotFoundError(f"group {group_id} not found")
-    if group["status"] != "active" or now - group["last_report"] > group_ttl:
+    if group["status"] != "active" or now - group["last_alive"] > group_ttl:
         status = group["status"] if group["status"] != "active" else "not reporting"
         raise ConflictError(f"group {group_id} is {status}; it takes no members")
     if group["join_policy"] == "invite-only" and not matches(invite_code, group["invite_hash"]):
@@ -333,7 +334,8 @@ def report(conn: sqlite3.Connection, now: float, group_id: int) -> None:
     if status[0] == "dissolved":
         raise ConflictError(f"group {group_id} is dissolved")
     conn.execute(
-        "UPDATE groups SET last_report = ?, status = 'active' WHERE id = ?", (now, group_id)
+        "UPDATE groups SET last_report = ?, last_alive = ?, status = 'active' WHERE id = ?",
+        (now, now, group_id),
     )
 
 
@@ -364,38 +366,7 @@ def upsert_model(conn: sqlite3.Connection, now: float, group_id: int, model: Mod
 # -- the end of groups -------------------------------------------------------------------------
 
 
-def sweep(
-    conn: sqlite3.Connection, now: float, ttls: Ttls
-) -> tuple[list[int], list[tuple[int, list[int]]]]:
-    """Fail groups silent for group_ttl; dissolve groups without a live member as long.
-
-    Returns the failed group ids and ``(group_id, detached members)`` per dissolved group.
-    """
-    node_ttl, group_ttl = ttls
-    cut = now - group_ttl
-    failed = [
-        r[0]
-        for r in conn.execute(
-            "SELECT id FROM groups WHERE status = 'active' AND last_report < ?", (cut,)
-        )
-    ]
-    for group_id in failed:
-        conn.execute("UPDATE groups SET status = 'failed' WHERE id = ?", (group_id,))
-        event(conn, "group_failed", now, group_id=group_id, silent_for=group_ttl)
-    empty = [
-        r[0]
-        for r in conn.execute(
-            "SELECT g.id FROM groups g WHERE g.status != 'dissolved' AND g.last_live_at < ? "
-            "AND NOT EXISTS (SELECT 1 FROM nodes n WHERE n.group_id = g.id "
-            "AND n.last_seen >= ?)",
-            (cut, cut - node_ttl),
-        )
-    ]
-    dissolved = [(group_id, _dissolve(conn, now, group_id, "no live member")) for group_id in empty]
-    return failed, dissolved
-
-
-def _dissolve(conn: sqlite3.Connection, now: float, group_id: int, reason: str) -> list[int]:
+def dissolve(conn: sqlite3.Connection, now: float, group_id: int, reason: str) -> list[int]:
     """Detach every member (evicted events), mark the group dissolved; returns the members."""
     members = [r[0] for r in conn.execute("SELECT id FROM nodes WHERE group_id = ?", (group_id,))]
     conn.execute(
@@ -415,4 +386,4 @@ def close_group(conn: sqlite3.Connection, now: float, group_id: int) -> list[int
     status = conn.execute("SELECT status FROM groups WHERE id = ?", (group_id,)).fetchone()
     if status is not None and status[0] == "dissolved":
         return []
-    return _dissolve(conn, now, group_id, "closed by its host")
+    return dissolve(conn, now, group_id, "closed by its host")
