@@ -32,7 +32,7 @@ PATH_OPTIONS = [
 
 def test_the_cli_has_path_options() -> None:
     names = {f"{cmd} --{p.name}" for cmd, p in PATH_OPTIONS}
-    for expected in ("demo --run_dir", "demo --report", "demo --plot", "registry --db"):
+    for expected in ("demo --run_dir", "demo --report", "demo --plot"):
         assert expected in names, names
     assert "node --work_dir" in names and "node --data" in names
 
@@ -54,7 +54,13 @@ def test_every_path_option_is_made_absolute(
 def test_relative_defaults_resolve_against_the_working_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """``registry --db`` is a path or an ``sqlite:///`` URL (so not a click.Path): the
+    command turns it into an absolute path with ``database_path`` as it enters."""
+    from mycelium.registry.store import database_path
+
     monkeypatch.chdir(tmp_path)
-    (_, db), *_ = [(c, p) for c, p in PATH_OPTIONS if c == "registry" and p.name == "db"]
+    registry = dict(_commands(ROOT_COMMAND))["registry"]
+    (db,) = [p for p in registry.params if p.name == "db"]
     ctx = click.Context(ROOT_COMMAND)
-    assert Path(db.type_cast_value(ctx, db.get_default(ctx))) == Path(os.getcwd()) / "mycelium.db"
+    assert database_path(db.get_default(ctx)) == Path(os.getcwd()) / "mycelium.db"
+    assert database_path("some/relative.file") == tmp_path / "some" / "relative.file"
