@@ -279,7 +279,7 @@ class NodeAgent:
                 accuracy=self._group_accuracy(m) if m else self.trainer.local_score(),
                 loss=None,
                 num_samples=self.trainer.num_examples,
-                round=self.trainer.last_round,
+                round=self._group_round(m),
                 flower_node_id=m.supernode.flower_node_id if m else None,
             )
         except Conflict as exc:
@@ -289,16 +289,27 @@ class NodeAgent:
         except RegistryError as exc:
             logger.warning("heartbeat refused: %s", exc)
 
+    def _fitted_here(self, m: Membership) -> bool:
+        """A round of ``m``'s group reached us since we joined it (fits before it were
+        another group's)."""
+        if self._scored_group != m.group_id:  # first report in this group: mark the fits
+            self._scored_group, self._fit_mark = m.group_id, self.trainer.last_fit_at
+        return self.trainer.last_fit_at != self._fit_mark
+
     def _group_accuracy(self, m: Membership) -> float | None:
         """The current group's model on our validation data, measured since we joined it:
         the last fit's score once a round ran in this group, else our probe of it at the
         last decision, else None (the registry counts members' reports as the group's
         verified accuracy, so a score of another group, or our local one, must not go)."""
-        if self._scored_group != m.group_id:  # first report in this group: mark the fits
-            self._scored_group, self._fit_mark = m.group_id, self.trainer.last_fit_at
-        if self.trainer.last_fit_at != self._fit_mark:
+        if self._fitted_here(m):
             return self.trainer.group_score
         return self.placement.probed_score(m.group_id)
+
+    def _group_round(self, m: Membership | None) -> int | None:
+        """The round we last trained in our current group, None before its first one: the
+        registry takes members' rounds that advance as a sign their group trains
+        (docs/architecture.md, "Members vouch"), so another group's round must not go."""
+        return self.trainer.last_round if m is not None and self._fitted_here(m) else None
 
     def _write_status(self) -> None:
         self.status.write(

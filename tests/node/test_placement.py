@@ -108,7 +108,8 @@ def test_lying_groups_cannot_hide_the_honest_group(api: TestClient, superlinks: 
 
 
 def test_a_member_reports_only_its_current_groups_score(api: TestClient, tmp_path: Path) -> None:
-    """What feeds verified accuracy: nothing of another group, nor the local score."""
+    """What feeds verified accuracy and vouching: nothing of another group (its score or its
+    round), nor the local score."""
     from mycelium.node.membership import Membership
     from tests.node.test_agent import agent_for, node_config
 
@@ -116,13 +117,16 @@ def test_a_member_reports_only_its_current_groups_score(api: TestClient, tmp_pat
     try:
         in_7 = Membership(group_id=7, fleet_address="127.0.0.1:1", supernode=None)  # type: ignore[arg-type]
         assert agent._group_accuracy(in_7) is None  # no probe of 7 and no round in it yet
+        assert agent._group_round(in_7) is None and agent._group_round(None) is None
         agent.placement.state = dataclasses.replace(
             agent.placement.state, current_group_id=7, current_score=0.6
         )
         assert agent._group_accuracy(in_7) == 0.6  # our last probe of group 7
         agent.trainer.fit(agent.trainer.local_arrays(), {"local-epochs": 1}, round=1)
         assert agent._group_accuracy(in_7) == agent.trainer.group_score  # a round ran in 7
+        assert agent._group_round(in_7) == 1
         in_8 = Membership(group_id=8, fleet_address="127.0.0.1:1", supernode=None)  # type: ignore[arg-type]
         assert agent._group_accuracy(in_8) is None  # group 7's round says nothing of 8
+        assert agent._group_round(in_8) is None  # nor does its round number (vouching)
     finally:
         agent.shutdown()
