@@ -195,7 +195,7 @@ def _flat(value: Any, prefix: str = "") -> list[tuple[str, str]]:
     if isinstance(value, dict):
         return [row for k, v in value.items() for row in _flat(v, f"{prefix}{k} ")]
     if isinstance(value, list | tuple):
-        shown = ", ".join(str(v) for v in value)
+        shown = ", ".join(str(v) for v in value) or "none"
     elif value is None:
         shown = "-"
     else:
