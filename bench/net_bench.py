@@ -106,39 +106,50 @@ def loopback_setup(work: Path) -> Iterator[tuple[View, Starter]]:
 
 
 @contextmanager
-def tls_setup(work: Path) -> Iterator[tuple[View, Starter]]:
+def tls_setup(work: Path, *, loss: float = 0.0, seed: int = 0) -> Iterator[tuple[View, Starter]]:
+    """The lab: registry on HTTPS in ``reg``, agents on their hosts; with ``loss``, that
+    share of the packets dropped on every host's link (``bench faults``) from before the
+    first agent starts."""
+    from mycelium.lab import faults as lab_faults
     from mycelium.lab import stack as lab
     from mycelium.lab.netns import Network, unavailable_reason
 
-    reason = unavailable_reason()
+    reason = lab_faults.unavailable_reason() if loss else unavailable_reason()
     if reason:
         raise BenchError(f"network namespaces unavailable: {reason}")
     with ExitStack() as stack:
         network = stack.enter_context(Network())
         view, _, _ = stack.enter_context(lab.https_registry(network, work, group_ttl=60))
+        if loss:
+            faults = stack.enter_context(lab_faults.Faults(network, work))
+            for host in network.hosts:
+                faults.loss(host, loss)
 
         def start(host: str, name: str, index: int) -> object:
             return stack.enter_context(
-                lab.agent_in(network, host, work, view, name=name, cluster=0, index=index)
+                lab.agent_in(
+                    network, host, work, view, name=name, cluster=0, index=index, seed=seed
+                )
             )
 
         yield view, start
 
 
-def measure(mode: str, work: Path, rounds: int) -> NetFigures:
-    setup = loopback_setup if mode == "loopback" else tls_setup
-    with setup(work) as (view, start):
+def measure(mode: str, work: Path, rounds: int, *, loss: float = 0.0, seed: int = 0) -> NetFigures:
+    """One mode's figures; ``loss`` and ``seed`` apply to the lab (``tls``) only."""
+    setup = loopback_setup(work) if mode == "loopback" else tls_setup(work, loss=loss, seed=seed)
+    with setup as (view, start):
         t0 = time.monotonic()
         start("hostA", "a0", 0)
-        gid = _wait(lambda: view.group_of("a0"), 300, "a0 founds a group")
-        _wait(lambda: view.node_round("a0"), 300, "a0's first round")
+        gid = until(lambda: view.group_of("a0"), 300, "a0 founds a group")
+        until(lambda: view.node_round("a0"), 300, "a0's first round")
         founder = time.monotonic() - t0
         t1 = time.monotonic()
         start("hostB", "b0", 1)
         start("hostC", "c0", 2)
-        _wait(lambda: view.node_round("b0"), 300, "b0's first round")
+        until(lambda: view.node_round("b0"), 300, "b0's first round")
         hostb = time.monotonic() - t1
-        full = _wait(
+        full = until(
             lambda: (r := view.full_rounds(gid, MEMBERS)) and len(r) >= rounds + 1 and r,
             120 + 90 * rounds,
             f"{rounds + 1} rounds with {MEMBERS} members",
@@ -154,9 +165,11 @@ def measure(mode: str, work: Path, rounds: int) -> NetFigures:
     )
 
 
-def _wait(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+def until(condition: Callable[[], Any], timeout: float, what: str, *, interval: float = 1.0) -> Any:
+    """``condition``'s first truthy value, polled every ``interval``; :class:`BenchError`
+    naming ``what`` when ``timeout`` passes first."""
     try:
-        return wait_for(condition, timeout=timeout, interval=1.0, what=what)
+        return wait_for(condition, timeout=timeout, interval=interval, what=what)
     except DeadlineExceeded as exc:
         raise BenchError(str(exc)) from None
 

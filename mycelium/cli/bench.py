@@ -242,3 +242,54 @@ def bench_net(
     except BenchError as exc:
         raise fail(str(exc)) from None
     typer.echo(table)
+
+
+@bench_app.command("faults")
+def bench_faults(
+    scenario: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="lossy, outage and/or partition; repeat or give a comma list (default: all)."
+        ),
+    ] = None,
+    outage: Annotated[
+        float, typer.Option(help="Seconds the registry stays hung (outage).", min=1)
+    ] = 60.0,
+    window: Annotated[
+        float,
+        typer.Option(help="Seconds over which requests are counted before and after it.", min=1),
+    ] = 60.0,
+    loss: Annotated[
+        float,
+        typer.Option(help="Share of packets dropped on every link (lossy).", min=0.001, max=0.5),
+    ] = 0.02,
+    node_ttl: Annotated[
+        float, typer.Option(help="The registry's --node-ttl; the partition lasts two.", min=1)
+    ] = 5.0,
+    rounds: Rounds = 3,
+    seed: Annotated[int, typer.Option(help="Seed of the nodes' data split and model.")] = 0,
+    json_path: JsonOut = None,
+    work_dir: WorkDir = None,
+    log_level: LogLevel = "warning",
+) -> None:
+    """Issue 24's faults on the real stack in network namespaces (needs root, nftables,
+    nginx): 2% loss on every link, the registry hung, a member's host cut from the registry.
+    Prints each scenario's invariants and figures; exit 1 when one fails."""
+    setup_logging(log_level)
+    from bench import BenchError, faults_bench, faults_report
+
+    try:
+        settings = faults_report.Settings(
+            rounds=rounds, loss=loss, outage_s=outage, window_s=window, node_ttl_s=node_ttl,
+            seed=seed,
+        )  # fmt: skip
+        names = faults_report.parse_scenarios(scenario)
+        report = faults_bench.run(
+            scenarios=names, settings=settings, json_path=json_path, workdir=work_dir
+        )
+    except BenchError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(faults_report.format_report(report))
+    if not report.passed:
+        failed = [s.name for s in report.scenarios if not s.passed]
+        raise fail(f"invariants failed in {', '.join(failed)}")

@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from pydantic import TypeAdapter
 
-from mycelium.api import GroupDetail, GroupPublic, NodePublic, RoundPublic
+from mycelium.api import EventPage, EventPublic, GroupDetail, GroupPublic, NodePublic, RoundPublic
 from mycelium.lab.netns import Network
 from mycelium.launch import FAST_TIMERS, node_command, registry_command
 from mycelium.net.certs import NetworkCerts, write_network_certs
@@ -28,6 +28,7 @@ T = TypeVar("T")
 _GROUPS = TypeAdapter(list[GroupPublic])
 _DETAIL = TypeAdapter(GroupDetail)
 _NODES = TypeAdapter(list[NodePublic])
+_EVENTS = TypeAdapter(EventPage)
 
 
 @dataclass(frozen=True)
@@ -39,12 +40,16 @@ class RegistryView:
     url: str
     ca: Path
 
-    def get(self, path: str, answer: TypeAdapter[T]) -> T:
-        """``GET path`` from inside the host, its body parsed as ``answer``."""
+    def text(self, path: str) -> str:
+        """``GET path`` from inside the host: the body of its 200 answer."""
         got = self.network.probe(self.host, "get", f"{self.url}{path}", "--ca", self.ca)
         if got.get("status") != 200:
             raise AssertionError(f"GET {path} from {self.host}: {got}")
-        return answer.validate_json(got["body"])
+        return str(got["body"])
+
+    def get(self, path: str, answer: TypeAdapter[T]) -> T:
+        """``GET path`` from inside the host, its body parsed as ``answer``."""
+        return answer.validate_json(self.text(path))
 
     def groups(self, *, include_dead: bool = False) -> list[GroupPublic]:
         dead = "&include_dead=true" if include_dead else ""
@@ -67,6 +72,10 @@ class RegistryView:
     def full_rounds(self, gid: int, members: int) -> list[RoundPublic]:
         """Rounds of ``gid`` that had ``members`` nodes or more."""
         return [r for r in self.group(gid).rounds if r.num_nodes >= members]
+
+    def events(self, since: int = 0) -> list[EventPublic]:
+        """The registry's events after id ``since`` (up to 1000)."""
+        return self.get(f"/events?since={since}&limit=1000", _EVENTS).events
 
 
 @contextmanager
@@ -117,8 +126,10 @@ def agent_in(
     index: int,
     clusters: int = 2,
     partitions: int = 4,
+    seed: int = 0,
 ) -> Iterator[ManagedProcess]:
-    """A real node agent inside ``host`` that founds groups on the host's address."""
+    """A real node agent inside ``host`` that founds groups on the host's address
+    (``seed``: of its data split and model)."""
     args = node_command(
         name=name,
         work_dir=(work / name).resolve(),
@@ -129,6 +140,7 @@ def agent_in(
         clusters=clusters,
         cluster=cluster,
         partition=f"{index}/{partitions}",
+        seed=seed,
         warmup_epochs=20,
         log_level="info",
         **FAST_TIMERS,

@@ -10,12 +10,10 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from pydantic import TypeAdapter
 
-from mycelium.api import EventPage, EventPublic
 from mycelium.lab.faults import Faults, unavailable_reason
 from mycelium.lab.netns import Network
-from mycelium.lab.stack import RegistryView, agent_in, https_registry
+from mycelium.lab.stack import agent_in, https_registry
 from mycelium.procs import wait_for
 from tests.net.conftest import needs_nginx
 
@@ -24,11 +22,6 @@ pytestmark = [pytest.mark.slow, needs_nginx]
 NODE_TTL, GROUP_TTL = 5.0, 25.0  # the case: 45 s cut with --group-ttl 30
 CUT_S = 1.5 * GROUP_TTL
 QUIET = {"group_failed", "dissolved", "evicted", "left", "migrated"}
-_EVENTS = TypeAdapter(EventPage)
-
-
-def events(view: RegistryView, since: int) -> list[EventPublic]:
-    return view.get(f"/events?since={since}&limit=1000", _EVENTS).events
 
 
 def test_a_host_cut_from_the_registry_keeps_its_group(network: Network, tmp_path: Path) -> None:
@@ -47,7 +40,7 @@ def test_a_host_cut_from_the_registry_keeps_its_group(network: Network, tmp_path
         )
         wait_for(lambda: view.group_of("b0") == g or None, timeout=180, interval=1, what="b0 joins")
         wait_for(lambda: view.full_rounds(g, 2), timeout=180, interval=1, what="a round of 2")
-        since = events(view, 0)[-1].id
+        since = view.events()[-1].id
         lab = stack.enter_context(Faults(network, tmp_path))
         cut_at = time.time()
         with lab.partition("hostA", "reg"):
@@ -67,7 +60,7 @@ def test_a_host_cut_from_the_registry_keeps_its_group(network: Network, tmp_path
         )
         group = view.group(g)
         assert group.status == "active" and view.group_of("b0") == g
-        happened = [e.type for e in events(view, since)]
+        happened = [e.type for e in view.events(since)]
         assert not QUIET & set(happened), happened
         print(
             f"host silent {silent:.1f} s (group TTL {GROUP_TTL:.0f}); member's rounds during "

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.faults_report import requests_answered as answered
 from mycelium.api import GroupDetail
 from mycelium.client import RegistryClient
 from mycelium.procs import ManagedProcess, wait_for
@@ -34,14 +35,7 @@ QUIET = {"group_failed", "dissolved", "evicted", "left", "migrated", "joined", "
 
 def requests_answered(url: str) -> int:
     """Answers the registry gave so far, by its own /metrics (scrapes not counted)."""
-    text = httpx.get(f"{url}/metrics", timeout=5).text
-    return int(
-        sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith("mycelium_http_responses_total{") and "/metrics" not in line
-        )
-    )
+    return answered(httpx.get(f"{url}/metrics", timeout=5).text)
 
 
 def answered_within(url: str, start: float, seconds: float) -> int:
