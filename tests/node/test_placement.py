@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from mycelium.client import RegistryClient
 from mycelium.flower.trainer import LocalTrainer
 from mycelium.learning import data, model, policy
 from mycelium.learning.codec import weights_to_bytes
-from mycelium.node.placement import Placement
+from mycelium.node.placement import REACH_ATTEMPTS, Placement, superlink_reachable
 from tests.conftest import OPERATOR_TOKEN, FakeClock, registry_app
 
 LIARS = 6
@@ -115,7 +115,7 @@ def test_a_member_reports_only_its_current_groups_score(api: TestClient, tmp_pat
 
     agent = agent_for(api, node_config(tmp_path), FakeClock(0.0))
     try:
-        in_7 = Membership(group_id=7, fleet_address="127.0.0.1:1", supernode=None)  # type: ignore[arg-type]
+        in_7 = Membership(group_id=7, fleet_address="127.0.0.1:1", supernode=None)
         assert agent._group_accuracy(in_7) is None  # no probe of 7 and no round in it yet
         assert agent._group_round(in_7) is None and agent._group_round(None) is None
         agent.placement.state = dataclasses.replace(
@@ -125,8 +125,36 @@ def test_a_member_reports_only_its_current_groups_score(api: TestClient, tmp_pat
         agent.trainer.fit(agent.trainer.local_arrays(), {"local-epochs": 1}, round=1)
         assert agent._group_accuracy(in_7) == agent.trainer.group_score  # a round ran in 7
         assert agent._group_round(in_7) == 1
-        in_8 = Membership(group_id=8, fleet_address="127.0.0.1:1", supernode=None)  # type: ignore[arg-type]
+        in_8 = Membership(group_id=8, fleet_address="127.0.0.1:1", supernode=None)
         assert agent._group_accuracy(in_8) is None  # group 7's round says nothing of 8
         assert agent._group_round(in_8) is None  # nor does its round number (vouching)
     finally:
         agent.shutdown()
+
+
+def test_a_superlink_is_unreachable_only_when_every_try_fails() -> None:
+    """One lost SYN must not make a healthy group look dead (bench faults, lossy)."""
+    tries: list[tuple[int, str]] = []
+
+    def flaky(failures: int) -> Callable[[int, str], bool]:
+        def connect(port: int, host: str) -> bool:
+            tries.append((port, host))
+            return len(tries) > failures
+
+        return connect
+
+    assert superlink_reachable("10.0.0.7:9092", connect=flaky(REACH_ATTEMPTS - 1))
+    assert tries[-1] == (9092, "10.0.0.7") and len(tries) == REACH_ATTEMPTS
+    tries.clear()
+    assert not superlink_reachable("10.0.0.7:9092", connect=flaky(REACH_ATTEMPTS))
+    assert len(tries) == REACH_ATTEMPTS
+    assert not superlink_reachable("no-port", connect=flaky(0))
+
+
+def test_superlink_reachable_against_real_sockets() -> None:
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        assert superlink_reachable(f"127.0.0.1:{port}")
+    assert not superlink_reachable(f"127.0.0.1:{port}")  # closed: refused at once, thrice
