@@ -8,6 +8,7 @@ must appear (feed, map, panel, table) within seconds and without a reload.
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,10 +180,17 @@ def test_dashboard_shows_self_preservation(tmp_path: Path) -> None:
         until(driver, "document.getElementById('connection').textContent === 'live'",
               timeout=10, what="the stream connected")  # fmt: skip
         banner = "document.getElementById('preservation')"
-        assert driver.execute_script(f"return {banner}.hidden")
+        # Hidden while they beat (on a busy machine the page may load after they first
+        # went silent, so beat once and wait for the banner to be hidden, not assert it).
+        for node in nodes:
+            node.client.heartbeat(node.node_id, group_id=None)
+        until(driver, f"{banner}.hidden", timeout=LIVE_WITHIN_S, what="no banner while they beat")
         text = until(driver, f"!{banner}.hidden && {banner}.innerText", timeout=LIVE_WITHIN_S,
                      what="the self-preservation banner")  # fmt: skip
-        assert "4 of 4 nodes went silent" in text, text
+        # It starts at the first sweep that sees 2 or more lost: on a busy machine the four
+        # beats (and so their silences) may straddle a sweep.
+        silent = re.search(r"(\d) of 4 nodes went silent", text)
+        assert silent is not None and int(silent.group(1)) >= 2, text
         assert httpx.get(f"{url}/health").json()["self_preservation"] is True
         assert "mycelium_self_preservation 1.0" in httpx.get(f"{url}/metrics").text
         for node in nodes:
