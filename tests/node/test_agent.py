@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -194,5 +195,34 @@ def test_status_reports_the_last_received_group_model(api: TestClient, tmp_path:
         second = agent.status.write(name="unit", node_id=1, group_id=7, moves=0, hosting_group_id=7)
         assert second.group_test_accuracy == pytest.approx(trainer.test_accuracy(shifted))
         assert second.group_test_accuracy != first.group_test_accuracy
+        assert second.personal_test_accuracy is None  # the agent passes none: not in a group
+        # The agent's own thread personalises each new group model, off the loop.
+        personal = wait_for(lambda: _personal_of(trainer, trainer.last_fit_at))
+        assert personal.round == 4 and personal.method == "ft"
+        third = agent.status.write(
+            name="unit", node_id=1, group_id=7, moves=0, hosting_group_id=7, personal=personal
+        )
+        written = json.loads((agent.config.work_dir / STATUS_FILE).read_text())
+        assert written["personal_test_accuracy"] == third.personal_test_accuracy
+        assert (third.personal_val_accuracy, third.uses_personal) == (
+            personal.val_accuracy,
+            personal.uses_personal,
+        )
+        assert third.group_test_accuracy == pytest.approx(personal.group_test_accuracy)
     finally:
         agent.shutdown()
+    assert not [t for t in threading.enumerate() if t.name == "personalise"]
+
+
+def _personal_of(trainer: Any, fitted_at: float | None) -> Any:
+    scores = trainer.personal
+    return scores if scores is not None and scores.fitted_at == fitted_at else None
+
+
+def wait_for(get: Any, deadline_s: float = 30.0) -> Any:
+    """Poll ``get`` until it returns something (a deadline, not a sleep for readiness)."""
+    end = time.monotonic() + deadline_s
+    while (found := get()) is None:
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.02)
+    return found
