@@ -21,11 +21,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from mycelium.client import RegistryClient
+from mycelium.flower.protocol import SuperNodeConfig
+from mycelium.flower.supernode import SuperNode
 from mycelium.node.agent import REHOME_RETRY_S, NodeAgent
 from mycelium.node.config import FatalNodeError, NodeConfig
+from mycelium.node.membership import Membership
 from mycelium.node.status import STATUS_FILE
 from mycelium.procs import free_port
-from tests.conftest import FakeClock, registry_app, start_registry
+from tests.conftest import OPERATOR_TOKEN, FakeClock, auth, registry_app, start_registry
 
 UNREACHABLE = f"http://127.0.0.1:{free_port()}"
 
@@ -212,6 +215,41 @@ def test_status_reports_the_last_received_group_model(api: TestClient, tmp_path:
     finally:
         agent.shutdown()
     assert not [t for t in threading.enumerate() if t.name == "personalise"]
+
+
+def test_a_members_heartbeat_reports_its_personal_accuracy_beside_the_groups(
+    api: TestClient, tmp_path: Path
+) -> None:
+    """In a group, the heartbeat's accuracy stays the node's score of the group model (what
+    the group's verified accuracy counts) and personal_accuracy is the test accuracy of what
+    it predicts with, once a round of this group reached it. (The membership's SuperNode is
+    never started: the test calls the heartbeat itself, not the loop.)"""
+    agent = agent_for(api, node_config(tmp_path), FakeClock())
+    try:
+        body = {"name": "g", "fleet_address": f"127.0.0.1:{free_port()}"}
+        gid = api.post("/groups", json=body, headers=auth(OPERATOR_TOKEN)).json()["group_id"]
+        node_id, trainer = agent.credentials.node_id, agent.trainer
+        agent.registry.join_group(gid, node_id)
+        supernode = SuperNode(
+            superlink_address=body["fleet_address"],
+            node_config=SuperNodeConfig(),
+            work_dir=tmp_path / "supernode",
+            name="unit",
+        )
+        agent.actions.membership = Membership(gid, body["fleet_address"], supernode)
+        agent._heartbeat()
+        record = api.get(f"/nodes/{node_id}").json()
+        assert record["personal_accuracy"] is None  # no round of this group yet
+        trainer.fit(trainer.local_arrays(), {"local-epochs": 1}, round=1)
+        personal = wait_for(lambda: _personal_of(trainer, trainer.last_fit_at))
+        agent._heartbeat()
+        record = api.get(f"/nodes/{node_id}").json()
+        assert record["personal_accuracy"] == pytest.approx(personal.test_accuracy)
+        assert record["accuracy"] == pytest.approx(trainer.group_score)
+        verified = api.get(f"/groups/{gid}").json()["verified_accuracy"]
+        assert verified == pytest.approx(trainer.group_score)
+    finally:
+        agent.shutdown()
 
 
 def _personal_of(trainer: Any, fitted_at: float | None) -> Any:
