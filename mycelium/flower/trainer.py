@@ -173,6 +173,7 @@ class LocalTrainer:
         self._personal_model = task.create_model(seed)
         self._personal_lock = threading.Lock()
         self._personal: PersonalScores | None = None
+        self._predicting: PersonalModel | None = None  # the model the node predicts with
         self._new_group_model = threading.Event()
 
     # -- read-only status (updated on each fit) ---------------------------------------
@@ -207,6 +208,11 @@ class LocalTrainer:
     def personal(self) -> PersonalScores | None:
         """The personal model's scores for the latest group model :meth:`personalise` saw."""
         return self._personal
+
+    def predicting_model(self) -> PersonalModel | None:
+        """The model this node predicts with for the latest group model :meth:`personalise`
+        saw: its personal model where chosen, else the plain group model (None before)."""
+        return self._predicting
 
     @property
     def flower_node_id(self) -> int | None:
@@ -280,13 +286,14 @@ class LocalTrainer:
         with self._personal_lock:
             if self._personal is not None and self._personal.fitted_at == fitted_at:
                 return None
-            self._personal = scores = self._personalise(group, fitted_at, rnd)
+            self._personal, self._predicting = self._personalise(group, fitted_at, rnd)
+            scores = self._personal
         logger.debug("personal model of round %s: %s", rnd, scores)
         return scores
 
     def _personalise(
         self, group: list[np.ndarray], fitted_at: float, rnd: int | None
-    ) -> PersonalScores:
+    ) -> tuple[PersonalScores, PersonalModel]:
         data, scratch = self._data, self._personal_model
         seed = adaptation_seed(self._seed, rnd or 0)
         made = personal_model(
@@ -306,7 +313,7 @@ class LocalTrainer:
         used_test = group_test
         if uses and made is not None:
             used_test = self._personal_accuracy(made, data.x_test, data.y_test)
-        return PersonalScores(
+        scores = PersonalScores(
             fitted_at=fitted_at,
             round=rnd,
             method=self.personal_method,
@@ -317,6 +324,7 @@ class LocalTrainer:
             test_accuracy=used_test,
             group_test_accuracy=group_test,
         )
+        return scores, made if uses and made is not None else plain
 
     def _personal_accuracy(self, model: PersonalModel, x: np.ndarray, y: np.ndarray) -> float:
         """Accuracy of ``model`` on (x, y) on the personal scratch module (its lock held)."""

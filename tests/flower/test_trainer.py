@@ -217,10 +217,17 @@ def test_the_personal_model_is_used_only_where_it_beats_the_group_model() -> Non
     else:
         assert (s.val_accuracy, s.test_accuracy) == (s.group_val_accuracy, s.group_test_accuracy)
     assert s.uses_personal  # one epoch on its skewed labels beats a one-epoch group model
+    kept = trainer.predicting_model()  # kept beside the group model, for its predictions
+    assert kept is not None and kept.log_prior is None
+    assert trainer.test_accuracy(kept.weights) == pytest.approx(s.test_accuracy)
     plain = _skewed_trainer("none")
     plain.fit(initial_arrays(5), {"local-epochs": 1}, round=1)
     p = plain.personalise()
     assert p is not None and not p.uses_personal and p.personal_val_accuracy is None
     assert p.test_accuracy == p.group_test_accuracy == s.group_test_accuracy
+    group = plain.predicting_model()
+    assert group is not None and plain.last_group_arrays is not None
+    for x, y in zip(group.weights, plain.last_group_arrays, strict=True):
+        np.testing.assert_array_equal(x, y)
     with pytest.raises(ValueError, match="unknown --personal"):
         _skewed_trainer("best")
