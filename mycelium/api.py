@@ -92,6 +92,9 @@ class NodePublic(BaseModel):
     last_seen: float
     alive: bool
     created_at: float
+    # Test accuracy of the model the node predicts with (its personal model or its group's,
+    # docs/learning.md), as its last heartbeat reported it; never part of a group's figures.
+    personal_accuracy: float | None = None
 
 
 class HeartbeatIn(_In):
@@ -101,6 +104,7 @@ class HeartbeatIn(_In):
     num_samples: Count = 0
     round: Count | None = None
     flower_node_id: FlowerNodeId | None = None
+    personal_accuracy: Accuracy | None = None
 
 
 class HeartbeatOut(BaseModel):

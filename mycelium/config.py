@@ -59,6 +59,7 @@ NODE_STATUS_INTERVAL_S = 15.0  # seconds between writes of a node's status.json
 PERFORMANCE_THRESHOLD = 0.05  # accuracy gain on own data needed to migrate
 COOLDOWN_S = 120.0  # seconds after a move before the next
 WARMUP_EPOCHS = 20
+PERSONAL = "ft"  # a node's personal model: fine-tuned group model (mycelium.learning.personal)
 NODE_PARTITIONS = 6  # shards of a node's scenario
 NODE_PARTITION = f"0/{NODE_PARTITIONS}"
 MAX_CANDIDATES = 8  # groups a node probes besides its own

@@ -122,7 +122,7 @@ def bench_learning(
             help="Personal models of mycelium's nodes and of the +ft baselines: ft "
             "(fine-tune), prior (label-prior correction) or none."
         ),
-    ] = "ft",
+    ] = config.PERSONAL,
     json_path: Annotated[
         Path | None, typer.Option("--json", resolve_path=True, help="Write results as JSON.")
     ] = None,

@@ -87,6 +87,15 @@ def node(
             envvar="MYCELIUM_LABEL_SKEW",
         ),
     ] = None,
+    personal: Annotated[
+        str,
+        typer.Option(
+            help="This node's personal model beside its group's: ft (the group model "
+            "fine-tuned on its data), prior (label-prior correction) or none; used where it "
+            "beats the group model on the node's validation split.",
+            envvar="MYCELIUM_PERSONAL",
+        ),
+    ] = config.PERSONAL,
     data: Annotated[
         Path | None,
         typer.Option(
@@ -211,6 +220,7 @@ def node(
         partition_count=count,
         seed=seed,
         label_skew=label_skew,
+        personal=personal,
         data_path=data,
         heartbeat_interval=heartbeat_interval,
         group_evaluation_interval=group_evaluation_interval,

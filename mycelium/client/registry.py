@@ -152,6 +152,7 @@ class RegistryClient:
         num_samples: int = 0,
         round: int | None = None,  # noqa: A002 - the API's field name
         flower_node_id: int | None = None,
+        personal_accuracy: float | None = None,
     ) -> HeartbeatOut:
         body = {
             "group_id": group_id,
@@ -160,6 +161,7 @@ class RegistryClient:
             "num_samples": num_samples,
             "round": round,
             "flower_node_id": flower_node_id,
+            "personal_accuracy": personal_accuracy,
         }
         return self._call(HeartbeatOut, "POST", f"/nodes/{node_id}/heartbeat", json=body)
 

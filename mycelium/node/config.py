@@ -43,6 +43,7 @@ class NodeConfig:
     partition_count: int = config.NODE_PARTITIONS
     seed: int = 0
     label_skew: float | None = None  # Dirichlet ALPHA of the labels inside the cluster
+    personal: str = config.PERSONAL  # its personal model (mycelium.learning.personal)
     data_path: Path | None = None
     # Timing.
     heartbeat_interval: float = config.NODE_HEARTBEAT_INTERVAL_S

@@ -38,6 +38,7 @@ def node_out(row: sqlite3.Row, now: float, node_ttl: float) -> Row:
         "last_seen": row["last_seen"],
         "alive": now - row["last_seen"] <= node_ttl,
         "created_at": row["created_at"],
+        "personal_accuracy": row["personal_accuracy"],
     }
 
 

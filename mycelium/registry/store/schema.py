@@ -100,6 +100,9 @@ ADDED_COLUMNS = (
     # older file until it opens: filled from last_report), and the round they vouched for.
     ("groups", "last_alive", "REAL"),
     ("groups", "vouched_round", "INTEGER"),
+    # The test accuracy of the model the node predicts with (its personal model or its
+    # group's), as its last heartbeat said (NULL when that beat had none).
+    ("nodes", "personal_accuracy", "REAL"),
 )
 """Columns added after the first release: added to an older file at open (table, name, type)."""
 
@@ -110,7 +113,7 @@ UPDATE groups SET last_alive = last_report WHERE last_alive IS NULL;
 
 NODE_COLUMNS = (
     "id, name, address, task, num_samples, group_id, flower_node_id, accuracy, loss, round, "
-    "last_seen, created_at"
+    "last_seen, created_at, personal_accuracy"
 )
 GROUP_COLUMNS = (
     "g.id, g.name, g.fleet_address, g.task, g.max_capacity, g.join_policy, "
@@ -121,9 +124,10 @@ GROUP_COLUMNS = (
 FLUSH_SQL = (
     "UPDATE nodes SET last_seen = ?, accuracy = COALESCE(?, accuracy), "
     "loss = COALESCE(?, loss), num_samples = ?, round = COALESCE(?, round), "
-    "flower_node_id = COALESCE(?, flower_node_id) WHERE id = ?"
+    "flower_node_id = COALESCE(?, flower_node_id), personal_accuracy = ? WHERE id = ?"
 )
-"""One queued heartbeat: (last_seen, accuracy, loss, num_samples, round, fid, node_id)."""
+"""One queued heartbeat: (last_seen, accuracy, loss, num_samples, round, fid,
+personal_accuracy, node_id)."""
 
 LIVE_MEMBERS = (
     "(SELECT COUNT(*) FROM nodes n WHERE n.group_id = g.id AND n.last_seen >= :alive_cut)"

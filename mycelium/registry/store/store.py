@@ -205,6 +205,7 @@ class Store:
             beat.num_samples,
             beat.round,
             reads.fid_in(beat.flower_node_id),
+            beat.personal_accuracy,
             beat.node_id,
         )
         return state.group_id
