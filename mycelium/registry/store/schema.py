@@ -100,11 +100,17 @@ ADDED_COLUMNS = (
     # older file until it opens: filled from last_report), and the round they vouched for.
     ("groups", "last_alive", "REAL"),
     ("groups", "vouched_round", "INTEGER"),
+    # sha256 of the Idempotency-Key a node or group was created with: a retried create finds
+    # its record instead of making a second one (docs/registry.md, "Failover").
+    ("groups", "idempotency_hash", "TEXT"),
+    ("nodes", "idempotency_hash", "TEXT"),
 )
 """Columns added after the first release: added to an older file at open (table, name, type)."""
 
 INDEXES_ON_ADDED = """
 CREATE INDEX IF NOT EXISTS groups_creator ON groups(creator_node_id);
+CREATE UNIQUE INDEX IF NOT EXISTS groups_idempotency ON groups(idempotency_hash);
+CREATE UNIQUE INDEX IF NOT EXISTS nodes_idempotency ON nodes(idempotency_hash);
 UPDATE groups SET last_alive = last_report WHERE last_alive IS NULL;
 """
 
