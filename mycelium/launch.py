@@ -20,13 +20,12 @@ from typing import TypedDict
 import httpx
 
 from mycelium import config
-from mycelium.client.endpoints import RegistryEndpoints
 from mycelium.procs import ManagedProcess, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 ENTRYPOINT = ROOT / "mycelium_net.py"
 
-Option = str | int | float | Path | RegistryEndpoints | None  # rendered with str()
+Option = str | int | float | Path | None
 
 
 class Timers(TypedDict):

@@ -11,7 +11,6 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,15 +33,10 @@ from mycelium.api import (
     NodeCreated,
     NodePublic,
 )
-from mycelium.client.backoff import Backoff
 from mycelium.client.endpoints import RegistryEndpoints
-from mycelium.client.errors import (
-    Conflict,
-    NotFound,
-    RegistryError,
-    RegistryUnavailable,
-    error_for,
-)
+from mycelium.client.errors import Conflict, NotFound, RegistryError
+from mycelium.client.failover import DEFAULT as DEFAULT_FAILOVER
+from mycelium.client.failover import Failover, Sticky
 
 logger = logging.getLogger(__name__)
 
@@ -53,17 +47,6 @@ M = TypeVar("M", bound=BaseModel)
 _GROUPS = TypeAdapter(list[GroupPublic])
 _NODES = TypeAdapter(list[NodePublic])
 _MEMBERS = TypeAdapter(list[MemberKey])
-
-
-@dataclass(frozen=True)
-class Failover:
-    """How a client moves between registry URLs: each URL is tried at most ``passes`` times
-    per call; before each next try it waits ``backoff.delay(n)`` (n = tries so far - 1)."""
-
-    passes: int = config.REGISTRY_FAILOVER_PASSES
-    backoff: Backoff = Backoff(
-        first=config.REGISTRY_FAILOVER_FIRST_S, cap=config.REGISTRY_FAILOVER_CAP_S
-    )
 
 
 class RegistryClient:
@@ -83,7 +66,7 @@ class RegistryClient:
         http: httpx.Client | None = None,
         timeout: float = config.REGISTRY_TIMEOUT_S,
         ca_file: str | Path | None = None,
-        failover: Failover = Failover(),
+        failover: Failover = DEFAULT_FAILOVER,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
     ) -> None:
@@ -96,10 +79,7 @@ class RegistryClient:
         self.token = token
         self.timeout = timeout
         self.ca_file = ca_file
-        self.failover = failover
-        self._sleep = sleep
-        self._rng = rng
-        self._current = 0  # index of the URL in use: kept while it answers
+        self._endpoints = Sticky(self.endpoints, failover, sleep=sleep, rng=rng)
         self._owns_http = http is None
         # Our own client carries the timeout on every call; a given one keeps its own.
         self._http = http if http is not None else self._make_http(timeout, ca_file)
@@ -107,7 +87,7 @@ class RegistryClient:
     @property
     def base_url(self) -> str:
         """The registry URL in use now (the one that answered last)."""
-        return self.endpoints.urls[self._current]
+        return self._endpoints.current
 
     @staticmethod
     def _make_http(timeout: float, ca_file: str | Path | None) -> httpx.Client:
@@ -147,32 +127,7 @@ class RegistryClient:
         if params:
             params = {k: v for k, v in params.items() if v is not None}
         request = {"json": json, "params": params, "content": content, "headers": all_headers}
-        failures: list[str] = []
-        maybe_applied = False
-        tries = self.failover.passes * len(self.endpoints)
-        for attempt in range(tries):
-            if attempt:
-                self._sleep(self.failover.backoff.delay(attempt - 1, self._rng))
-            url = self.base_url
-            try:
-                response = self._http.request(method, f"{url}{path}", **request)
-            except httpx.HTTPError as exc:
-                failure = type(exc).__name__
-                sent = not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
-            else:
-                if response.status_code < 500:
-                    return _answer(response, maybe_applied)
-                failure, sent = f"HTTP {response.status_code}", True
-            maybe_applied = maybe_applied or (sent and method != "GET")
-            failures.append(f"{url} ({failure})")
-            self._move(url, failure)
-        raise _unavailable(method, path, failures, maybe_applied)
-
-    def _move(self, url: str, failure: str) -> None:
-        """Make the next URL the current one (the same one when there is one)."""
-        self._current = (self._current + 1) % len(self.endpoints)
-        if len(self.endpoints) > 1:
-            logger.warning("registry %s failed (%s); trying %s", url, failure, self.base_url)
+        return self._endpoints.request(self._http, method, path, **request)
 
     def _call(self, model: type[M], method: str, path: str, **kwargs: Any) -> M:
         """The answer to one request, parsed into ``model``."""
@@ -443,23 +398,6 @@ def _in_group(refusal: Conflict, group_id: int | None) -> bool:
     """True when a 409 says the node is in ``group_id`` now (None: in no group)."""
     detail = refusal.detail
     return isinstance(detail, dict) and "group_id" in detail and refusal.actual_group_id == group_id
-
-
-def _answer(response: httpx.Response, maybe_applied: bool) -> httpx.Response:
-    """The response of an answered request, or the refusal it carries (status 400 or more)."""
-    if response.status_code < 400:
-        return response
-    error = error_for(response)
-    error.maybe_applied = maybe_applied
-    raise error
-
-
-def _unavailable(
-    method: str, path: str, failures: list[str], maybe_applied: bool
-) -> RegistryUnavailable:
-    error = RegistryUnavailable(f"{method} {path}: no registry answered: {', '.join(failures)}")
-    error.maybe_applied = maybe_applied
-    return error
 
 
 def _parse(adapter: TypeAdapter[T], response: httpx.Response) -> T:

@@ -217,7 +217,7 @@ def test_join_migrate_leave_delete_retried_after_lost_answers(
         ),
         lambda: member.leave_group(second.group_id, node.node_id),
     ):
-        member._current = 0  # back to the lossy registry
+        member._endpoints.restart()  # back to the lossy registry
         net.lose_next = 1
         answer = call()
         assert net.tried[-2:] == ["lossy", "live-b"], answer
@@ -225,7 +225,7 @@ def test_join_migrate_leave_delete_retried_after_lost_answers(
     assert kinds.count("joined") == 1 and kinds.count("migrated") == 1
     assert kinds.count("left") == 1
     assert app.get(f"/nodes/{node.node_id}").json()["group_id"] is None
-    member._current = 0
+    member._endpoints.restart()
     net.lose_next = 1
     member.delete_node(node.node_id)
     assert app.get(f"/nodes/{node.node_id}").status_code == 404
