@@ -33,8 +33,9 @@ VOUCH_MAX_TTLS = 5  # members keep a group without host reports at most this man
 # -- talking to the registry ---------------------------------------------------------------
 REGISTRY_TIMEOUT_S = 5.0  # every RegistryClient call
 # A client given several registry URLs tries each at most this many times per call before it
-# raises RegistryUnavailable (one URL: tried twice); between tries it waits a jittered
-# exponential step starting at half to all of FIRST seconds, capped at CAP (docs/registry.md).
+# raises RegistryUnavailable (one URL: once, as its callers back off themselves); between tries
+# it waits a jittered exponential step: half to all of FIRST seconds, doubling, capped at CAP
+# (docs/registry.md, "Failover and retried writes").
 REGISTRY_FAILOVER_PASSES = 2
 REGISTRY_FAILOVER_FIRST_S = 0.2
 REGISTRY_FAILOVER_CAP_S = 2.0

@@ -23,8 +23,9 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Failover:
-    """How a client moves between registry URLs: each URL is tried at most ``passes`` times
-    per call; before each next try it waits ``backoff.delay(n)`` (n = tries so far - 1)."""
+    """How a client moves between registry URLs: each URL of a list is tried at most
+    ``passes`` times per call (a lone URL once: its callers back off on their own); before
+    each next try it waits ``backoff.delay(n)`` (n = tries so far - 1)."""
 
     passes: int = config.REGISTRY_FAILOVER_PASSES
     backoff: Backoff = Backoff(
@@ -64,7 +65,7 @@ class Sticky:
         :class:`RegistryError` it maps to; :class:`RegistryUnavailable` when none did."""
         failures: list[str] = []
         maybe_applied = False
-        for attempt in range(self.failover.passes * len(self.endpoints)):
+        for attempt in range(self._tries):
             if attempt:
                 self._sleep(self.failover.backoff.delay(attempt - 1, self._rng))
             url = self.current
@@ -83,6 +84,11 @@ class Sticky:
         error = RegistryUnavailable(f"{method} {path}: no registry answered: {', '.join(failures)}")
         error.maybe_applied = maybe_applied
         raise error
+
+    @property
+    def _tries(self) -> int:
+        count = len(self.endpoints)
+        return count * self.failover.passes if count > 1 else 1
 
     def restart(self) -> None:
         """Use the first URL again (a test's way back to a registry it made fail)."""
