@@ -32,6 +32,13 @@ VOUCH_MAX_TTLS = 5  # members keep a group without host reports at most this man
 
 # -- talking to the registry ---------------------------------------------------------------
 REGISTRY_TIMEOUT_S = 5.0  # every RegistryClient call
+# A client given several registry URLs tries each at most this many times per call before it
+# raises RegistryUnavailable (one URL: once, as its callers back off themselves); between tries
+# it waits a jittered exponential step: half to all of FIRST seconds, doubling, capped at CAP
+# (docs/registry.md, "Failover and retried writes").
+REGISTRY_FAILOVER_PASSES = 2
+REGISTRY_FAILOVER_FIRST_S = 0.2
+REGISTRY_FAILOVER_CAP_S = 2.0
 HEALTH_TIMEOUT_S = 1.0  # one /health probe while waiting for a registry to start
 START_TIMEOUT_S = 30.0  # a registry process must answer /health within this
 

@@ -18,6 +18,7 @@ from mycelium.cli._common import (
     ProximalMu,
     PublicHost,
     RegistryCa,
+    RegistryUrls,
     ServerLr,
     StrategyName,
     TaskRef,
@@ -48,9 +49,7 @@ def node(
     name: Annotated[
         str, typer.Option(help="Node name shown in the registry.", envvar="MYCELIUM_NAME")
     ] = "node",
-    registry_url: Annotated[
-        str, typer.Option(help="Registry base URL.", envvar="MYCELIUM_REGISTRY_URL")
-    ] = config.REGISTRY_URL,
+    registry_url: RegistryUrls = config.REGISTRY_URL,
     address: Annotated[
         str | None,
         typer.Option(help="Address others may reach this node at.", envvar="MYCELIUM_ADDRESS"),
@@ -188,7 +187,7 @@ def node(
     """Run a learning node: discover, join or found a group, train, migrate."""
     setup_logging(log_level)
     check_join_policy(join_policy)
-    registry_url = check_network(
+    registry = check_network(
         "node",
         registry_url=registry_url,
         registry_ca=registry_ca,
@@ -209,7 +208,7 @@ def node(
 
     node_config = NodeConfig(
         name=name,
-        registry_url=registry_url,
+        registry=registry,
         node_address=address,
         task=task,
         group_run_config=RunConfig(strategy=chosen),

@@ -34,6 +34,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 
 from mycelium.api import GroupDetail
+from mycelium.client import RegistryEndpoints
 from mycelium.fingerprint import model_spec
 from mycelium.flower import protocol as p
 from mycelium.flower.group_registry import (
@@ -83,9 +84,11 @@ def group_token(settings: RunConfig) -> str | None:
 
 
 def open_registry(settings: RunConfig) -> GroupRegistry:
-    """The group's registry view (no-op without ``registry-url``)."""
+    """The group's registry view (no-op without ``registry-url``; several URLs: the
+    ServerApp fails over between them like every client)."""
+    registry = RegistryEndpoints.parse(settings.registry_url) if settings.registry_url else None
     return GroupRegistry(
-        settings.registry_url,
+        registry,
         settings.group_id,
         token=group_token(settings),
         timeout=settings.registry_timeout,

@@ -23,7 +23,6 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from types import FrameType
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from mycelium.api import GroupPublic, NodeCreated
 from mycelium.client import (
@@ -156,7 +155,7 @@ class NodeAgent:
                 flower_executable(name)
             except FlowerNotInstalled as exc:
                 raise FatalNodeError(str(exc)) from None
-        registry = registry or RegistryClient(config.registry_url, ca_file=config.registry_ca)
+        registry = registry or RegistryClient(config.registry, ca_file=config.registry_ca)
         stop_event = stop_event or threading.Event()
         with ExitStack() as undo:
             undo.callback(registry.close)
@@ -455,9 +454,8 @@ def _register(
 
 def group_trust(cfg: NodeConfig) -> GroupTrust:
     """The rule this node applies to groups: the whole network is on this machine when the
-    registry is on loopback; certificates it is given are kept in WORK_DIR/trust."""
-    host = urlsplit(cfg.registry_url).hostname or ""
-    local = is_loopback(host)
+    registries are on loopback; certificates it is given are kept in WORK_DIR/trust."""
+    local = all(is_loopback(host) for host in cfg.registry.hosts)
     return GroupTrust(cfg.work_dir / "trust", local_network=local, insecure=cfg.insecure)
 
 

@@ -1,7 +1,7 @@
 """NodeAgent unit tests, driven by its injectable clock and registry client.
 
 The registry is the real app in-process (TestClient) or a real registry process; the
-agent is real (data, warm trainer, policy). Its ``registry_url`` (only the groups it would
+agent is real (data, warm trainer, policy). Its ``registry`` (only the groups it would
 found use it) points at a closed port, so founding fails the way a registry outage makes
 it fail, and no Flower process starts.
 """
@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from mycelium.client import RegistryClient
+from mycelium.client import RegistryClient, RegistryEndpoints
 from mycelium.flower.protocol import SuperNodeConfig
 from mycelium.flower.supernode import SuperNode
 from mycelium.node.agent import REHOME_RETRY_S, NodeAgent
@@ -36,7 +36,7 @@ UNREACHABLE = f"http://127.0.0.1:{free_port()}"
 def node_config(tmp_path: Path, **overrides: Any) -> NodeConfig:
     fields: dict[str, Any] = {
         "name": "unit",
-        "registry_url": UNREACHABLE,
+        "registry": RegistryEndpoints.parse(UNREACHABLE),
         "scenario": "rotate",
         "clusters": 2,
         "partition_index": 0,

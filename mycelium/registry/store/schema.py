@@ -103,11 +103,17 @@ ADDED_COLUMNS = (
     # The test accuracy of the model the node predicts with (its personal model or its
     # group's), as its last heartbeat said (NULL when that beat had none).
     ("nodes", "personal_accuracy", "REAL"),
+    # sha256 of the Idempotency-Key a node or group was created with: a retried create finds
+    # its record instead of making a second one (docs/registry.md, "Failover").
+    ("groups", "idempotency_hash", "TEXT"),
+    ("nodes", "idempotency_hash", "TEXT"),
 )
 """Columns added after the first release: added to an older file at open (table, name, type)."""
 
 INDEXES_ON_ADDED = """
 CREATE INDEX IF NOT EXISTS groups_creator ON groups(creator_node_id);
+CREATE UNIQUE INDEX IF NOT EXISTS groups_idempotency ON groups(idempotency_hash);
+CREATE UNIQUE INDEX IF NOT EXISTS nodes_idempotency ON nodes(idempotency_hash);
 UPDATE groups SET last_alive = last_report WHERE last_alive IS NULL;
 """
 
