@@ -18,7 +18,7 @@ from mycelium.client.errors import (
     RegistryError,
     RegistryUnavailable,
 )
-from mycelium.client.registry import RegistryClient
+from mycelium.client.registry import ModelVersion, RegistryClient
 from mycelium.client.tokens import (
     MIN_TOKEN_CHARS,
     TokenFileError,
@@ -32,6 +32,7 @@ __all__ = [
     "Conflict",
     "Forbidden",
     "LimitReached",
+    "ModelVersion",
     "NotFound",
     "RegistryClient",
     "RegistryError",
