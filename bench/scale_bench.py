@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import statistics
 import threading
 import time
@@ -210,8 +211,6 @@ class ScaleView:
     """The demo's viewer: samples the tree and scrapes the registry around the run."""
 
     def __init__(self) -> None:
-        import os
-
         self.sampler = TreeSampler(os.getpid())
         self.first: Scrape | None = None
         self.last: Scrape | None = None
@@ -352,7 +351,10 @@ def run(
     import tempfile
     from contextlib import ExitStack
 
+    from bench.faults_report import commit
+
     results: list[ScaleFigures] = []
+    load_before = os.getloadavg()
     with ExitStack() as stack:
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="scale-")))
@@ -360,13 +362,17 @@ def run(
         for n in nodes:
             results.append(measure(n, workdir, seed=seed, duration=duration))
             logger.info("N=%s measured", n)
+    load_after = os.getloadavg()
+    context = {"commit": commit(), "load_before": load_before, "load_after": load_after}
     if json_path is not None:
-        json_path.write_text(json.dumps([asdict(r) for r in results], indent=2))
+        payload = {**context, "results": [asdict(r) for r in results]}
+        json_path.write_text(json.dumps(payload, indent=2))
     if plot_path is not None:
         from bench.scale_plot import plot
 
         plot(results, plot_path)
-    return format_report(results)
+    load = " -> ".join("/".join(f"{x:.1f}" for x in la) for la in (load_before, load_after))
+    return f"commit {context['commit']}, load {load}\n" + format_report(results)
 
 
 def format_report(results: Sequence[ScaleFigures]) -> str:

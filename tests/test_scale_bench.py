@@ -58,3 +58,15 @@ def test_parse_nodes() -> None:
     for bad in ("", "6,x", "1"):
         with pytest.raises(BenchError):
             parse_nodes(bad)
+
+
+def test_bad_node_counts_are_one_line_and_exit_1() -> None:
+    from typer.testing import CliRunner
+
+    from mycelium_net import app
+
+    result = CliRunner().invoke(app, ["bench", "scale", "--nodes", "6,x"])
+    assert result.exit_code == 1
+    assert [line for line in result.output.splitlines() if line.strip()] == [
+        "error: --nodes wants numbers separated by commas, got '6,x'"
+    ]
