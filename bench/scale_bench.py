@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from bench import BenchError
-from mycelium.procs import cpu_seconds, descendant_pids, pss_kb
+from mycelium.procs import cpu_seconds, descendant_pids, pss_split_kb
 
 if TYPE_CHECKING:
     from mycelium.demo.observation import DemoRun, Snapshot
@@ -45,6 +45,7 @@ KINDS = (
     ("superlink", "flower-superlink"),
     ("superexec", "flower-superexec"),
     ("serverapp", "flwr-serverapp"),
+    ("flwr-run", "/flwr run "),
     ("supernode", "flower-supernode"),
     ("supernode", "flwr-clientapp"),
     ("registry", " registry "),
@@ -73,6 +74,7 @@ class TreeSampler:
         self.interval = interval
         self.peak_total_mb = 0.0
         self.peak_by_kind_mb: dict[str, float] = {}
+        self.anon_at_peak_mb: dict[str, float] = {}  # the anonymous part of each peak
         self.count_at_peak: dict[str, int] = {}
         self._cpu: dict[int, tuple[str, float]] = {}  # pid -> (kind, last CPU s seen)
         self._kinds: dict[int, str] = {}
@@ -97,6 +99,7 @@ class TreeSampler:
 
     def sample(self) -> None:
         by_kind: dict[str, float] = {}
+        anon: dict[str, float] = {}
         counts: dict[str, int] = {}
         for pid in descendant_pids(self.root):
             kind = self._kinds.get(pid)
@@ -105,13 +108,16 @@ class TreeSampler:
                 if cmd is None:
                     continue
                 kind = self._kinds[pid] = kind_of(cmd)
-            by_kind[kind] = by_kind.get(kind, 0.0) + pss_kb(pid) / 1024
+            pss, anonymous = pss_split_kb(pid)
+            by_kind[kind] = by_kind.get(kind, 0.0) + pss / 1024
+            anon[kind] = anon.get(kind, 0.0) + anonymous / 1024
             counts[kind] = counts.get(kind, 0) + 1
             self._cpu[pid] = (kind, max(self._cpu.get(pid, (kind, 0.0))[1], cpu_seconds(pid)))
         self.peak_total_mb = max(self.peak_total_mb, sum(by_kind.values()))
         for kind, mb in by_kind.items():
             if mb > self.peak_by_kind_mb.get(kind, 0.0):
                 self.peak_by_kind_mb[kind] = mb
+                self.anon_at_peak_mb[kind] = anon[kind]
                 self.count_at_peak[kind] = counts[kind]
 
     def cpu_by_kind(self) -> dict[str, float]:
@@ -200,6 +206,7 @@ class ScaleFigures:
     model_gets_304: int
     peak_pss_mb: float
     peak_pss_mb_by_kind: dict[str, float]
+    anon_mb_at_peak_by_kind: dict[str, float]  # heap, stacks, arrays; the rest is files
     node_pss_mb: float  # (agent + supernode peaks) / N
     group_pss_mb: float  # (superlink + superexec + serverapp peaks) / groups
     cpu_s_per_node_min: float
@@ -318,6 +325,9 @@ def _figures(config: Any, report: dict[str, Any], view: ScaleView) -> ScaleFigur
         model_gets_304=_delta(first, last, "304"),
         peak_pss_mb=round(view.sampler.peak_total_mb, 1),
         peak_pss_mb_by_kind=peaks,
+        anon_mb_at_peak_by_kind={
+            k: round(v, 1) for k, v in sorted(view.sampler.anon_at_peak_mb.items())
+        },
         node_pss_mb=round((peaks.get("agent", 0.0) + peaks.get("supernode", 0.0)) / n, 1),
         group_pss_mb=round(group_mb / max(1, view.sampler.count_at_peak.get("superlink", 1)), 1),
         cpu_s_per_node_min=round(sum(cpu.values()) / n / (wall / 60), 2),
@@ -391,7 +401,10 @@ def format_report(results: Sequence[ScaleFigures]) -> str:
             f"{r.node_pss_mb:>7.0f} {r.group_pss_mb:>8.0f} {r.cpu_s_per_node_min:>11.1f}"
         )
     for r in results:
-        kinds = ", ".join(f"{k} {v:.0f}" for k, v in r.peak_pss_mb_by_kind.items())
+        anon = r.anon_mb_at_peak_by_kind
+        kinds = ", ".join(
+            f"{k} {v:.0f} ({anon.get(k, 0):.0f} anon)" for k, v in r.peak_pss_mb_by_kind.items()
+        )
         lines.append(f"N={r.nodes} peak PSS MB by kind: {kinds}")
         busiest = list(r.routes.items())[:6]
         routes = "; ".join(

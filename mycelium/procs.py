@@ -177,14 +177,23 @@ def pss_kb(pid: int) -> int:
     """Proportional set size of one process in KiB (``Pss`` of /proc/PID/smaps_rollup: each
     shared page counted as its share among the processes mapping it, so a sum over
     processes is the memory they really take); 0 when it is gone or not readable."""
+    return pss_split_kb(pid)[0]
+
+
+def pss_split_kb(pid: int) -> tuple[int, int]:
+    """(PSS, its anonymous part) of one process in KiB: anonymous = heap, arenas, thread
+    stacks, arrays; the rest is files mapped (code of the imported libraries, mostly).
+    (0, 0) when it is gone or not readable."""
+    found: dict[bytes, int] = {}
     try:
         with open(f"/proc/{pid}/smaps_rollup", "rb") as rollup:
             for line in rollup:
-                if line.startswith(b"Pss:"):
-                    return int(line.split()[1])
+                key = line.split(b":", 1)[0]
+                if key in (b"Pss", b"Pss_Anon"):
+                    found[key] = int(line.split()[1])
     except (OSError, ValueError, IndexError):
-        pass
-    return 0
+        return 0, 0
+    return found.get(b"Pss", 0), found.get(b"Pss_Anon", 0)
 
 
 def tree_pss_mb(pid: int) -> float:

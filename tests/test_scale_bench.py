@@ -21,6 +21,7 @@ def test_kinds_of_process_by_command_line() -> None:
     assert kind_of(py + "/venv/bin/flower-supernode --superlink x ") == "supernode"
     assert kind_of(py + "/w/mycelium_net.py node --name n3 --work-dir /r/n3 ") == "agent"
     assert kind_of(py + "/w/mycelium_net.py registry --port 8000 ") == "registry"
+    assert kind_of(py + "/venv/bin/flwr run /app local --stream ") == "flwr-run"
     assert kind_of(" sleep 5 ") == "other"
 
 
@@ -39,6 +40,7 @@ def test_the_sampler_sums_pss_and_cpu_of_a_real_process_tree() -> None:
             sampler = TreeSampler(os.getpid())
             sampler.sample()
             assert sampler.peak_by_kind_mb["agent"] >= 32
+            assert 32 <= sampler.anon_at_peak_mb["agent"] < sampler.peak_by_kind_mb["agent"]
             assert sampler.count_at_peak["agent"] >= 1
             assert sampler.cpu_by_kind()["agent"] > 0
         finally:
