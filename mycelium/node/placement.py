@@ -147,6 +147,7 @@ class Placement:
         )
         self.decisions += 1
         by_id = {g.group_id: g for g in live}
+        self.scored = {gid: known for gid, known in self.scored.items() if gid in by_id}
         others = [by_id[gid] for gid in chosen]
         current = [g for g in live if g.group_id == current_id]
         unprobed = len(live) - len(current) - len(others)
