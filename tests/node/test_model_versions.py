@@ -97,3 +97,5 @@ def test_placement_skips_the_download_and_score_of_a_version_it_scored(
     registry(api, token).put_model(gid, weights_to_bytes(newer))
     _, third_score, _ = placement.probe(groups, gid)
     assert placement.downloads == 2 and third_score is not None
+    placement.probe([], None)  # the group is no longer listed: its score is forgotten
+    assert placement.scored == {}
