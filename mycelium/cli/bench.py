@@ -293,3 +293,36 @@ def bench_faults(
     if not report.passed:
         failed = [s.name for s in report.scenarios if not s.passed]
         raise fail(f"invariants failed in {', '.join(failed)}")
+
+
+@bench_app.command("scale")
+def bench_scale(
+    nodes: Annotated[
+        str, typer.Option(help="Node counts N, comma-separated; each runs alone with N/6 clusters.")
+    ] = "6,12,24,32",
+    seed: Annotated[int, typer.Option(help="Seed of the nodes' data split and model.")] = 0,
+    duration: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds each N may take to settle (default: 3 s per node + 180).", min=10
+        ),
+    ] = None,
+    json_path: JsonOut = None,
+    plot_path: Annotated[
+        Path | None, typer.Option("--plot", resolve_path=True, help="Write the costs-vs-N PNG.")
+    ] = None,
+    work_dir: WorkDir = None,
+    log_level: LogLevel = "warning",
+) -> None:
+    """The real stack with N nodes on loopback: time to settle, purity, moves, round time,
+    registry traffic by route, model bytes, peak PSS by kind of process, CPU per node."""
+    setup_logging(log_level)
+    from bench import BenchError, scale_bench
+
+    outputs = {"json_path": json_path, "plot_path": plot_path, "workdir": work_dir}
+    try:
+        counts = scale_bench.parse_nodes(nodes)
+        table = scale_bench.run(nodes=counts, seed=seed, duration=duration, **outputs)
+    except (BenchError, OSError, RuntimeError) as exc:
+        raise fail(str(exc)) from None
+    typer.echo(table)

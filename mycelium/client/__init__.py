@@ -22,7 +22,7 @@ from mycelium.client.errors import (
     RegistryUnavailable,
 )
 from mycelium.client.failover import Failover
-from mycelium.client.registry import RegistryClient
+from mycelium.client.registry import ModelVersion, RegistryClient
 from mycelium.client.tokens import (
     MIN_TOKEN_CHARS,
     TokenFileError,
@@ -38,6 +38,7 @@ __all__ = [
     "Failover",
     "Forbidden",
     "LimitReached",
+    "ModelVersion",
     "NotFound",
     "RegistryClient",
     "RegistryEndpoints",

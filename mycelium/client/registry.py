@@ -11,6 +11,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -47,6 +48,15 @@ M = TypeVar("M", bound=BaseModel)
 _GROUPS = TypeAdapter(list[GroupPublic])
 _NODES = TypeAdapter(list[NodePublic])
 _MEMBERS = TypeAdapter(list[MemberKey])
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """A group's model as downloaded: its sha256 and bytes (None: not sent, because the
+    caller already holds this version)."""
+
+    sha256: str
+    data: bytes | None
 
 
 class RegistryClient:
@@ -350,18 +360,30 @@ class RegistryClient:
 
     def get_model(self, group_id: int) -> bytes | None:
         """The group's latest model bytes, or None on 404 (no model, no group); checks sha256."""
+        version = self.model_version(group_id)
+        return None if version is None else version.data
+
+    def model_version(self, group_id: int, known_sha256: str | None = None) -> ModelVersion | None:
+        """The group's latest model (None on 404), its bytes checked against their sha256.
+
+        With ``known_sha256`` (a version the caller holds) the request carries
+        ``If-None-Match``: when that is still the latest the registry answers 304 and the
+        result has ``data=None``."""
+        headers = {"If-None-Match": f'"{known_sha256}"'} if known_sha256 else None
         try:
-            response = self._request("GET", f"/groups/{group_id}/model")
+            response = self._request("GET", f"/groups/{group_id}/model", headers=headers)
         except NotFound:
             return None
         expected = response.headers.get("X-Model-SHA256") or response.headers.get("ETag", "")
         expected = expected.strip('"')
+        if response.status_code == 304:
+            return ModelVersion(sha256=expected or str(known_sha256), data=None)
         actual = hashlib.sha256(response.content).hexdigest()
         if expected and actual != expected:
             raise RegistryError(
                 f"model of group {group_id}: sha256 {actual} does not match {expected}"
             )
-        return response.content
+        return ModelVersion(sha256=actual, data=response.content)
 
     # -- events -----------------------------------------------------------------------------
 
