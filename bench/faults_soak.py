@@ -23,11 +23,12 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
 from bench import BenchError
+from bench.faults_report import commit, load
 from bench.net_bench import until
 from mycelium.api import GroupPublic, NodePublic
 from mycelium.lab import stack as lab
@@ -123,6 +124,9 @@ class SoakReport:
     faults: list[str]
     heals: list[Heal]
     invariants: Invariants
+    commit: str | None = None
+    load_before: tuple[float, float, float] | None = None
+    load_after: tuple[float, float, float] | None = None
 
     @property
     def passed(self) -> bool:
@@ -171,6 +175,8 @@ def format_soak(report: SoakReport) -> str:
         f"soak seed {report.seed}: {report.seconds:.0f} s, {len(report.faults)} faults, "
         f"{report.nodes} nodes on {report.hosts} hosts; formed in {report.formed_s:.0f} s; "
         f"{'PASS' if report.passed else 'FAIL'}",
+        f"- commit {report.commit or '?'}; load {report.load_before} before, "
+        f"{report.load_after} after",
         f"- reads: {inv.reads} ({inv.unreadable} unanswered while faulted)",
         f"- every node in at most one group at every read: {verdict(inv.one_group)}",
         f"- after each heal every live node in a training group within {report.bound_s:.0f} s: "
@@ -504,7 +510,11 @@ def run(
     with ExitStack() as stack:
         if workdir is None:
             workdir = Path(stack.enter_context(TemporaryDirectory(prefix="bench-soak-")))
-        report = run_soak(seconds, seed, Path(workdir).resolve())
+        load_before = load()
+        report = replace(
+            run_soak(seconds, seed, Path(workdir).resolve()),
+            commit=commit(), load_before=load_before, load_after=load(),
+        )  # fmt: skip
     if json_path is not None:
         data = asdict(report) | {
             "passed": report.passed,
