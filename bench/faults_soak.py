@@ -104,12 +104,14 @@ class Invariants:
     integrity: str = "not checked"
     left_processes: list[str] = field(default_factory=list)
     lost_writes: list[str] = field(default_factory=list)
+    exited: list[str] = field(default_factory=list)  # an agent or the registry ended on its own
+    error: str | None = None  # what stopped the soak before its end, if anything
 
     @property
     def passed(self) -> bool:
         return not (
             self.one_group or self.rounds_back or self.heal_late or self.left_processes
-            or self.lost_writes or self.integrity != "ok"
+            or self.lost_writes or self.exited or self.integrity != "ok" or self.error
         )  # fmt: skip
 
 
@@ -185,6 +187,8 @@ def format_soak(report: SoakReport) -> str:
         f"- registry database integrity_check: {inv.integrity}",
         f"- no Flower or agent process left after stop: {verdict(inv.left_processes)}",
         f"- no acknowledged write lost: {verdict(inv.lost_writes)}",
+        f"- no agent or registry exited on its own: {verdict(inv.exited)}",
+        f"- ran to its end: {'yes' if inv.error is None else 'NO, ' + inv.error}",
         "- heal times (kind: count, median, worst s): "
         + "; ".join(
             f"{kind}: {n}, {med if med is not None else '-'}, {worst if worst is not None else '-'}"
@@ -264,7 +268,9 @@ class Soak:
         self.inv = Invariants()
         self.seen = Seen()
         self.agents: dict[str, ManagedProcess] = {}
-        self.down: set[str] = set()  # agents killed or hung now
+        self.down: set[str] = set()  # agents (or the registry) killed or hung now
+        self.exited: set[str] = set()
+        self.registry: ManagedProcess | None = None
         self.last: Observation | None = None
         self.faults: list[str] = []
         self.heals: list[Heal] = []
@@ -327,6 +333,11 @@ class Soak:
 
     def _processes(self) -> None:
         """Every agent owns at most one SuperNode; every lab process is remembered."""
+        watched = dict(self.agents) | ({"registry": self.registry} if self.registry else {})
+        for name, proc in watched.items():
+            if not proc.is_running() and name not in self.down | self.exited:
+                self.exited.add(name)
+                self.inv.exited.append(f"{name} exited {proc.returncode()}")
         for name, proc in self.agents.items():
             if proc.pid is None or not proc.is_running():
                 continue
@@ -370,10 +381,12 @@ class Soak:
         if kind == "registry_hang":
             return faults.hang("registry").undo
         if kind == "registry_kill":
+            self.down.add("registry")
             faults.kill("registry")
 
             def restart_registry() -> None:
                 faults.restart("registry")
+                self.down.discard("registry")
 
             return restart_registry
         if kind == "agent_hang":
@@ -479,7 +492,7 @@ def run_soak(seconds: float, seed: int, work: Path) -> SoakReport:
                 )
             )  # fmt: skip
             faults = stack.enter_context(Faults(network, work))
-            faults.track(registry, ready=lambda: _healthy(network, view))
+            soak.registry = faults.track(registry, ready=lambda: _healthy(network, view))
             started = time.time()
             stack.enter_context(_agents(soak, view, faults))
             formed = soak.wait_healed(view, FORM_TIMEOUT_S / 2)
@@ -488,7 +501,11 @@ def run_soak(seconds: float, seed: int, work: Path) -> SoakReport:
                     f"the {len(NODES)} nodes did not all train within {FORM_TIMEOUT_S:.0f} s"
                 )
             formed_s = time.time() - started
-            soak.chaos(view, faults, seconds, random.Random(seed), bound)
+            try:
+                soak.chaos(view, faults, seconds, random.Random(seed), bound)
+            except Exception as exc:  # noqa: BLE001 - recorded; the end checks still run
+                logger.exception("soak stopped")
+                soak.inv.error = f"{type(exc).__name__}: {exc}"
             soak.read(view)
         soak.check_processes_gone()  # before the namespaces go (that would kill leftovers)
         soak.check_database(work / "registry.db")

@@ -166,6 +166,8 @@ def test_the_soak_summary_names_each_invariant_and_heal_times() -> None:
         {"left_processes": ["pid 9: flower-supernode"]},
         {"lost_writes": ["group 4"]},
         {"integrity": "*** in database main ***"},
+        {"exited": ["c1 exited 1"]},
+        {"error": "FaultError: process 'a0' is not running"},
     ],
 )
 def test_any_broken_invariant_fails_the_soak(broken: dict[str, object]) -> None:
