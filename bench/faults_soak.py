@@ -58,6 +58,7 @@ FIRST_ROUND_S = 30.0
 HOLD_S = (5.0, 20.0)
 GAP_S = (2.0, 5.0)
 READ_EVERY_S = 2.0
+SETTLE_S = 5.0  # a process SIGKILLed by the last stop is gone within this
 FOUNDERS = 2  # a0 and b0, one per data cluster, start first
 FORM_TIMEOUT_S = 300.0
 EXPLAINS = frozenset({"joined", "left", "migrated", "evicted", "node_deleted"})
@@ -233,11 +234,18 @@ class Observation:
         return group.round > bar.get(group.group_id, -1)
 
 
-def _proc_start(pid: int) -> str | None:
+def _stat(pid: int) -> tuple[str, str] | None:
+    """``pid``'s state letter and start time (clock ticks after boot), or None: gone."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return fields[0], fields[19]
     except (OSError, IndexError):
         return None
+
+
+def _proc_start(pid: int) -> str | None:
+    stat = _stat(pid)
+    return None if stat is None else stat[1]
 
 
 def _cmdline(pid: int) -> str:
@@ -444,10 +452,22 @@ class Soak:
             top[gid] = max(top.get(gid, -1), number)
 
     def check_processes_gone(self) -> None:
-        """No process the lab ran is left (by pid and start time), none in a namespace."""
-        for (pid, start), cmd in self.seen.pids.items():
-            if _proc_start(pid) == start:
-                self.inv.left_processes.append(f"pid {pid}: {cmd}")
+        """No process the lab ran is left (by pid and start time), none in a namespace.
+        A process that exited but is not reaped yet (a zombie: its parent, or init after
+        it, collects it) is gone; one killed a moment ago gets :data:`SETTLE_S` to go."""
+
+        def living() -> list[tuple[int, str, str]]:
+            return [
+                (pid, stat[0], cmd)
+                for (pid, start), cmd in self.seen.pids.items()
+                if (stat := _stat(pid)) is not None and stat[1] == start and stat[0] != "Z"
+            ]
+
+        deadline = time.monotonic() + SETTLE_S
+        while living() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for pid, state, cmd in living():
+            self.inv.left_processes.append(f"pid {pid} (state {state}): {cmd}")
         for pid in namespace_pids(self.network):
             self.inv.left_processes.append(f"pid {pid} in a lab namespace: {_cmdline(pid)}")
 
