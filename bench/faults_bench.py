@@ -21,15 +21,33 @@ cannot go on (a deadline passed, a fault could not be made) records why and the 
 from __future__ import annotations
 
 import json
-import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import asdict
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
 from bench import BenchError
+from bench.faults_lab import (
+    AGENTS,
+    CUT,
+    FAILED,
+    FOUR,
+    LEFT,
+    LOSSY_HOST,
+    MASS_CUT,
+    MEMBERS,
+    PARTITION_GROUP_TTL_S,
+    SP_ENDED,
+    SP_STARTED,
+    Formed,
+    check_lab,
+    event_types,
+    formed_group,
+    node_named,
+    sleep_until,
+)
 from bench.faults_report import (
     EVALUATION_S,
     HEARTBEAT_S,
@@ -54,89 +72,8 @@ from bench.faults_report import (
     requests_answered,
 )
 from bench.net_bench import measure, until
-from mycelium.api import EventPublic, NodePublic
 from mycelium.lab import stack as lab
-from mycelium.lab.faults import Faults, unavailable_reason
-from mycelium.lab.netns import Network
-from mycelium.procs import ManagedProcess
-
-MEMBERS = 3
-AGENTS = (("hostA", "a0"), ("hostB", "b0"), ("hostC", "c0"))  # a0 founds; the view is hostB's
-CUT = AGENTS[2]  # the partitioned member: not the group's host, not the view's host
-FAILED = frozenset({"group_failed", "dissolved"})
-LEFT = frozenset({"left", "evicted", "migrated"})
-PARTITION_GROUP_TTL_S = 30.0
-FOUR = (*AGENTS, ("hostD", "d0"))  # mass partition: four hosts, half of them cut
-MASS_CUT = ("hostC", "hostD")
-LOSSY_HOST = "hostC"  # kill_lossy: lossy while a0's host dies
-SP_STARTED, SP_ENDED = "self_preservation_started", "self_preservation_ended"
-
-
-# -- the lab --------------------------------------------------------------------------------
-def check_lab() -> None:
-    """:class:`BenchError` with the reason when the lab cannot run here."""
-    reason = unavailable_reason()
-    if reason:
-        raise BenchError(f"network namespaces or their fault tools unavailable: {reason}")
-    if shutil.which("nginx", path="/usr/sbin:/usr/bin:/usr/local/sbin") is None:
-        raise BenchError("nginx is not installed (TLS group hosts need it; Debian: nginx-light)")
-
-
-@dataclass(frozen=True)
-class Formed:
-    network: Network
-    view: lab.RegistryView
-    registry: ManagedProcess
-    gid: int
-    agents: dict[str, ManagedProcess]
-
-
-@contextmanager
-def formed_group(
-    work: Path,
-    settings: Settings,
-    group_ttl: float,
-    agents: Sequence[tuple[str, str]] = AGENTS,
-    members: int = MEMBERS,
-) -> Iterator[Formed]:
-    """A lab with the registry (``settings.node_ttl_s``, ``group_ttl``) and ``agents``
-    (a0 first: it founds the group) on their hosts; yielded once a0's group trained two
-    rounds with ``members`` of them (every agent in a group)."""
-    hosts = ("reg", *dict.fromkeys(host for host, _ in agents))
-    with ExitStack() as stack:
-        network = stack.enter_context(Network(hosts))
-        view, _, registry = stack.enter_context(
-            lab.https_registry(network, work, node_ttl=settings.node_ttl_s, group_ttl=group_ttl)
-        )
-        gid: int | None = None
-        procs: dict[str, ManagedProcess] = {}
-        for index, (host, name) in enumerate(agents):
-            procs[name] = stack.enter_context(
-                lab.agent_in(
-                    network, host, work, view, name=name, cluster=0, index=index,
-                    partitions=max(4, len(agents)), seed=settings.seed,
-                )
-            )  # fmt: skip
-            if gid is None:
-                gid = until(lambda: view.group_of("a0"), 300, "a0 founds a group")
-        names = [name for _, name in agents]
-        until(lambda: all(view.group_of(n) == gid for n in names), 300, "all join a0")
-        assert gid is not None
-        group = gid
-        until(lambda: len(view.full_rounds(group, members)) >= 2, 300, f"2 rounds of {members}")
-        yield Formed(network, view, registry, group, procs)
-
-
-def _sleep_until(wall: float) -> None:
-    time.sleep(max(0.0, wall - time.time()))
-
-
-def _node(nodes: list[NodePublic], name: str) -> NodePublic:
-    return next(n for n in nodes if n.name == name)
-
-
-def _types(events: list[EventPublic]) -> list[str]:
-    return sorted({e.type for e in events})
+from mycelium.lab.faults import Faults
 
 
 # -- scenarios ----------------------------------------------------------------------------
@@ -175,7 +112,7 @@ def outage(work: Path, settings: Settings, rec: Recorder) -> OutageFigures:
         round_at_resume = view.group(gid).round or 0
         heard_after, reads = _heard_after(view, names, resumed)
         _check_heard(rec, "every node heartbeats again", heard_after, "SIGCONT")
-        _sleep_until(resumed + window)
+        sleep_until(resumed + window)
         after_text = view.text("/metrics")
         before = answered_between(first, at_stop)
         after = answered_between(at_stop, after_text, own=reads + 1)
@@ -183,13 +120,13 @@ def outage(work: Path, settings: Settings, rec: Recorder) -> OutageFigures:
         group = view.group(gid)
         nodes = view.nodes()
         restart = killed_and_restarted(formed, lab_, settings, rec, before)
-    types = _types(happened)
+    types = event_types(happened)
     rec.check(
         "no group failed or dissolved",
         not FAILED & set(types) and group.status == "active" and group.alive,
         f"group {group.status}, alive {group.alive}; events {types}",
     )
-    stayed = all(_node(nodes, n).group_id == gid and _node(nodes, n).alive for n in names)
+    stayed = all(node_named(nodes, n).group_id == gid and node_named(nodes, n).alive for n in names)
     rec.check("no node left its group", stayed and not LEFT & set(types), f"events {types}")
     resumed_events = sum(e.type == "registry_resumed" for e in happened)
     rec.check("the registry saw its own outage once", resumed_events == 1, f"{resumed_events}")
@@ -223,11 +160,11 @@ def killed_and_restarted(
     round_at_restart = view.group(gid).round or 0
     heard, reads = _heard_after(view, names, served)
     _check_heard(rec, "after kill -9 and restart: every node heartbeats again", heard, "serving")
-    _sleep_until(served + window)
+    sleep_until(served + window)
     after_text = view.text("/metrics")  # its counters started again with the process
     after = requests_answered(after_text) - reads - 1
     happened = view.events(since)
-    types = _types(happened)
+    types = event_types(happened)
     group = view.group(gid)
     kept = listed & {n.node_id for n in view.nodes()}
     stayed = all(view.group_of(n) == gid for n in names)
@@ -311,7 +248,7 @@ def partition(work: Path, settings: Settings, rec: Recorder) -> PartitionFigures
         with Faults(formed.network, work) as lab_, lab_.partition(host, "reg"):
             cut_at = time.time()
             while time.time() < cut_at + cut_s:
-                expired = expired or not _node(view.nodes(), name).alive
+                expired = expired or not node_named(view.nodes(), name).alive
                 group = view.group(gid)
                 group_kept = group_kept and group.status == "active" and group.alive
                 time.sleep(0.5)
@@ -319,7 +256,7 @@ def partition(work: Path, settings: Settings, rec: Recorder) -> PartitionFigures
         during = [r for r in view.group(gid).rounds if cut_at < r.reported_at <= healed]
         try:
             node = until(
-                lambda: (n := _node(view.nodes(), name)).last_seen >= healed and n,
+                lambda: (n := node_named(view.nodes(), name)).last_seen >= healed and n,
                 2 * HEARTBEAT_S + 30,
                 f"{name}'s heartbeat after the heal",
                 interval=0.2,
@@ -337,7 +274,7 @@ def partition(work: Path, settings: Settings, rec: Recorder) -> PartitionFigures
             full_after: float | None = round(min(r.reported_at for r in full) - healed, 1)
         except BenchError:
             full_after = None
-        types = _types(view.events(since))
+        types = event_types(view.events(since))
         group = view.group(gid)
         group_of = view.group_of(name)
     rec.check(
@@ -401,7 +338,7 @@ def host_partition(work: Path, settings: Settings, rec: Recorder) -> HostPartiti
             reported: float | None = round(report - healed, 1)
         except BenchError:
             reported = None
-        types = _types(view.events(since))
+        types = event_types(view.events(since))
         group = view.group(gid)
         stayed = all(view.group_of(n) == gid for n in members)
     rec.check(
@@ -461,7 +398,7 @@ def mass_partition_in(
     except BenchError:
         ended = None
     happened = view.events(since)
-    types = _types(happened)
+    types = event_types(happened)
     started = next((e for e in happened if e.type == SP_STARTED), None)
     stayed = all(view.group_of(n) == gid for n in names)
     health = view.health()
@@ -523,7 +460,7 @@ def kill_lossy_in(
         except BenchError:
             pass
         trained = _trained_after(view, members, killed_at, 90)
-        types = _types(view.events(since))
+        types = event_types(view.events(since))
         old = view.group(gid).status
     worst = max(homes.values(), default=None)
     rec.check(

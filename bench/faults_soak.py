@@ -539,7 +539,7 @@ def run(
     *, seconds: float, seed: int, json_path: Path | None = None, workdir: Path | None = None
 ) -> SoakReport:
     """:func:`run_soak` in ``workdir`` (a temporary one by default); JSON when asked."""
-    from bench.faults_bench import check_lab
+    from bench.faults_lab import check_lab
 
     if seconds < 10:
         raise BenchError(f"a soak needs 10 s or more, not {seconds:g}")

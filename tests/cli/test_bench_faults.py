@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from typer.testing import CliRunner
 
-from bench import BenchError, faults_bench, faults_soak
+from bench import BenchError, faults_lab, faults_soak
 from bench.faults_report import (
     SCENARIOS,
     Check,
@@ -49,7 +49,7 @@ def test_an_unknown_scenario_is_one_line_and_exit_1() -> None:
 
 
 def test_without_the_lab_it_says_why_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(faults_bench, "unavailable_reason", lambda: "no root here")
+    monkeypatch.setattr(faults_lab, "unavailable_reason", lambda: "no root here")
     result = runner.invoke(app, ["bench", "faults", "--scenario", "outage"])
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import faults_bench
+from bench import faults_bench, faults_lab
 from bench.faults_report import Recorder, Settings
 from mycelium.lab.faults import unavailable_reason
 from tests.net.conftest import needs_nginx
@@ -32,9 +32,9 @@ def _report(rec: Recorder) -> str:
 def test_mass_partition_then_the_host_killed_under_loss(tmp_path: Path) -> None:
     if reason := unavailable_reason():
         pytest.skip(f"lab faults unavailable: {reason}")
-    four = faults_bench.FOUR
+    four = faults_lab.FOUR
     mass, killed = Recorder(), Recorder()
-    with faults_bench.formed_group(tmp_path, SETTINGS, GROUP_TTL, four, len(four)) as formed:
+    with faults_lab.formed_group(tmp_path, SETTINGS, GROUP_TTL, four, len(four)) as formed:
         figures = faults_bench.mass_partition_in(formed, tmp_path, SETTINGS, mass)
         print(_report(mass), figures, sep="\n")
         assert all(c.passed for c in mass.checks), _report(mass)
