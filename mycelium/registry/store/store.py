@@ -468,7 +468,9 @@ class Store:
         while True:
             try:
                 await self.sweep()
-            except (sqlite3.Error, StoreUnavailable):
+            except StoreUnavailable as exc:
+                logger.warning("liveness sweep skipped: %s", exc)  # PostgreSQL out of reach
+            except sqlite3.Error:
                 logger.exception("liveness sweep failed; will retry")
             await asyncio.sleep(interval)
 
