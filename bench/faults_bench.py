@@ -31,14 +31,19 @@ from tempfile import TemporaryDirectory
 
 from bench import BenchError
 from bench.faults_report import (
+    EVALUATION_S,
     HEARTBEAT_S,
     SCENARIOS,
     FaultsReport,
     Figures,
+    HostPartitionFigures,
+    KillLossyFigures,
     LossyFigures,
+    MassPartitionFigures,
     OutageFigures,
     PartitionFigures,
     Recorder,
+    RestartFigures,
     ScenarioResult,
     Settings,
     answered_between,
@@ -46,6 +51,7 @@ from bench.faults_report import (
     load,
     parse_scenarios,
     per_minute,
+    requests_answered,
 )
 from bench.net_bench import measure, until
 from mycelium.api import EventPublic, NodePublic
@@ -60,6 +66,10 @@ CUT = AGENTS[2]  # the partitioned member: not the group's host, not the view's 
 FAILED = frozenset({"group_failed", "dissolved"})
 LEFT = frozenset({"left", "evicted", "migrated"})
 PARTITION_GROUP_TTL_S = 30.0
+FOUR = (*AGENTS, ("hostD", "d0"))  # mass partition: four hosts, half of them cut
+MASS_CUT = ("hostC", "hostD")
+LOSSY_HOST = "hostC"  # kill_lossy: lossy while a0's host dies
+SP_STARTED, SP_ENDED = "self_preservation_started", "self_preservation_ended"
 
 
 # -- the lab --------------------------------------------------------------------------------
@@ -78,32 +88,43 @@ class Formed:
     view: lab.RegistryView
     registry: ManagedProcess
     gid: int
+    agents: dict[str, ManagedProcess]
 
 
 @contextmanager
-def formed_group(work: Path, settings: Settings, group_ttl: float) -> Iterator[Formed]:
-    """A lab with the registry (``settings.node_ttl_s``, ``group_ttl``) and a group of
-    a0, b0, c0 founded by a0 that trained two rounds with all three."""
+def formed_group(
+    work: Path,
+    settings: Settings,
+    group_ttl: float,
+    agents: Sequence[tuple[str, str]] = AGENTS,
+    members: int = MEMBERS,
+) -> Iterator[Formed]:
+    """A lab with the registry (``settings.node_ttl_s``, ``group_ttl``) and ``agents``
+    (a0 first: it founds the group) on their hosts; yielded once a0's group trained two
+    rounds with ``members`` of them (every agent in a group)."""
+    hosts = ("reg", *dict.fromkeys(host for host, _ in agents))
     with ExitStack() as stack:
-        network = stack.enter_context(Network())
+        network = stack.enter_context(Network(hosts))
         view, _, registry = stack.enter_context(
             lab.https_registry(network, work, node_ttl=settings.node_ttl_s, group_ttl=group_ttl)
         )
         gid: int | None = None
-        for index, (host, name) in enumerate(AGENTS):
-            stack.enter_context(
+        procs: dict[str, ManagedProcess] = {}
+        for index, (host, name) in enumerate(agents):
+            procs[name] = stack.enter_context(
                 lab.agent_in(
-                    network, host, work, view, name=name, cluster=0, index=index, seed=settings.seed
+                    network, host, work, view, name=name, cluster=0, index=index,
+                    partitions=max(4, len(agents)), seed=settings.seed,
                 )
-            )
+            )  # fmt: skip
             if gid is None:
                 gid = until(lambda: view.group_of("a0"), 300, "a0 founds a group")
-        names = [name for _, name in AGENTS]
-        until(lambda: all(view.group_of(n) == gid for n in names), 300, "b0 and c0 join a0")
+        names = [name for _, name in agents]
+        until(lambda: all(view.group_of(n) == gid for n in names), 300, "all join a0")
         assert gid is not None
         group = gid
-        until(lambda: len(view.full_rounds(group, MEMBERS)) >= 2, 300, "2 rounds of 3")
-        yield Formed(network, view, registry, group)
+        until(lambda: len(view.full_rounds(group, members)) >= 2, 300, f"2 rounds of {members}")
+        yield Formed(network, view, registry, group, procs)
 
 
 def _sleep_until(wall: float) -> None:
@@ -152,31 +173,16 @@ def outage(work: Path, settings: Settings, rec: Recorder) -> OutageFigures:
             time.sleep(settings.outage_s)
         resumed = time.time()
         round_at_resume = view.group(gid).round or 0
-        reads, heard = 1, dict[str, float]()
-
-        def everyone_heard() -> bool:
-            nonlocal reads
-            reads += 1
-            for node in view.nodes():
-                if node.name in names and node.last_seen >= resumed:
-                    heard.setdefault(node.name, node.last_seen)
-            return len(heard) == len(names)
-
-        try:
-            until(everyone_heard, 2 * HEARTBEAT_S + 15, "every node heard", interval=0.2)
-            heard_after: float | None = round(max(heard.values()) - resumed, 2)
-        except BenchError as exc:
-            heard_after = None
-            rec.check("every node heartbeats again", False, str(exc))
-        else:
-            rec.check("every node heartbeats again", True, f"{heard_after:.2f} s after SIGCONT")
+        heard_after, reads = _heard_after(view, names, resumed)
+        _check_heard(rec, "every node heartbeats again", heard_after, "SIGCONT")
         _sleep_until(resumed + window)
         after_text = view.text("/metrics")
         before = answered_between(first, at_stop)
-        after = answered_between(at_stop, after_text, own=reads)
+        after = answered_between(at_stop, after_text, own=reads + 1)
         happened = view.events(since)
         group = view.group(gid)
         nodes = view.nodes()
+        restart = killed_and_restarted(formed, lab_, settings, rec, before)
     types = _types(happened)
     rec.check(
         "no group failed or dissolved",
@@ -188,23 +194,110 @@ def outage(work: Path, settings: Settings, rec: Recorder) -> OutageFigures:
     resumed_events = sum(e.type == "registry_resumed" for e in happened)
     rec.check("the registry saw its own outage once", resumed_events == 1, f"{resumed_events}")
     round_after = group.round or 0
-    rec.check(
-        "the group trained after it",
-        round_after > round_at_resume,
-        f"round {round_at_resume} at SIGCONT, {round_after} a window later",
-    )
-    rec.check(
-        "no storm of retries (after <= 2 x before + 10)",
-        after <= 2 * before + 10,
-        f"{after} after, {before} before",
-    )
+    _check_recovery(rec, "SIGCONT", (round_at_resume, round_after), (before, after))
     return OutageFigures(
         outage_s=settings.outage_s, node_ttl_s=settings.node_ttl_s, group_ttl_s=group_ttl,
         window_s=window, heard_after_s=heard_after,
         requests_before=before, requests_after=after,
         per_minute_before=per_minute(before, window), per_minute_after=per_minute(after, window),
         round_at_resume=round_at_resume, round_after=round_after, events=types,
+        restart=restart,
     )  # fmt: skip
+
+
+def killed_and_restarted(
+    formed: Formed, lab_: Faults, settings: Settings, rec: Recorder, before: int
+) -> RestartFigures:
+    """The outage's second form: the registry killed (-9) and, ``settings.outage_s``
+    later, started again on the same port with the same database."""
+    view, gid, window = formed.view, formed.gid, settings.window_s
+    names = [name for _, name in AGENTS]
+    lab_.track(formed.registry, ready=lambda: _serves(view))
+    since = view.events()[-1].id
+    listed = {n.node_id for n in view.nodes()}
+    killed_at = time.time()
+    lab_.kill("registry")
+    time.sleep(settings.outage_s)
+    lab_.restart("registry")
+    served = time.time()
+    round_at_restart = view.group(gid).round or 0
+    heard, reads = _heard_after(view, names, served)
+    _check_heard(rec, "after kill -9 and restart: every node heartbeats again", heard, "serving")
+    _sleep_until(served + window)
+    after_text = view.text("/metrics")  # its counters started again with the process
+    after = requests_answered(after_text) - reads - 1
+    happened = view.events(since)
+    types = _types(happened)
+    group = view.group(gid)
+    kept = listed & {n.node_id for n in view.nodes()}
+    stayed = all(view.group_of(n) == gid for n in names)
+    causes = [e.data.get("cause") for e in happened if e.type == "registry_resumed"]
+    rec.check(
+        "after the restart: nothing failed, dissolved or left",
+        stayed and not (FAILED | LEFT) & set(types) and group.status == "active",
+        f"group {group.status}; events {types}",
+    )
+    rec.check("the restarted registry saw its own downtime", causes == ["restart"], f"{causes}")
+    rec.check(
+        "nothing acknowledged before the kill lost",
+        kept == listed,
+        f"{len(kept)} of {len(listed)} registrations listed again",
+    )
+    _check_recovery(rec, "the restart", (round_at_restart, group.round or 0), (before, after))
+    return RestartFigures(
+        down_s=round(served - killed_at, 1), heard_after_s=heard, requests_after=after,
+        per_minute_after=per_minute(after, window), round_at_restart=round_at_restart,
+        round_after=group.round or 0, nodes_before=len(listed), nodes_kept=len(kept),
+        events=types,
+    )  # fmt: skip
+
+
+def _check_recovery(
+    rec: Recorder, since: str, rounds: tuple[int, int], requests: tuple[int, int]
+) -> None:
+    """The group trained after ``since`` (round then, a window later) and the requests of
+    the window after it (before, after) were no storm."""
+    (then, later), (before, after) = rounds, requests
+    rec.check(f"the group trained after {since}", later > then, f"round {then} -> {later}")
+    rec.check(
+        f"no storm of retries after {since} (after <= 2 x before + 10)",
+        after <= 2 * before + 10,
+        f"{after} after, {before} before",
+    )
+
+
+def _check_heard(rec: Recorder, name: str, heard: float | None, since: str) -> None:
+    detail = "never" if heard is None else f"{heard:.2f} s after {since}"
+    rec.check(name, heard is not None, detail)
+
+
+def _serves(view: lab.RegistryView) -> bool:
+    try:
+        return bool(view.network.probe(view.host, "health", view.url, "--ca", view.ca)["healthy"])
+    except (RuntimeError, KeyError, ValueError):
+        return False
+
+
+def _heard_after(
+    view: lab.RegistryView, names: list[str], since: float
+) -> tuple[float | None, int]:
+    """Seconds from ``since`` until each of ``names`` heartbeated after it, and how many
+    reads that took."""
+    reads, heard = 0, dict[str, float]()
+
+    def everyone_heard() -> bool:
+        nonlocal reads
+        reads += 1
+        for node in view.nodes():
+            if node.name in names and node.last_seen >= since:
+                heard.setdefault(node.name, node.last_seen)
+        return len(heard) == len(names)
+
+    try:
+        until(everyone_heard, 2 * HEARTBEAT_S + 15, "every node heard", interval=0.2)
+    except BenchError:
+        return None, reads
+    return round(max(heard.values()) - since, 2), reads
 
 
 def partition(work: Path, settings: Settings, rec: Recorder) -> PartitionFigures:
@@ -277,8 +370,209 @@ def partition(work: Path, settings: Settings, rec: Recorder) -> PartitionFigures
     )  # fmt: skip
 
 
+def host_partition(work: Path, settings: Settings, rec: Recorder) -> HostPartitionFigures:
+    """The group's own host (hostA) cut from the registry for 1.5 group TTLs while its
+    members reach both: their vouches keep the group; the host reports again after."""
+    host, group_ttl = AGENTS[0][0], PARTITION_GROUP_TTL_S
+    cut_s = 1.5 * group_ttl
+    members = [name for _, name in AGENTS[1:]]
+    with formed_group(work, settings, group_ttl) as formed:
+        view, gid = formed.view, formed.gid
+        since = view.events()[-1].id
+        rounds: dict[str, list[int | None]] = {n: [view.node_round(n)] for n in members}
+        kept, silent = True, 0.0
+        with Faults(formed.network, work) as lab_, lab_.partition(host, "reg"):
+            cut_at = time.time()
+            while time.time() < cut_at + cut_s:
+                group = view.group(gid)
+                kept = kept and group.status == "active" and group.alive
+                silent = max(silent, time.time() - group.last_report)
+                time.sleep(0.5)
+            for name in members:
+                rounds[name].append(view.node_round(name))
+        healed = time.time()
+        try:
+            report = until(
+                lambda: (last := view.group(gid).last_report) > healed and last,
+                60,
+                "the host reports again",
+                interval=0.5,
+            )
+            reported: float | None = round(report - healed, 1)
+        except BenchError:
+            reported = None
+        types = _types(view.events(since))
+        group = view.group(gid)
+        stayed = all(view.group_of(n) == gid for n in members)
+    rec.check(
+        "the group was never failed (members vouched)",
+        kept and not FAILED & set(types) and group.status == "active",
+        f"active and alive throughout: {kept}; host silent up to {silent:.1f} s "
+        f"(group TTL {group_ttl:g}); events {types}",
+    )
+    rec.check("no member left", stayed and not LEFT & set(types), f"events {types}")
+    rec.check(
+        "rounds went on during the cut",
+        all((r[1] or 0) > (r[0] or 0) for r in rounds.values()),
+        f"{rounds}",
+    )
+    rec.check(
+        "the host's reports resumed after the heal",
+        reported is not None,
+        "never" if reported is None else f"{reported:.1f} s after",
+    )
+    return HostPartitionFigures(host, cut_s, group_ttl, round(silent, 1), rounds, reported, types)
+
+
+def mass_partition(work: Path, settings: Settings, rec: Recorder) -> MassPartitionFigures:
+    """Half the hosts (hostC, hostD) cut from the registry at once, for three node TTLs."""
+    with formed_group(work, settings, PARTITION_GROUP_TTL_S, FOUR, len(FOUR)) as formed:
+        return mass_partition_in(formed, work, settings, rec)
+
+
+def mass_partition_in(
+    formed: Formed, work: Path, settings: Settings, rec: Recorder
+) -> MassPartitionFigures:
+    """:func:`mass_partition` in a formed lab of :data:`FOUR`: self-preservation starts,
+    nothing is evicted, it ends after the heal."""
+    view, gid = formed.view, formed.gid
+    names = [name for _, name in FOUR]
+    cut_nodes = [name for host, name in FOUR if host in MASS_CUT]
+    cut_s = 3 * settings.node_ttl_s
+    since = view.events()[-1].id
+    held, expired = False, set[str]()
+    with Faults(formed.network, work) as lab_:
+        made = [lab_.partition(host, "reg") for host in MASS_CUT]
+        cut_at = time.time()
+        while time.time() < cut_at + cut_s:
+            held = held or view.health().self_preservation
+            expired |= {n.name for n in view.nodes() if n.name in names and not n.alive}
+            time.sleep(0.5)
+        for applied in made:
+            applied.undo()
+    healed = time.time()
+    try:
+        ended = until(
+            lambda: next((e for e in view.events(since) if e.type == SP_ENDED), None),
+            4 * settings.node_ttl_s + 30,
+            "self-preservation ends",
+            interval=0.5,
+        )
+    except BenchError:
+        ended = None
+    happened = view.events(since)
+    types = _types(happened)
+    started = next((e for e in happened if e.type == SP_STARTED), None)
+    stayed = all(view.group_of(n) == gid for n in names)
+    health = view.health()
+    rec.check(
+        "self-preservation started during the cut",
+        started is not None and cut_at <= started.at <= healed and held,
+        f"/health said so: {held}; events {types}",
+    )
+    rec.check(
+        "nothing evicted, failed, dissolved or left",
+        stayed and not (FAILED | LEFT) & set(types),
+        f"everyone in group {gid}: {stayed}; shown not alive at some read: {sorted(expired)}",
+    )
+    rec.check(
+        "self-preservation ended after the heal",
+        ended is not None and ended.at >= healed and not health.self_preservation,
+        "never" if ended is None else f"{ended.at - healed:.1f} s after ({ended.data})",
+    )
+    return MassPartitionFigures(
+        hosts_cut=list(MASS_CUT), nodes_cut=cut_nodes, cut_s=cut_s,
+        started_after_cut_s=None if started is None else round(started.at - cut_at, 1),
+        lost=None if started is None else started.data.get("lost"),
+        of=None if started is None else started.data.get("of"),
+        expired_during_cut=sorted(expired),
+        ended_after_heal_s=None if ended is None else round(ended.at - healed, 1),
+        end_reason=None if ended is None else ended.data.get("reason"), events=types,
+    )  # fmt: skip
+
+
+def kill_lossy(work: Path, settings: Settings, rec: Recorder) -> KillLossyFigures:
+    """The group's host (a0's agent) killed (-9) while c0's host drops 2% of its packets."""
+    with formed_group(work, settings, PARTITION_GROUP_TTL_S) as formed:
+        return kill_lossy_in(formed, work, settings, rec, PARTITION_GROUP_TTL_S)
+
+
+def kill_lossy_in(
+    formed: Formed, work: Path, settings: Settings, rec: Recorder, group_ttl: float
+) -> KillLossyFigures:
+    """:func:`kill_lossy` in a formed lab: the members re-home within ``group_ttl`` plus
+    two evaluation intervals."""
+    view, gid = formed.view, formed.gid
+    members = [name for name in formed.agents if name != "a0"]
+    bound = group_ttl + 2 * EVALUATION_S
+    since = view.events()[-1].id
+    homes: dict[str, float] = {}
+    with Faults(formed.network, work) as lab_, lab_.loss(LOSSY_HOST, settings.loss):
+        killed_at = time.time()
+        lab.crash(formed.agents["a0"])
+
+        def rehomed() -> bool:
+            live = {g.group_id for g in view.groups() if g.status == "active" and g.alive}
+            for node in view.nodes():
+                if node.name in members and node.alive and node.group_id in live - {gid}:
+                    homes.setdefault(node.name, round(time.time() - killed_at, 1))
+            return len(homes) == len(members)
+
+        try:
+            until(rehomed, bound + 60, "the members re-home", interval=0.5)
+        except BenchError:
+            pass
+        trained = _trained_after(view, members, killed_at, 90)
+        types = _types(view.events(since))
+        old = view.group(gid).status
+    worst = max(homes.values(), default=None)
+    rec.check(
+        f"the members re-homed within --group-ttl + 2 evaluation intervals ({bound:g} s)",
+        len(homes) == len(members) and worst is not None and worst <= bound,
+        f"{homes}",
+    )
+    rec.check(
+        "their new group trained",
+        trained is not None,
+        "never" if trained is None else f"{trained:.1f} s after the kill",
+    )
+    return KillLossyFigures(
+        killed="a0", lossy_host=LOSSY_HOST, loss=settings.loss, group_ttl_s=group_ttl,
+        bound_s=bound, rehomed_s={n: homes.get(n) for n in members}, trained_after_s=trained,
+        old_group_status=old, events=types,
+    )  # fmt: skip
+
+
+def _trained_after(
+    view: lab.RegistryView, names: list[str], since: float, timeout: float
+) -> float | None:
+    """Seconds from ``since`` until every group of ``names`` reported a round after it."""
+
+    def trained() -> float | None:
+        gids = {n.group_id for n in view.nodes() if n.name in names and n.alive}
+        if None in gids:
+            return None
+        stamps = []
+        for gid in gids:
+            after = [
+                r.reported_at for r in view.group(int(gid or 0)).rounds if r.reported_at > since
+            ]
+            if not after:
+                return None
+            stamps.append(min(after))
+        return max(stamps) - since
+
+    try:
+        return round(float(until(trained, timeout, "the new group trains", interval=1.0)), 1)
+    except BenchError:
+        return None
+
+
 Scenario = Callable[[Path, Settings, Recorder], Figures]
-RUNNERS: dict[str, Scenario] = {"lossy": lossy, "outage": outage, "partition": partition}
+RUNNERS: dict[str, Scenario] = {
+    "lossy": lossy, "outage": outage, "partition": partition, "host_partition": host_partition,
+    "mass_partition": mass_partition, "kill_lossy": kill_lossy,
+}  # fmt: skip
 
 
 def run_scenario(name: str, work: Path, settings: Settings) -> ScenarioResult:

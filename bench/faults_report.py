@@ -17,8 +17,9 @@ from bench import BenchError
 from bench.net_bench import NetFigures
 from mycelium.launch import FAST_TIMERS
 
-SCENARIOS = ("lossy", "outage", "partition")
+SCENARIOS = ("lossy", "outage", "partition", "host_partition", "mass_partition", "kill_lossy")
 HEARTBEAT_S = float(FAST_TIMERS["heartbeat_interval"])
+EVALUATION_S = float(FAST_TIMERS["group_evaluation_interval"])
 RESPONSES = "mycelium_http_responses_total{"
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,6 +82,58 @@ class OutageFigures:
     round_at_resume: int
     round_after: int  # a window after SIGCONT
     events: list[str]
+    restart: RestartFigures | None = None  # the second outage: kill -9, restart, same port
+
+
+@dataclass(frozen=True)
+class RestartFigures:
+    down_s: float  # from SIGKILL to the restarted registry serving
+    heard_after_s: float | None  # from serving again until every node's heartbeat arrived
+    requests_after: int  # answers in the window from the restart (the bench's reads left out)
+    per_minute_after: float
+    round_at_restart: int
+    round_after: int
+    nodes_before: int  # registrations the registry listed before the kill
+    nodes_kept: int  # of them, listed after the restart
+    events: list[str]
+
+
+@dataclass(frozen=True)
+class HostPartitionFigures:
+    host: str
+    cut_s: float
+    group_ttl_s: float
+    host_silent_max_s: float  # the longest the registry went without the host's report
+    member_rounds: dict[str, list[int | None]]  # member -> [round at the cut, at its end]
+    host_report_after_heal_s: float | None
+    events: list[str]
+
+
+@dataclass(frozen=True)
+class MassPartitionFigures:
+    hosts_cut: list[str]
+    nodes_cut: list[str]
+    cut_s: float
+    started_after_cut_s: float | None
+    lost: int | None  # what self_preservation_started counted: lost of ...
+    of: int | None
+    expired_during_cut: list[str]  # nodes the registry showed not alive at some read
+    ended_after_heal_s: float | None
+    end_reason: str | None
+    events: list[str]
+
+
+@dataclass(frozen=True)
+class KillLossyFigures:
+    killed: str
+    lossy_host: str
+    loss: float
+    group_ttl_s: float
+    bound_s: float  # --group-ttl + 2 evaluation intervals
+    rehomed_s: dict[str, float | None]  # member -> seconds from the kill to a live new group
+    trained_after_s: float | None  # from the kill to a round of the members' new group(s)
+    old_group_status: str
+    events: list[str]
 
 
 @dataclass(frozen=True)
@@ -100,7 +153,10 @@ class PartitionFigures:
     events: list[str]
 
 
-Figures = LossyFigures | OutageFigures | PartitionFigures
+Figures = (
+    LossyFigures | OutageFigures | PartitionFigures | HostPartitionFigures
+    | MassPartitionFigures | KillLossyFigures
+)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ Three agents against one registry: ``a`` (cluster 0) and ``b`` (cluster 1) found
 each; ``m`` (cluster 1) starts in ``a``'s group (``--join``) and migrates to ``b``'s.
 Migration latency = from the registry's ``migrated`` event (the decision, committed) to the
 first round of ``b``'s group that completes with both members. Target: at most one of
-``b``'s rounds plus 10 s. RSS is VmRSS summed over a process tree (/proc): a node = the
+``b``'s rounds plus 10 s. RSS is VmRSS, PSS the proportional set size (shared pages by
+their share), each summed over a process tree (/proc): a node = the
 agent with its SuperNode and ClientApps; a group = SuperLink, superexec and ServerApp.
 Used as a section of ``python mycelium_net.py bench flower``.
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 from mycelium.api import EventPublic, RoundPublic
 from mycelium.client import RegistryClient
 from mycelium.launch import FAST_TIMERS, agent_process
-from mycelium.procs import ManagedProcess, descendant_pids, tree_rss_mb, wait_for
+from mycelium.procs import ManagedProcess, descendant_pids, tree_pss_mb, tree_rss_mb, wait_for
 
 logger = logging.getLogger(__name__)
 
@@ -89,8 +90,10 @@ def measure_migration(workdir: Path, url: str) -> dict[str, float]:
             what="more rounds of b",
         )
         node_rss = tree_rss_mb(mover.pid) if mover.pid else 0.0
+        node_pss = tree_pss_mb(mover.pid) if mover.pid else 0.0
         link = _superlink_pid(host_a.pid)
         group_rss = tree_rss_mb(link) if link else 0.0
+        group_pss = tree_pss_mb(link) if link else 0.0
         times = [r.reported_at for r in _rounds_with(client, group_b, 2)]
     round_s = statistics.median(b - a for a, b in zip(times, times[1:], strict=False))
     latency = first.reported_at - event.at
@@ -100,6 +103,8 @@ def measure_migration(workdir: Path, url: str) -> dict[str, float]:
         "migration latency target s (one round + 10)": round_s + 10,
         "node RSS MB (agent + supernode tree)": node_rss,
         "group RSS MB (superlink + superexec + serverapp)": group_rss,
+        "node PSS MB (agent + supernode tree)": node_pss,
+        "group PSS MB (superlink + superexec + serverapp)": group_pss,
     }
 
 

@@ -49,6 +49,9 @@ def _public_key(text: str) -> str:
 
 # A node's SuperNode-auth public key (one OpenSSH line, ECDSA on a NIST curve), stored in
 # canonical form; the group's host registers it on its SuperLink (docs/security.md).
+IdempotencyKey = Annotated[str, Field(min_length=32, max_length=200, pattern=r"^[A-Za-z0-9_-]+$")]
+"""A create request's ``Idempotency-Key`` header: a client-chosen secret (URL-safe, 32 or more
+characters); a retry with the same key is answered with the record the first one created."""
 PublicKey = Annotated[str, Field(min_length=1, max_length=1024), AfterValidator(_public_key)]
 GroupStatus = Literal["active", "failed", "dissolved"]
 Fingerprint = Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
@@ -92,6 +95,9 @@ class NodePublic(BaseModel):
     last_seen: float
     alive: bool
     created_at: float
+    # Test accuracy of the model the node predicts with (its personal model or its group's,
+    # docs/learning.md), as its last heartbeat reported it; never part of a group's figures.
+    personal_accuracy: float | None = None
 
 
 class HeartbeatIn(_In):
@@ -101,6 +107,7 @@ class HeartbeatIn(_In):
     num_samples: Count = 0
     round: Count | None = None
     flower_node_id: FlowerNodeId | None = None
+    personal_accuracy: Accuracy | None = None
 
 
 class HeartbeatOut(BaseModel):

@@ -32,6 +32,13 @@ VOUCH_MAX_TTLS = 5  # members keep a group without host reports at most this man
 
 # -- talking to the registry ---------------------------------------------------------------
 REGISTRY_TIMEOUT_S = 5.0  # every RegistryClient call
+# A client given several registry URLs tries each at most this many times per call before it
+# raises RegistryUnavailable (one URL: once, as its callers back off themselves); between tries
+# it waits a jittered exponential step: half to all of FIRST seconds, doubling, capped at CAP
+# (docs/registry.md, "Failover and retried writes").
+REGISTRY_FAILOVER_PASSES = 2
+REGISTRY_FAILOVER_FIRST_S = 0.2
+REGISTRY_FAILOVER_CAP_S = 2.0
 HEALTH_TIMEOUT_S = 1.0  # one /health probe while waiting for a registry to start
 START_TIMEOUT_S = 30.0  # a registry process must answer /health within this
 
@@ -59,6 +66,7 @@ NODE_STATUS_INTERVAL_S = 15.0  # seconds between writes of a node's status.json
 PERFORMANCE_THRESHOLD = 0.05  # accuracy gain on own data needed to migrate
 COOLDOWN_S = 120.0  # seconds after a move before the next
 WARMUP_EPOCHS = 20
+PERSONAL = "ft"  # a node's personal model: fine-tuned group model (mycelium.learning.personal)
 NODE_PARTITIONS = 6  # shards of a node's scenario
 NODE_PARTITION = f"0/{NODE_PARTITIONS}"
 MAX_CANDIDATES = 8  # groups a node probes besides its own

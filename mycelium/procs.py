@@ -173,6 +173,64 @@ def tree_rss_mb(pid: int) -> float:
     return sum(rss_kb(p) for p in [pid, *descendant_pids(pid)]) / 1024
 
 
+def pss_kb(pid: int) -> int:
+    """Proportional set size of one process in KiB (``Pss`` of /proc/PID/smaps_rollup: each
+    shared page counted as its share among the processes mapping it, so a sum over
+    processes is the memory they really take); 0 when it is gone or not readable."""
+    return pss_split_kb(pid)[0]
+
+
+def pss_split_kb(pid: int) -> tuple[int, int]:
+    """(PSS, its anonymous part) of one process in KiB: anonymous = heap, arenas, thread
+    stacks, arrays; the rest is files mapped (code of the imported libraries, mostly).
+    (0, 0) when it is gone or not readable."""
+    found: dict[bytes, int] = {}
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as rollup:
+            for line in rollup:
+                key = line.split(b":", 1)[0]
+                if key in (b"Pss", b"Pss_Anon"):
+                    found[key] = int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0, 0
+    return found.get(b"Pss", 0), found.get(b"Pss_Anon", 0)
+
+
+def tree_pss_mb(pid: int) -> float:
+    """PSS of ``pid`` and all its descendants, in MiB."""
+    return sum(pss_kb(p) for p in [pid, *descendant_pids(pid)]) / 1024
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime, stime
+
+
+# Every process we start trains or scores tiny batches on one thread: glibc's default of up
+# to 8 malloc arenas per core and OpenMP pools sized to the cores only cost memory there
+# (docs/flower.md, "Where a node's memory goes"). A value already in the environment wins;
+# MYCELIUM_LEAN_ENV=0 leaves the environment as it is (to measure the difference).
+LEAN_ENV = {"MALLOC_ARENA_MAX": "2", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for a child we start: ours, plus :data:`LEAN_ENV` where unset."""
+    env = dict(os.environ)
+    if env.get("MYCELIUM_LEAN_ENV", "1") != "0":
+        for key, value in LEAN_ENV.items():
+            env.setdefault(key, value)
+    if extra:
+        env.update(extra)
+    return env
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -221,7 +279,7 @@ class ManagedProcess:
         self.name = name
         self.args = list(args)
         self.log_path = log_path
-        self._env = dict(env) if env is not None else None
+        self._env = dict(env) if env is not None else child_env()
         self._cwd = cwd
         self._popen: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None

@@ -11,6 +11,7 @@ import typer
 from mycelium import config
 
 if TYPE_CHECKING:
+    from mycelium.client.endpoints import RegistryEndpoints
     from mycelium.learning.strategy import StrategyConfig
 
 LogLevel = Annotated[
@@ -96,6 +97,15 @@ Insecure = Annotated[
         envvar="MYCELIUM_INSECURE",
     ),
 ]
+RegistryUrls = Annotated[
+    str,
+    typer.Option(
+        "--registry-url",
+        help="Registry base URL, or several comma-separated (URL1,URL2: registry processes "
+        "sharing one database): the first is used while it answers, the next when it fails.",
+        envvar="MYCELIUM_REGISTRY_URL",
+    ),
+]
 RegistryCa = Annotated[
     Path | None,
     typer.Option(
@@ -135,24 +145,29 @@ def check_network(
     host: str,
     public_host: str | None,
     insecure: bool,
-) -> str:
+) -> RegistryEndpoints:
     """Check a node's or group host's network options before anything starts; return the
-    registry URL. One-line error and exit 1 for plain http to another host (unless
-    --insecure), an unreadable CA file, or a group address the exposure rule refuses."""
+    registry URLs (``--registry-url URL1,URL2``). One-line error and exit 1 for a URL that
+    is not http(s)://HOST[:PORT], plain http to another host (unless --insecure), an
+    unreadable CA file, or a group address the exposure rule refuses. The rules hold for
+    every URL given; the CA file applies to each."""
+    from mycelium.client.endpoints import EndpointError, RegistryEndpoints
     from mycelium.net.addresses import AddressError, check_registry_url, check_shared_network
     from mycelium.net.certs import CertificateError
     from mycelium.net.tls import plan_group_exposure, registry_verify
 
+    ca_file = str(registry_ca) if registry_ca else None
     try:
-        url = check_registry_url(
-            registry_url, ca_file=str(registry_ca) if registry_ca else None, insecure=insecure
-        )
+        endpoints = RegistryEndpoints.parse(registry_url)
+        for url in endpoints.urls:
+            check_registry_url(url, ca_file=ca_file, insecure=insecure)
         registry_verify(registry_ca)
         exposure = plan_group_exposure(host=host, public_host=public_host, insecure=insecure)
-        check_shared_network(what, url, exposure)
-    except (AddressError, CertificateError) as exc:
+        for url in endpoints.urls:
+            check_shared_network(what, url, exposure)
+    except (EndpointError, AddressError, CertificateError) as exc:
         raise fail(str(exc)) from None
-    return url
+    return endpoints
 
 
 def strategy_from_flags(name: str, *params: float | None) -> StrategyConfig:

@@ -134,7 +134,7 @@ def bench_learning(
             help="Personal models of mycelium's nodes and of the +ft baselines: ft "
             "(fine-tune), prior (label-prior correction) or none."
         ),
-    ] = "ft",
+    ] = config.PERSONAL,
     json_path: Annotated[
         Path | None, typer.Option("--json", resolve_path=True, help="Write results as JSON.")
     ] = None,
@@ -279,7 +279,17 @@ def bench_faults(
         float, typer.Option(help="The registry's --node-ttl; the partition lasts two.", min=1)
     ] = 5.0,
     rounds: Rounds = 3,
-    seed: Annotated[int, typer.Option(help="Seed of the nodes' data split and model.")] = 0,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the nodes' data split and model, and of the soak's faults.")
+    ] = 0,
+    soak: Annotated[
+        float | None,
+        typer.Option(
+            help="Run the chaos soak for this many seconds instead of the scenarios: seeded "
+            "random faults on 4 hosts with 6 nodes, invariants checked throughout.",
+            min=10,
+        ),
+    ] = None,
     json_path: JsonOut = None,
     work_dir: WorkDir = None,
     log_level: LogLevel = "warning",
@@ -290,6 +300,9 @@ def bench_faults(
     setup_logging(log_level)
     from bench import BenchError, faults_bench, faults_report
 
+    if soak is not None:
+        _soak(soak, seed, json_path, work_dir)
+        return
     try:
         settings = faults_report.Settings(
             rounds=rounds, loss=loss, outage_s=outage, window_s=window, node_ttl_s=node_ttl,
@@ -305,3 +318,48 @@ def bench_faults(
     if not report.passed:
         failed = [s.name for s in report.scenarios if not s.passed]
         raise fail(f"invariants failed in {', '.join(failed)}")
+
+
+def _soak(seconds: float, seed: int, json_path: Path | None, work_dir: Path | None) -> None:
+    from bench import BenchError, faults_soak
+
+    try:
+        report = faults_soak.run(seconds=seconds, seed=seed, json_path=json_path, workdir=work_dir)
+    except BenchError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(faults_soak.format_soak(report))
+    if not report.passed:
+        raise fail(f"the soak (seed {seed}) failed an invariant")
+
+
+@bench_app.command("scale")
+def bench_scale(
+    nodes: Annotated[
+        str, typer.Option(help="Node counts N, comma-separated; each runs alone with N/6 clusters.")
+    ] = "6,12,24,32",
+    seed: Annotated[int, typer.Option(help="Seed of the nodes' data split and model.")] = 0,
+    duration: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds each N may take to settle (default: 3 s per node + 180).", min=10
+        ),
+    ] = None,
+    json_path: JsonOut = None,
+    plot_path: Annotated[
+        Path | None, typer.Option("--plot", resolve_path=True, help="Write the costs-vs-N PNG.")
+    ] = None,
+    work_dir: WorkDir = None,
+    log_level: LogLevel = "warning",
+) -> None:
+    """The real stack with N nodes on loopback: time to settle, purity, moves, round time,
+    registry traffic by route, model bytes, peak PSS by kind of process, CPU per node."""
+    setup_logging(log_level)
+    from bench import BenchError, scale_bench
+
+    outputs = {"json_path": json_path, "plot_path": plot_path, "workdir": work_dir}
+    try:
+        counts = scale_bench.parse_nodes(nodes)
+        table = scale_bench.run(nodes=counts, seed=seed, duration=duration, **outputs)
+    except (BenchError, OSError, RuntimeError) as exc:
+        raise fail(str(exc)) from None
+    typer.echo(table)

@@ -18,6 +18,7 @@ from mycelium.cli._common import (
     ProximalMu,
     PublicHost,
     RegistryCa,
+    RegistryUrls,
     ServerLr,
     StrategyName,
     TaskRef,
@@ -33,9 +34,7 @@ logger = logging.getLogger(__name__)
 
 
 def group(
-    registry_url: Annotated[
-        str, typer.Option(help="Registry base URL.", envvar="MYCELIUM_REGISTRY_URL")
-    ] = config.REGISTRY_URL,
+    registry_url: RegistryUrls = config.REGISTRY_URL,
     name: Annotated[
         str, typer.Option(help="Group name shown in the registry.", envvar="MYCELIUM_NAME")
     ] = "group",
@@ -130,7 +129,7 @@ def group(
     """Host a learning group (SuperLink + ServerApp) without a local learner, until Ctrl-C."""
     setup_logging(log_level)
     check_join_policy(join_policy)
-    registry_url = check_network(
+    registry = check_network(
         "group",
         registry_url=registry_url,
         registry_ca=registry_ca,
@@ -150,7 +149,7 @@ def group(
         raise fail(str(exc)) from None
     try:  # builds the task's seeded model: the group's initial model in the registry
         group_host = GroupHost(
-            registry_url,
+            registry,
             name=name,
             task=task,
             init_seed=seed,

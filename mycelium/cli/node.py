@@ -18,6 +18,7 @@ from mycelium.cli._common import (
     ProximalMu,
     PublicHost,
     RegistryCa,
+    RegistryUrls,
     ServerLr,
     StrategyName,
     TaskRef,
@@ -48,9 +49,7 @@ def node(
     name: Annotated[
         str, typer.Option(help="Node name shown in the registry.", envvar="MYCELIUM_NAME")
     ] = "node",
-    registry_url: Annotated[
-        str, typer.Option(help="Registry base URL.", envvar="MYCELIUM_REGISTRY_URL")
-    ] = config.REGISTRY_URL,
+    registry_url: RegistryUrls = config.REGISTRY_URL,
     address: Annotated[
         str | None,
         typer.Option(help="Address others may reach this node at.", envvar="MYCELIUM_ADDRESS"),
@@ -87,6 +86,15 @@ def node(
             envvar="MYCELIUM_LABEL_SKEW",
         ),
     ] = None,
+    personal: Annotated[
+        str,
+        typer.Option(
+            help="This node's personal model beside its group's: ft (the group model "
+            "fine-tuned on its data), prior (label-prior correction) or none; used where it "
+            "beats the group model on the node's validation split.",
+            envvar="MYCELIUM_PERSONAL",
+        ),
+    ] = config.PERSONAL,
     data: Annotated[
         Path | None,
         typer.Option(
@@ -179,7 +187,7 @@ def node(
     """Run a learning node: discover, join or found a group, train, migrate."""
     setup_logging(log_level)
     check_join_policy(join_policy)
-    registry_url = check_network(
+    registry = check_network(
         "node",
         registry_url=registry_url,
         registry_ca=registry_ca,
@@ -200,7 +208,7 @@ def node(
 
     node_config = NodeConfig(
         name=name,
-        registry_url=registry_url,
+        registry=registry,
         node_address=address,
         task=task,
         group_run_config=RunConfig(strategy=chosen),
@@ -211,6 +219,7 @@ def node(
         partition_count=count,
         seed=seed,
         label_skew=label_skew,
+        personal=personal,
         data_path=data,
         heartbeat_interval=heartbeat_interval,
         group_evaluation_interval=group_evaluation_interval,

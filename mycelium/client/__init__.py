@@ -6,10 +6,13 @@ httpx and pydantic, never torch, flwr or fastapi.
 
 ``errors``: :class:`RegistryError` and its subclasses, one per kind of refusal;
 ``tokens``: reading and writing operator token files; ``registry``: the client itself;
-``backoff``: how long to wait before trying an unreachable registry again.
+``backoff``: how long to wait before trying an unreachable registry again;
+``endpoints``: the registry URLs a client tries in order (``--registry-url URL1,URL2``);
+``failover``: how a call keeps to the URL that answers and moves on from one that does not.
 """
 
 from mycelium.client.backoff import Backoff
+from mycelium.client.endpoints import EndpointError, RegistryEndpoints
 from mycelium.client.errors import (
     Conflict,
     Forbidden,
@@ -18,7 +21,8 @@ from mycelium.client.errors import (
     RegistryError,
     RegistryUnavailable,
 )
-from mycelium.client.registry import RegistryClient
+from mycelium.client.failover import Failover
+from mycelium.client.registry import ModelVersion, RegistryClient
 from mycelium.client.tokens import (
     MIN_TOKEN_CHARS,
     TokenFileError,
@@ -30,10 +34,14 @@ __all__ = [
     "MIN_TOKEN_CHARS",
     "Backoff",
     "Conflict",
+    "EndpointError",
+    "Failover",
     "Forbidden",
     "LimitReached",
+    "ModelVersion",
     "NotFound",
     "RegistryClient",
+    "RegistryEndpoints",
     "RegistryError",
     "RegistryUnavailable",
     "TokenFileError",

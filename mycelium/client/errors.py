@@ -9,16 +9,23 @@ import httpx
 
 
 class RegistryError(Exception):
-    """The registry refused a request, answered something unexpected, or could not be reached."""
+    """The registry refused a request, answered something unexpected, or could not be reached.
+
+    ``maybe_applied``: an earlier attempt of the same request reached a registry whose answer
+    was lost (timeout, dropped connection, 5xx), so a refusal may describe what that attempt
+    did (e.g. 409 "already in group 7" after a migration to group 7).
+    """
 
     def __init__(self, message: str, *, status_code: int | None = None, detail: Any = None):
         super().__init__(message)
         self.status_code = status_code
         self.detail = detail
+        self.maybe_applied = False
 
 
 class RegistryUnavailable(RegistryError):
-    """Connection refused, timeout, or a 5xx answer."""
+    """No registry answered: every URL given failed with a refused connection, a timeout or
+    a 5xx answer, each tried the bounded number of times (docs/registry.md, "Failover")."""
 
 
 class NotFound(RegistryError):

@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator
+import random
+import secrets
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,9 +34,14 @@ from mycelium.api import (
     NodeCreated,
     NodePublic,
 )
-from mycelium.client.errors import NotFound, RegistryError, RegistryUnavailable, error_for
+from mycelium.client.endpoints import RegistryEndpoints
+from mycelium.client.errors import Conflict, NotFound, RegistryError
+from mycelium.client.failover import DEFAULT as DEFAULT_FAILOVER
+from mycelium.client.failover import Failover, Sticky
 
 logger = logging.getLogger(__name__)
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -41,28 +50,54 @@ _NODES = TypeAdapter(list[NodePublic])
 _MEMBERS = TypeAdapter(list[MemberKey])
 
 
+@dataclass(frozen=True)
+class ModelVersion:
+    """A group's model as downloaded: its sha256 and bytes (None: not sent, because the
+    caller already holds this version)."""
+
+    sha256: str
+    data: bytes | None
+
+
 class RegistryClient:
-    """Typed calls to the registry API; errors become :class:`RegistryError` subclasses."""
+    """Typed calls to the registry API; errors become :class:`RegistryError` subclasses.
+
+    Given several registry URLs it keeps to one while it answers (any answer below 500,
+    refusals included) and moves to the next on a refused connection, a timeout or a 5xx,
+    waiting a jittered backoff before each next try; when every try failed it raises
+    :class:`RegistryUnavailable`. Writes are safe to try again: see docs/registry.md.
+    """
 
     def __init__(
         self,
-        base_url: str,
+        endpoints: RegistryEndpoints | str,
         *,
         token: str | None = None,
         http: httpx.Client | None = None,
         timeout: float = config.REGISTRY_TIMEOUT_S,
         ca_file: str | Path | None = None,
+        failover: Failover = DEFAULT_FAILOVER,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
     ) -> None:
-        """``ca_file``: PEM CA that signed an ``https://`` registry's certificate (default:
-        the system trust store). A missing or unreadable file is a one-line
-        :class:`mycelium.net.certs.CertificateError`."""
-        self.base_url = base_url.rstrip("/")
+        """``endpoints``: the registry URLs (a string is parsed: ``URL1,URL2``). ``ca_file``:
+        PEM CA that signed the ``https://`` registries' certificates, used for every URL
+        (default: the system trust store). A missing or unreadable file is a one-line
+        :class:`mycelium.net.certs.CertificateError`. ``sleep`` and ``rng``: the backoff's
+        wait and jitter (tests inject them)."""
+        self.endpoints = RegistryEndpoints.of(endpoints)
         self.token = token
         self.timeout = timeout
         self.ca_file = ca_file
+        self._endpoints = Sticky(self.endpoints, failover, sleep=sleep, rng=rng)
         self._owns_http = http is None
         # Our own client carries the timeout on every call; a given one keeps its own.
         self._http = http if http is not None else self._make_http(timeout, ca_file)
+
+    @property
+    def base_url(self) -> str:
+        """The registry URL in use now (the one that answered last)."""
+        return self._endpoints.current
 
     @staticmethod
     def _make_http(timeout: float, ca_file: str | Path | None) -> httpx.Client:
@@ -101,22 +136,8 @@ class RegistryClient:
             all_headers["Authorization"] = f"Bearer {self.token}"
         if params:
             params = {k: v for k, v in params.items() if v is not None}
-        try:
-            response = self._http.request(
-                method,
-                f"{self.base_url}{path}",
-                json=json,
-                params=params,
-                content=content,
-                headers=all_headers,
-            )
-        except httpx.HTTPError as exc:
-            raise RegistryUnavailable(
-                f"{method} {path}: registry at {self.base_url} unreachable ({exc!r})"
-            ) from exc
-        if response.status_code >= 400:
-            raise error_for(response)
-        return response
+        request = {"json": json, "params": params, "content": content, "headers": all_headers}
+        return self._endpoints.request(self._http, method, path, **request)
 
     def _call(self, model: type[M], method: str, path: str, **kwargs: Any) -> M:
         """The answer to one request, parsed into ``model``."""
@@ -136,9 +157,11 @@ class RegistryClient:
     def register_node(
         self, *, name: str, num_samples: int, task: str = config.TASK, address: str | None = None
     ) -> NodeCreated:
-        """Register a node; also sets :attr:`token` to the node's token."""
+        """Register a node; also sets :attr:`token` to the node's token. The request carries
+        a new ``Idempotency-Key``: a retry after a lost answer gets the same node back."""
         body = {"name": name, "num_samples": num_samples, "task": task, "address": address}
-        creds = self._call(NodeCreated, "POST", "/nodes", json=body, auth=False)
+        headers = {IDEMPOTENCY_HEADER: new_idempotency_key()}
+        creds = self._call(NodeCreated, "POST", "/nodes", json=body, auth=False, headers=headers)
         self.token = creds.token
         return creds
 
@@ -152,6 +175,7 @@ class RegistryClient:
         num_samples: int = 0,
         round: int | None = None,  # noqa: A002 - the API's field name
         flower_node_id: int | None = None,
+        personal_accuracy: float | None = None,
     ) -> HeartbeatOut:
         body = {
             "group_id": group_id,
@@ -160,11 +184,17 @@ class RegistryClient:
             "num_samples": num_samples,
             "round": round,
             "flower_node_id": flower_node_id,
+            "personal_accuracy": personal_accuracy,
         }
         return self._call(HeartbeatOut, "POST", f"/nodes/{node_id}/heartbeat", json=body)
 
     def delete_node(self, node_id: int) -> None:
-        self._request("DELETE", f"/nodes/{node_id}")
+        """Leave the network; a 404 after an attempt whose answer was lost is that attempt's."""
+        try:
+            self._request("DELETE", f"/nodes/{node_id}")
+        except NotFound as exc:
+            if not exc.maybe_applied:
+                raise
 
     def get_node(self, node_id: int) -> NodePublic:
         return self._call(NodePublic, "GET", f"/nodes/{node_id}")
@@ -196,7 +226,10 @@ class RegistryClient:
         the operator's (``RegistryClient(url, token=read_token_file(path))``).
 
         ``model_spec`` + ``fingerprint`` (see :mod:`mycelium.fingerprint`) make the registry
-        refuse model uploads that do not fit; ``strategy`` is listed for discovery."""
+        refuse model uploads that do not fit; ``strategy`` is listed for discovery.
+
+        The request carries a new ``Idempotency-Key``: a retry after a lost answer gets the
+        same group (and the same token and invite code) back, never a second group."""
         body = {
             "name": name,
             "fleet_address": fleet_address,
@@ -211,7 +244,8 @@ class RegistryClient:
             body["certificate"] = certificate  # the PEM the group's SuperLink presents
         if model_spec is not None:
             body |= {"model_spec": model_spec, "fingerprint": fingerprint}
-        return self._call(GroupCreated, "POST", "/groups", json=body)
+        headers = {IDEMPOTENCY_HEADER: new_idempotency_key()}
+        return self._call(GroupCreated, "POST", "/groups", json=body, headers=headers)
 
     def list_groups(
         self,
@@ -245,14 +279,22 @@ class RegistryClient:
         flower_node_id: int | None = None,
         public_key: str | None = None,
     ) -> MembershipOut:
-        """Join; ``public_key``: the SuperNode key of this membership (a TLS group admits it)."""
+        """Join; ``public_key``: the SuperNode key of this membership (a TLS group admits it).
+        Joining the group the node is in already is answered as a join (safe to retry)."""
         body = {"node_id": node_id, "invite_code": invite_code, "flower_node_id": flower_node_id}
         body["public_key"] = public_key
         return self._call(MembershipOut, "POST", f"/groups/{group_id}/join", json=body)
 
     def leave_group(self, group_id: int, node_id: int) -> MembershipOut:
+        """Leave; "not a member" (409, in no group) after an attempt whose answer was lost
+        is that attempt's effect: answered as the leave."""
         body = {"node_id": node_id}
-        return self._call(MembershipOut, "POST", f"/groups/{group_id}/leave", json=body)
+        try:
+            return self._call(MembershipOut, "POST", f"/groups/{group_id}/leave", json=body)
+        except Conflict as exc:
+            if not (exc.maybe_applied and _in_group(exc, None)):
+                raise
+            return MembershipOut(group_id=None, node_id=node_id)
 
     def migrate(
         self,
@@ -264,7 +306,10 @@ class RegistryClient:
         invite_code: str | None = None,
         public_key: str | None = None,
     ) -> MigrateOut:
-        """Leave the current group and join ``to_group_id`` in one registry transaction."""
+        """Leave the current group and join ``to_group_id`` in one registry transaction.
+
+        "Already in ``to_group_id``" (409) after an attempt whose answer was lost is that
+        attempt's migration: answered with ``from_group_id`` None (the lost answer had it)."""
         body = {
             "to_group_id": to_group_id,
             "invite_code": invite_code,
@@ -272,7 +317,12 @@ class RegistryClient:
             "expected_gain": expected_gain,
             "public_key": public_key,
         }
-        return self._call(MigrateOut, "POST", f"/nodes/{node_id}/migrate", json=body)
+        try:
+            return self._call(MigrateOut, "POST", f"/nodes/{node_id}/migrate", json=body)
+        except Conflict as exc:
+            if not (exc.maybe_applied and _in_group(exc, to_group_id)):
+                raise
+            return MigrateOut(node_id=node_id, from_group_id=None, to_group_id=to_group_id)
 
     # -- group coordinator (token = group token) ---------------------------------------------
 
@@ -310,18 +360,30 @@ class RegistryClient:
 
     def get_model(self, group_id: int) -> bytes | None:
         """The group's latest model bytes, or None on 404 (no model, no group); checks sha256."""
+        version = self.model_version(group_id)
+        return None if version is None else version.data
+
+    def model_version(self, group_id: int, known_sha256: str | None = None) -> ModelVersion | None:
+        """The group's latest model (None on 404), its bytes checked against their sha256.
+
+        With ``known_sha256`` (a version the caller holds) the request carries
+        ``If-None-Match``: when that is still the latest the registry answers 304 and the
+        result has ``data=None``."""
+        headers = {"If-None-Match": f'"{known_sha256}"'} if known_sha256 else None
         try:
-            response = self._request("GET", f"/groups/{group_id}/model")
+            response = self._request("GET", f"/groups/{group_id}/model", headers=headers)
         except NotFound:
             return None
         expected = response.headers.get("X-Model-SHA256") or response.headers.get("ETag", "")
         expected = expected.strip('"')
+        if response.status_code == 304:
+            return ModelVersion(sha256=expected or str(known_sha256), data=None)
         actual = hashlib.sha256(response.content).hexdigest()
         if expected and actual != expected:
             raise RegistryError(
                 f"model of group {group_id}: sha256 {actual} does not match {expected}"
             )
-        return response.content
+        return ModelVersion(sha256=actual, data=response.content)
 
     # -- events -----------------------------------------------------------------------------
 
@@ -347,6 +409,19 @@ class RegistryClient:
         """Write a member's admission receipt (group token)."""
         body = {"public_key": public_key, "flower_node_id": flower_node_id}
         self._request("PUT", f"/groups/{group_id}/members/{node_id}/admission", json=body)
+
+
+def new_idempotency_key() -> str:
+    """A fresh key for one create request (43 URL-safe characters, 256 random bits): the
+    registry answers every request with this key with the same record. A secret: the
+    record's token is derived from it, so it is never logged."""
+    return secrets.token_urlsafe(32)
+
+
+def _in_group(refusal: Conflict, group_id: int | None) -> bool:
+    """True when a 409 says the node is in ``group_id`` now (None: in no group)."""
+    detail = refusal.detail
+    return isinstance(detail, dict) and "group_id" in detail and refusal.actual_group_id == group_id
 
 
 def _parse(adapter: TypeAdapter[T], response: httpx.Response) -> T:

@@ -3,8 +3,8 @@
 Two kinds:
 
 * request figures, counted by :class:`MetricsMiddleware` as answers leave (latency
-  histogram and responses by route template, heartbeats / joins / migrations accepted),
-  in plain numbers that :class:`RequestCollector` exposes when scraped;
+  histogram, responses and body bytes by route template, heartbeats / joins / migrations
+  accepted), in plain numbers that :class:`RequestCollector` exposes when scraped;
 * network figures (nodes alive, groups by status, live members per group, model bytes),
   read from the storage when Prometheus scrapes, by :meth:`Metrics.render`.
 
@@ -127,6 +127,8 @@ class RequestCollector(Collector):
         self._timings: dict[tuple[str, str], list[float]] = {}
         """(method, route) -> [count in each bucket..., count above the last, sum]."""
         self._responses: dict[tuple[str, str, int], int] = {}
+        self._bytes: dict[tuple[str, str], int] = {}
+        """(method, route) -> body bytes of the answers sent."""
         self._accepted = dict.fromkeys(sorted(set(COUNTED_ROUTES.values())), 0)
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
@@ -144,6 +146,11 @@ class RequestCollector(Collector):
     def count(self, method: str, route: str, status: int) -> None:
         key = (method, route, status)
         self._responses[key] = self._responses.get(key, 0) + 1
+
+    def sent(self, method: str, route: str, size: int) -> None:
+        """``size`` body bytes of answers to ``route`` left."""
+        key = (method, route)
+        self._bytes[key] = self._bytes.get(key, 0) + size
 
     def collect(self) -> Iterator[Any]:
         latency = HistogramMetricFamily(
@@ -164,6 +171,13 @@ class RequestCollector(Collector):
         for (method, route, status), n in sorted(self._responses.items()):
             responses.add_metric([method, route, str(status)], n)
         yield responses
+        sent = CounterMetricFamily(
+            "mycelium_http_response_body_bytes", "Body bytes of answers by route template.",
+            labels=["method", "route"],
+        )  # fmt: skip
+        for (method, route), size in sorted(self._bytes.items()):
+            sent.add_metric([method, route], size)
+        yield sent
         for name, n in self._accepted.items():
             yield CounterMetricFamily(f"mycelium_{name}", f"Accepted {name} (2xx answers).", n)
 
@@ -211,18 +225,21 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500
+        status, size = 500, 0
 
         async def send_status(message: Message) -> None:
-            nonlocal status
+            nonlocal status, size
             if message["type"] == "http.response.start":
                 status = message["status"]
+            elif message["type"] == "http.response.body":
+                size += len(message.get("body", b""))
             await send(message)
 
         try:
             await self.app(scope, receive, send_status)
         finally:
             route = getattr(scope.get("route"), "path", UNMATCHED)
+            self.requests.sent(scope["method"], route, size)
             if route in self.untimed:
                 self.requests.count(scope["method"], route, status)
             else:

@@ -20,7 +20,9 @@ GROUP_FIELDS = (
     "group_id", "name", "task", "status", "alive", "num_members", "max_capacity",
     "join_policy", "performance_threshold", "round", "accuracy", "loss", "has_model",
 )  # fmt: skip
-NODE_FIELDS = ("node_id", "name", "task", "group_id", "alive", "accuracy", "round")
+NODE_FIELDS = (
+    "node_id", "name", "task", "group_id", "alive", "accuracy", "personal_accuracy", "round",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -147,18 +147,29 @@ def print_summary(console: Console, report: dict[str, Any]) -> None:
             _fmt(g["purity"], ".2f"),
         )
     console.print(table)
-    nodes = Table(title="each node: group model vs local-only, on its own test data")
-    for col in ("node", "cluster", "group", "local only", "in group", "gain"):
+    nodes = Table(title="each node: local-only vs group model vs personal, on its own test data")
+    for col in (
+        "node",
+        "cluster",
+        "group",
+        "local only",
+        "group model",
+        "personal",
+        "gain over local",
+    ):
         nodes.add_column(col)
     for n in report["nodes"]:
         local, grp = n["local_test_accuracy"], n["group_test_accuracy"]
-        gain = None if local is None or grp is None else grp - local
+        mine = n.get("personal_test_accuracy")
+        used = mine if mine is not None else grp
+        gain = None if local is None or used is None else used - local
         nodes.add_row(
             n["name"] + (" (misplaced)" if n["misplaced"] else ""),
             str(n["cluster"]),
             str(n["group_id"] or "-"),
             _fmt(local),
             _fmt(grp),
+            _personal_cell(mine, n.get("uses_personal")),
             _fmt(gain, "+.3f"),
         )
     console.print(nodes)
@@ -175,3 +186,11 @@ def print_summary(console: Console, report: dict[str, Any]) -> None:
         f"report {report['report_path']}; figure {report['plot_path']}",
         soft_wrap=True,
     )
+
+
+def _personal_cell(accuracy: float | None, uses_personal: bool | None) -> str:
+    """The accuracy of what the node predicts with; "(group)" when that is the group model
+    (its personal model did not beat it on the node's validation split)."""
+    if accuracy is None:
+        return "-"
+    return _fmt(accuracy) + ("" if uses_personal else " (group)")

@@ -19,7 +19,7 @@ STATUS_FILE = "status.json"  # each agent writes it in its work dir
 
 
 def read_node_status(run: DemoRun) -> dict[str, dict[str, Any]]:
-    """Each agent's status.json (local-only vs group accuracy); {} when absent."""
+    """Each agent's status.json (local-only vs group vs personal accuracy); {} when absent."""
     status: dict[str, dict[str, Any]] = {}
     for spec in run.specs:
         path = run.run_dir / spec.name / STATUS_FILE
@@ -63,6 +63,9 @@ def _node_entries(run: DemoRun) -> list[dict[str, Any]]:
             "group_id": status[spec.name].get("group_id"),
             "local_test_accuracy": status[spec.name].get("local_test_accuracy"),
             "group_test_accuracy": status[spec.name].get("group_test_accuracy"),
+            # the model the node predicts with: its personal one where it beat the group's
+            "personal_test_accuracy": status[spec.name].get("personal_test_accuracy"),
+            "uses_personal": status[spec.name].get("uses_personal"),
         }
         for spec in run.specs
     ]

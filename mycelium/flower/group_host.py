@@ -28,6 +28,7 @@ from mycelium import config
 from mycelium.api import GroupCreated
 from mycelium.client import (
     RegistryClient,
+    RegistryEndpoints,
     RegistryError,
     RegistryUnavailable,
 )
@@ -70,7 +71,7 @@ class GroupHost:
 
     def __init__(
         self,
-        registry_url: str,
+        registry: RegistryEndpoints | str,
         *,
         name: str,
         task: str = config.TASK,
@@ -93,7 +94,9 @@ class GroupHost:
     ) -> None:
         """``host``/``public_host``/``insecure``: where the SuperLink binds and what it
         advertises (:func:`mycelium.net.tls.plan_group_exposure`; GroupHostError if
-        refused). ``registry_ca``: CA file of an https registry, for us and the ServerApp.
+        refused). ``registry``: the registry URLs (a string is parsed), for us and the
+        ServerApp, tried in order. ``registry_ca``: CA file of the https registries, for us
+        and the ServerApp.
         ``run_config``: the ServerApp's, with the group's strategy; :meth:`start` fills in
         the registry fields and the group id."""
         try:
@@ -104,7 +107,7 @@ class GroupHost:
             raise GroupHostError(str(exc)) from None
         self.registry_ca = Path(registry_ca).resolve() if registry_ca else None
         self.tls: TlsFiles | None = None
-        self.registry_url = registry_url
+        self.registry = RegistryEndpoints.of(registry)
         self.name = name
         self.max_capacity = max_capacity
         self.join_policy = join_policy
@@ -123,7 +126,7 @@ class GroupHost:
         # The group is created with the founding node's token, or the operator's for a
         # host without a node (``group --operator-token-file``); the registry needs one.
         self._client = RegistryClient(
-            registry_url, token=creator_token, timeout=registry_timeout, ca_file=self.registry_ca
+            self.registry, token=creator_token, timeout=registry_timeout, ca_file=self.registry_ca
         )
         self._flwr_home = self.work_dir / "superlink.flwr"
         self._superlink: ManagedProcess | None = None
@@ -209,7 +212,7 @@ class GroupHost:
                     "its checkout (pip install -e .)"
                 )
             if not self._client.health():  # a RegistryError: the caller may retry later
-                raise RegistryUnavailable(f"registry at {self.registry_url} is unreachable")
+                raise RegistryUnavailable(f"registry at {self.registry} is unreachable")
             self._start_superlink()
             if self.gate is not None:
                 self._start_gate(self.gate)
@@ -345,7 +348,7 @@ class GroupHost:
         assert self._credentials is not None
         config = dataclasses.replace(
             self.run_config,
-            registry_url=self.registry_url,
+            registry_url=str(self.registry),
             registry_ca=str(self.registry_ca or ""),
             group_id=self._credentials.group_id,
             # Every SuperNode can read the run config (Fleet get-run): only a path goes.

@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mycelium.api import GroupDetail
-from mycelium.client import Backoff, NotFound, RegistryClient, RegistryError, RegistryUnavailable
+from mycelium.client import (
+    Backoff,
+    NotFound,
+    RegistryClient,
+    RegistryEndpoints,
+    RegistryError,
+    RegistryUnavailable,
+)
 from mycelium.fingerprint import FingerprintError, ModelSpec
 from mycelium.flower.protocol import (
     ACCURACY_KEY,
@@ -61,11 +68,11 @@ class RoundOutcome:
 
 
 class GroupRegistry:
-    """The group's registry calls; with no ``registry_url`` every call is a no-op."""
+    """The group's registry calls; with no registry every call is a no-op."""
 
     def __init__(
         self,
-        registry_url: str,
+        registry: RegistryEndpoints | str | None,
         group_id: int,
         *,
         token: str | None,
@@ -79,9 +86,9 @@ class GroupRegistry:
         self._failures = 0  # calls in a row that found the registry unreachable
         self._retry_at = 0.0
         self._client: RegistryClient | None = None
-        if registry_url:
+        if registry:  # a string is the run config's: URL1,URL2 (empty: no registry)
             self._client = RegistryClient(
-                registry_url, token=token or None, timeout=timeout, ca_file=ca_file
+                registry, token=token or None, timeout=timeout, ca_file=ca_file
             )
 
     def __enter__(self) -> GroupRegistry:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from mycelium.flower.errors import ChildExited, FlowerNotInstalled
-from mycelium.procs import ManagedProcess, wait_for
+from mycelium.procs import ManagedProcess, child_env, wait_for
 
 T = TypeVar("T")
 
@@ -45,7 +45,8 @@ def _script_dirs() -> list[Path]:
 
 def flower_env(flwr_home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """Environment for a Flower process: no telemetry, no update check, a private absolute
-    FLWR_HOME (created), unbuffered output.
+    FLWR_HOME (created), unbuffered output, the lean allocator and thread settings of
+    :func:`mycelium.procs.child_env` (Flower's own children inherit them).
 
     Our Flower app (ServerApp, ClientApp, SuperExec children) must import the very
     ``mycelium`` this process runs, not whichever checkout was last installed with
@@ -53,7 +54,7 @@ def flower_env(flwr_home: Path, extra: Mapping[str, str] | None = None) -> dict[
     ``PYTHONPATH``."""
     flwr_home = Path(flwr_home).absolute()
     flwr_home.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
+    env = child_env()
     # Flower's own children (the SuperLink starts `flower-superexec` by name) must find
     # their executables where ours were found, also when the venv is not activated.
     scripts = os.pathsep.join(str(folder) for folder in _script_dirs())

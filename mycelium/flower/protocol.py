@@ -84,7 +84,9 @@ class RunConfig:
     The group's host sets the four registry fields and the group id when it starts the run.
     """
 
-    registry_url: str = ""  # registry base URL; empty = no registry (fresh model, no reports)
+    # The registry URLs, comma-separated (str(RegistryEndpoints)): a run config holds
+    # strings; the ServerApp parses them once (open_registry). Empty = no registry.
+    registry_url: str = ""
     registry_ca: str = ""  # CA file (PEM) of an https registry on the host; empty = system
     group_id: int = 0
     # A path on the host, never the token: every SuperNode can read the run config.

@@ -26,14 +26,18 @@ import logging
 import statistics
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
+from flwr.superlink.grid import http_grid
 
 from mycelium.api import GroupDetail
+from mycelium.client import RegistryEndpoints
 from mycelium.fingerprint import model_spec
 from mycelium.flower import protocol as p
 from mycelium.flower.group_registry import (
@@ -83,9 +87,11 @@ def group_token(settings: RunConfig) -> str | None:
 
 
 def open_registry(settings: RunConfig) -> GroupRegistry:
-    """The group's registry view (no-op without ``registry-url``)."""
+    """The group's registry view (no-op without ``registry-url``; several URLs: the
+    ServerApp fails over between them like every client)."""
+    registry = RegistryEndpoints.parse(settings.registry_url) if settings.registry_url else None
     return GroupRegistry(
-        settings.registry_url,
+        registry,
         settings.group_id,
         token=group_token(settings),
         timeout=settings.registry_timeout,
@@ -127,6 +133,22 @@ class RoundTimer:
             self._current = min(MAX_ROUND_TIMEOUT, self._current * 2)
 
 
+@contextmanager
+def objects_pulled_within(seconds: float) -> Iterator[None]:
+    """Flower's ``HttpGrid.pull_messages`` fetches each reply's objects with retries for up
+    to two hours (``PULL_MAX_TIME``, backoff up to 10 s). A member cut from its group half-way
+    through pushing a reply (its message pushed, 2 of its 12 objects) left a reply whose
+    objects never come, and the group's round waited on it for three minutes (chaos soak,
+    seed 1, group_cut). Within this block those pulls give up after ``seconds``: the reply
+    becomes Flower's error message, which the loop skips like any failed reply."""
+    original = http_grid.pull_objects
+    http_grid.pull_objects = partial(original, max_time=seconds)
+    try:
+        yield
+    finally:
+        http_grid.pull_objects = original
+
+
 def send_and_receive(
     grid: Grid,
     messages: Sequence[Message],
@@ -142,7 +164,8 @@ def send_and_receive(
     deadline = clock() + timeout
     replies: list[Message] = []
     while pending:
-        pulled = list(grid.pull_messages(pending))
+        with objects_pulled_within(max(1.0, deadline - clock())):
+            pulled = list(grid.pull_messages(pending))
         replies.extend(pulled)
         pending.difference_update(m.metadata.reply_to_message_id for m in pulled)
         if not pending or clock() >= deadline:

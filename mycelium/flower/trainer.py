@@ -11,6 +11,7 @@ torch is imported only when a :class:`LocalTrainer` builds its task's models, so
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -32,8 +33,17 @@ from mycelium.flower.protocol import (
     PROXIMAL_MU,
     TRAIN_LOSS_KEY,
 )
+from mycelium.learning.personal import (
+    PersonalModel,
+    adaptation_seed,
+    check_personal,
+    personal_model,
+    prefers,
+)
 from mycelium.learning.tasks.base import Hyper, get_weights, set_weights, spec_of
 from mycelium.learning.tasks.ops import log_prior_of
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from mycelium.learning.data import ClientData
@@ -84,6 +94,25 @@ class FitParams:
         return Hyper(self.epochs, self.lr, self.batch_size, self.proximal_mu)
 
 
+@dataclass(frozen=True)
+class PersonalScores:
+    """The node's personal model for the group model it received at ``fitted_at`` (round
+    ``round``): ``uses_personal`` when it scored better than the plain group model on the
+    node's val split (:func:`mycelium.learning.personal.prefers`). ``personal_val_accuracy``
+    is None when ``method`` made no model (``none``); ``val_accuracy``/``test_accuracy`` are
+    those of the model the node predicts with (personal or group), the group's are plain."""
+
+    fitted_at: float
+    round: int | None
+    method: str
+    uses_personal: bool
+    personal_val_accuracy: float | None
+    group_val_accuracy: float
+    val_accuracy: float
+    test_accuracy: float
+    group_test_accuracy: float
+
+
 class LocalTrainer:
     """A node's warm trainer: its data, its own local model and a scratch group model.
 
@@ -93,6 +122,10 @@ class LocalTrainer:
     the node's own training labels when the task has the hook and ``prior_shift`` is on, as
     in the simulation (docs/learning.md); the local model (trained on those labels) and test
     accuracy are scored plain.
+
+    ``personal`` (:mod:`mycelium.learning.personal`): :meth:`personalise` adapts the last
+    group model received into the node's personal model, on a module and lock of its own
+    (fits, probes and the fit replies are untouched by it).
 
     Thread-safe: one lock serialises fits, probes and warm-up.
     """
@@ -108,8 +141,11 @@ class LocalTrainer:
         batch_size: int | None = None,
         clock: Callable[[], float] = time.time,
         prior_shift: bool = True,
+        personal: str = config.PERSONAL,
     ) -> None:
         from mycelium.learning.tasks.loader import load_task
+
+        check_personal(personal)
 
         self._task = task = task if task is not None else load_task(config.TASK)
         self._data = data
@@ -132,6 +168,13 @@ class LocalTrainer:
         self._group_score: float | None = None
         self._flower_node_id: int | None = None
         self._last_group_arrays: list[np.ndarray] | None = None
+        # Personal models: their own scratch module and lock, and a flag set by each fit.
+        self.personal_method = personal
+        self._personal_model = task.create_model(seed)
+        self._personal_lock = threading.Lock()
+        self._personal: PersonalScores | None = None
+        self._predicting: PersonalModel | None = None  # the model the node predicts with
+        self._new_group_model = threading.Event()
 
     # -- read-only status (updated on each fit) ---------------------------------------
     @property
@@ -160,6 +203,16 @@ class LocalTrainer:
     def group_score(self) -> float | None:
         """Accuracy of the latest group model received, on the node's own val split."""
         return self._group_score
+
+    @property
+    def personal(self) -> PersonalScores | None:
+        """The personal model's scores for the latest group model :meth:`personalise` saw."""
+        return self._personal
+
+    def predicting_model(self) -> PersonalModel | None:
+        """The model this node predicts with for the latest group model :meth:`personalise`
+        saw: its personal model where chosen, else the plain group model (None before)."""
+        return self._predicting
 
     @property
     def flower_node_id(self) -> int | None:
@@ -204,6 +257,7 @@ class LocalTrainer:
             if flower_node_id is not None:
                 self._flower_node_id = flower_node_id
             self._last_group_arrays = [a.copy() for a in incoming]
+        self._new_group_model.set()
         metrics = {
             ACCURACY_KEY: float(val_acc),
             LOSS_KEY: float(val_loss),
@@ -212,6 +266,73 @@ class LocalTrainer:
             POST_LOSS_KEY: float(post_loss),
         }
         return FitResult(arrays=updated, num_examples=self.num_examples, metrics=metrics)
+
+    def wait_for_group_model(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for a fit to bring a group model :meth:`personalise` has
+        not seen; True (and the flag cleared) when one came."""
+        if self._new_group_model.wait(timeout):
+            self._new_group_model.clear()
+            return True
+        return False
+
+    def personalise(self) -> PersonalScores | None:
+        """Adapt the last group model received into the personal model and choose between
+        them on the val split, at most once per group model; None when there is no new one.
+        Runs on its own module and lock: a fit meanwhile is not held up by it."""
+        with self._lock:
+            group, fitted_at, rnd = self._last_group_arrays, self._last_fit_at, self._last_round
+        if group is None or fitted_at is None:
+            return None
+        with self._personal_lock:
+            if self._personal is not None and self._personal.fitted_at == fitted_at:
+                return None
+            self._personal, self._predicting = self._personalise(group, fitted_at, rnd)
+            scores = self._personal
+        logger.debug("personal model of round %s: %s", rnd, scores)
+        return scores
+
+    def _personalise(
+        self, group: list[np.ndarray], fitted_at: float, rnd: int | None
+    ) -> tuple[PersonalScores, PersonalModel]:
+        data, scratch = self._data, self._personal_model
+        seed = adaptation_seed(self._seed, rnd or 0)
+        made = personal_model(
+            self._task,
+            scratch,
+            group,
+            data.x_train,
+            data.y_train,
+            method=self.personal_method,
+            seed=seed,
+        )
+        plain = PersonalModel(group)
+        group_val = self._personal_accuracy(plain, data.x_val, data.y_val)
+        group_test = self._personal_accuracy(plain, data.x_test, data.y_test)
+        own_val = None if made is None else self._personal_accuracy(made, data.x_val, data.y_val)
+        uses = own_val is not None and bool(prefers([own_val], [group_val])[0])
+        used_test = group_test
+        if uses and made is not None:
+            used_test = self._personal_accuracy(made, data.x_test, data.y_test)
+        scores = PersonalScores(
+            fitted_at=fitted_at,
+            round=rnd,
+            method=self.personal_method,
+            uses_personal=uses,
+            personal_val_accuracy=own_val,
+            group_val_accuracy=group_val,
+            val_accuracy=own_val if uses and own_val is not None else group_val,
+            test_accuracy=used_test,
+            group_test_accuracy=group_test,
+        )
+        return scores, made if uses and made is not None else plain
+
+    def _personal_accuracy(self, model: PersonalModel, x: np.ndarray, y: np.ndarray) -> float:
+        """Accuracy of ``model`` on (x, y) on the personal scratch module (its lock held)."""
+        set_weights(self._personal_model, model.weights)
+        if model.log_prior is None:
+            return float(self._task.evaluate(self._personal_model, x, y)[1])
+        shifted = self._task.evaluate(self._personal_model, x, y, log_prior=model.log_prior)  # type: ignore[call-arg]
+        return float(shifted[1])
 
     def evaluate_arrays(self, arrays: Sequence[np.ndarray]) -> tuple[float, float]:
         """(loss, accuracy) of a model (e.g. a candidate group's) on own val split

@@ -14,11 +14,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import NotRequired, TypedDict, TypeVar, Unpack
 
 from pydantic import TypeAdapter
 
-from mycelium.api import EventPage, EventPublic, GroupDetail, GroupPublic, NodePublic, RoundPublic
+from mycelium.api import (
+    EventPage,
+    EventPublic,
+    GroupDetail,
+    GroupPublic,
+    Health,
+    NodePublic,
+    RoundPublic,
+)  # fmt: skip
 from mycelium.lab.netns import Network
 from mycelium.launch import FAST_TIMERS, node_command, registry_command
 from mycelium.net.certs import NetworkCerts, write_network_certs
@@ -73,6 +81,9 @@ class RegistryView:
         """Rounds of ``gid`` that had ``members`` nodes or more."""
         return [r for r in self.group(gid).rounds if r.num_nodes >= members]
 
+    def health(self) -> Health:
+        return Health.model_validate_json(self.text("/health"))
+
     def events(self, since: int = 0) -> list[EventPublic]:
         """The registry's events after id ``since`` (up to 1000)."""
         return self.get(f"/events?since={since}&limit=1000", _EVENTS).events
@@ -80,9 +91,15 @@ class RegistryView:
 
 @contextmanager
 def https_registry(
-    network: Network, work: Path, *, node_ttl: float = 5, group_ttl: float = 15
+    network: Network,
+    work: Path,
+    *,
+    node_ttl: float = 5,
+    group_ttl: float = 15,
+    view_host: str = "hostB",
 ) -> Iterator[tuple[RegistryView, NetworkCerts, ManagedProcess]]:
-    """The real registry in ``reg`` on HTTPS with a fresh network CA; a view from hostB."""
+    """The real registry in ``reg`` on HTTPS with a fresh network CA; a view from
+    ``view_host``."""
     reg = network["reg"]
     certs = write_network_certs(work / "certs", [reg.address])
     port = network.free_port("reg")
@@ -103,33 +120,34 @@ def https_registry(
         wait_for(
             lambda: (
                 proc.is_running()
-                and network.probe("hostB", "health", url, "--ca", certs.ca)["healthy"]
+                and network.probe(view_host, "health", url, "--ca", certs.ca)["healthy"]
             ),
             timeout=60,
             interval=0.5,
             what="registry answers over HTTPS",
         )
-        yield RegistryView(network, "hostB", url, certs.ca.resolve()), certs, proc
+        yield RegistryView(network, view_host, url, certs.ca.resolve()), certs, proc
     finally:
         proc.stop()
 
 
-@contextmanager
-def agent_in(
-    network: Network,
-    host: str,
-    work: Path,
-    view: RegistryView,
-    *,
-    name: str,
-    cluster: int,
-    index: int,
-    clusters: int = 2,
-    partitions: int = 4,
-    seed: int = 0,
-) -> Iterator[ManagedProcess]:
+class AgentOptions(TypedDict):
+    """What tells one lab agent from another (see :func:`agent_process`)."""
+
+    name: str
+    cluster: int
+    index: int
+    clusters: NotRequired[int]  # default 2
+    partitions: NotRequired[int]  # default 4
+    seed: NotRequired[int]  # default 0
+
+
+def agent_process(
+    network: Network, host: str, work: Path, view: RegistryView, **agent: Unpack[AgentOptions]
+) -> ManagedProcess:
     """A real node agent inside ``host`` that founds groups on the host's address
-    (``seed``: of its data split and model)."""
+    (``seed``: of its data split and model), not started yet (a restart runs it again)."""
+    name = agent["name"]
     args = node_command(
         name=name,
         work_dir=(work / name).resolve(),
@@ -137,15 +155,23 @@ def agent_in(
         registry_ca=view.ca,
         host=network[host].address,
         scenario="rotate",
-        clusters=clusters,
-        cluster=cluster,
-        partition=f"{index}/{partitions}",
-        seed=seed,
+        clusters=agent.get("clusters", 2),
+        cluster=agent["cluster"],
+        partition=f"{agent['index']}/{agent.get('partitions', 4)}",
+        seed=agent.get("seed", 0),
         warmup_epochs=20,
         log_level="info",
         **FAST_TIMERS,
     )
-    proc = ManagedProcess(name, network.command(host, args), log_path=work / f"{name}.log")
+    return ManagedProcess(name, network.command(host, args), log_path=work / f"{name}.log")
+
+
+@contextmanager
+def agent_in(
+    network: Network, host: str, work: Path, view: RegistryView, **agent: Unpack[AgentOptions]
+) -> Iterator[ManagedProcess]:
+    """:func:`agent_process` started, stopped on exit."""
+    proc = agent_process(network, host, work, view, **agent)
     proc.start()
     try:
         yield proc

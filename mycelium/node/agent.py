@@ -23,7 +23,6 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from types import FrameType
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from mycelium.api import GroupPublic, NodeCreated
 from mycelium.client import (
@@ -43,12 +42,13 @@ from mycelium.net.trust import GroupTrust
 from mycelium.node.actions import GroupActions, safe
 from mycelium.node.admitted import AppPin
 from mycelium.node.config import FatalNodeError, NodeConfig, load_node_data, load_node_task
+from mycelium.node.personal import Personaliser, personal_in_group
 from mycelium.node.placement import Placement
 from mycelium.node.status import StatusReporter
 
 if TYPE_CHECKING:
     from mycelium.flower.group_host import GroupHost
-    from mycelium.flower.trainer import LocalTrainer
+    from mycelium.flower.trainer import LocalTrainer, PersonalScores
     from mycelium.flower.trainer_http import TrainerServer
     from mycelium.node.membership import Membership
 
@@ -91,6 +91,7 @@ class NodeAgent:
         self.stop_event = stop_event
         self.trust = group_trust(config)
         self.status = StatusReporter(config.work_dir, trainer)
+        self.personaliser = Personaliser(trainer)  # started by start(), stopped by shutdown()
         self.placement = Placement(
             registry,
             trainer,
@@ -154,7 +155,7 @@ class NodeAgent:
                 flower_executable(name)
             except FlowerNotInstalled as exc:
                 raise FatalNodeError(str(exc)) from None
-        registry = registry or RegistryClient(config.registry_url, ca_file=config.registry_ca)
+        registry = registry or RegistryClient(config.registry, ca_file=config.registry_ca)
         stop_event = stop_event or threading.Event()
         with ExitStack() as undo:
             undo.callback(registry.close)
@@ -179,6 +180,7 @@ class NodeAgent:
             # Every SuperNode is pinned (also on loopback: cheaper, docs/security.md); hash
             # and import our app in the background, off the first join's path.
             threading.Thread(target=pin.preload, name="app-pin", daemon=True).start()
+            agent.personaliser.start()
             agent._warm_up()
             agent._place_initially()
             agent._reset_timers()
@@ -277,6 +279,7 @@ class NodeAgent:
                 self.credentials.node_id,
                 group_id=m.group_id if m else None,
                 accuracy=self._group_accuracy(m) if m else self.trainer.local_score(),
+                personal_accuracy=self._personal_test_accuracy(m),
                 loss=None,
                 num_samples=self.trainer.num_examples,
                 round=self._group_round(m),
@@ -305,6 +308,19 @@ class NodeAgent:
             return self.trainer.group_score
         return self.placement.probed_score(m.group_id)
 
+    def _personal(self, m: Membership | None) -> PersonalScores | None:
+        """Scores of the model this node predicts with (its personal model or the plain
+        group model) for its current group's latest model, None before one reached us."""
+        if m is None or not self._fitted_here(m):
+            return None
+        return personal_in_group(self.trainer, self._fit_mark)
+
+    def _personal_test_accuracy(self, m: Membership | None) -> float | None:
+        """What the heartbeat reports as ``personal_accuracy``: the test accuracy (own test
+        split, used by no choice) of the model this node predicts with in its group."""
+        scores = self._personal(m)
+        return None if scores is None else scores.test_accuracy
+
     def _group_round(self, m: Membership | None) -> int | None:
         """The round we last trained in our current group, None before its first one: the
         registry takes members' rounds that advance as a sign their group trains
@@ -318,6 +334,7 @@ class NodeAgent:
             group_id=self.membership.group_id if self.membership else None,
             moves=self.placement.moves,
             hosting_group_id=self.hosted.group_id if self.hosted else None,
+            personal=self._personal(self.membership),
         )
 
     # ------------------------------------------------------------------ decisions
@@ -342,6 +359,7 @@ class NodeAgent:
         if self._shut_down:
             return
         self._shut_down = True
+        self.personaliser.stop()
         reachable = True
         try:
             reachable = self._leave_network()
@@ -389,14 +407,19 @@ def _start_trainer(cfg: NodeConfig) -> tuple[LocalTrainer, TrainerServer]:
     unusable task, data file or work dir: nothing is started then)."""
     from mycelium.flower.trainer import LocalTrainer
     from mycelium.flower.trainer_http import TrainerServer
+    from mycelium.learning.personal import check_personal
 
+    try:
+        check_personal(cfg.personal)
+    except ValueError as exc:
+        raise FatalNodeError(str(exc)) from None
     task = load_node_task(cfg)
     data = load_node_data(cfg, task)
     try:
         cfg.work_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise FatalNodeError(f"cannot create work dir {cfg.work_dir}: {exc}") from None
-    trainer = LocalTrainer(data, seed=cfg.seed, task=task)
+    trainer = LocalTrainer(data, seed=cfg.seed, task=task, personal=cfg.personal)
     server = TrainerServer(trainer)
     server.start()
     return trainer, server
@@ -431,9 +454,8 @@ def _register(
 
 def group_trust(cfg: NodeConfig) -> GroupTrust:
     """The rule this node applies to groups: the whole network is on this machine when the
-    registry is on loopback; certificates it is given are kept in WORK_DIR/trust."""
-    host = urlsplit(cfg.registry_url).hostname or ""
-    local = is_loopback(host)
+    registries are on loopback; certificates it is given are kept in WORK_DIR/trust."""
+    local = all(is_loopback(host) for host in cfg.registry.hosts)
     return GroupTrust(cfg.work_dir / "trust", local_network=local, insecure=cfg.insecure)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mycelium import config
+from mycelium.client.endpoints import RegistryEndpoints
 from mycelium.flower.protocol import RunConfig
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ class NodeConfig:
     """
 
     name: str
-    registry_url: str = config.REGISTRY_URL
+    registry: RegistryEndpoints = RegistryEndpoints((config.REGISTRY_URL,))  # tried in order
     node_address: str | None = None
     task: str = config.TASK
     # Data: a slice of a clustered digits scenario, or the user's own .npz (x, y).
@@ -43,6 +44,7 @@ class NodeConfig:
     partition_count: int = config.NODE_PARTITIONS
     seed: int = 0
     label_skew: float | None = None  # Dirichlet ALPHA of the labels inside the cluster
+    personal: str = config.PERSONAL  # its personal model (mycelium.learning.personal)
     data_path: Path | None = None
     # Timing.
     heartbeat_interval: float = config.NODE_HEARTBEAT_INTERVAL_S

@@ -67,7 +67,7 @@ class Founder:
         cfg = self.cfg
         try:
             return GroupHost(
-                cfg.registry_url,
+                cfg.registry,
                 name=f"{cfg.name}-group",
                 task=task_name or cfg.task,
                 model_spec=spec,

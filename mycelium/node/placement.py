@@ -76,6 +76,10 @@ class Placement:
         self.seed = seed  # of the exploration; the n-th decision draws with (seed, n)
         self.decisions = 0
         self.moves = 0
+        # group id -> (sha256, our score) of the last model version of it we scored
+        self.scored: dict[int, tuple[str, float]] = {}
+        self.downloads = 0  # models downloaded and scored
+        self.unchanged = 0  # probes answered 304: the version we had scored already
         self.state = policy.NodeState(
             current_group_id=None,
             current_score=None,
@@ -126,8 +130,6 @@ class Placement:
     ) -> tuple[list[policy.Candidate], float | None, int]:
         """Score the chosen live groups' models on our own validation data (the current
         group included); also returns how many live groups were left unprobed."""
-        from mycelium.learning.codec import bytes_to_weights
-
         # A group whose SuperLink does not answer cannot train us, whatever the registry says.
         live = [
             g
@@ -145,19 +147,15 @@ class Placement:
         )
         self.decisions += 1
         by_id = {g.group_id: g for g in live}
+        self.scored = {gid: known for gid, known in self.scored.items() if gid in by_id}
         others = [by_id[gid] for gid in chosen]
         current = [g for g in live if g.group_id == current_id]
         unprobed = len(live) - len(current) - len(others)
         candidates: list[policy.Candidate] = []
         current_score: float | None = None
         for group in current + others:
-            blob = self._fetch_model(group.group_id)
-            if blob is None:
-                continue
-            try:
-                _, accuracy = self.trainer.evaluate_arrays(bytes_to_weights(blob))
-            except ValueError as exc:  # not our model's shapes, or not a model at all
-                logger.warning("group %s's model is unusable: %s", group.group_id, exc)
+            accuracy = self._score(group.group_id)
+            if accuracy is None:
                 continue
             if group.group_id == current_id:
                 current_score = accuracy
@@ -174,12 +172,35 @@ class Placement:
             invite_ok=self.invite_ok,
         )
 
-    def _fetch_model(self, group_id: int) -> bytes | None:
+    def _score(self, group_id: int) -> float | None:
+        """Our accuracy with the group's latest model (None: no usable model). A version
+        scored before is neither downloaded (the registry answers 304) nor scored again:
+        the score of given weights on our own validation split does not change."""
+        from mycelium.learning.codec import bytes_to_weights
+
+        known = self.scored.get(group_id)
         try:
-            return self.registry.get_model(group_id)
+            version = self.registry.model_version(group_id, known[0] if known else None)
         except RegistryError as exc:
             logger.warning("could not download group %s's model: %s", group_id, exc)
             return None
+        if version is None:
+            self.scored.pop(group_id, None)
+            return None
+        if version.data is None and known is not None and known[0] == version.sha256:
+            self.unchanged += 1
+            return known[1]
+        if version.data is None:  # 304 for a version we do not hold: ask plainly
+            self.scored.pop(group_id, None)
+            return self._score(group_id)
+        self.downloads += 1
+        try:
+            _, accuracy = self.trainer.evaluate_arrays(bytes_to_weights(version.data))
+        except ValueError as exc:  # not our model's shapes, or not a model at all
+            logger.warning("group %s's model is unusable: %s", group_id, exc)
+            return None
+        self.scored[group_id] = (version.sha256, accuracy)
+        return accuracy
 
 
 def _listing(group: GroupPublic) -> choice.Listing:

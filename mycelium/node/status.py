@@ -1,9 +1,10 @@
 """``status.json`` in the node's work dir, written on its own timer (not on the heartbeat path).
 
-It compares the node's local-only model with its group's model on the node's own validation
-and test data; the demo reads it for its report. Scoring a model on the test split costs a
-torch forward pass, so the group model's test accuracy is computed once per received model,
-not once per write.
+It compares the node's local-only model, its group's model and the model it predicts with
+(its personal model where that beat the group's on validation, mycelium.learning.personal)
+on the node's own validation and test data; the demo reads it for its report. Scoring a model
+on the test split costs a torch forward pass, so the group model's test accuracy is computed
+once per received model, not once per write (the personal scores come computed).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from mycelium.flower.trainer import LocalTrainer
+    from mycelium.flower.trainer import LocalTrainer, PersonalScores
 
 STATUS_FILE = "status.json"
 
@@ -30,6 +31,11 @@ class NodeStatus:
     local_test_accuracy: float | None
     group_val_accuracy: float | None
     group_test_accuracy: float | None
+    # The model the node predicts with for its group's latest model: its personal model
+    # when ``uses_personal``, else the plain group model (None before a round in the group).
+    personal_val_accuracy: float | None
+    personal_test_accuracy: float | None
+    uses_personal: bool | None
     round: int | None
     moves: int
     hosting_group_id: int | None
@@ -56,6 +62,7 @@ class StatusReporter:
         group_id: int | None,
         moves: int,
         hosting_group_id: int | None,
+        personal: PersonalScores | None = None,
     ) -> NodeStatus:
         trainer = self._trainer
         status = NodeStatus(
@@ -66,6 +73,9 @@ class StatusReporter:
             local_test_accuracy=self._local_test,
             group_val_accuracy=trainer.group_score,
             group_test_accuracy=self._group_test_accuracy() if group_id is not None else None,
+            personal_val_accuracy=personal.val_accuracy if personal else None,
+            personal_test_accuracy=personal.test_accuracy if personal else None,
+            uses_personal=personal.uses_personal if personal else None,
             round=trainer.last_round,
             moves=moves,
             hosting_group_id=hosting_group_id,

@@ -64,7 +64,9 @@ def build_network(url: str, http: httpx.Client | None = None) -> Network:
         gid = groups[group][0] if group else None
         if gid is not None:
             node.client.join_group(gid, node.node_id)
-            node.client.heartbeat(node.node_id, group_id=gid, accuracy=0.7, round=2)
+            node.client.heartbeat(
+                node.node_id, group_id=gid, accuracy=0.7, round=2, personal_accuracy=0.83
+            )
         nodes[name] = (node.node_id, node.client, gid)
     return Network(groups=groups, nodes=nodes, secrets=secrets)
 
@@ -110,6 +112,7 @@ def test_dashboard_shows_the_network_and_a_live_migration(tmp_path: Path) -> Non
                       " && document.getElementById('node-detail').innerText",
                       timeout=5, what="dave's panel")  # fmt: skip
         assert "upright (#1)" in panel and "joined upright (#1)" in panel, panel
+        assert "personal\n0.830" in panel or "personal\t0.830" in panel, panel
 
         driver.execute_script("window.__sameDocument = true;")
         moved_at = time.monotonic()

@@ -105,6 +105,7 @@ def test_demo_forms_pure_groups_migrates_and_beats_local_training(tmp_path: Path
     assert any(m["expected_gain"] > 0 for m in report["migrations"])
     for node in report["nodes"]:
         assert node["group_test_accuracy"] > node["local_test_accuracy"], node
+        assert node["personal_test_accuracy"] is not None, node  # what it predicts with
     assert tree.seen, "the demo started no process"
     assert tree.survivors() == []
 

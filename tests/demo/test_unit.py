@@ -115,3 +115,48 @@ def test_a_child_that_exits_is_named_with_the_last_line_of_its_log(tmp_path: Pat
     )
     assert failed.value.failure["process"] == "n7"
     assert failed.value.failure["returncode"] == 3
+
+
+def test_summary_shows_local_group_and_personal_accuracy_per_node() -> None:
+    from rich.console import Console
+
+    from mycelium.demo.live import print_summary
+
+    node = {"cluster": 0, "misplaced": False, "group_id": 1, "local_test_accuracy": 0.9}
+    nodes = [
+        {
+            **node,
+            "name": "a",
+            "group_test_accuracy": 0.93,
+            "personal_test_accuracy": 0.95,
+            "uses_personal": True,
+        },
+        {
+            **node,
+            "name": "b",
+            "group_test_accuracy": 0.94,
+            "personal_test_accuracy": 0.94,
+            "uses_personal": False,
+        },
+        {
+            **node,
+            "name": "c",
+            "group_test_accuracy": None,
+            "personal_test_accuracy": None,
+            "uses_personal": None,
+        },
+    ]
+    report = {
+        "groups": [],
+        "nodes": nodes,
+        "migrations": [],
+        "timings": {"wall_s": 1.0, "peak_rss_mb": 1},
+        "report_path": "r.json",
+        "plot_path": "p.png",
+    }
+    console = Console(record=True, width=200)
+    print_summary(console, report)
+    rows = {line.split()[1]: line for line in console.export_text().splitlines() if "│ " in line}
+    assert "0.930" in rows["a"] and "0.950" in rows["a"] and "+0.050" in rows["a"]
+    assert "0.940 (group)" in rows["b"] and "+0.040" in rows["b"]
+    assert "0.900" in rows["c"] and "+" not in rows["c"]

@@ -172,3 +172,62 @@ def test_the_serverapp_reads_its_group_token_from_the_hosts_file(tmp_path: Path)
     assert group_token(settings) == "the-token" and "the-token" not in repr(settings)
     assert group_token(RunConfig()) is None
     assert group_token(RunConfig(group_token_file=str(tmp_path / "missing"))) is None
+
+
+def _skewed_trainer(personal: str) -> LocalTrainer:
+    data = make_partition(
+        scenario="rotate", clusters=2, index=1, num_clients=4, seed=3, label_skew=0.3
+    )
+    return LocalTrainer(data, seed=3, personal=personal)
+
+
+def test_personalisation_changes_neither_the_fit_reply_nor_the_placement_scores() -> None:
+    """The group aggregates plain updates and placement scores plain group models: a node
+    that personalises between rounds replies and probes exactly as one that does not."""
+    on, off = _skewed_trainer("ft"), _skewed_trainer("none")
+    model = initial_arrays(5)
+    for rnd in (1, 2):
+        replies = [t.fit(model, {}, round=rnd) for t in (on, off)]
+        scores = on.personalise()
+        assert scores is not None and scores.round == rnd and scores.method == "ft"
+        assert on.personalise() is None  # at most once per group model
+        assert off.personalise() is not None
+        a, b = replies
+        assert a.metrics == b.metrics and a.num_examples == b.num_examples
+        for x, y in zip(a.arrays, b.arrays, strict=True):
+            np.testing.assert_array_equal(x, y)
+        assert on.group_score == off.group_score
+        assert on.evaluate_arrays(model) == off.evaluate_arrays(model)
+        model = a.arrays  # the next round's group model
+
+
+def test_the_personal_model_is_used_only_where_it_beats_the_group_model() -> None:
+    trainer = _skewed_trainer("ft")
+    assert trainer.personalise() is None  # no group model yet
+    trainer.fit(initial_arrays(5), {"local-epochs": 1}, round=1)
+    assert trainer.wait_for_group_model(0.0) and not trainer.wait_for_group_model(0.0)
+    s = trainer.personalise()
+    assert s is not None and s.personal_val_accuracy is not None
+    assert s.uses_personal == (s.personal_val_accuracy > s.group_val_accuracy)
+    assert s.group_test_accuracy == pytest.approx(
+        trainer.test_accuracy(trainer.last_group_arrays or [])
+    )
+    if s.uses_personal:
+        assert s.val_accuracy == s.personal_val_accuracy
+    else:
+        assert (s.val_accuracy, s.test_accuracy) == (s.group_val_accuracy, s.group_test_accuracy)
+    assert s.uses_personal  # one epoch on its skewed labels beats a one-epoch group model
+    kept = trainer.predicting_model()  # kept beside the group model, for its predictions
+    assert kept is not None and kept.log_prior is None
+    assert trainer.test_accuracy(kept.weights) == pytest.approx(s.test_accuracy)
+    plain = _skewed_trainer("none")
+    plain.fit(initial_arrays(5), {"local-epochs": 1}, round=1)
+    p = plain.personalise()
+    assert p is not None and not p.uses_personal and p.personal_val_accuracy is None
+    assert p.test_accuracy == p.group_test_accuracy == s.group_test_accuracy
+    group = plain.predicting_model()
+    assert group is not None and plain.last_group_arrays is not None
+    for x, y in zip(group.weights, plain.last_group_arrays, strict=True):
+        np.testing.assert_array_equal(x, y)
+    with pytest.raises(ValueError, match="unknown --personal"):
+        _skewed_trainer("best")

@@ -183,3 +183,24 @@ def test_own_test_split_by_hand() -> None:
 def test_bad_label_skew_is_refused(skew: float) -> None:
     with pytest.raises(ValueError, match="--label-skew must be a positive number"):
         part(label_skew=skew)
+
+
+def test_digits_are_read_without_importing_scikit_learn() -> None:
+    """The node reads the digits file scikit-learn ships (importing it costs ~60 MB)."""
+    import subprocess
+    import sys
+
+    from mycelium.learning.data import _load_digits
+
+    script = (
+        "import sys; from mycelium.learning.data import _load_digits; _load_digits(); "
+        "print('sklearn' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.stdout.strip() == "False", out.stderr
+    from sklearn.datasets import load_digits
+
+    images, labels = _load_digits()
+    digits = load_digits()
+    assert np.array_equal(images, (digits.images / 16.0).astype(np.float32))
+    assert np.array_equal(labels, digits.target)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bench import learning_bench
-from mycelium.learning import sim
+from mycelium.learning import personal, sim
 from mycelium.learning.sim import personal as personal_mod
 from mycelium.learning.sim import policy as policy_mod
 from mycelium.learning.sim.federation import fedavg
@@ -147,3 +147,36 @@ def test_a_node_loads_label_skewed_data_or_fails_in_one_line(tmp_path: Path) -> 
     assert len(skewed.y_test) == len(plain.y_test) and skewed.cluster == 1
     with pytest.raises(FatalNodeError, match="--label-skew must be a positive number"):
         load_node_data(replace(base, label_skew=-1.0))
+
+
+def test_the_nodes_personal_model_is_the_simulations() -> None:
+    """One implementation: the agent's adaptation of a group model (mycelium.learning.
+    personal) is the simulation's for the same seed, round and client, to the last bit."""
+    fed = sim.Federation(SMALL)
+    who, round_ = [0, 3], 2
+    group = fedavg([(w, 1) for w in fed.train([fed.initial(3)] * 2, who, 0, salt=1)])
+    in_sim = fed.adapt([group, group], who, round_)
+    clients = fed.phase(round_).clients
+
+    def made(i: int, method: str) -> personal.PersonalModel | None:
+        seed = personal.adaptation_seed(SMALL.seed, round_, i)
+        x, y = clients[i].x_train, clients[i].y_train
+        return personal.personal_model(
+            fed.task, fed.task.create_model(0), group, x, y, method=method, seed=seed
+        )
+
+    for i, expected in zip(who, in_sim, strict=True):
+        tuned = made(i, "ft")
+        assert tuned is not None and tuned.log_prior is None
+        for a, b in zip(tuned.weights, expected, strict=True):
+            np.testing.assert_array_equal(a, b)
+    prior = made(0, "prior")
+    assert prior is not None and prior.log_prior is not None
+    np.testing.assert_array_equal(prior.log_prior, fed.log_priors(round_, [0])[0])
+    assert made(0, "none") is None
+    with pytest.raises(ValueError, match="unknown --personal 'tuned'; choose from ft, prior"):
+        personal.check_personal("tuned")
+
+
+def test_ties_keep_the_group_model() -> None:
+    assert personal.prefers([0.9, 0.8, 0.7], [0.8, 0.8, 0.9]).tolist() == [True, False, False]

@@ -33,6 +33,32 @@ def test_plain_http_to_another_host_is_refused(command: str, tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("command", ["node", "group"])
+@pytest.mark.parametrize(
+    ("urls", "says"),
+    [
+        ("http://127.0.0.1:8000,ftp://127.0.0.1:8001", "must be http(s)://HOST"),
+        ("http://127.0.0.1:8000,", "empty entry"),
+        ("http://127.0.0.1:8000,http://127.0.0.1:8000/", "twice"),
+        # The rules hold for every URL of the list, not just the first.
+        ("http://127.0.0.1:8000,http://198.18.0.10:8000", "plain http to another host"),
+    ],
+)
+def test_every_registry_url_of_a_list_is_checked(command: str, urls: str, says: str) -> None:
+    line = one_line_error([command, "--registry-url", urls, "--host", "198.18.0.11"])
+    assert says in line
+
+
+@pytest.mark.parametrize("command", ["node", "group"])
+def test_a_ca_file_is_for_https_urls_only(command: str, tmp_path: Path) -> None:
+    made = write_network_certs(tmp_path, ["reg.example"])
+    urls = "https://198.18.0.10:8443,http://198.18.0.12:8000"
+    line = one_line_error(
+        [command, "--registry-url", urls, "--host", "198.18.0.11", "--registry-ca", str(made.ca)]
+    )
+    assert "--registry-ca given but the registry URL 'http://198.18.0.12:8000'" in line
+
+
+@pytest.mark.parametrize("command", ["node", "group"])
 def test_loopback_groups_with_a_remote_registry_are_refused(command: str) -> None:
     line = one_line_error([command, "--registry-url", "https://198.18.0.10:8443"])
     assert "the registry is on another host" in line and "--host" in line

@@ -1,7 +1,7 @@
 """NodeAgent unit tests, driven by its injectable clock and registry client.
 
 The registry is the real app in-process (TestClient) or a real registry process; the
-agent is real (data, warm trainer, policy). Its ``registry_url`` (only the groups it would
+agent is real (data, warm trainer, policy). Its ``registry`` (only the groups it would
 found use it) points at a closed port, so founding fails the way a registry outage makes
 it fail, and no Flower process starts.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,15 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from mycelium.client import RegistryClient
+from mycelium.client import RegistryClient, RegistryEndpoints
+from mycelium.flower.protocol import SuperNodeConfig
+from mycelium.flower.supernode import SuperNode
 from mycelium.node.agent import REHOME_RETRY_S, NodeAgent
 from mycelium.node.config import FatalNodeError, NodeConfig
+from mycelium.node.membership import Membership
 from mycelium.node.status import STATUS_FILE
 from mycelium.procs import free_port
-from tests.conftest import FakeClock, registry_app, start_registry
+from tests.conftest import OPERATOR_TOKEN, FakeClock, auth, registry_app, start_registry
 
 UNREACHABLE = f"http://127.0.0.1:{free_port()}"
 
@@ -32,7 +36,7 @@ UNREACHABLE = f"http://127.0.0.1:{free_port()}"
 def node_config(tmp_path: Path, **overrides: Any) -> NodeConfig:
     fields: dict[str, Any] = {
         "name": "unit",
-        "registry_url": UNREACHABLE,
+        "registry": RegistryEndpoints.parse(UNREACHABLE),
         "scenario": "rotate",
         "clusters": 2,
         "partition_index": 0,
@@ -194,5 +198,69 @@ def test_status_reports_the_last_received_group_model(api: TestClient, tmp_path:
         second = agent.status.write(name="unit", node_id=1, group_id=7, moves=0, hosting_group_id=7)
         assert second.group_test_accuracy == pytest.approx(trainer.test_accuracy(shifted))
         assert second.group_test_accuracy != first.group_test_accuracy
+        assert second.personal_test_accuracy is None  # the agent passes none: not in a group
+        # The agent's own thread personalises each new group model, off the loop.
+        personal = wait_for(lambda: _personal_of(trainer, trainer.last_fit_at))
+        assert personal.round == 4 and personal.method == "ft"
+        third = agent.status.write(
+            name="unit", node_id=1, group_id=7, moves=0, hosting_group_id=7, personal=personal
+        )
+        written = json.loads((agent.config.work_dir / STATUS_FILE).read_text())
+        assert written["personal_test_accuracy"] == third.personal_test_accuracy
+        assert (third.personal_val_accuracy, third.uses_personal) == (
+            personal.val_accuracy,
+            personal.uses_personal,
+        )
+        assert third.group_test_accuracy == pytest.approx(personal.group_test_accuracy)
     finally:
         agent.shutdown()
+    assert not [t for t in threading.enumerate() if t.name == "personalise"]
+
+
+def test_a_members_heartbeat_reports_its_personal_accuracy_beside_the_groups(
+    api: TestClient, tmp_path: Path
+) -> None:
+    """In a group, the heartbeat's accuracy stays the node's score of the group model (what
+    the group's verified accuracy counts) and personal_accuracy is the test accuracy of what
+    it predicts with, once a round of this group reached it. (The membership's SuperNode is
+    never started: the test calls the heartbeat itself, not the loop.)"""
+    agent = agent_for(api, node_config(tmp_path), FakeClock())
+    try:
+        body = {"name": "g", "fleet_address": f"127.0.0.1:{free_port()}"}
+        gid = api.post("/groups", json=body, headers=auth(OPERATOR_TOKEN)).json()["group_id"]
+        node_id, trainer = agent.credentials.node_id, agent.trainer
+        agent.registry.join_group(gid, node_id)
+        supernode = SuperNode(
+            superlink_address=body["fleet_address"],
+            node_config=SuperNodeConfig(),
+            work_dir=tmp_path / "supernode",
+            name="unit",
+        )
+        agent.actions.membership = Membership(gid, body["fleet_address"], supernode)
+        agent._heartbeat()
+        record = api.get(f"/nodes/{node_id}").json()
+        assert record["personal_accuracy"] is None  # no round of this group yet
+        trainer.fit(trainer.local_arrays(), {"local-epochs": 1}, round=1)
+        personal = wait_for(lambda: _personal_of(trainer, trainer.last_fit_at))
+        agent._heartbeat()
+        record = api.get(f"/nodes/{node_id}").json()
+        assert record["personal_accuracy"] == pytest.approx(personal.test_accuracy)
+        assert record["accuracy"] == pytest.approx(trainer.group_score)
+        verified = api.get(f"/groups/{gid}").json()["verified_accuracy"]
+        assert verified == pytest.approx(trainer.group_score)
+    finally:
+        agent.shutdown()
+
+
+def _personal_of(trainer: Any, fitted_at: float | None) -> Any:
+    scores = trainer.personal
+    return scores if scores is not None and scores.fitted_at == fitted_at else None
+
+
+def wait_for(get: Any, deadline_s: float = 30.0) -> Any:
+    """Poll ``get`` until it returns something (a deadline, not a sleep for readiness)."""
+    end = time.monotonic() + deadline_s
+    while (found := get()) is None:
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.02)
+    return found

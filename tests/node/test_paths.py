@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mycelium.client import RegistryClient
+from mycelium.client import RegistryClient, RegistryEndpoints
 from mycelium.node.agent import NodeAgent
 from mycelium.node.config import NodeConfig
 from mycelium.node.status import STATUS_FILE
@@ -30,7 +30,7 @@ def test_agent_with_relative_work_dir_from_another_directory(
         monkeypatch.chdir(first)
         cfg = NodeConfig(
             name="rel",
-            registry_url=url,
+            registry=RegistryEndpoints.parse(url),
             clusters=2,
             partition_count=4,
             warmup_epochs=2,

@@ -62,6 +62,19 @@ def registry(api: TestClient, token: str | None = None) -> RegistryClient:
     return RegistryClient("http://testserver", http=api, token=token)
 
 
+def placement_for(client: RegistryClient, trainer: LocalTrainer) -> Placement:
+    """A node's placement with no warm-up and three candidate slots."""
+    return Placement(
+        client,
+        trainer,
+        policy_config=policy.PolicyConfig(warmup_s=0.0),
+        invite_ok=False,
+        max_candidates=3,
+        clock=FakeClock(),
+        seed=0,
+    )
+
+
 def add_members(api: TestClient, group_id: int, reports: list[float]) -> None:
     for k, accuracy in enumerate(reports):
         member = registry(api)
@@ -93,15 +106,7 @@ def test_lying_groups_cannot_hide_the_honest_group(api: TestClient, superlinks: 
 
     # Served in the registry's order or in the claims' order, the node joins the honest one.
     for listed in (groups, by_claim):
-        placement = Placement(
-            client,
-            trainer,
-            policy_config=policy.PolicyConfig(warmup_s=0.0),
-            invite_ok=False,
-            max_candidates=3,
-            clock=FakeClock(),
-            seed=0,
-        )
+        placement = placement_for(client, trainer)
         decision = placement.decide(listed, None)
         assert (decision.action, decision.group_id) == ("join", honest)
         assert placement.state.unprobed == LIARS + 1 - 3

@@ -153,6 +153,24 @@ def test_heartbeat_records_metrics(api: TestClient, clock: FakeClock) -> None:
     assert node["flower_node_id"] == fid and node["last_seen"] == clock.now
 
 
+def test_heartbeat_personal_accuracy_is_the_nodes_not_the_groups(api: TestClient) -> None:
+    """Optional; shown in the node's record as its last beat said (a beat without it clears
+    it); the group's verified accuracy stays its members' score of the group model."""
+    a, ta = new_node(api)
+    g = new_group(api)["group_id"]
+    join(api, g, a, ta)
+    assert api.get(f"/nodes/{a}").json()["personal_accuracy"] is None
+    assert beat(api, a, ta, group_id=g, accuracy=0.6, personal_accuracy=0.9).status_code == 200
+    assert api.get(f"/nodes/{a}").json()["personal_accuracy"] == 0.9
+    assert [n["personal_accuracy"] for n in api.get("/nodes").json()] == [0.9]
+    assert api.get(f"/groups/{g}").json()["verified_accuracy"] == 0.6
+    assert beat(api, a, ta, group_id=g, accuracy=0.7).status_code == 200
+    node = api.get(f"/nodes/{a}").json()
+    assert (node["accuracy"], node["personal_accuracy"]) == (0.7, None)
+    r = beat(api, a, ta, group_id=g, personal_accuracy=1.5)
+    assert r.status_code == 422 and "personal_accuracy" in r.text
+
+
 def test_heartbeat_auth_and_unknown_node(api: TestClient) -> None:
     a, ta = new_node(api, "a")
     _, tb = new_node(api, "b")

@@ -317,7 +317,8 @@
     const add = (k, v) => dl.append(el("dt", k), el("dd", v));
     add("node", `${n.name} (#${n.node_id})`);
     add("group", groupName(n.group_id));
-    add("accuracy", fmt(n.accuracy));
+    add("accuracy", fmt(n.accuracy)); // its group's model (or its local one) on its validation data
+    add("personal", fmt(n.personal_accuracy)); // what it predicts with, on its own test data
     add("round", n.round ?? "-");
     add("task", n.task);
     add("alive", n.alive ? "yes" : "no");

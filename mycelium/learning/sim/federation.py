@@ -15,8 +15,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from mycelium.config import MAX_CANDIDATES, SEARCH_EVALUATIONS
+from mycelium.config import MAX_CANDIDATES, PERSONAL, SEARCH_EVALUATIONS
 from mycelium.learning import data as data_mod
+from mycelium.learning.personal import ADAPT_SALT  # seeds of the personal fine-tuning
 from mycelium.learning.policy import PolicyConfig
 from mycelium.learning.sim.timeline import Drift, Timeline, make_timeline
 from mycelium.learning.strategy import StrategyConfig
@@ -31,7 +32,6 @@ from mycelium.learning.tasks.loader import load_task
 from mycelium.learning.tasks.ops import batched, log_prior_of
 
 ROUND_SECONDS = 30.0
-ADAPT_SALT = 5  # seeds of the personal models' fine-tuning, shared by every algorithm
 
 
 def _sim_policy() -> PolicyConfig:
@@ -61,7 +61,7 @@ class SimConfig:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     prior_shift: bool = True
     label_skew: float | None = None
-    personal: str = "ft"
+    personal: str = PERSONAL
 
 
 @dataclass

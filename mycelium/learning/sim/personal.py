@@ -1,4 +1,5 @@
-"""Personal models: what a node predicts with, beside the group model it trains for.
+"""Personal models in the simulation: what a node predicts with, beside the group model it
+trains for (the rules are :mod:`mycelium.learning.personal`'s, shared with the node agent).
 
 After each round a node in a group may keep a *personal* model, the group model adapted to its
 own data, and predicts with it when it scores better than the plain group model on the node's
@@ -25,16 +26,12 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from mycelium.learning.personal import check_personal, prefers
 from mycelium.learning.sim.federation import Federation
 from mycelium.learning.tasks.base import Weights
 from mycelium.learning.tasks.ops import log_prior_of
 
-PERSONAL = ("ft", "prior", "none")
-
-
-def check_personal(method: str) -> None:
-    if method not in PERSONAL:
-        raise ValueError(f"unknown --personal {method!r}; choose from {', '.join(PERSONAL)}")
+__all__ = ["check_personal", "personal_accuracy"]
 
 
 def personal_accuracy(
@@ -63,7 +60,7 @@ def personal_accuracy(
         personal, priors = group, [p for p in found if p is not None]
     own_val = fed.own_accuracy(personal, who, round_, split="val", log_priors=priors)
     group_val = fed.own_accuracy(group, who, round_, split="val")
-    better = [i for i, b in zip(who, own_val > group_val, strict=True) if b]
+    better = [i for i, b in zip(who, prefers(own_val, group_val), strict=True) if b]
     used = {i: plain[i] for i in who}
     if better:
         index = {i: b for b, i in enumerate(who)}

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Header, Request, Response
 
 from mycelium import api
 from mycelium.registry.deps import CreatorTokenDep, StoreDep, TokenDep
@@ -33,13 +33,20 @@ class JsonCache:
 
 
 @router.post("", status_code=201, response_model=api.GroupCreated, responses=api.ERRORS)
-async def create_group(body: api.GroupCreate, store: StoreDep, token: CreatorTokenDep) -> Any:
+async def create_group(
+    body: api.GroupCreate,
+    store: StoreDep,
+    token: CreatorTokenDep,
+    idempotency_key: Annotated[api.IdempotencyKey | None, Header()] = None,
+) -> Any:
     """Create a group with a node token (the node is recorded as its creator; 429 beyond
-    its allowance of live groups) or the operator token; the creator is not a member."""
+    its allowance of live groups) or the operator token; the creator is not a member.
+    The same ``Idempotency-Key`` again is answered with the same group, token and invite."""
     fields = body.model_dump()
     fields["model_spec"] = None if body.model_spec is None else json.dumps(body.model_spec)
     fields["strategy_params"] = json.dumps(body.strategy_params)
-    created = await store.create_group(spec=GroupSpec(**fields), token=token)
+    spec = GroupSpec(**fields)
+    created = await store.create_group(spec=spec, token=token, idempotency_key=idempotency_key)
     return {
         "group_id": created.group_id,
         "group_token": created.group_token,

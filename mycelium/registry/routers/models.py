@@ -49,9 +49,24 @@ async def put_model(
     return Response(status_code=204)
 
 
-@router.get("", responses={200: {"content": {"application/octet-stream": {}}}, **api.ERRORS})
-async def get_model(group_id: api.Id, store: StoreDep) -> Response:
-    """The group's latest model bytes (ETag and X-Model-SHA256 = their sha256)."""
+@router.get(
+    "",
+    responses={200: {"content": {"application/octet-stream": {}}}, 304: {}, **api.ERRORS},
+)
+async def get_model(
+    group_id: api.Id, store: StoreDep, if_none_match: Annotated[str | None, Header()] = None
+) -> Response:
+    """The group's latest model bytes (ETag and X-Model-SHA256 = their sha256); 304 without
+    a body when ``If-None-Match`` names that ETag (a node that scored this version already)."""
     model = await store.get_model(group_id=group_id)
-    headers = {"ETag": f'"{model.sha256}"', "X-Model-SHA256": model.sha256}
+    etag = f'"{model.sha256}"'
+    headers = {"ETag": etag, "X-Model-SHA256": model.sha256}
+    if if_none_match is not None and _matches(if_none_match, etag):
+        return Response(status_code=304, headers=headers)
     return Response(model.data, media_type="application/octet-stream", headers=headers)
+
+
+def _matches(if_none_match: str, etag: str) -> bool:
+    """RFC 9110 weak comparison: ``*`` or any listed tag (``W/`` prefix ignored)."""
+    tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
+    return "*" in tags or etag in tags

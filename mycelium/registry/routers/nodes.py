@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import JSONResponse
 
 from mycelium import api
@@ -16,10 +16,19 @@ router = APIRouter(prefix="/nodes", tags=["nodes"])
 
 
 @router.post("", status_code=201, response_model=api.NodeCreated, responses=api.ERRORS)
-async def register_node(body: api.NodeCreate, store: StoreDep) -> Any:
-    """Register a node; keep the token, it authenticates every write about this node."""
+async def register_node(
+    body: api.NodeCreate,
+    store: StoreDep,
+    idempotency_key: Annotated[api.IdempotencyKey | None, Header()] = None,
+) -> Any:
+    """Register a node; keep the token, it authenticates every write about this node.
+    The same ``Idempotency-Key`` again is answered with the same node and token."""
     created = await store.create_node(
-        name=body.name, address=body.address, num_samples=body.num_samples, task=body.task
+        name=body.name,
+        address=body.address,
+        num_samples=body.num_samples,
+        task=body.task,
+        idempotency_key=idempotency_key,
     )
     return {"node_id": created.node_id, "token": created.token}
 

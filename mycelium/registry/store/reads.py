@@ -27,7 +27,16 @@ def fid_in(value: int | None) -> str | None:
 def beat_values(beat: Heartbeat, now: float) -> tuple[Any, ...]:
     """The parameters of ``schema.FLUSH_SQL`` for one heartbeat received at ``now``."""
     fid = fid_in(beat.flower_node_id)
-    return (now, beat.accuracy, beat.loss, beat.num_samples, beat.round, fid, beat.node_id)
+    return (
+        now,
+        beat.accuracy,
+        beat.loss,
+        beat.num_samples,
+        beat.round,
+        fid,
+        beat.personal_accuracy,
+        beat.node_id,
+    )
 
 
 def node_out(row: sqlite3.Row, now: float, node_ttl: float) -> Row:
@@ -45,6 +54,7 @@ def node_out(row: sqlite3.Row, now: float, node_ttl: float) -> Row:
         "last_seen": row["last_seen"],
         "alive": now - row["last_seen"] <= node_ttl,
         "created_at": row["created_at"],
+        "personal_accuracy": row["personal_accuracy"],
     }
 
 

@@ -31,6 +31,7 @@ class Heartbeat:
     num_samples: int
     round: int | None
     flower_node_id: int | None
+    personal_accuracy: float | None = None
 
 
 @dataclass(frozen=True)

@@ -107,11 +107,20 @@ ADDED_COLUMNS = (
     # older file until it opens: filled from last_report), and the round they vouched for.
     ("groups", "last_alive", "REAL"),
     ("groups", "vouched_round", "INTEGER"),
+    # The test accuracy of the model the node predicts with (its personal model or its
+    # group's), as its last heartbeat said (NULL when that beat had none).
+    ("nodes", "personal_accuracy", "REAL"),
+    # sha256 of the Idempotency-Key a node or group was created with: a retried create finds
+    # its record instead of making a second one (docs/registry.md, "Failover").
+    ("groups", "idempotency_hash", "TEXT"),
+    ("nodes", "idempotency_hash", "TEXT"),
 )
 """Columns added after the first release: added to an older file at open (table, name, type)."""
 
 INDEXES_ON_ADDED = """
 CREATE INDEX IF NOT EXISTS groups_creator ON groups(creator_node_id);
+CREATE UNIQUE INDEX IF NOT EXISTS groups_idempotency ON groups(idempotency_hash);
+CREATE UNIQUE INDEX IF NOT EXISTS nodes_idempotency ON nodes(idempotency_hash);
 UPDATE groups SET last_alive = last_report WHERE last_alive IS NULL;
 """
 
@@ -144,7 +153,7 @@ def postgres_ddl(ddl: str) -> str:
 
 NODE_COLUMNS = (
     "id, name, address, task, num_samples, group_id, flower_node_id, accuracy, loss, round, "
-    "last_seen, created_at"
+    "last_seen, created_at, personal_accuracy"
 )
 GROUP_COLUMNS = (
     "g.id, g.name, g.fleet_address, g.task, g.max_capacity, g.join_policy, "
@@ -155,9 +164,10 @@ GROUP_COLUMNS = (
 FLUSH_SQL = (
     "UPDATE nodes SET last_seen = ?, accuracy = COALESCE(?, accuracy), "
     "loss = COALESCE(?, loss), num_samples = ?, round = COALESCE(?, round), "
-    "flower_node_id = COALESCE(?, flower_node_id) WHERE id = ?"
+    "flower_node_id = COALESCE(?, flower_node_id), personal_accuracy = ? WHERE id = ?"
 )
-"""One queued heartbeat: (last_seen, accuracy, loss, num_samples, round, fid, node_id)."""
+"""One queued heartbeat: (last_seen, accuracy, loss, num_samples, round, fid,
+personal_accuracy, node_id)."""
 
 LIVE_MEMBERS = (
     "(SELECT COUNT(*) FROM nodes n WHERE n.group_id = g.id AND n.last_seen >= :alive_cut)"

@@ -57,6 +57,17 @@ class _NodeState:
     last_seen: float
 
 
+def _new_secret(idempotency_key: str | None, label: str, chars: int) -> str:
+    """A random secret, or the one derived from the request's idempotency key."""
+    if idempotency_key is None:
+        return secrets.token_urlsafe(chars * 3 // 4)
+    return writes.derive_secret(idempotency_key, label, chars)
+
+
+def _key_hash(idempotency_key: str | None) -> str | None:
+    return None if idempotency_key is None else hash_secret(idempotency_key)
+
+
 def _group_name(group_id: int | None) -> str:
     return f"group {group_id}" if group_id is not None else "no group"
 
@@ -196,13 +207,22 @@ class Store:
     # -- nodes ------------------------------------------------------------------------------
 
     async def create_node(
-        self, *, name: str, address: str | None, num_samples: int, task: str
+        self,
+        *,
+        name: str,
+        address: str | None,
+        num_samples: int,
+        task: str,
+        idempotency_key: str | None = None,
     ) -> NodeCreatedRecord:
-        token = secrets.token_urlsafe(32)
+        """Register a node. With ``idempotency_key`` its token is derived from the key and a
+        request with the same key again is answered with the same node and token."""
+        token = _new_secret(idempotency_key, "node-token", 43)
         token_hash = hash_secret(token)
-        args = (name, address, num_samples, task, token_hash)
-        node_id, now = await self._engine.write(writes.insert_node, *args)
-        self._remember_node(node_id, _NodeState(token_hash, None, now))
+        args = (name, address, num_samples, task, token_hash, _key_hash(idempotency_key))
+        node_id, now, created = await self._engine.write(writes.insert_node, *args)
+        if created or node_id not in self._nodes:
+            self._remember_node(node_id, _NodeState(token_hash, None, now))
         self._invalidate()
         return NodeCreatedRecord(node_id=node_id, token=token)
 
@@ -240,17 +260,24 @@ class Store:
 
     # -- groups -----------------------------------------------------------------------------
 
-    async def create_group(self, *, spec: GroupSpec, token: str) -> GroupCreatedRecord:
+    async def create_group(
+        self, *, spec: GroupSpec, token: str, idempotency_key: str | None = None
+    ) -> GroupCreatedRecord:
         """Create a group as the operator or as the node owning ``token`` (recorded as its
         creator, refused with :class:`LimitError` beyond ``max_groups_per_node`` live
-        groups); the creator does not become a member."""
+        groups); the creator does not become a member. With ``idempotency_key`` the group
+        token and invite code are derived from the key and a request with the same key
+        again (same creator) is answered with the same group, token and invite code."""
         creator = self._creator(token)
-        group_token = secrets.token_urlsafe(32)
-        invite = secrets.token_urlsafe(12) if spec.join_policy == "invite-only" else None
+        group_token = _new_secret(idempotency_key, "group-token", 43)
+        invite = None
+        if spec.join_policy == "invite-only":
+            invite = _new_secret(idempotency_key, "invite-code", 16)
         token_hash = hash_secret(group_token)
         hashes = (token_hash, hash_secret(invite) if invite else None)
         allowance = (self.max_groups_per_node, self.group_ttl)
-        group_id = await self._engine.write(writes.insert_group, spec, hashes, creator, allowance)
+        args = (spec, hashes, creator, allowance, _key_hash(idempotency_key))
+        group_id = await self._engine.write(writes.insert_group, *args)
         self._remember_group(group_id, token_hash)
         self._invalidate()
         return GroupCreatedRecord(group_id=group_id, group_token=group_token, invite_code=invite)

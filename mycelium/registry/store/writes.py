@@ -6,6 +6,7 @@ the change alone. Every change appends its events to the ``events`` table.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -26,6 +27,33 @@ Ttls = tuple[float, float]
 
 def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def derive_secret(key: str, label: str, chars: int = 43) -> str:
+    """A secret derived from a create request's Idempotency-Key (HMAC-SHA256, URL-safe):
+    every retry of that request is answered with the same token or invite code, and the
+    registry stores only hashes, as for random ones."""
+    digest = hmac.new(key.encode(), label.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")[:chars]
+
+
+def _created_before(
+    conn: sqlite3.Connection, table: str, idempotency_hash: str | None, same: dict[str, Any]
+) -> int | None:
+    """The id of the record an earlier request with this key created (None: no such
+    request); 409 when that request created something else (a key reused)."""
+    if idempotency_hash is None:
+        return None
+    columns = ", ".join(same)
+    row = conn.execute(
+        f"SELECT id, {columns} FROM {table} WHERE idempotency_hash = ?",  # noqa: S608
+        (idempotency_hash,),
+    ).fetchone()
+    if row is None:
+        return None
+    if any(row[column] != value for column, value in same.items()):
+        raise ConflictError("this Idempotency-Key was sent with another request")
+    return int(row["id"])
 
 
 def matches(secret: str | None, stored_hash: str | None) -> bool:
@@ -61,15 +89,22 @@ def insert_node(
     num_samples: int,
     task: str,
     token_hash: str,
-) -> tuple[int, float]:
+    idempotency_hash: str | None = None,
+) -> tuple[int, float, bool]:
+    """Insert a node; returns (id, now, created): not created when a request with the same
+    idempotency key created it before (that node's id is returned)."""
+    same = {"name": name, "token_hash": token_hash}
+    earlier = _created_before(conn, "nodes", idempotency_hash, same)
+    if earlier is not None:
+        return earlier, now, False
     row = conn.execute(
-        "INSERT INTO nodes (name, address, task, num_samples, token_hash, last_seen, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
-        (name, address, task, num_samples, token_hash, now, now),
+        "INSERT INTO nodes (name, address, task, num_samples, token_hash, last_seen, created_at,"
+        " idempotency_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        (name, address, task, num_samples, token_hash, now, now, idempotency_hash),
     ).fetchone()
     node_id = int(row[0])
     event(conn, "node_registered", now, node_id=node_id, name=name, task=task)
-    return node_id, now
+    return node_id, now, True
 
 
 def _node_row(conn: sqlite3.Connection, node_id: int) -> sqlite3.Row:
@@ -114,12 +149,18 @@ def insert_group(
     hashes: tuple[str, str | None],
     creator: int | None,
     allowance: tuple[int, float],
+    idempotency_hash: str | None = None,
 ) -> int:
     """Insert a group created by node ``creator`` (None: the operator).
 
     ``hashes`` are those of the group token and of the invite code; ``allowance`` is
-    (live groups a node may own, group_ttl): a node at its allowance is refused.
+    (live groups a node may own, group_ttl): a node at its allowance is refused. A group
+    created before by a request with the same idempotency key is returned, not inserted.
     """
+    same = {"token_hash": hashes[0], "creator_node_id": creator, "name": spec.name}
+    earlier = _created_before(conn, "groups", idempotency_hash, same)
+    if earlier is not None:
+        return earlier
     if creator is not None:
         _check_allowance(conn, now, creator, allowance)
     token_hash, invite_hash = hashes
@@ -127,8 +168,8 @@ def insert_group(
         "INSERT INTO groups (name, fleet_address, task, max_capacity, join_policy, "
         "performance_threshold, fingerprint, model_spec, strategy, strategy_params, "
         "token_hash, invite_hash, last_report, last_live_at, created_at, creator_node_id,"
-        " certificate, last_alive) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        " RETURNING id",
+        " certificate, last_alive, idempotency_hash)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (
             spec.name,
             spec.fleet_address,
@@ -148,6 +189,7 @@ def insert_group(
             creator,
             spec.certificate,
             now,
+            idempotency_hash,
         ),
     ).fetchone()
     group_id = int(row[0])
@@ -342,7 +384,11 @@ def report(conn: sqlite3.Connection, now: float, group_id: int) -> None:
 
 
 def insert_round(conn: sqlite3.Connection, now: float, group_id: int, r: RoundReport) -> None:
+    """Record a round; the same report again (a retry after a lost answer) changes nothing
+    but the group's last report time."""
     report(conn, now, group_id)
+    if _round_recorded(conn, group_id, r):
+        return
     conn.execute(
         "INSERT INTO rounds (group_id, round, accuracy, loss, num_nodes, num_examples, "
         "reported_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -351,6 +397,22 @@ def insert_round(conn: sqlite3.Connection, now: float, group_id: int, r: RoundRe
     conn.execute(
         "UPDATE groups SET accuracy = ?, loss = ?, round = ? WHERE id = ?",
         (r.accuracy, r.loss, r.round, group_id),
+    )
+
+
+def _round_recorded(conn: sqlite3.Connection, group_id: int, r: RoundReport) -> bool:
+    """True when the group's latest report is this one (round and every figure equal)."""
+    row = conn.execute(
+        "SELECT round, accuracy, loss, num_nodes, num_examples FROM rounds "
+        "WHERE group_id = ? ORDER BY id DESC LIMIT 1",
+        (group_id,),
+    ).fetchone()
+    return row is not None and tuple(row) == (
+        r.round,
+        r.accuracy,
+        r.loss,
+        r.num_nodes,
+        r.num_examples,
     )
 
 
