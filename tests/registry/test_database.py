@@ -6,15 +6,18 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
 
 import pytest
 
-from mycelium.procs import free_port
+from mycelium.client.registry import IDEMPOTENCY_HEADER, new_idempotency_key
+from mycelium.procs import free_port, wait_for
 from mycelium.registry.store.schema import ADDED_COLUMNS, MIGRATIONS, SCHEMA_VERSION
+from mycelium.registry.store.writes import derive_secret, hash_secret
 from tests.conftest import ENTRYPOINT, auth, registry_app
-from tests.postgres import missing_reason, postgres_server, query
+from tests.postgres import PgServer, missing_reason, postgres_server, query
 
 
 def _registry(db: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -109,3 +112,45 @@ def test_database_lost_every_request_is_503() -> None:
     for answer in answers:
         assert answer.status_code == 503, answer.text
         assert "registry database unavailable" in answer.json()["detail"]
+
+
+def _waiting_on_a_lock(url: str) -> bool:
+    rows = query(
+        url,
+        "SELECT COUNT(*) FROM pg_stat_activity"
+        " WHERE wait_event_type = 'Lock' AND datname = current_database()",
+    )
+    return bool(rows[0][0])
+
+
+def test_a_create_that_loses_its_key_to_another_process_answers_as_the_retry(
+    pg_server: PgServer,
+) -> None:
+    """Another registry process's create with the same Idempotency-Key, not yet committed
+    (written here outside the write lock, so the unique index alone decides): this create
+    waits on the index, fails on it when the other commits, runs again and answers with the
+    other's node and token, as a retry; one row."""
+    import psycopg
+
+    url = pg_server.create_database()
+    key = new_idempotency_key()
+    token = derive_secret(key, "node-token", 43)
+    try:
+        with registry_app(url) as api, psycopg.connect(url) as other:
+            row = other.execute(
+                "INSERT INTO nodes (name, task, num_samples, token_hash, last_seen, created_at,"
+                " idempotency_hash) VALUES ('n', 'digits', 1, %s, 0, 0, %s) RETURNING id",
+                (hash_secret(token), hash_secret(key)),
+            ).fetchone()
+            assert row is not None
+            with ThreadPoolExecutor(1) as pool:
+                body, headers = {"name": "n", "num_samples": 1}, {IDEMPOTENCY_HEADER: key}
+                answer = pool.submit(api.post, "/nodes", json=body, headers=headers)
+                wait_for(lambda: _waiting_on_a_lock(url), timeout=30, what="create waiting")
+                other.commit()
+                r = answer.result(timeout=60)
+        assert r.status_code == 201, r.text
+        assert r.json() == {"node_id": row[0], "token": token}
+        assert query(url, "SELECT COUNT(*) FROM nodes") == [(1,)]
+    finally:
+        pg_server.drop_database(url)

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from mycelium import launch
+from mycelium.client.registry import IDEMPOTENCY_HEADER, new_idempotency_key
 from mycelium.procs import wait_for
 from tests.conftest import OPERATOR_TOKEN, auth, operator_token_file
 from tests.postgres import PgServer, query
@@ -195,6 +196,36 @@ def test_the_event_stream_of_one_delivers_what_the_other_wrote(two: tuple[str, s
     ids = [event["id"] for event in page]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     assert any(e["node_id"] == first_id for e in page)
+
+
+def test_one_idempotency_key_raced_through_two_processes_makes_one_record(
+    two: tuple[str, str], shared_db: str
+) -> None:
+    """A client failing over resends its create to the other process, perhaps while the first
+    is still answering: every answer names the same node (group) and token, one row each."""
+    urls = list(two)
+    node_key, group_key = new_idempotency_key(), new_idempotency_key()
+    group = {"name": "raced", "fleet_address": "127.0.0.1:9092", "max_capacity": 3}
+
+    def create(i: int) -> tuple[int, dict[str, object]]:
+        url = urls[i % 2]
+        if i % 4 < 2:
+            headers = {IDEMPOTENCY_HEADER: node_key}
+            body: dict[str, object] = {"name": "raced", "num_samples": 1}
+            r = httpx.post(f"{url}/nodes", json=body, headers=headers, timeout=TIMEOUT)
+        else:
+            headers = {**auth(OPERATOR_TOKEN), IDEMPOTENCY_HEADER: group_key}
+            r = httpx.post(f"{url}/groups", json=group, headers=headers, timeout=TIMEOUT)
+        return r.status_code, r.json()
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(create, range(32)))
+    assert all(code in (200, 201) for code, _ in answers), answers
+    nodes = {(a["node_id"], a["token"]) for i, (_, a) in enumerate(answers) if i % 4 < 2}
+    groups = {(a["group_id"], a["group_token"]) for i, (_, a) in enumerate(answers) if i % 4 >= 2}
+    assert len(nodes) == 1 and len(groups) == 1, (nodes, groups)
+    assert query(shared_db, "SELECT COUNT(*) FROM nodes WHERE name = 'raced'")[0][0] == 1
+    assert query(shared_db, "SELECT COUNT(*) FROM groups WHERE name = 'raced'")[0][0] == 1
 
 
 def test_kill_9_five_times_loses_no_acknowledged_write(tmp_path: Path, shared_db: str) -> None:

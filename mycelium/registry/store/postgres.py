@@ -45,7 +45,7 @@ MIGRATE_LOCK = 0x6D7963_03  # "myc" 3: one process migrates at a time
 CONNECT_TIMEOUT_S = 3
 RECONNECT_S = 0.5
 OPTIONS = "-c statement_timeout=15000 -c lock_timeout=10000"
-RETRIES = 3  # of a change that PostgreSQL aborted (deadlock, serialization)
+RETRIES = 3  # of a change that PostgreSQL aborted (deadlock, serialization, unique key)
 
 
 def is_postgres_url(text: str) -> bool:
@@ -291,15 +291,23 @@ class PgEngine:
     def _change(self, conn: Any, fn: Callable[..., T], args: Any) -> T:
         import psycopg.errors
 
+        # A unique violation is another process's create with the same Idempotency-Key
+        # committed first (the write lock makes it unlikely): run again, the change then
+        # finds that record and answers as a retry.
+        retried = (
+            psycopg.errors.DeadlockDetected,
+            psycopg.errors.SerializationFailure,
+            psycopg.errors.UniqueViolation,
+        )
         for attempt in range(RETRIES):
             try:
                 with conn.transaction():
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
                     return fn(Adapter(conn), self.clock(), *args)
-            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
+            except retried as exc:
                 if attempt == RETRIES - 1:
                     raise
-                logger.info("change aborted by the database; retrying")
+                logger.info("change aborted by the database (%s); retrying", type(exc).__name__)
         raise AssertionError("unreachable")
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
