@@ -94,6 +94,10 @@ class PgStore(Store):
             group_id=state.group_id,
         )
 
+    async def check(self) -> None:
+        """The database answers one statement, else :class:`StoreUnavailable` (a 503)."""
+        self._pg.lookup(reads.ping)
+
     @property
     def sweeping(self) -> bool:
         return self._pg.sweeping

@@ -316,6 +316,11 @@ def select_node_by_token(conn: sqlite3.Connection, now: float, token_hash: str) 
     return int(row[0]) if row is not None else None
 
 
+def ping(conn: sqlite3.Connection, now: float) -> None:
+    """One statement the database must answer (the health check)."""
+    conn.execute("SELECT 1").fetchone()
+
+
 def select_state(conn: sqlite3.Connection, now: float, key: str) -> float | None:
     """A value of ``registry_state`` (e.g. ``preserving_since``), None if absent."""
     row = conn.execute("SELECT value FROM registry_state WHERE key = ?", (key,)).fetchone()

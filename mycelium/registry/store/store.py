@@ -150,6 +150,9 @@ class Store:
         """True if this process runs the liveness sweep (SQLite: its only process does)."""
         return True
 
+    async def check(self) -> None:
+        """Nothing to check: the SQLite file is this process's own, open since start."""
+
     @property
     def preserving(self) -> bool:
         """True while self-preservation holds (nothing expires, no group fails)."""
