@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import sqlite3
 import statistics
 import subprocess
 import time
@@ -36,6 +35,7 @@ from mycelium.lab.faults import Applied, Faults
 from mycelium.lab.netns import Network
 from mycelium.launch import FAST_TIMERS
 from mycelium.procs import ManagedProcess, descendant_pids
+from mycelium.registry.store.audit import audit
 
 logger = logging.getLogger(__name__)
 
@@ -425,12 +425,9 @@ class Soak:
     def check_database(self, db: Path) -> None:
         """integrity_check, and every node, group and membership a read showed is there
         (or an event explains its end)."""
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-            self.inv.integrity = str(conn.execute("PRAGMA integrity_check").fetchone()[0])
-            nodes = dict(conn.execute("SELECT id, group_id FROM nodes").fetchall())
-            groups = {row[0] for row in conn.execute("SELECT id FROM groups")}
-            events = conn.execute("SELECT type, at, node_id, group_id FROM events").fetchall()
-            rounds = conn.execute("SELECT group_id, round FROM rounds ORDER BY id").fetchall()
+        found = audit(db)
+        self.inv.integrity = found.integrity
+        nodes, groups, events, rounds = found.nodes, found.groups, found.events, found.rounds
         lost = self.inv.lost_writes
         deleted = {node for kind, _, node, _ in events if kind == "node_deleted"}
         lost += [f"node {n}" for n in self.seen.nodes if n not in nodes and n not in deleted]

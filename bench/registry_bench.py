@@ -10,6 +10,11 @@ compiled load generator, installed here with apt-get if missing) against:
 * ``GET /groups?has_capacity=true&limit=20``.
 
 It reports req/s, p50/p99 latency and the ratio to the bare endpoint. Figures, not asserts.
+
+``--db postgresql://...`` measures the PostgreSQL store (give an empty database);
+``--processes N`` (PostgreSQL only) runs N registry processes over it, loaded through the
+first, each measured by its own wrk at once (1/N of the connections): req/s are summed,
+latencies are the worst process's.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -170,6 +176,41 @@ def run_wrk(
     return parse_wrk(name, done.stdout)
 
 
+def run_wrk_on(
+    wrk: str,
+    name: str,
+    urls: list[str],
+    *,
+    connections: int,
+    duration: float,
+    script: Path | None,
+) -> Figure:
+    """wrk against every url at once, ``connections`` split among them; one figure: req/s
+    and requests summed, latencies the worst url's."""
+    if len(urls) == 1:
+        return run_wrk(
+            wrk, name, urls[0], connections=connections, duration=duration, script=script
+        )
+    share = max(connections // len(urls), 1)
+    with ThreadPoolExecutor(len(urls)) as pool:
+        figures = list(
+            pool.map(
+                lambda u: run_wrk(
+                    wrk, name, u, connections=share, duration=duration, script=script
+                ),
+                urls,
+            )
+        )
+    return Figure(
+        name=name,
+        requests_per_s=sum(f.requests_per_s for f in figures),
+        p50_ms=max(f.p50_ms for f in figures),
+        p99_ms=max(f.p99_ms for f in figures),
+        errors=sum(f.errors for f in figures),
+        requests=sum(f.requests for f in figures),
+    )
+
+
 # -- servers ---------------------------------------------------------------------------------
 
 
@@ -198,16 +239,18 @@ def _answers(url: str) -> bool:
     return httpx.get(url, timeout=1.0).status_code == 200
 
 
-def registry_server(workdir: Path) -> tuple[list[str], int, str]:
+def registry_server(workdir: Path, db: Path | str) -> tuple[list[str], int, str]:
     """argv, port and operator token (the bench creates its groups as the operator)."""
     port = free_port()
     token_file = workdir / "operator.token"
-    token = write_token_file(token_file)
+    token = (
+        write_token_file(token_file) if not token_file.exists() else token_file.read_text().strip()
+    )
     # Long TTLs: loading 10,000 nodes on busy shared cores can outlast the default 120 s,
     # and the figures are about request cost, not about groups expiring mid-run.
     args = registry_command(
         port=port,
-        db=workdir / "bench.db",
+        db=db,
         node_ttl=LOAD_TTL,
         group_ttl=LOAD_TTL,
         operator_token_file=token_file,
@@ -280,6 +323,8 @@ def run(
     duration: float,
     json_path: Path | None,
     rounds: int = ROUNDS,
+    db: str | None = None,
+    processes: int = 1,
 ) -> str:
     """Run the whole benchmark and return the report text (also JSON to ``json_path``).
 
@@ -287,46 +332,46 @@ def run(
     so a ratio compares figures taken seconds apart on the shared cores. The report gives
     each endpoint's median round.
     """
+    if processes > 1 and not (db or "").startswith("postgresql://"):
+        raise BenchError("several registry processes share PostgreSQL: give --db postgresql://")
     wrk = ensure_wrk()
-    with tempfile.TemporaryDirectory(prefix="registry-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="registry-bench-") as tmp, ExitStack() as stack:
         workdir = Path(tmp)
         bare_args, bare_port = bare_server()
-        reg_args, reg_port, operator = registry_server(workdir)
-        with (
-            _server("bare", bare_args, bare_port, workdir) as bare_url,
-            _server("registry", reg_args, reg_port, workdir) as url,
-        ):
-            loaded = asyncio.run(_load(url, operator, nodes, groups))
-            beats = workdir / "beats.txt"
-            beats.write_text("".join(f"{n} {g} {t}\n" for n, g, t in loaded))
-            script = workdir / "heartbeat.lua"
-            script.write_text(HEARTBEAT_LUA % {"beats": beats})
-            targets = [
-                ("bare", f"{bare_url}/ping", None),
-                ("heartbeat", f"{url}/", script),
-                ("discovery", f"{url}/groups?has_capacity=true&limit=20", None),
-            ]
-            for name, target, lua in targets:
-                run_wrk(
-                    wrk, f"warm-up {name}", target, connections=connections, duration=2, script=lua
-                )
-            measured: list[list[Figure]] = []
-            for _ in range(rounds):
-                measured.append(
-                    [
-                        run_wrk(
-                            wrk,
-                            name,
-                            target,
-                            connections=connections,
-                            duration=duration,
-                            script=lua,
-                        )
-                        for name, target, lua in targets
-                    ]
-                )
-            _check_after(url, loaded)
+        bare_url = stack.enter_context(_server("bare", bare_args, bare_port, workdir))
+        urls = []
+        for i in range(processes):
+            reg_args, reg_port, operator = registry_server(workdir, db or workdir / "bench.db")
+            urls.append(stack.enter_context(_server(f"registry{i}", reg_args, reg_port, workdir)))
+        url = urls[0]
+        loaded = asyncio.run(_load(url, operator, nodes, groups))
+        beats = workdir / "beats.txt"
+        beats.write_text("".join(f"{n} {g} {t}\n" for n, g, t in loaded))
+        script = workdir / "heartbeat.lua"
+        script.write_text(HEARTBEAT_LUA % {"beats": beats})
+        targets = [
+            ("bare", [f"{bare_url}/ping"], None),
+            ("heartbeat", [f"{u}/" for u in urls], script),
+            ("discovery", [f"{u}/groups?has_capacity=true&limit=20" for u in urls], None),
+        ]
+        for name, where, lua in targets:
+            run_wrk(
+                wrk, f"warm-up {name}", where[0], connections=connections, duration=2, script=lua
+            )
+        measured: list[list[Figure]] = []
+        for _ in range(rounds):
+            measured.append(
+                [
+                    run_wrk_on(
+                        wrk, name, where, connections=connections, duration=duration, script=lua
+                    )
+                    for name, where, lua in targets
+                ]
+            )
+        _check_after(url, loaded)
     report = _report(measured, nodes=nodes, groups=groups, connections=connections)
+    store = "PostgreSQL" if db and db.startswith("postgresql://") else "SQLite"
+    report = f"store: {store}, {processes} registry process(es)\n" + report
     if json_path is not None:
         json_path.write_text(json.dumps(_as_json(measured, nodes, groups, connections), indent=2))
     return report

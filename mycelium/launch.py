@@ -74,7 +74,7 @@ def node_command(**options: Option) -> list[str]:
 def registry_command(
     *,
     port: int,
-    db: Path,
+    db: Path | str,
     **options: Option,
 ) -> list[str]:
     """argv of the registry (``mycelium registry --port P --db DB ...``); ``options`` are
@@ -83,7 +83,8 @@ def registry_command(
     # ``log_level`` rides in ``options``, not as a typed parameter: callers pass it through
     # their own ``**options``; keyed first so that it keeps its place in the argv.
     options = {"log_level": "warning", **options}
-    return cli_command("registry", port=port, db=Path(db).resolve(), **options)
+    where = db if isinstance(db, str) and "://" in db else Path(db).resolve()
+    return cli_command("registry", port=port, db=where, **options)
 
 
 def last_meaningful_line(text: str) -> str:
@@ -112,7 +113,7 @@ def registry_is_healthy(url: str) -> bool:
 
 def start_registry(
     *,
-    db: Path,
+    db: Path | str,
     log_path: Path,
     port: int | None = None,
     timeout: float = config.START_TIMEOUT_S,
@@ -152,7 +153,9 @@ def start_registry(
 
 
 @contextmanager
-def registry_process(*, db: Path, log_path: Path, **options: Option) -> Iterator[RegistryProcess]:
+def registry_process(
+    *, db: Path | str, log_path: Path, **options: Option
+) -> Iterator[RegistryProcess]:
     """:func:`start_registry` as a context manager that stops the registry on exit."""
     # `options` may also carry start_registry's own port, timeout and name, which mypy
     # cannot tell from the registry's options in one **dict.

@@ -22,6 +22,8 @@ from mycelium import launch
 from mycelium.api import GroupCreated, NodeCreated
 from mycelium.client import RegistryClient
 from mycelium.procs import ManagedProcess
+from tests import postgres
+from tests.postgres import PgServer
 
 ROOT = Path(__file__).resolve().parent.parent
 ENTRYPOINT = launch.ENTRYPOINT
@@ -59,7 +61,7 @@ def operator_token_file(tmp_path: Path) -> Path:
 def start_registry(
     tmp_path: Path,
     *,
-    db_path: Path | None = None,
+    db_path: Path | str | None = None,
     node_ttl: float | None = None,
     group_ttl: float | None = None,
     max_model_mb: float | None = None,
@@ -147,7 +149,7 @@ class FakeClock:
 
 
 @contextmanager
-def registry_app(db_path: Path, **settings: Any) -> Iterator[TestClient]:
+def registry_app(db_path: Path | str, **settings: Any) -> Iterator[TestClient]:
     """The registry app in-process (lifespan run) behind a starlette TestClient.
 
     ``settings`` are :class:`registry.Settings` fields; the sweeper only runs when a test
@@ -182,6 +184,32 @@ def auth(token: str) -> dict[str, str]:
 def fake_clock() -> FakeClock:
     """A settable unix clock (see :class:`FakeClock`)."""
     return FakeClock()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """One real PostgreSQL server for the session (skipped where it is not installed)."""
+    reason = postgres.missing_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    with postgres.postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path | str]:
+    """The registry's database, once per backend: a SQLite file in ``tmp_path``, or a fresh
+    database on the session's PostgreSQL server (its URL). Tests that take it run against
+    both stores through the same code."""
+    if request.param == "sqlite":
+        yield tmp_path / "registry.db"
+        return
+    server: PgServer = request.getfixturevalue("pg_server")
+    url = server.create_database()
+    try:
+        yield url
+    finally:
+        server.drop_database(url)
 
 
 @pytest.fixture

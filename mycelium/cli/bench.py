@@ -43,6 +43,16 @@ def bench_registry(
         Path | None,
         typer.Option("--json", resolve_path=True, help="Also write the figures as JSON here."),
     ] = None,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            help="The registry's database (default: a SQLite file in a temporary folder); "
+            "postgresql://USER@HOST:PORT/DB measures the PostgreSQL store (an empty database).",
+        ),
+    ] = None,
+    processes: Annotated[
+        int, typer.Option(help="Registry processes over the database (PostgreSQL).", min=1)
+    ] = 1,
     log_level: LogLevel = "warning",
 ) -> None:
     """Measure registry heartbeat and discovery throughput against a bare endpoint."""
@@ -56,6 +66,8 @@ def bench_registry(
             connections=connections,
             duration=duration,
             json_path=json_path,
+            db=db,
+            processes=processes,
         )
     except BenchError as exc:
         raise fail(str(exc)) from None

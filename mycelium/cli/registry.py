@@ -20,7 +20,12 @@ def registry(
     ] = config.REGISTRY_PORT,
     db: Annotated[
         str,
-        typer.Option(help="SQLite database: a file path or sqlite:///PATH.", envvar="MYCELIUM_DB"),
+        typer.Option(
+            help="Database: a SQLite file path or sqlite:///PATH (one registry process), or "
+            "postgresql://USER@HOST:PORT/DB (any number of processes; the password comes "
+            "from PGPASSWORD or ~/.pgpass, never the URL).",
+            envvar="MYCELIUM_DB",
+        ),
     ] = str(config.REGISTRY_DB),
     node_ttl: Annotated[
         float,
@@ -102,10 +107,10 @@ def registry(
     """Serve the global registry of learning groups (Swagger UI at /docs)."""
     setup_logging(log_level)
     from mycelium.registry.server import RegistryStartError, serve
-    from mycelium.registry.store import StoreUnusable, database_path
+    from mycelium.registry.store import StoreUnusable, database
 
     try:
-        db_path = database_path(db)
+        db_path = database(db)
     except StoreUnusable as exc:
         raise fail(str(exc)) from None
     try:

@@ -13,6 +13,8 @@ Each app has its own ``CollectorRegistry``, so apps in one process (tests) do no
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterator
@@ -22,6 +24,7 @@ from typing import Any
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
+    Info,
     ProcessCollector,
     generate_latest,
 )
@@ -179,6 +182,11 @@ class RequestCollector(Collector):
             yield CounterMetricFamily(f"mycelium_{name}", f"Accepted {name} (2xx answers).", n)
 
 
+def process_identity() -> dict[str, str]:
+    """The answering process: its host and pid (``X-Registry-Process`` says the same)."""
+    return {"host": socket.gethostname(), "pid": str(os.getpid())}
+
+
 class Metrics:
     """The registry's metrics; :class:`MetricsMiddleware` feeds the request figures."""
 
@@ -189,6 +197,11 @@ class Metrics:
         self.registry.register(self.requests)
         self.registry.register(self.network)
         ProcessCollector(registry=self.registry)
+        Info(
+            "mycelium_registry_process",
+            "Which registry process answered (several may share one PostgreSQL database).",
+            registry=self.registry,
+        ).info(process_identity())
 
     async def render(self, stats: Callable[[], Awaitable[NetworkStats]]) -> bytes:
         """The exposition text, with the network figures read now."""

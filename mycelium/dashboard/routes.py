@@ -17,7 +17,7 @@ from fastapi import APIRouter, Header, HTTPException, Query, Response
 from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from mycelium.dashboard.metrics import CONTENT_TYPE, Metrics
+from mycelium.dashboard.metrics import CONTENT_TYPE, Metrics, process_identity
 from mycelium.dashboard.sources import Sources
 from mycelium.dashboard.stream import EventFeed, FeedItem
 
@@ -84,7 +84,12 @@ def dashboard_router(*, feed: EventFeed, metrics: Metrics, sources: Sources) -> 
     @router.get("/metrics", response_class=Response, responses=metrics_doc)
     async def prometheus_metrics() -> Response:
         """Prometheus text format: network gauges, request counters and latency histograms."""
-        return Response(await metrics.render(sources.stats), media_type=CONTENT_TYPE)
+        who = process_identity()
+        return Response(
+            await metrics.render(sources.stats),
+            media_type=CONTENT_TYPE,
+            headers={"X-Registry-Process": f"{who['host']}:{who['pid']}"},
+        )
 
     return router
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
@@ -25,9 +26,12 @@ from mycelium.registry.store import (
     ForbiddenError,
     LimitError,
     NotFoundError,
-    Store,
+    RegistryStore,
     StoreError,
+    StoreUnavailable,
+    database,
     hash_secret,
+    make_store,
 )
 from mycelium.registry.store.liveness import Preservation
 
@@ -61,7 +65,7 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-def storage_sources(get_storage: Callable[[], Store]) -> Sources:
+def storage_sources(get_storage: Callable[[], RegistryStore]) -> Sources:
     """The dashboard's readers over the store that ``get_storage()`` returns when they are
     called (the store is opened by the app's lifespan, after the routes are made)."""
 
@@ -134,8 +138,9 @@ def _exact_integer_bounds(node: Any) -> Any:
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    store = Store(
-        settings.db_path,
+    db = settings.db_path
+    store = make_store(
+        db if isinstance(db, Path) else database(db),
         node_ttl=settings.node_ttl,
         group_ttl=settings.group_ttl,
         clock=settings.clock,
@@ -171,6 +176,12 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def refused(request: Request, exc: StoreError) -> JSONResponse:
         status = STATUS.get(type(exc), 400)
         return JSONResponse({"detail": error_detail(exc)}, status_code=status)
+
+    @app.exception_handler(StoreUnavailable)
+    async def unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
+        # The database (PostgreSQL) is out of reach: nothing was changed; retry later.
+        body = {"detail": f"registry database unavailable: {exc}; retry later"}
+        return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -12,7 +12,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from mycelium.registry.settings import Settings
-from mycelium.registry.store import Store
+from mycelium.registry.store import RegistryStore
 
 _bearer = HTTPBearer(
     auto_error=False, description="A node token, a group token or the operator token."
@@ -27,8 +27,8 @@ class Unauthorized(Exception):
         self.message = message
 
 
-async def get_store(request: Request) -> Store:
-    store: Store = request.app.state.storage
+async def get_store(request: Request) -> RegistryStore:
+    store: RegistryStore = request.app.state.storage
     return store
 
 
@@ -66,7 +66,7 @@ async def require_creator_token(token: Annotated[str | None, Depends(optional_to
     return token
 
 
-StoreDep = Annotated[Store, Depends(get_store)]
+StoreDep = Annotated[RegistryStore, Depends(get_store)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 TokenDep = Annotated[str, Depends(require_token)]
 CreatorTokenDep = Annotated[str, Depends(require_creator_token)]

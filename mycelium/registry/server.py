@@ -13,7 +13,7 @@ from mycelium.net.addresses import AddressError, Exposure, plan_exposure
 from mycelium.net.certs import CertificateError, check_server_material
 from mycelium.registry.app import create_app
 from mycelium.registry.settings import Settings
-from mycelium.registry.store import StoreUnusable, check_database
+from mycelium.registry.store import StoreUnusable, check
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ def serve(
     *,
     host: str,
     port: int,
-    db_path: Path,
+    db_path: Path | str,
     node_ttl: float = config.NODE_TTL_S,
     group_ttl: float = config.GROUP_TTL_S,
     max_model_mb: float = config.MAX_MODEL_MB,
@@ -57,9 +57,8 @@ def serve(
     from mycelium.dashboard.server import StreamClosingServer
 
     exposure = _plan_exposure(host, public_host, ssl_certfile, ssl_keyfile, insecure)
-    db_path = Path(db_path)
     try:
-        check_database(db_path)
+        check(db_path)
         operator_token = read_token_file(operator_token_file) if operator_token_file else None
     except (StoreUnusable, TokenFileError) as exc:
         raise RegistryStartError(str(exc)) from None

@@ -12,7 +12,7 @@ from mycelium import config
 
 @dataclass(frozen=True)
 class Settings:
-    db_path: Path
+    db_path: Path | str  # a SQLite file, or a PostgreSQL URL (see store.database)
     node_ttl: float = config.NODE_TTL_S
     group_ttl: float = config.GROUP_TTL_S
     max_model_mb: float = config.MAX_MODEL_MB

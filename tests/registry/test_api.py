@@ -22,9 +22,9 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def api(tmp_path: Path, clock: FakeClock) -> Iterator[TestClient]:
+def api(database: Path | str, clock: FakeClock) -> Iterator[TestClient]:
     with registry_app(
-        tmp_path / "registry.db",
+        database,
         node_ttl=NODE_TTL,
         group_ttl=GROUP_TTL,
         clock=clock,

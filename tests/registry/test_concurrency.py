@@ -1,14 +1,15 @@
-"""Capacity and migration atomicity under real concurrent threads on a real file database."""
+"""Capacity and migration atomicity under real concurrent threads on a real database (a
+SQLite file, and a PostgreSQL server: the ``database`` fixture)."""
 
 from __future__ import annotations
 
-import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from fastapi.testclient import TestClient
 
 from tests.conftest import OPERATOR_TOKEN, auth, registry_app
+from tests.postgres import query
 
 
 def _nodes(api: TestClient, count: int) -> list[tuple[int, str]]:
@@ -24,15 +25,13 @@ def _group(api: TestClient, capacity: int) -> int:
     return api.post("/groups", json=body, headers=auth(OPERATOR_TOKEN)).json()["group_id"]
 
 
-def _members_in_db(db: Path, group_id: int) -> int:
-    with sqlite3.connect(db) as conn:
-        return conn.execute(
-            "SELECT COUNT(*) FROM nodes WHERE group_id = ?", (group_id,)
-        ).fetchone()[0]
+def _members_in_db(db: Path | str, group_id: int) -> int:
+    rows = query(db, "SELECT COUNT(*) FROM nodes WHERE group_id = ?", (group_id,))
+    return int(rows[0][0])
 
 
-def test_fifty_concurrent_joins_fill_capacity_ten_exactly(tmp_path: Path) -> None:
-    db = tmp_path / "registry.db"
+def test_fifty_concurrent_joins_fill_capacity_ten_exactly(database: Path | str) -> None:
+    db = database
     with registry_app(db) as api:
         nodes = _nodes(api, 50)
         group_id = _group(api, 10)
@@ -49,8 +48,8 @@ def test_fifty_concurrent_joins_fill_capacity_ten_exactly(tmp_path: Path) -> Non
     assert _members_in_db(db, group_id) == 10
 
 
-def test_concurrent_migrations_never_lose_a_node(tmp_path: Path) -> None:
-    db = tmp_path / "registry.db"
+def test_concurrent_migrations_never_lose_a_node(database: Path | str) -> None:
+    db = database
     with registry_app(db) as api:
         nodes = _nodes(api, 20)
         source, target = _group(api, 20), _group(api, 5)

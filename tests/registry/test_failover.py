@@ -62,8 +62,9 @@ class Network:
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> Iterator[TestClient]:
-    with registry_app(tmp_path / "registry.db") as client:
+def app(database: Path | str) -> Iterator[TestClient]:
+    """The registry on each database: a retried create makes one record on both."""
+    with registry_app(database) as client:
         yield client
 
 

@@ -27,8 +27,10 @@ def _plain_bind_fails(port: int) -> bool:
         return False
 
 
-def test_kill_9_with_keep_alive_clients_then_restart_on_the_same_port(tmp_path: Path) -> None:
-    db, port = tmp_path / "registry.db", free_port()
+def test_kill_9_with_keep_alive_clients_then_restart_on_the_same_port(
+    tmp_path: Path, database: Path | str
+) -> None:
+    db, port = database, free_port()
     first = launch.start_registry(db=db, log_path=tmp_path / "first.log", port=port)
     clients = [RegistryClient(first.url) for _ in range(CLIENTS)]
     try:

@@ -27,8 +27,9 @@ from mycelium.registry.store import (
     check_database,
     hash_secret,
 )
+from mycelium.registry.store.audit import audit
 from mycelium.registry.store.schema import SCHEMA
-from tests.conftest import ROOT, FakeClock
+from tests.conftest import ROOT, FakeClock, registry_app
 
 T = TypeVar("T")
 NODE_TTL, GROUP_TTL = 90.0, 120.0
@@ -359,3 +360,14 @@ def test_no_sqlite_outside_the_store() -> None:
         if store_dir not in p.parents and "sqlite3" in p.read_text(encoding="utf-8")
     ]
     assert users == []
+
+
+def test_the_audit_reads_what_the_registry_wrote(tmp_path: Path) -> None:
+    """bench faults checks a run's file through the store's read-only audit."""
+    db = tmp_path / "registry.db"
+    with registry_app(db) as api:
+        node = api.post("/nodes", json={"name": "n", "num_samples": 1}).json()
+    found = audit(db)
+    assert found.integrity == "ok"
+    assert found.nodes == {node["node_id"]: None} and found.groups == frozenset()
+    assert [e[:1] + e[2:] for e in found.events] == [("node_registered", node["node_id"], None)]

@@ -27,5 +27,12 @@ async def events(
 
 @router.get("/health", response_model=api.Health, tags=["health"])
 async def health(store: StoreDep) -> Any:
-    """``self_preservation``: the registry holds expiry (docs/architecture.md)."""
-    return JSONResponse({"status": "ok", "self_preservation": store.preserving})
+    """``self_preservation``: the registry holds expiry (docs/architecture.md). The header
+    ``X-Registry-Sweeping`` says whether this process runs the liveness sweep (one of the
+    processes sharing a PostgreSQL database does). 503 when the database (PostgreSQL) does
+    not answer, with the body every other route gives then."""
+    await store.check()
+    return JSONResponse(
+        {"status": "ok", "self_preservation": store.preserving},
+        headers={"X-Registry-Sweeping": "1" if store.sweeping else "0"},
+    )

@@ -22,7 +22,8 @@ from typing import Any, TypeVar
 
 from mycelium import config
 from mycelium.registry.store.errors import StoreError, StoreUnusable
-from mycelium.registry.store.schema import ADDED_COLUMNS, FLUSH_SQL, INDEXES_ON_ADDED, SCHEMA
+from mycelium.registry.store.migrate import migrate
+from mycelium.registry.store.schema import FLUSH_SQL
 
 logger = logging.getLogger(__name__)
 
@@ -46,16 +47,17 @@ def database_path(text: str) -> Path:
     """The SQLite file that ``--db`` names, absolute: a path, or ``sqlite:///PATH``
     (SQLAlchemy's spelling: ``sqlite:///rel.db``, ``sqlite:////abs.db``).
 
-    Any other URL is a :class:`StoreUnusable` (one line): this store is SQLite only, and
-    taking ``postgresql://...`` for a folder name would silently start a network of its own.
+    Any other URL is a :class:`StoreUnusable` (one line): taking ``mysql://...`` for a
+    folder name would silently start a network of its own (``postgresql://`` URLs are
+    taken by :func:`mycelium.registry.store.database` before this).
     """
     if text.startswith(SQLITE_URL):
         text = text.removeprefix(SQLITE_URL)
     elif "://" in text:
         scheme = text.split("://", 1)[0]
         raise StoreUnusable(
-            f"database URL scheme {scheme!r} is not supported: the registry stores in SQLite "
-            f"(give a file path or {SQLITE_URL}PATH)"
+            f"database URL scheme {scheme!r} is not supported: give a SQLite file path, "
+            f"{SQLITE_URL}PATH or postgresql://USER@HOST:PORT/DB"
         )
     if not text:
         raise StoreUnusable(f"database path is empty (give a file path or {SQLITE_URL}PATH)")
@@ -63,12 +65,14 @@ def database_path(text: str) -> Path:
 
 
 def check_database(path: Path) -> None:
-    """Raise :class:`StoreUnusable` (one line) unless ``path`` opens in WAL mode."""
+    """Raise :class:`StoreUnusable` (one line) unless ``path`` opens in WAL mode and its
+    schema migrates (not newer than this registry's)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(path), timeout=5)
         try:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            migrate(conn, postgres=False)
         finally:
             conn.close()
     except (OSError, sqlite3.Error) as exc:
@@ -102,6 +106,10 @@ class Engine:
         self._helper_conn: sqlite3.Connection | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
+    @property
+    def where(self) -> str:
+        return str(self.db_path)
+
     # -- life cycle -------------------------------------------------------------------------
 
     def open(self) -> sqlite3.Connection:
@@ -112,8 +120,7 @@ class Engine:
         if mode.lower() != "wal":
             raise sqlite3.OperationalError(f"{self.db_path}: cannot enable WAL (got {mode})")
         conn.execute("PRAGMA wal_autocheckpoint = 0")  # checkpoints run off the loop
-        conn.executescript(SCHEMA)
-        _add_missing_columns(conn)
+        migrate(conn, postgres=False)
         self._conn = conn
         return conn
 
@@ -221,15 +228,6 @@ class Engine:
         if self._helper_conn is not None:
             self._helper_conn.close()
             self._helper_conn = None
-
-
-def _add_missing_columns(conn: sqlite3.Connection) -> None:
-    """Bring a file written by an older registry up to the schema (additive changes only)."""
-    for table, column, kind in ADDED_COLUMNS:
-        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-        if column not in present:
-            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-    conn.executescript(INDEXES_ON_ADDED)
 
 
 def _nothing(conn: sqlite3.Connection, now: float) -> None:

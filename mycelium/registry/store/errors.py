@@ -33,4 +33,9 @@ class LimitError(StoreError):
 
 
 class StoreUnusable(Exception):
-    """The database file cannot be opened, written or put in WAL mode."""
+    """The database cannot be opened, migrated, written or (SQLite) put in WAL mode."""
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be reached now (PostgreSQL): the request is answered 503 and
+    the connection is made again at a later call."""

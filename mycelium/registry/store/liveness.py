@@ -120,8 +120,9 @@ def measure(conn: sqlite3.Connection, now: float, node_ttl: float, watch: Watch)
     if watch.ended_at is not None:
         base_cut = max(base_cut, watch.ended_at)
     live, lost = conn.execute(
-        "SELECT COALESCE(SUM(last_seen >= :live), 0), "
-        "COALESCE(SUM(last_seen < :live AND last_seen >= :base), 0) FROM nodes",
+        "SELECT COALESCE(SUM(CASE WHEN last_seen >= :live THEN 1 ELSE 0 END), 0), "
+        "COALESCE(SUM(CASE WHEN last_seen < :live AND last_seen >= :base THEN 1 ELSE 0 END), 0)"
+        " FROM nodes",
         {"live": live_cut, "base": base_cut},
     ).fetchone()
     return replace(watch, lost=int(lost), counted=int(live) + int(lost))
@@ -163,14 +164,16 @@ def vouch(conn: sqlite3.Connection, now: float, group_id: int, alive_cut: float)
     """True (and the group's ``last_alive`` refreshed) when a majority of its live members,
     admitted where the group admits, report a round beyond the last one it showed."""
     group = conn.execute(
-        "SELECT certificate IS NOT NULL, MAX(COALESCE(round, -1), COALESCE(vouched_round, -1)) "
-        "FROM groups WHERE id = ?",
+        "SELECT CASE WHEN certificate IS NOT NULL THEN 1 ELSE 0 END, "
+        "CASE WHEN COALESCE(round, -1) > COALESCE(vouched_round, -1) THEN COALESCE(round, -1) "
+        "ELSE COALESCE(vouched_round, -1) END FROM groups WHERE id = ?",
         (group_id,),
     ).fetchone()
     admits, floor = group
     live, ahead, top = conn.execute(
-        "SELECT COUNT(*), COALESCE(SUM(round > :floor AND (:admits = 0 OR ("
-        "admitted_group = group_id AND admitted_key = public_key))), 0), MAX(round) "
+        "SELECT COUNT(*), COALESCE(SUM(CASE WHEN round > :floor AND (:admits = 0 OR ("
+        "admitted_group = group_id AND admitted_key = public_key)) THEN 1 ELSE 0 END), 0), "
+        "MAX(round) "
         "FROM nodes WHERE group_id = :g AND last_seen >= :cut",
         {"floor": floor, "admits": admits, "g": group_id, "cut": alive_cut},
     ).fetchone()

@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import statistics
+from typing import Any
 
 from mycelium.dashboard.sources import GroupFigures, NetworkStats
-from mycelium.registry.store.records import Model, Row
+from mycelium.registry.store.records import Heartbeat, Model, Row
 from mycelium.registry.store.schema import GROUP_COLUMNS, LIVE_MEMBERS, NODE_COLUMNS
 
 ROUNDS_IN_DETAIL = 50
@@ -21,6 +22,21 @@ def fid_out(value: str | None) -> int | None:
 
 def fid_in(value: int | None) -> str | None:
     return str(value) if value is not None else None
+
+
+def beat_values(beat: Heartbeat, now: float) -> tuple[Any, ...]:
+    """The parameters of ``schema.FLUSH_SQL`` for one heartbeat received at ``now``."""
+    fid = fid_in(beat.flower_node_id)
+    return (
+        now,
+        beat.accuracy,
+        beat.loss,
+        beat.num_samples,
+        beat.round,
+        fid,
+        beat.personal_accuracy,
+        beat.node_id,
+    )
 
 
 def node_out(row: sqlite3.Row, now: float, node_ttl: float) -> Row:
@@ -251,7 +267,8 @@ def select_stats(
     """Counts for ``/metrics``, liveness derived as in the API's resources."""
     alive_cut, report_cut = now - node_ttl, now - group_ttl
     registered, alive = conn.execute(
-        "SELECT COUNT(*), COALESCE(SUM(last_seen >= ?), 0) FROM nodes", (alive_cut,)
+        "SELECT COUNT(*), COALESCE(SUM(CASE WHEN last_seen >= ? THEN 1 ELSE 0 END), 0) FROM nodes",
+        (alive_cut,),
     ).fetchone()
     by_status = {status: 0 for status in ("active", "failed", "dissolved")}
     by_status |= dict(conn.execute("SELECT status, COUNT(*) FROM groups GROUP BY status"))
@@ -277,3 +294,34 @@ def select_stats(
         models_stored=models,
         model_bytes=model_bytes,
     )
+
+
+def select_node_auth(
+    conn: sqlite3.Connection, now: float, node_id: int
+) -> tuple[str, int | None, float] | None:
+    """(token hash, group, last_seen) of a node: what checking its token needs."""
+    row = conn.execute(
+        "SELECT token_hash, group_id, last_seen FROM nodes WHERE id = ?", (node_id,)
+    ).fetchone()
+    return (row[0], row[1], row[2]) if row is not None else None
+
+
+def select_group_token(conn: sqlite3.Connection, now: float, group_id: int) -> str | None:
+    row = conn.execute("SELECT token_hash FROM groups WHERE id = ?", (group_id,)).fetchone()
+    return str(row[0]) if row is not None else None
+
+
+def select_node_by_token(conn: sqlite3.Connection, now: float, token_hash: str) -> int | None:
+    row = conn.execute("SELECT id FROM nodes WHERE token_hash = ?", (token_hash,)).fetchone()
+    return int(row[0]) if row is not None else None
+
+
+def ping(conn: sqlite3.Connection, now: float) -> None:
+    """One statement the database must answer (the health check)."""
+    conn.execute("SELECT 1").fetchone()
+
+
+def select_state(conn: sqlite3.Connection, now: float, key: str) -> float | None:
+    """A value of ``registry_state`` (e.g. ``preserving_since``), None if absent."""
+    row = conn.execute("SELECT value FROM registry_state WHERE key = ?", (key,)).fetchone()
+    return float(row[0]) if row is not None else None

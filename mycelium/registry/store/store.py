@@ -1,4 +1,5 @@
-"""Store: the registry's keyword-only async API over the SQLite engine.
+"""Store: the registry's keyword-only async API over the SQLite engine (the PostgreSQL
+store, :mod:`.pgstore`, is this class with the mirror replaced by the database).
 
 * Tokens are checked against an in-memory mirror of (token hash, group, last_seen) per node
   and the token hash per group, loaded at open and updated after each commit.
@@ -26,7 +27,13 @@ from mycelium import config
 from mycelium.dashboard.sources import NetworkStats
 from mycelium.registry.store import liveness, reads, writes
 from mycelium.registry.store.engine import Clock, Engine
-from mycelium.registry.store.errors import ConflictError, ForbiddenError, NotFoundError
+from mycelium.registry.store.errors import (
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    StoreUnavailable,
+)
+from mycelium.registry.store.interface import EngineLike
 from mycelium.registry.store.records import (
     GroupCreatedRecord,
     GroupSpec,
@@ -70,7 +77,7 @@ class Store:
 
     def __init__(
         self,
-        db_path: Path,
+        db_path: Path | None,
         *,
         node_ttl: float,
         group_ttl: float,
@@ -81,6 +88,7 @@ class Store:
         max_groups_per_node: int = config.MAX_GROUPS_PER_NODE,
         monotonic: Clock = time.monotonic,
         preservation: liveness.Preservation | None = None,
+        engine: EngineLike | None = None,
     ) -> None:
         self.node_ttl = node_ttl
         self.group_ttl = group_ttl
@@ -93,8 +101,8 @@ class Store:
         self._swept_at: float | None = None  # monotonic time of the last sweep
         self._sweep_interval = 1.0
         self.max_age = min(1.0, node_ttl / 4, group_ttl / 4)
-        self._engine = Engine(
-            db_path,
+        self._engine: EngineLike = engine or Engine(
+            Path(db_path or ""),
             clock=clock,
             flush_interval=flush_interval,
             checkpoint_interval=checkpoint_interval,
@@ -113,14 +121,17 @@ class Store:
         away = await self._engine.write(liveness.credit_restart, config.OUTAGE_MIN_S)
         if away:
             logger.warning("registry was away %.1f s: credited to every node and group", away)
+        self._load_mirror(conn)
+        self._engine.start()
+
+    def _load_mirror(self, conn: Any) -> None:
         nodes, groups = reads.load_mirror(conn)
         for node_id, token_hash, group_id, last_seen in nodes:
             self._nodes[node_id] = _NodeState(token_hash, group_id, last_seen)
             self._by_token[token_hash] = node_id
         self._group_tokens = {group_id: token_hash for group_id, token_hash in groups}
-        path, n_nodes, n_groups = self._engine.db_path, len(self._nodes), len(groups)
+        path, n_nodes, n_groups = self._engine.where, len(self._nodes), len(groups)
         logger.info("store %s: %d nodes, %d groups", path, n_nodes, n_groups)
-        self._engine.start()
 
     async def close(self) -> None:
         """Commit queued heartbeats, checkpoint and close."""
@@ -133,6 +144,14 @@ class Store:
     def _ttls(self) -> writes.Ttls:
         """(node_ttl, group_ttl), stretched while self-preservation holds the cuts."""
         return liveness.frozen_ttls((self.node_ttl, self.group_ttl), self.clock(), self.watch)
+
+    @property
+    def sweeping(self) -> bool:
+        """True if this process runs the liveness sweep (SQLite: its only process does)."""
+        return True
+
+    async def check(self) -> None:
+        """Nothing to check: the SQLite file is this process's own, open since start."""
 
     @property
     def preserving(self) -> bool:
@@ -159,6 +178,21 @@ class Store:
             raise NotFoundError(f"group {group_id} not found")
         if not matches(token, stored):
             raise ForbiddenError(f"token is not valid for group {group_id}")
+
+    def _group_known(self, group_id: int) -> bool:
+        return group_id in self._group_tokens
+
+    def _remember_node(self, node_id: int, state: _NodeState) -> None:
+        self._nodes[node_id] = state
+        self._by_token[state.token_hash] = node_id
+
+    def _forget_node(self, node_id: int) -> None:
+        state = self._nodes.pop(node_id, None)
+        if state is not None:
+            self._by_token.pop(state.token_hash, None)
+
+    def _remember_group(self, group_id: int, token_hash: str) -> None:
+        self._group_tokens[group_id] = token_hash
 
     def _node_moved(self, node_id: int, group_id: int | None, now: float) -> None:
         state = self._nodes.get(node_id)
@@ -191,8 +225,7 @@ class Store:
         args = (name, address, num_samples, task, token_hash, _key_hash(idempotency_key))
         node_id, now, created = await self._engine.write(writes.insert_node, *args)
         if created or node_id not in self._nodes:
-            self._nodes[node_id] = _NodeState(token_hash, None, now)
-        self._by_token[token_hash] = node_id
+            self._remember_node(node_id, _NodeState(token_hash, None, now))
         self._invalidate()
         return NodeCreatedRecord(node_id=node_id, token=token)
 
@@ -200,9 +233,7 @@ class Store:
         self._auth_node(node_id, token)
         self._engine.pending.pop(node_id, None)
         await self._engine.write(writes.delete_node, node_id, self.node_ttl)
-        state = self._nodes.pop(node_id, None)
-        if state is not None:
-            self._by_token.pop(state.token_hash, None)
+        self._forget_node(node_id)
         self._invalidate()
 
     async def heartbeat(self, *, beat: Heartbeat, token: str) -> int | None:
@@ -218,16 +249,7 @@ class Store:
         if now - state.last_seen > self.node_ttl:
             self._invalidate()  # a dead member came back: live counts changed
         state.last_seen = now
-        self._engine.pending[beat.node_id] = (
-            now,
-            beat.accuracy,
-            beat.loss,
-            beat.num_samples,
-            beat.round,
-            reads.fid_in(beat.flower_node_id),
-            beat.personal_accuracy,
-            beat.node_id,
-        )
+        self._engine.pending[beat.node_id] = reads.beat_values(beat, now)
         return state.group_id
 
     async def get_node(self, *, node_id: int) -> Row:
@@ -259,7 +281,7 @@ class Store:
         allowance = (self.max_groups_per_node, self.group_ttl)
         args = (spec, hashes, creator, allowance, _key_hash(idempotency_key))
         group_id = await self._engine.write(writes.insert_group, *args)
-        self._group_tokens[group_id] = token_hash
+        self._remember_group(group_id, token_hash)
         self._invalidate()
         return GroupCreatedRecord(group_id=group_id, group_token=group_token, invite_code=invite)
 
@@ -415,7 +437,7 @@ class Store:
 
     async def get_model(self, *, group_id: int) -> Model:
         """The latest model, read on the helper thread (a blob of up to the model limit)."""
-        if group_id not in self._group_tokens:
+        if not self._group_known(group_id):
             raise NotFoundError(f"group {group_id} not found")
         model = await self._engine.on_helper(reads.select_model, group_id)
         if model is None:
@@ -476,6 +498,8 @@ class Store:
         while True:
             try:
                 await self.sweep()
+            except StoreUnavailable as exc:
+                logger.warning("liveness sweep skipped: %s", exc)  # PostgreSQL out of reach
             except sqlite3.Error:
                 logger.exception("liveness sweep failed; will retry")
             await asyncio.sleep(interval)

@@ -97,12 +97,12 @@ def insert_node(
     earlier = _created_before(conn, "nodes", idempotency_hash, same)
     if earlier is not None:
         return earlier, now, False
-    cur = conn.execute(
+    row = conn.execute(
         "INSERT INTO nodes (name, address, task, num_samples, token_hash, last_seen, created_at,"
-        " idempotency_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        " idempotency_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (name, address, task, num_samples, token_hash, now, now, idempotency_hash),
-    )
-    node_id = int(cur.lastrowid or 0)
+    ).fetchone()
+    node_id = int(row[0])
     event(conn, "node_registered", now, node_id=node_id, name=name, task=task)
     return node_id, now, True
 
@@ -126,8 +126,9 @@ def _detach(conn: sqlite3.Connection, now: float, node: sqlite3.Row, node_ttl: f
     )
     if node["group_id"] is not None and now - node["last_seen"] <= node_ttl:
         conn.execute(
-            "UPDATE groups SET last_live_at = MAX(last_live_at, ?) WHERE id = ?",
-            (now, node["group_id"]),
+            "UPDATE groups SET last_live_at = CASE WHEN last_live_at > ? THEN last_live_at "
+            "ELSE ? END WHERE id = ?",
+            (now, now, node["group_id"]),
         )
 
 
@@ -163,12 +164,12 @@ def insert_group(
     if creator is not None:
         _check_allowance(conn, now, creator, allowance)
     token_hash, invite_hash = hashes
-    cur = conn.execute(
+    row = conn.execute(
         "INSERT INTO groups (name, fleet_address, task, max_capacity, join_policy, "
         "performance_threshold, fingerprint, model_spec, strategy, strategy_params, "
         "token_hash, invite_hash, last_report, last_live_at, created_at, creator_node_id,"
         " certificate, last_alive, idempotency_hash)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (
             spec.name,
             spec.fleet_address,
@@ -190,8 +191,8 @@ def insert_group(
             now,
             idempotency_hash,
         ),
-    )
-    group_id = int(cur.lastrowid or 0)
+    ).fetchone()
+    group_id = int(row[0])
     event(conn, "group_created", now, group_id=group_id, name=spec.name, by_node_id=creator)
     return group_id
 
@@ -257,7 +258,7 @@ def _attach(
     conn.execute(
         "UPDATE nodes SET group_id = ?, last_seen = ?, "
         "flower_node_id = COALESCE(?, flower_node_id), "
-        "accuracy = CASE WHEN group_id IS ? THEN accuracy END, "
+        "accuracy = CASE WHEN group_id IS NOT DISTINCT FROM ? THEN accuracy END, "
         "public_key = COALESCE(?, public_key) WHERE id = ?",
         (group_id, now, fid, group_id, public_key, node_id),
     )
@@ -421,7 +422,7 @@ def upsert_model(conn: sqlite3.Connection, now: float, group_id: int, model: Mod
         "INSERT INTO models (group_id, sha256, data, updated_at) VALUES (?, ?, ?, ?) "
         "ON CONFLICT(group_id) DO UPDATE SET sha256 = excluded.sha256, data = excluded.data, "
         "updated_at = excluded.updated_at",
-        (group_id, model.sha256, sqlite3.Binary(model.data), now),
+        (group_id, model.sha256, model.data, now),
     )
     conn.execute("UPDATE groups SET model_sha256 = ? WHERE id = ?", (model.sha256, group_id))
 
@@ -450,3 +451,15 @@ def close_group(conn: sqlite3.Connection, now: float, group_id: int) -> list[int
     if status is not None and status[0] == "dissolved":
         return []
     return dissolve(conn, now, group_id, "closed by its host")
+
+
+def set_state(conn: sqlite3.Connection, now: float, key: str, value: float | None) -> None:
+    """Set (or, with None, remove) a value of ``registry_state``."""
+    if value is None:
+        conn.execute("DELETE FROM registry_state WHERE key = ?", (key,))
+        return
+    conn.execute(
+        "INSERT INTO registry_state (key, value) VALUES (?, ?) "
+        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        (key, value),
+    )
