@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from mycelium.procs import free_port
 from mycelium_net import app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,15 +72,20 @@ def test_bad_input_is_a_one_line_error(args: list[str], message: str) -> None:
     assert "Traceback" not in result.output
 
 
-def test_a_database_url_other_than_sqlite_is_refused_and_creates_nothing(
+def test_an_unsupported_or_unreachable_database_is_one_line_and_creates_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    result = runner.invoke(app, ["registry", "--db", "postgresql://me@db.example:5432/net"])
+    result = runner.invoke(app, ["registry", "--db", "mysql://me@db.example:3306/net"])
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert result.exit_code == 1 and len(lines) == 1, result.output
-    assert "scheme 'postgresql' is not supported" in lines[0] and "sqlite:///" in lines[0]
-    assert list(tmp_path.iterdir()) == []  # no folder named "postgresql:"
+    assert "scheme 'mysql' is not supported" in lines[0] and "postgresql://" in lines[0]
+    url = f"postgresql://me@127.0.0.1:{free_port()}/net"  # nothing listens there
+    result = runner.invoke(app, ["registry", "--db", url])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 1 and len(lines) == 1, result.output
+    assert "is unreachable" in lines[0]
+    assert list(tmp_path.iterdir()) == []  # no folder named "mysql:" or "postgresql:"
 
 
 def test_database_path_takes_a_path_or_an_sqlite_url(
