@@ -89,6 +89,8 @@ def _as_postgres(args: list[str], **kwargs: object) -> subprocess.Popen[bytes]:
         user=user.pw_uid,
         group=user.pw_gid,
         extra_groups=[],
+        # its own session: no signal meant for the test run's process group reaches it
+        start_new_session=True,
         env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8", "HOME": "/tmp"},
         **kwargs,
     )
