@@ -34,7 +34,7 @@ from mycelium.lab import stack as lab
 from mycelium.lab.faults import Applied, Faults
 from mycelium.lab.netns import Network
 from mycelium.launch import FAST_TIMERS
-from mycelium.procs import ManagedProcess, descendant_pids
+from mycelium.procs import ManagedProcess, cmdline, descendant_pids, stat_fields
 from mycelium.registry.store.audit import audit
 
 logger = logging.getLogger(__name__)
@@ -236,11 +236,8 @@ class Observation:
 
 def _stat(pid: int) -> tuple[str, str] | None:
     """``pid``'s state letter and start time (clock ticks after boot), or None: gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return fields[0], fields[19]
-    except (OSError, IndexError):
-        return None
+    fields = stat_fields(pid)
+    return None if fields is None or len(fields) < 20 else (fields[0], fields[19])
 
 
 def _proc_start(pid: int) -> str | None:
@@ -249,10 +246,7 @@ def _proc_start(pid: int) -> str | None:
 
 
 def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:120]
-    except OSError:
-        return ""
+    return (cmdline(pid) or "")[:120]
 
 
 def namespace_pids(network: Network) -> list[int]:

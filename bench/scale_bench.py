@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from bench import BenchError
-from mycelium.procs import cpu_seconds, descendant_pids, pss_split_kb
+from mycelium.procs import cmdline, cpu_seconds, descendant_pids, pss_split_kb
 
 if TYPE_CHECKING:
     from mycelium.demo.observation import DemoRun, Snapshot
@@ -59,11 +59,8 @@ def kind_of(cmdline: str) -> str:
 
 
 def _cmdline(pid: int) -> str | None:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-    return " " + raw.replace(b"\0", b" ").decode(errors="replace") + " "
+    line = cmdline(pid)
+    return None if line is None else f" {line} "
 
 
 class TreeSampler:

@@ -132,13 +132,28 @@ def wait_for(
         time.sleep(interval)
 
 
-def _parent_of(pid: int) -> int | None:
+def stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (which may hold spaces): [0] is
+    the state letter, [1] the parent pid, [11]/[12] utime/stime, [19] the start time; None
+    when the process is gone."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def cmdline(pid: int) -> str | None:
+    """The command line of ``pid``, arguments joined by spaces; None when it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return None
-    # Field 4 is the parent pid; the command name (field 2) may contain spaces.
-    return int(stat.rsplit(")", 1)[1].split()[1])
+    return raw.replace(b"\0", b" ").decode(errors="replace")
+
+
+def _parent_of(pid: int) -> int | None:
+    fields = stat_fields(pid)
+    return None if fields is None else int(fields[1])
 
 
 def descendant_pids(pid: int) -> list[int]:
@@ -206,9 +221,8 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds a process has used so far (0 when it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+    fields = stat_fields(pid)
+    if fields is None:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime, stime
 
@@ -232,11 +246,8 @@ def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+    fields = stat_fields(pid)
+    return fields is not None and fields[0] != "Z"
 
 
 def terminate_pids(pids: Sequence[int], *, timeout: float) -> None:
