@@ -139,6 +139,9 @@ class DemoRun:
     timings: dict[str, float] = field(default_factory=dict)
     peak_rss_mb: float = 0.0
     last: Snapshot | None = None
+    foreign: frozenset[int] = frozenset()
+    """Children the calling process had before the demo (a test's database server, say):
+    not the demo's to stop, nor are their descendants."""
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -152,7 +155,8 @@ class DemoRun:
     def poll(self, client: RegistryClient) -> Snapshot | None:
         """Check the children, sample memory, read the registry (None if it did not answer)."""
         self.check_children()
-        self.peak_rss_mb = max(self.peak_rss_mb, tree_rss_mb(os.getpid()))
+        ours = tree_rss_mb(os.getpid()) - sum(tree_rss_mb(pid) for pid in self.foreign)
+        self.peak_rss_mb = max(self.peak_rss_mb, ours)
         try:
             self.last = observe(client, self.events, self.elapsed())
         except RegistryError as exc:

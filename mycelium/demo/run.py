@@ -133,9 +133,17 @@ def stop_all(run: DemoRun, budget: float = STOP_BUDGET_S, *, failed: bool = Fals
             proc.stop(timeout=max(1.0, min(10.0, deadline - time.monotonic())))
     # What a crashed agent left behind (e.g. a ServerApp whose SuperLink died) was adopted
     # by this process (see run_demo): stop it too, so nothing outlives the demo.
-    leftovers = descendant_pids(os.getpid())
+    leftovers = _leftovers(run)
     terminate_pids(leftovers, timeout=max(1.0, deadline - time.monotonic()))
     reap(leftovers)
+
+
+def _leftovers(run: DemoRun) -> list[int]:
+    """This process's descendants, less those it had before the demo and theirs."""
+    foreign = set(run.foreign)
+    for pid in run.foreign:
+        foreign.update(descendant_pids(pid))
+    return [pid for pid in descendant_pids(os.getpid()) if pid not in foreign]
 
 
 def _sigterm(pid: int) -> None:
@@ -237,7 +245,12 @@ def run_demo(config: DemoConfig, view: View | None = None) -> dict[str, Any]:
     and :class:`DemoFailed` is raised. The calling process becomes a child subreaper
     (Linux) for the rest of its life, so that it can stop what crashed children leave.
     """
-    run = DemoRun(config=config, run_dir=new_run_dir(config), specs=plan_nodes(config))
+    run = DemoRun(
+        config=config,
+        run_dir=new_run_dir(config),
+        specs=plan_nodes(config),
+        foreign=frozenset(descendant_pids(os.getpid())),
+    )
     become_subreaper()
     try:
         start_registry(run)

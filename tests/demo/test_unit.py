@@ -117,6 +117,35 @@ def test_a_child_that_exits_is_named_with_the_last_line_of_its_log(tmp_path: Pat
     assert failed.value.failure["returncode"] == 3
 
 
+def test_stopping_a_demo_leaves_the_callers_own_children_alone(tmp_path: Path) -> None:
+    """A demo run inside another program (a test session with its database server, a
+    bench) stops what it started and what its children left, never the caller's children:
+    the full suite once lost its PostgreSQL server this way."""
+    import os
+    import subprocess
+
+    from mycelium.demo.run import stop_all
+    from mycelium.procs import descendant_pids
+
+    callers = subprocess.Popen(["sleep", "120"])
+    started = [callers]
+    try:
+        run = DemoRun(
+            config=DemoConfig(run_dir=tmp_path),
+            run_dir=tmp_path,
+            foreign=frozenset(descendant_pids(os.getpid())),  # as run_demo takes it
+        )
+        left_behind = subprocess.Popen(["sleep", "120"])  # as an adopted orphan would be
+        started.append(left_behind)
+        stop_all(run, 5)
+        assert left_behind.poll() is not None
+        assert callers.poll() is None
+    finally:
+        for proc in started:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
 def test_summary_shows_local_group_and_personal_accuracy_per_node() -> None:
     from rich.console import Console
 
