@@ -42,6 +42,7 @@ from pydantic import TypeAdapter
 from bench import BenchError
 from mycelium.api import GroupCreated, NodeCreated, NodePublic
 from mycelium.client import write_token_file
+from mycelium.client.registry import IDEMPOTENCY_HEADER, new_idempotency_key
 from mycelium.launch import registry_command
 from mycelium.procs import DeadlineExceeded, ManagedProcess, free_port, wait_for
 
@@ -51,6 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {"heartbeat": 0.45, "discovery": 0.30}
 P99_TARGET_MS = 50.0
 LOAD_CONCURRENCY = 32
+LOAD_TRIES = 3  # per loading request, on transport errors only
 LOAD_TTL = 3600.0
 ROUNDS = 3
 
@@ -235,6 +237,15 @@ def _server(name: str, args: list[str], port: int, workdir: Path) -> Iterator[st
         proc.stop()
 
 
+def _log_tails(workdir: Path) -> str:
+    """The last lines of each registry's log (they go with the temporary folder)."""
+    tails = []
+    for log in sorted(workdir.glob("registry*.log")):
+        lines = log.read_text(errors="replace").strip().splitlines()[-8:]
+        tails.append(f"\n-- {log.stem} (last lines):\n" + "\n".join(lines))
+    return "".join(tails)
+
+
 def _answers(url: str) -> bool:
     return httpx.get(url, timeout=1.0).status_code == 200
 
@@ -280,9 +291,19 @@ async def _load(
     async with httpx.AsyncClient(base_url=url, timeout=30.0, limits=limits) as http:
 
         async def call(method: str, path: str, body: dict, token: str | None = None) -> bytes:
+            # A keep-alive connection the server closes as it is reused is a transport
+            # error: tried again (creates carry an Idempotency-Key, joins are idempotent).
             headers = {"Authorization": f"Bearer {token}"} if token else {}
-            async with limit:
-                r = await http.request(method, path, json=body, headers=headers)
+            headers[IDEMPOTENCY_HEADER] = new_idempotency_key()
+            for attempt in range(LOAD_TRIES):
+                try:
+                    async with limit:
+                        r = await http.request(method, path, json=body, headers=headers)
+                    break
+                except httpx.TransportError:
+                    if attempt == LOAD_TRIES - 1:
+                        raise
+                    await asyncio.sleep(0.1 * 2**attempt * random.uniform(0.5, 1.5))
             if r.status_code >= 300:
                 raise BenchError(f"loading: {method} {path} -> {r.status_code} {r.text[:200]}")
             return r.content
@@ -344,7 +365,10 @@ def run(
             reg_args, reg_port, operator = registry_server(workdir, db or workdir / "bench.db")
             urls.append(stack.enter_context(_server(f"registry{i}", reg_args, reg_port, workdir)))
         url = urls[0]
-        loaded = asyncio.run(_load(url, operator, nodes, groups))
+        try:
+            loaded = asyncio.run(_load(url, operator, nodes, groups))
+        except httpx.HTTPError as exc:
+            raise BenchError(f"loading the registry failed: {exc!r}{_log_tails(workdir)}") from None
         beats = workdir / "beats.txt"
         beats.write_text("".join(f"{n} {g} {t}\n" for n, g, t in loaded))
         script = workdir / "heartbeat.lua"

@@ -16,22 +16,18 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from mycelium.registry.store import reads, writes
 from mycelium.registry.store.errors import ConflictError, ForbiddenError, NotFoundError
-from mycelium.registry.store.postgres import PgEngine, translate
+from mycelium.registry.store.pgbeats import BATCH_SQL, Beat, BeatBatcher, batch_parameters
+from mycelium.registry.store.postgres import PgEngine
 from mycelium.registry.store.records import Heartbeat
-from mycelium.registry.store.schema import FLUSH_SQL
 from mycelium.registry.store.store import Store, _group_name, _NodeState
 from mycelium.registry.store.writes import hash_secret, matches
 
 logger = logging.getLogger(__name__)
-
-BEAT_SQL = translate(
-    FLUSH_SQL + " AND token_hash = ? AND group_id IS NOT DISTINCT FROM ? RETURNING id"
-)
-"""A heartbeat written at once if the token and the group are the node's."""
 
 PRESERVING = "preserving_since"
 
@@ -41,6 +37,9 @@ class PgStore(Store):
 
     def __init__(self, url: str, **options: Any) -> None:
         self._pg = PgEngine(url, clock=options.get("clock", time.time))
+        self._beats = BeatBatcher(
+            lambda beats: self._pg.beat_batch(BATCH_SQL, batch_parameters(beats))
+        )
         super().__init__(None, engine=self._pg, **options)
 
     def _load_mirror(self, conn: Any) -> None:
@@ -81,11 +80,13 @@ class PgStore(Store):
     def _remember_group(self, group_id: int, token_hash: str) -> None:
         """Nothing is mirrored: the next check reads the database."""
 
+    def _write_beats(self, beats: Sequence[Beat]) -> set[int]:
+        return self._pg.beat_batch(BATCH_SQL, batch_parameters(beats))
+
     async def heartbeat(self, *, beat: Heartbeat, token: str) -> int | None:
-        """Written at once (one statement); refused as the SQLite store refuses."""
+        """Written in the next batch (:mod:`.pgbeats`); refused as the SQLite store refuses."""
         values = (*reads.beat_values(beat, self.clock()), hash_secret(token), beat.group_id)
-        row = self._pg.beat(BEAT_SQL, values)
-        if row is not None:
+        if await self._beats.submit(values):
             return beat.group_id
         state = self._auth_node(beat.node_id, token)  # not found, forbidden, or elsewhere
         raise ConflictError(

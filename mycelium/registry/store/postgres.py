@@ -9,9 +9,10 @@ DB-API; :class:`Adapter` runs them on a psycopg connection (``?`` and ``:name`` 
   writer serialises them, so "check, then write" (capacity, allowance, membership) is
   atomic across processes, and event ids become visible in id order (a reader tailing
   ``events`` never skips an id committed late).
-* A heartbeat is one ``UPDATE ... RETURNING`` on its own connection with
-  ``synchronous_commit = off`` (like SQLite's WAL + NORMAL: a crash of the database may
-  lose the last fraction of a second of beats, never a membership).
+* Heartbeats are written in batches (:mod:`.pgbeats`: the beats that arrive while one batch
+  is written go in the next) on their own connection with ``synchronous_commit = off``
+  (like SQLite's WAL + NORMAL: a crash of the database may lose the last fraction of a
+  second of beats, never a membership).
 * One process sweeps: the one holding the session-level advisory lock :data:`SWEEP_LOCK`;
   it is released when that process or its connection dies, and another one takes it.
 * A lost connection is a :class:`StoreUnavailable` (the app answers 503) and is made again
@@ -319,14 +320,12 @@ class PgEngine:
     async def flush(self) -> None:
         """Nothing is queued: heartbeats are written as they come."""
 
-    def beat(self, sql: str, params: Sequence[Any]) -> Row | None:
-        """One heartbeat statement on the heartbeat connection; its returned row."""
+    def beat_batch(self, sql: str, params: Sequence[Any]) -> set[int]:
+        """One batch statement on the heartbeat connection; the ids of the rows it wrote.
+        Runs in a worker thread (one batch at a time): the connection is the batch's own."""
 
-        def run(conn: Any) -> Row | None:
-            cursor = conn.cursor(row_factory=_row_factory)
-            cursor.execute(sql, params)
-            row: Row | None = cursor.fetchone()
-            return row
+        def run(conn: Any) -> set[int]:
+            return {row[0] for row in conn.execute(sql, params).fetchall()}
 
         return self._run(self._beat_connection, run)
 
