@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -41,7 +42,7 @@ from pydantic import TypeAdapter
 
 from bench import BenchError
 from mycelium.api import GroupCreated, NodeCreated, NodePublic
-from mycelium.client import write_token_file
+from mycelium.client import RegistryClient, RegistryEndpoints, write_token_file
 from mycelium.client.registry import IDEMPOTENCY_HEADER, new_idempotency_key
 from mycelium.launch import registry_command
 from mycelium.procs import DeadlineExceeded, ManagedProcess, free_port, wait_for
@@ -217,9 +218,17 @@ def run_wrk_on(
 
 
 @contextmanager
-def _server(name: str, args: list[str], port: int, workdir: Path) -> Iterator[str]:
+def _server(
+    name: str,
+    args: list[str],
+    port: int,
+    workdir: Path,
+    started: list[ManagedProcess] | None = None,
+) -> Iterator[str]:
     proc = ManagedProcess(name, args, log_path=workdir / f"{name}.log", cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
+    if started is not None:
+        started.append(proc)
     try:
         proc.start()
         try:
@@ -360,10 +369,11 @@ def run(
         workdir = Path(tmp)
         bare_args, bare_port = bare_server()
         bare_url = stack.enter_context(_server("bare", bare_args, bare_port, workdir))
-        urls = []
+        urls, registries = [], list[ManagedProcess]()
         for i in range(processes):
             reg_args, reg_port, operator = registry_server(workdir, db or workdir / "bench.db")
-            urls.append(stack.enter_context(_server(f"registry{i}", reg_args, reg_port, workdir)))
+            name = f"registry{i}"
+            urls.append(stack.enter_context(_server(name, reg_args, reg_port, workdir, registries)))
         url = urls[0]
         try:
             loaded = asyncio.run(_load(url, operator, nodes, groups))
@@ -393,12 +403,34 @@ def run(
                 ]
             )
         _check_after(url, loaded)
+        failover = _failover(urls, registries[0], loaded[0]) if processes > 1 else None
     report = _report(measured, nodes=nodes, groups=groups, connections=connections)
+    if failover is not None:
+        report += (
+            f"\nfailover: registry0 killed (-9); the next heartbeat of a client given every"
+            f" URL was accepted by {failover[1]} {failover[0]:.1f} ms later"
+        )
     store = "PostgreSQL" if db and db.startswith("postgresql://") else "SQLite"
     report = f"store: {store}, {processes} registry process(es)\n" + report
     if json_path is not None:
         json_path.write_text(json.dumps(_as_json(measured, nodes, groups, connections), indent=2))
     return report
+
+
+def _failover(
+    urls: list[str], first: ManagedProcess, node: tuple[int, int, str]
+) -> tuple[float, str]:
+    """kill -9 the first registry process, then heartbeat at once through a client given
+    every URL: milliseconds from the kill to the beat accepted (by which process)."""
+    node_id, group_id, token = node
+    with RegistryClient(RegistryEndpoints(tuple(urls)), token=token, timeout=2.0) as client:
+        client.heartbeat(node_id, group_id=group_id, num_samples=100)
+        if client.base_url != urls[0]:
+            raise BenchError(f"the first heartbeat went to {client.base_url}, not {urls[0]}")
+        first.kill()
+        killed = time.monotonic()
+        client.heartbeat(node_id, group_id=group_id, num_samples=100)
+        return (time.monotonic() - killed) * 1000, client.base_url
 
 
 def _check_after(url: str, loaded: list[tuple[int, int, str]]) -> None:
