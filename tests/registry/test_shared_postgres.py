@@ -254,13 +254,15 @@ def test_kill_9_five_times_loses_no_acknowledged_write(tmp_path: Path, shared_db
         with ThreadPoolExecutor(4) as pool:
             for k in range(4):
                 pool.submit(writer, k)
-            for _ in range(5):
-                time.sleep(0.3)  # writes flow through both before the kill
-                victim.process.kill()
-                victim = registries.start()
-                urls[1] = victim.url
-            time.sleep(0.3)
-            stop.set()
+            try:  # a registry that fails to start beside busy ones fails the test, not hangs
+                for _ in range(5):
+                    time.sleep(0.3)  # writes flow through both before the kill
+                    victim.process.kill()
+                    victim = registries.start()
+                    urls[1] = victim.url
+                time.sleep(0.3)
+            finally:
+                stop.set()
         assert len(acked) > 50
         stored = {row[0] for row in query(shared_db, "SELECT id FROM nodes")}
         assert set(acked) <= stored

@@ -58,11 +58,20 @@ def migrate(conn: Script, *, postgres: bool) -> int:
 def _add_missing_columns(conn: Script, postgres: bool) -> None:
     """Add :data:`ADDED_COLUMNS` where missing (additive changes need no version step)."""
     for table, column, kind in ADDED_COLUMNS:
-        if postgres:
-            conn.execute(
-                f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {postgres_ddl(' ' + kind)}"
-            )
+        # Only what is missing: an ALTER TABLE locks the whole table even when it changes
+        # nothing, which a registry starting beside busy ones must not do (PostgreSQL).
+        if column in _columns(conn, table, postgres):
             continue
-        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-        if column not in present:
-            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        ddl = postgres_ddl(" " + kind) if postgres else f" {kind}"
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column}{ddl}")
+
+
+def _columns(conn: Script, table: str, postgres: bool) -> set[str]:
+    if postgres:
+        rows = conn.execute(
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_schema = current_schema() AND table_name = ?",
+            (table,),
+        )
+        return {row[0] for row in rows}
+    return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}

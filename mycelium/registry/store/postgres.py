@@ -197,6 +197,9 @@ def _migrate(conn: Any) -> int:
     try:
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATE_LOCK,))
+            # and no change of another process meanwhile: each takes WRITE_LOCK before any
+            # table, so the migration's table locks cannot deadlock with a change
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
             return migrate(Adapter(conn), postgres=True)
     except psycopg.Error as exc:
         raise StoreUnusable(f"database schema cannot be migrated: {_first_line(exc)}") from None
