@@ -30,8 +30,19 @@ Limit = Annotated[int, Field(ge=1, le=1000)]
 Capacity = Annotated[int, Field(ge=1, le=10_000)]
 FlowerNodeId = Annotated[int, Field(ge=0, le=UINT64_MAX)]
 
-Name = Annotated[str, Field(min_length=1, max_length=100)]
-Address = Annotated[str, Field(min_length=1, max_length=200)]
+
+def _storable(text: str) -> str:
+    """Text both stores keep as given: PostgreSQL's TEXT holds no NUL character (a 422
+    here, never a 500 there). An unpaired surrogate never gets this far: JSON parsing
+    refuses it."""
+    if "\x00" in text:
+        raise ValueError("must not contain NUL characters")
+    return text
+
+
+Storable = AfterValidator(_storable)
+Name = Annotated[str, Field(min_length=1, max_length=100), Storable]
+Address = Annotated[str, Field(min_length=1, max_length=200), Storable]
 Accuracy = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 Loss = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 JoinPolicy = Literal["open", "invite-only"]
@@ -121,7 +132,9 @@ class HeartbeatOut(BaseModel):
 
 class GroupCreate(_In):
     name: Name
-    fleet_address: Annotated[str, Field(min_length=3, max_length=200, pattern=r"^\S+:\d{1,5}$")]
+    fleet_address: Annotated[
+        str, Field(min_length=3, max_length=200, pattern=r"^\S+:\d{1,5}$"), Storable
+    ]
     task: Name = config.TASK
     max_capacity: Capacity = config.MAX_CAPACITY
     join_policy: JoinPolicy = config.JOIN_POLICY
@@ -129,7 +142,7 @@ class GroupCreate(_In):
         config.PERFORMANCE_THRESHOLD
     )
     # PEM of the certificate the group's SuperLink presents; members trust exactly it.
-    certificate: Annotated[str | None, Field(max_length=16_384)] = None
+    certificate: Annotated[str, Field(max_length=16_384), Storable] | None = None
     # The model every member trains: mycelium.fingerprint's spec and its hash (both or none).
     fingerprint: Fingerprint | None = None
     model_spec: Annotated[list[Any], Field(min_length=1, max_length=10_000)] | None = None
@@ -239,7 +252,7 @@ class GroupDetail(GroupPublic):
 
 class JoinIn(_In):
     node_id: Id
-    invite_code: Annotated[str, Field(max_length=200)] | None = None
+    invite_code: Annotated[str, Field(max_length=200), Storable] | None = None
     flower_node_id: FlowerNodeId | None = None
     public_key: PublicKey | None = None  # the key of this membership (a TLS group)
 
@@ -255,8 +268,8 @@ class MembershipOut(BaseModel):
 
 class MigrateIn(_In):
     to_group_id: Id
-    invite_code: Annotated[str, Field(max_length=200)] | None = None
-    reason: Annotated[str, Field(max_length=500)] = ""
+    invite_code: Annotated[str, Field(max_length=200), Storable] | None = None
+    reason: Annotated[str, Field(max_length=500), Storable] = ""
     expected_gain: Annotated[float, Field(allow_inf_nan=False)]
     public_key: PublicKey | None = None  # the key of the new membership
 

@@ -18,8 +18,8 @@ BODY = {"name": "g", "fleet_address": "127.0.0.1:9092"}
 
 
 @pytest.fixture
-def api(tmp_path: Path) -> Iterator[TestClient]:
-    with registry_app(tmp_path / "registry.db") as client:
+def api(database: Path | str) -> Iterator[TestClient]:
+    with registry_app(database) as client:
         yield client
 
 

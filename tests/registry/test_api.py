@@ -91,12 +91,21 @@ def test_register_and_read_node(api: TestClient, clock: FakeClock) -> None:
         {"name": "a", "num_samples": 1, "address": "x" * 201},
         {"name": "a", "num_samples": 1, "unknown": 1},
         {"num_samples": 1},
+        {"name": "a\u0000b", "num_samples": 1},  # PostgreSQL's TEXT holds no NUL
     ],
 )
 def test_register_node_refuses_bad_input(api: TestClient, body: dict[str, Any]) -> None:
     r = api.post("/nodes", json=body)
     assert r.status_code == 422
     assert r.json()["detail"][0]["msg"]
+
+
+def test_an_unpaired_surrogate_in_text_is_422(api: TestClient) -> None:
+    """JSON may escape half a surrogate pair; no store could encode it: refused as JSON."""
+    body = b'{"name": "a", "num_samples": 1, "address": "\\ud800:1"}'
+    r = api.post("/nodes", content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert "unicode" in r.json()["detail"][0]["msg"]
 
 
 def test_unknown_node_is_404(api: TestClient) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import pathlib
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,7 @@ from schemathesis.checks import (
 import registry
 from mycelium import launch
 from tests.conftest import OPERATOR_TOKEN, auth, operator_token_file
+from tests.postgres import PgServer
 
 EXAMPLES = 25  # per operation and mode: ~900 requests, about a minute on a quiet machine
 WORLD = 3  # nodes and groups made before each operation is fuzzed
@@ -78,11 +80,29 @@ def _onto(generated: Any, ids: list[int]) -> Any:
     return generated  # large ids stay: they must be a clean 404 or 422
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any]]:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def live(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Any]]:
+    """A real registry process for the module, once per store."""
     tmp = tmp_path_factory.mktemp("fuzz")
+    if request.param == "sqlite":
+        with _registry(tmp, tmp / "registry.db") as live:
+            yield live
+        return
+    server: PgServer = request.getfixturevalue("pg_server")
+    url = server.create_database("fuzz")
+    try:
+        with _registry(tmp, url) as live:
+            yield live
+    finally:
+        server.drop_database(url)
+
+
+@contextmanager
+def _registry(tmp: pathlib.Path, db: pathlib.Path | str) -> Iterator[tuple[str, Any]]:
     with launch.registry_process(
-        db=tmp / "registry.db",
+        db=db,
         log_path=tmp / "registry.log",
         operator_token_file=operator_token_file(tmp),
         max_groups_per_node=2,

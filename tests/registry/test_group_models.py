@@ -20,8 +20,8 @@ OTHER = model_spec(["w"], [np.zeros(3, np.float32)])
 
 
 @pytest.fixture
-def api(tmp_path: Path) -> Iterator[TestClient]:
-    with registry_app(tmp_path / "registry.db", clock=FakeClock()) as client:
+def api(database: Path | str) -> Iterator[TestClient]:
+    with registry_app(database, clock=FakeClock()) as client:
         yield client
 
 

@@ -21,6 +21,7 @@ from mycelium.registry.store import (
     RoundReport,
     Store,
     hash_secret,
+    make_store,
 )
 from mycelium.registry.store.liveness import Preservation
 from tests.conftest import FakeClock, registry_app, sweep
@@ -51,13 +52,16 @@ def clocks() -> Clocks:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "store.db"
+def db(database: Path | str) -> Path | str:
+    """Both stores: a SQLite file, a PostgreSQL database (the ``database`` fixture)."""
+    return database
 
 
 @asynccontextmanager
-async def opened(db: Path, clocks: Clocks, policy: Preservation | None) -> AsyncIterator[Store]:
-    store = Store(
+async def opened(
+    db: Path | str, clocks: Clocks, policy: Preservation | None
+) -> AsyncIterator[Store]:
+    store = make_store(
         db,
         node_ttl=NODE_TTL,
         group_ttl=GROUP_TTL,
@@ -76,7 +80,7 @@ async def opened(db: Path, clocks: Clocks, policy: Preservation | None) -> Async
 
 
 def run(
-    db: Path,
+    db: Path | str,
     clocks: Clocks,
     body: Callable[[Store], Awaitable[T]],
     policy: Preservation | None = None,
@@ -147,7 +151,7 @@ async def types(store: Store) -> list[str]:
 # -- the registry's own outage ----------------------------------------------------------------
 
 
-def test_a_sweep_after_a_stop_credits_the_gap_to_everyone(db: Path, clocks: Clocks) -> None:
+def test_a_sweep_after_a_stop_credits_the_gap_to_everyone(db: Path | str, clocks: Clocks) -> None:
     """The issue's SIGSTOP: 60 s stopped with group TTL 40; nothing fails, nobody is evicted,
     and the grace is one TTL, not forever."""
 
@@ -168,7 +172,7 @@ def test_a_sweep_after_a_stop_credits_the_gap_to_everyone(db: Path, clocks: Cloc
     run(db, clocks, body)
 
 
-def test_a_sweep_on_time_does_not_credit_anything(db: Path, clocks: Clocks) -> None:
+def test_a_sweep_on_time_does_not_credit_anything(db: Path | str, clocks: Clocks) -> None:
     async def body(store: Store) -> None:
         group, _ = await group_of(store, 1)
         await store.sweep()
@@ -179,7 +183,7 @@ def test_a_sweep_on_time_does_not_credit_anything(db: Path, clocks: Clocks) -> N
     run(db, clocks, body)
 
 
-def test_a_restart_credits_the_time_the_registry_was_down(db: Path, clocks: Clocks) -> None:
+def test_a_restart_credits_the_time_the_registry_was_down(db: Path | str, clocks: Clocks) -> None:
     async def first(store: Store) -> int:
         group, _ = await group_of(store, 2)
         await store.sweep()  # persists the last sweep's time
@@ -207,7 +211,7 @@ def test_a_restart_credits_the_time_the_registry_was_down(db: Path, clocks: Cloc
 
 
 def test_members_with_an_advancing_round_keep_a_silent_host_s_group(
-    db: Path, clocks: Clocks
+    db: Path | str, clocks: Clocks
 ) -> None:
     """The issue's partition: the host cannot reach the registry, its members can."""
 
@@ -231,7 +235,7 @@ def test_members_with_an_advancing_round_keep_a_silent_host_s_group(
     run(db, clocks, body)
 
 
-def test_a_minority_cannot_vouch_nor_revive_a_failed_group(db: Path, clocks: Clocks) -> None:
+def test_a_minority_cannot_vouch_nor_revive_a_failed_group(db: Path | str, clocks: Clocks) -> None:
     async def body(store: Store) -> None:
         group, nodes = await group_of(store, 3)
         await report(store, group, 5)
@@ -249,7 +253,7 @@ def test_a_minority_cannot_vouch_nor_revive_a_failed_group(db: Path, clocks: Clo
     run(db, clocks, body)
 
 
-def test_vouching_ends_after_its_bound(db: Path, clocks: Clocks) -> None:
+def test_vouching_ends_after_its_bound(db: Path | str, clocks: Clocks) -> None:
     """Lying members with ever-rising rounds keep a dead host's group at most 5 TTLs."""
 
     async def body(store: Store) -> None:
@@ -267,7 +271,7 @@ def test_vouching_ends_after_its_bound(db: Path, clocks: Clocks) -> None:
     run(db, clocks, body)
 
 
-def test_where_the_group_admits_only_admitted_members_vouch(db: Path, clocks: Clocks) -> None:
+def test_where_the_group_admits_only_admitted_members_vouch(db: Path | str, clocks: Clocks) -> None:
     async def body(store: Store) -> tuple[str, str]:
         outcomes = []
         for admitted in (0, 2):
@@ -317,7 +321,9 @@ async def time_passes(
         await store.sweep()
 
 
-def test_a_sudden_loss_holds_expiry_until_heartbeats_recover(db: Path, clocks: Clocks) -> None:
+def test_a_sudden_loss_holds_expiry_until_heartbeats_recover(
+    db: Path | str, clocks: Clocks
+) -> None:
     async def body(store: Store) -> None:
         group, nodes = await network(store, 10)
         rest = nodes[4:]  # the first 4 are cut off
@@ -337,7 +343,7 @@ def test_a_sudden_loss_holds_expiry_until_heartbeats_recover(db: Path, clocks: C
     run(db, clocks, body)
 
 
-def test_self_preservation_ends_after_its_bound(db: Path, clocks: Clocks) -> None:
+def test_self_preservation_ends_after_its_bound(db: Path | str, clocks: Clocks) -> None:
     async def body(store: Store) -> None:
         group, nodes = await network(store, 10)
         await time_passes(store, clocks, 14, group, nodes[4:])
@@ -351,7 +357,7 @@ def test_self_preservation_ends_after_its_bound(db: Path, clocks: Clocks) -> Non
     run(db, clocks, body, Preservation(max_s=30.0))
 
 
-def test_one_death_or_a_small_share_is_no_event(db: Path, clocks: Clocks) -> None:
+def test_one_death_or_a_small_share_is_no_event(db: Path | str, clocks: Clocks) -> None:
     async def body(store: Store) -> None:
         group, nodes = await network(store, 10)
         await time_passes(store, clocks, 30, group, nodes[1:])  # 1 of 10 (10 %): an ordinary death

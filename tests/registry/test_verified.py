@@ -25,8 +25,8 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def api(tmp_path: Path, clock: FakeClock) -> Iterator[TestClient]:
-    with registry_app(tmp_path / "r.db", node_ttl=NODE_TTL, group_ttl=120.0, clock=clock) as c:
+def api(database: Path | str, clock: FakeClock) -> Iterator[TestClient]:
+    with registry_app(database, node_ttl=NODE_TTL, group_ttl=120.0, clock=clock) as c:
         yield c
 
 
