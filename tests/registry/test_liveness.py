@@ -207,6 +207,37 @@ def test_a_restart_credits_the_time_the_registry_was_down(db: Path | str, clocks
     run(db, clocks, second)
 
 
+def test_signs_of_life_after_the_last_sweep_are_credited_too(
+    db: Path | str, clocks: Clocks
+) -> None:
+    """kill -9 just before a sweep: every heartbeat and report of the last second came after
+    the last sweep. The registry heard them all; its silence since is its own. (Crediting
+    only what was older than the last sweep dissolved such a group at restart in ``bench
+    faults --scenario outage``.)"""
+
+    async def first(store: Store) -> int:
+        group, nodes = await group_of(store, 2)
+        await report(store, group, 1)
+        await store.sweep()
+        clocks.advance(0.9)
+        await report(store, group, 2)
+        for node in nodes:
+            await beat(store, node, group.group_id, 2)
+        return group.group_id
+
+    group_id = run(db, clocks, first)
+    clocks.advance(GROUP_TTL + NODE_TTL + 20, registry_ran=False)
+
+    async def second(store: Store) -> None:
+        await store.sweep()
+        assert await status(store, group_id) == ("active", True)
+        members = (await store.get_group(group_id=group_id))["members"]
+        assert [m["alive"] for m in members] == [True, True]
+        assert not {"dissolved", "evicted", "group_failed"} & set(await types(store))
+
+    run(db, clocks, second)
+
+
 # -- members vouch for their group ------------------------------------------------------------
 
 

@@ -84,14 +84,27 @@ def mark_swept(conn: sqlite3.Connection, now: float) -> None:
 
 
 def credit_outage(conn: sqlite3.Connection, now: float, gap: float, cause: str) -> None:
-    """Move every sign of life older than the outage's start forward by ``gap`` seconds."""
-    since = now - gap
-    conn.execute("UPDATE nodes SET last_seen = last_seen + ? WHERE last_seen <= ?", (gap, since))
+    """Move every sign of life forward by the outage's ``gap`` seconds, none beyond ``now``.
+
+    The outage began after the last sweep (``now - gap``), at most a sweep interval later;
+    a sign recorded in between was heard just before it, so it lands at ``now``. Crediting
+    only the older ones left a group whose host and members had all spoken in that last
+    interval (likely when the kill comes just before a sweep) a whole outage old."""
+    params = {"gap": gap, "now": now}
     conn.execute(
-        "UPDATE groups SET last_alive = last_alive + ? WHERE last_alive <= ?", (gap, since)
+        "UPDATE nodes SET last_seen = CASE WHEN last_seen + :gap > :now THEN :now "
+        "ELSE last_seen + :gap END WHERE last_seen < :now",
+        params,
     )
     conn.execute(
-        "UPDATE groups SET last_live_at = last_live_at + ? WHERE last_live_at <= ?", (gap, since)
+        "UPDATE groups SET last_alive = CASE WHEN last_alive + :gap > :now THEN :now "
+        "ELSE last_alive + :gap END WHERE last_alive < :now",
+        params,
+    )
+    conn.execute(
+        "UPDATE groups SET last_live_at = CASE WHEN last_live_at + :gap > :now THEN :now "
+        "ELSE last_live_at + :gap END WHERE last_live_at < :now",
+        params,
     )
     event(conn, "registry_resumed", now, away_s=round(gap, 3), cause=cause)
 

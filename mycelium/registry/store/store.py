@@ -487,10 +487,11 @@ class Store:
         )
 
     def _credit_mirror(self, gap: float) -> None:
-        since = self.clock() - gap
+        """The mirror's side of :func:`liveness.credit_outage` (same rule)."""
+        now = self.clock()
         for state in self._nodes.values():
-            if state.last_seen <= since:
-                state.last_seen += gap
+            if state.last_seen < now:
+                state.last_seen = min(state.last_seen + gap, now)
 
     async def sweep_forever(self, interval: float) -> None:
         """Sweep every ``interval`` seconds until cancelled; a failed sweep is retried."""
