@@ -13,6 +13,9 @@ real TLS Flower groups, the test timers), each scenario in a lab of its own:
 * ``partition``: a member's host (hostC) cut from the registry for two node TTLs while it
   reaches its group's host: the group is not failed, its node stays and trains (its round
   advances); after the heal, when its heartbeats arrive again.
+* ``host_partition``, ``mass_partition``, ``kill_lossy``: below, each with its docstring;
+  ``registry_partition``: :mod:`bench.faults_registry` (two registry processes over
+  PostgreSQL, the nodes cut from one).
 
 Each scenario records its invariants and its figures (:mod:`bench.faults_report`); one that
 cannot go on (a deadline passed, a fault could not be made) records why and the next runs.
@@ -48,6 +51,7 @@ from bench.faults_lab import (
     node_named,
     sleep_until,
 )
+from bench.faults_registry import registry_partition
 from bench.faults_report import (
     EVALUATION_S,
     HEARTBEAT_S,
@@ -509,6 +513,7 @@ Scenario = Callable[[Path, Settings, Recorder], Figures]
 RUNNERS: dict[str, Scenario] = {
     "lossy": lossy, "outage": outage, "partition": partition, "host_partition": host_partition,
     "mass_partition": mass_partition, "kill_lossy": kill_lossy,
+    "registry_partition": registry_partition,
 }  # fmt: skip
 
 

@@ -17,7 +17,10 @@ from bench import BenchError
 from bench.net_bench import NetFigures
 from mycelium.launch import FAST_TIMERS
 
-SCENARIOS = ("lossy", "outage", "partition", "host_partition", "mass_partition", "kill_lossy")
+SCENARIOS = (
+    "lossy", "outage", "partition", "host_partition", "mass_partition", "kill_lossy",
+    "registry_partition",
+)  # fmt: skip
 HEARTBEAT_S = float(FAST_TIMERS["heartbeat_interval"])
 EVALUATION_S = float(FAST_TIMERS["group_evaluation_interval"])
 RESPONSES = "mycelium_http_responses_total{"
@@ -153,9 +156,22 @@ class PartitionFigures:
     events: list[str]
 
 
+@dataclass(frozen=True)
+class RegistryPartitionFigures:
+    cut_s: float  # every node host cut from registry0 (registry1 reachable)
+    node_ttl_s: float
+    group_ttl_s: float
+    client_timeout_s: float  # what a silently dropped request costs before failover
+    longest_silence_s: dict[str, float]  # node -> longest unheard while placed (registry1)
+    late_join_s: float | None  # c0, started at the cut: seconds until it was in the group
+    rounds_during_cut: int
+    full_round_after_heal_s: float | None
+    events: list[str]
+
+
 Figures = (
     LossyFigures | OutageFigures | PartitionFigures | HostPartitionFigures
-    | MassPartitionFigures | KillLossyFigures
+    | MassPartitionFigures | KillLossyFigures | RegistryPartitionFigures
 )  # fmt: skip
 
 

@@ -261,7 +261,8 @@ def bench_faults(
     scenario: Annotated[
         list[str] | None,
         typer.Option(
-            help="lossy, outage and/or partition; repeat or give a comma list (default: all)."
+            help="lossy, outage, partition, host_partition, mass_partition, kill_lossy and/or "
+            "registry_partition (needs PostgreSQL); repeat or give a comma list (default: all)."
         ),
     ] = None,
     outage: Annotated[
@@ -295,7 +296,9 @@ def bench_faults(
     log_level: LogLevel = "warning",
 ) -> None:
     """Issue 24's faults on the real stack in network namespaces (needs root, nftables,
-    nginx): 2% loss on every link, the registry hung, a member's host cut from the registry.
+    nginx): 2% loss on every link, the registry hung then killed and restarted, a member's
+    host or the group's own host cut from the registry, half the hosts cut, the group's host
+    killed under loss, one of two registry processes over PostgreSQL cut from the nodes.
     Prints each scenario's invariants and figures; exit 1 when one fails."""
     setup_logging(log_level)
     from bench import BenchError, faults_bench, faults_report

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +89,51 @@ class RegistryView:
         return self.get(f"/events?since={since}&limit=1000", _EVENTS).events
 
 
+def registry_in(
+    network: Network,
+    host: str,
+    work: Path,
+    certs: NetworkCerts,
+    *,
+    db: Path | str,
+    name: str = "registry",
+    log_name: str | None = None,
+    node_ttl: float = 5,
+    group_ttl: float = 15,
+) -> tuple[ManagedProcess, str]:
+    """A registry process in ``host`` on HTTPS over ``db`` (a SQLite file or a PostgreSQL
+    URL), logging to ``work/LOG_NAME.log`` (default: its name), not started yet; its URL."""
+    address = network[host].address
+    port = network.free_port(host)
+    args = registry_command(
+        port=port,
+        db=db,
+        host=address,
+        ssl_certfile=certs.server_cert,
+        ssl_keyfile=certs.server_key,
+        node_ttl=node_ttl,
+        group_ttl=group_ttl,
+        log_level="info",
+    )
+    proc = ManagedProcess(
+        name, network.command(host, args), log_path=work / f"{log_name or name}.log"
+    )
+    return proc, f"https://{address}:{port}"
+
+
+def wait_serving(view: RegistryView, proc: ManagedProcess) -> None:
+    """Until ``proc`` answers ``/health`` as healthy from inside the view's host."""
+    wait_for(
+        lambda: (
+            proc.is_running()
+            and view.network.probe(view.host, "health", view.url, "--ca", view.ca)["healthy"]
+        ),
+        timeout=60,
+        interval=0.5,
+        what=f"{proc.name} answers over HTTPS",
+    )
+
+
 @contextmanager
 def https_registry(
     network: Network,
@@ -100,35 +145,52 @@ def https_registry(
 ) -> Iterator[tuple[RegistryView, NetworkCerts, ManagedProcess]]:
     """The real registry in ``reg`` on HTTPS with a fresh network CA; a view from
     ``view_host``."""
-    reg = network["reg"]
-    certs = write_network_certs(work / "certs", [reg.address])
-    port = network.free_port("reg")
-    args = registry_command(
-        port=port,
-        db=work / "registry.db",
-        host=reg.address,
-        ssl_certfile=certs.server_cert,
-        ssl_keyfile=certs.server_key,
-        node_ttl=node_ttl,
-        group_ttl=group_ttl,
-        log_level="info",
-    )
-    proc = ManagedProcess("registry", network.command("reg", args), log_path=work / "reg.log")
-    url = f"https://{reg.address}:{port}"
+    certs = write_network_certs(work / "certs", [network["reg"].address])
+    proc, url = registry_in(
+        network, "reg", work, certs, db=work / "registry.db", log_name="reg",
+        node_ttl=node_ttl, group_ttl=group_ttl,
+    )  # fmt: skip
+    view = RegistryView(network, view_host, url, certs.ca.resolve())
     proc.start()
     try:
-        wait_for(
-            lambda: (
-                proc.is_running()
-                and network.probe(view_host, "health", url, "--ca", certs.ca)["healthy"]
-            ),
-            timeout=60,
-            interval=0.5,
-            what="registry answers over HTTPS",
-        )
-        yield RegistryView(network, view_host, url, certs.ca.resolve()), certs, proc
+        wait_serving(view, proc)
+        yield view, certs, proc
     finally:
         proc.stop()
+
+
+@contextmanager
+def https_registries(
+    network: Network,
+    work: Path,
+    db: str,
+    hosts: Sequence[str],
+    *,
+    node_ttl: float = 5,
+    group_ttl: float = 15,
+    view_host: str = "hostB",
+) -> Iterator[tuple[list[RegistryView], list[ManagedProcess]]]:
+    """One registry process in each of ``hosts`` over the PostgreSQL database ``db``, on
+    HTTPS with one network CA (its certificate names every host); a view of each from
+    ``view_host``. Processes are named ``registry0``, ``registry1``, ..."""
+    certs = write_network_certs(work / "certs", [network[h].address for h in hosts])
+    made = [
+        registry_in(
+            network, host, work, certs, db=db, name=f"registry{i}", node_ttl=node_ttl,
+            group_ttl=group_ttl,
+        )
+        for i, host in enumerate(hosts)
+    ]  # fmt: skip
+    views = [RegistryView(network, view_host, url, certs.ca.resolve()) for _, url in made]
+    procs = [proc for proc, _ in made]
+    try:
+        for view, proc in zip(views, procs, strict=True):
+            proc.start()
+            wait_serving(view, proc)
+        yield views, procs
+    finally:
+        for proc in procs:
+            proc.stop()
 
 
 class AgentOptions(TypedDict):
@@ -140,6 +202,7 @@ class AgentOptions(TypedDict):
     clusters: NotRequired[int]  # default 2
     partitions: NotRequired[int]  # default 4
     seed: NotRequired[int]  # default 0
+    registry_url: NotRequired[str]  # default: the view's URL (a comma list for failover)
 
 
 def agent_process(
@@ -151,7 +214,7 @@ def agent_process(
     args = node_command(
         name=name,
         work_dir=(work / name).resolve(),
-        registry_url=view.url,
+        registry_url=agent.get("registry_url", view.url),
         registry_ca=view.ca,
         host=network[host].address,
         scenario="rotate",
