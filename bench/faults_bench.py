@@ -193,6 +193,18 @@ def killed_and_restarted(
     )  # fmt: skip
 
 
+def restart_in(formed: Formed, work: Path, settings: Settings, rec: Recorder) -> RestartFigures:
+    """The outage's kill -9 and restart half alone in a formed lab (the suite's short
+    form): requests counted over ``settings.window_s`` before the kill, then
+    :func:`killed_and_restarted`."""
+    view = formed.view
+    with Faults(formed.network, work) as lab_:
+        first = view.text("/metrics")
+        time.sleep(settings.window_s)
+        before = answered_between(first, view.text("/metrics"))
+        return killed_and_restarted(formed, lab_, settings, rec, before)
+
+
 def _check_recovery(
     rec: Recorder, since: str, rounds: tuple[int, int], requests: tuple[int, int]
 ) -> None:
@@ -242,45 +254,53 @@ def _heard_after(
 
 
 def partition(work: Path, settings: Settings, rec: Recorder) -> PartitionFigures:
+    with formed_group(work, settings, PARTITION_GROUP_TTL_S) as formed:
+        return partition_in(formed, work, settings, rec, PARTITION_GROUP_TTL_S)
+
+
+def partition_in(
+    formed: Formed, work: Path, settings: Settings, rec: Recorder, group_ttl: float
+) -> PartitionFigures:
+    """:func:`partition` in a formed lab (c0 on hostC a member, not the host): hostC cut
+    from the registry for two node TTLs."""
     host, name = CUT
     cut_s = 2 * settings.node_ttl_s
-    with formed_group(work, settings, PARTITION_GROUP_TTL_S) as formed:
-        view, gid = formed.view, formed.gid
-        since = view.events()[-1].id
-        round_before = view.node_round(name)
-        expired, group_kept = False, True
-        with Faults(formed.network, work) as lab_, lab_.partition(host, "reg"):
-            cut_at = time.time()
-            while time.time() < cut_at + cut_s:
-                expired = expired or not node_named(view.nodes(), name).alive
-                group = view.group(gid)
-                group_kept = group_kept and group.status == "active" and group.alive
-                time.sleep(0.5)
-        healed = time.time()
-        during = [r for r in view.group(gid).rounds if cut_at < r.reported_at <= healed]
-        try:
-            node = until(
-                lambda: (n := node_named(view.nodes(), name)).last_seen >= healed and n,
-                2 * HEARTBEAT_S + 30,
-                f"{name}'s heartbeat after the heal",
-                interval=0.2,
-            )
-            heard: float | None = round(node.last_seen - healed, 2)
-            round_after = node.round
-        except BenchError:
-            heard, round_after = None, None
-        try:
-            full = until(
-                lambda: [r for r in view.full_rounds(gid, MEMBERS) if r.reported_at > healed],
-                120,
-                "a round of 3 after the heal",
-            )
-            full_after: float | None = round(min(r.reported_at for r in full) - healed, 1)
-        except BenchError:
-            full_after = None
-        types = event_types(view.events(since))
-        group = view.group(gid)
-        group_of = view.group_of(name)
+    view, gid = formed.view, formed.gid
+    since = view.events()[-1].id
+    round_before = view.node_round(name)
+    expired, group_kept = False, True
+    with Faults(formed.network, work) as lab_, lab_.partition(host, "reg"):
+        cut_at = time.time()
+        while time.time() < cut_at + cut_s:
+            expired = expired or not node_named(view.nodes(), name).alive
+            group = view.group(gid)
+            group_kept = group_kept and group.status == "active" and group.alive
+            time.sleep(0.5)
+    healed = time.time()
+    during = [r for r in view.group(gid).rounds if cut_at < r.reported_at <= healed]
+    try:
+        node = until(
+            lambda: (n := node_named(view.nodes(), name)).last_seen >= healed and n,
+            2 * HEARTBEAT_S + 30,
+            f"{name}'s heartbeat after the heal",
+            interval=0.2,
+        )
+        heard: float | None = round(node.last_seen - healed, 2)
+        round_after = node.round
+    except BenchError:
+        heard, round_after = None, None
+    try:
+        full = until(
+            lambda: [r for r in view.full_rounds(gid, MEMBERS) if r.reported_at > healed],
+            120,
+            "a round of 3 after the heal",
+        )
+        full_after: float | None = round(min(r.reported_at for r in full) - healed, 1)
+    except BenchError:
+        full_after = None
+    types = event_types(view.events(since))
+    group = view.group(gid)
+    group_of = view.group_of(name)
     rec.check(
         "the group was not failed or dissolved",
         group_kept and not FAILED & set(types) and group.status == "active",
@@ -303,7 +323,7 @@ def partition(work: Path, settings: Settings, rec: Recorder) -> PartitionFigures
     )
     return PartitionFigures(
         host=host, node=name, cut_s=cut_s,
-        node_ttl_s=settings.node_ttl_s, group_ttl_s=PARTITION_GROUP_TTL_S,
+        node_ttl_s=settings.node_ttl_s, group_ttl_s=group_ttl,
         node_round_before=round_before, node_round_after_heal=round_after,
         rounds_during_cut=len(during), full_rounds_during_cut=full_during,
         node_expired_during_cut=expired,
