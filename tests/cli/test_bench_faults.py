@@ -44,7 +44,7 @@ def test_an_unknown_scenario_is_one_line_and_exit_1() -> None:
     assert result.exit_code == 1
     assert [line for line in result.output.splitlines() if line.strip()] == [
         "error: unknown scenario(s) flood; use lossy, outage, partition, host_partition, "
-        "mass_partition, kill_lossy"
+        "mass_partition, kill_lossy, registry_partition"
     ]
 
 
