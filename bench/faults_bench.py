@@ -332,39 +332,45 @@ def partition_in(
 
 
 def host_partition(work: Path, settings: Settings, rec: Recorder) -> HostPartitionFigures:
+    with formed_group(work, settings, PARTITION_GROUP_TTL_S) as formed:
+        return host_partition_in(formed, work, rec, PARTITION_GROUP_TTL_S)
+
+
+def host_partition_in(
+    formed: Formed, work: Path, rec: Recorder, group_ttl: float
+) -> HostPartitionFigures:
     """The group's own host (hostA) cut from the registry for 1.5 group TTLs while its
     members reach both: their vouches keep the group; the host reports again after."""
-    host, group_ttl = AGENTS[0][0], PARTITION_GROUP_TTL_S
+    host = AGENTS[0][0]
     cut_s = 1.5 * group_ttl
     members = [name for _, name in AGENTS[1:]]
-    with formed_group(work, settings, group_ttl) as formed:
-        view, gid = formed.view, formed.gid
-        since = view.events()[-1].id
-        rounds: dict[str, list[int | None]] = {n: [view.node_round(n)] for n in members}
-        kept, silent = True, 0.0
-        with Faults(formed.network, work) as lab_, lab_.partition(host, "reg"):
-            cut_at = time.time()
-            while time.time() < cut_at + cut_s:
-                group = view.group(gid)
-                kept = kept and group.status == "active" and group.alive
-                silent = max(silent, time.time() - group.last_report)
-                time.sleep(0.5)
-            for name in members:
-                rounds[name].append(view.node_round(name))
-        healed = time.time()
-        try:
-            report = until(
-                lambda: (last := view.group(gid).last_report) > healed and last,
-                60,
-                "the host reports again",
-                interval=0.5,
-            )
-            reported: float | None = round(report - healed, 1)
-        except BenchError:
-            reported = None
-        types = event_types(view.events(since))
-        group = view.group(gid)
-        stayed = all(view.group_of(n) == gid for n in members)
+    view, gid = formed.view, formed.gid
+    since = view.events()[-1].id
+    rounds: dict[str, list[int | None]] = {n: [view.node_round(n)] for n in members}
+    kept, silent = True, 0.0
+    with Faults(formed.network, work) as lab_, lab_.partition(host, "reg"):
+        cut_at = time.time()
+        while time.time() < cut_at + cut_s:
+            group = view.group(gid)
+            kept = kept and group.status == "active" and group.alive
+            silent = max(silent, time.time() - group.last_report)
+            time.sleep(0.5)
+        for name in members:
+            rounds[name].append(view.node_round(name))
+    healed = time.time()
+    try:
+        report = until(
+            lambda: (last := view.group(gid).last_report) > healed and last,
+            60,
+            "the host reports again",
+            interval=0.5,
+        )
+        reported: float | None = round(report - healed, 1)
+    except BenchError:
+        reported = None
+    types = event_types(view.events(since))
+    group = view.group(gid)
+    stayed = all(view.group_of(n) == gid for n in members)
     rec.check(
         "the group was never failed (members vouched)",
         kept and not FAILED & set(types) and group.status == "active",
