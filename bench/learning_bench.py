@@ -44,6 +44,7 @@ class _Flags:
     prior_shift: bool = True
     label_skew: float | None = None
     personal: str = "ft"
+    local_fallback: bool = True
 
     def config(self, scenario: str, strategy: StrategyConfig) -> SimConfig:
         return SimConfig(
@@ -62,6 +63,7 @@ class _Flags:
             prior_shift=self.prior_shift,
             label_skew=self.label_skew,
             personal=self.personal,
+            local_fallback=self.local_fallback,
         )
 
     def runs(self) -> list[tuple[str, SimConfig]]:
@@ -102,6 +104,7 @@ def _validate(
     prior_shift: bool = True,
     label_skew: float | None = None,
     personal: str = "ft",
+    local_fallback: bool = True,
 ) -> _Flags:
     parsed = None if drift is None else parse_drift(drift)
     check_label_skew(label_skew)
@@ -138,7 +141,7 @@ def _validate(
     return _Flags(
         chosen_s, chosen_a, clusters, clients, rounds, seed, capacity,
         arrivals, parsed, liars, max_candidates, task, _with_fedavg(strategies), prior_shift,
-        label_skew, personal,
+        label_skew, personal, local_fallback,
     )  # fmt: skip
 
 
@@ -162,6 +165,7 @@ def run_cli(
     prior_shift: bool = True,
     label_skew: float | None = None,
     personal: str = "ft",
+    local_fallback: bool = True,
 ) -> str:
     """Run the benchmark; write JSON / PNG if asked; return the markdown report.
 
@@ -171,7 +175,8 @@ def run_cli(
     scores every probe by plain accuracy (the agent's scoring before prior-shifted scores).
     ``label_skew`` ALPHA: every client draws its labels from Dirichlet(ALPHA), inside its
     cluster too; ``personal``: the adaptation of mycelium's personal models and of the
-    ``+ft`` baselines ("ft", "prior" or "none")."""
+    ``+ft`` baselines ("ft", "prior" or "none"); ``local_fallback`` False: their nodes
+    choose between the group and personal models only, not their local-only model."""
     task_obj = load_task(task)  # TaskLoadError (ValueError): one line
     if rounds is None:
         rounds = getattr(task_obj, "bench_rounds", DEFAULT_ROUNDS)
@@ -193,6 +198,7 @@ def run_cli(
         prior_shift=prior_shift,
         label_skew=label_skew,
         personal=personal,
+        local_fallback=local_fallback,
     )
     for path, suffix in ((json_path, ".json"), (plot_path, ".png")):
         if path is not None and path.suffix.lower() != suffix:
@@ -274,7 +280,7 @@ def markdown(results: dict[str, list[sim.RunResult]], timelines: dict[str, Timel
     drift = any(t.drift_round is not None for t in timelines.values())
     head = (
         "| scenario | algorithm | accuracy | rounds to 90% oracle | migrations | groups "
-        "| purity | moves/client | split views | below local |"
+        "| purity | moves/client | split views | below local | below local > SE |"
     )
     head += " newcomers settled |" * arrivals + " re-homed in 2 | vs oracle at D+3 |" * drift
     head += " s/round |"
@@ -294,6 +300,7 @@ def markdown(results: dict[str, list[sim.RunResult]], timelines: dict[str, Timel
                 f"{r.moves_after_placement / len(timeline.arrive):.2f}",
                 str(r.split_views),
                 _dash(r.below_local_share, ".2f"),
+                _dash(r.below_local_se_share, ".2f"),
             ]
             if arrivals:
                 cells.append(_dash(r.newcomers_settled, ".2f"))

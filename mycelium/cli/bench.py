@@ -135,6 +135,13 @@ def bench_learning(
             "(fine-tune), prior (label-prior correction) or none."
         ),
     ] = config.PERSONAL,
+    local_fallback: Annotated[
+        bool,
+        typer.Option(
+            help="A personalising node predicts with the best of its group, personal and "
+            "local-only models on its val split; --no-local-fallback: of the first two."
+        ),
+    ] = True,
     json_path: Annotated[
         Path | None, typer.Option("--json", resolve_path=True, help="Write results as JSON.")
     ] = None,
@@ -189,6 +196,7 @@ def bench_learning(
             prior_shift=prior_shift,
             label_skew=label_skew,
             personal=personal,
+            local_fallback=local_fallback,
         )
     except ValueError as exc:
         raise fail(str(exc)) from None

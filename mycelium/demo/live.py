@@ -169,7 +169,7 @@ def print_summary(console: Console, report: dict[str, Any]) -> None:
             str(n["group_id"] or "-"),
             _fmt(local),
             _fmt(grp),
-            _personal_cell(mine, n.get("uses_personal")),
+            _personal_cell(mine, n.get("uses_personal"), n.get("predicts_with")),
             _fmt(gain, "+.3f"),
         )
     console.print(nodes)
@@ -188,9 +188,14 @@ def print_summary(console: Console, report: dict[str, Any]) -> None:
     )
 
 
-def _personal_cell(accuracy: float | None, uses_personal: bool | None) -> str:
+def _personal_cell(
+    accuracy: float | None, uses_personal: bool | None, predicts_with: str | None = None
+) -> str:
     """The accuracy of what the node predicts with; "(group)" when that is the group model
-    (its personal model did not beat it on the node's validation split)."""
+    (neither its personal nor its local model beat it on the node's validation split),
+    "(local)" when it is the node's own local-only model."""
     if accuracy is None:
         return "-"
+    if predicts_with == "local":
+        return _fmt(accuracy) + " (local)"
     return _fmt(accuracy) + ("" if uses_personal else " (group)")

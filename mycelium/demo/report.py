@@ -63,9 +63,10 @@ def _node_entries(run: DemoRun) -> list[dict[str, Any]]:
             "group_id": status[spec.name].get("group_id"),
             "local_test_accuracy": status[spec.name].get("local_test_accuracy"),
             "group_test_accuracy": status[spec.name].get("group_test_accuracy"),
-            # the model the node predicts with: its personal one where it beat the group's
+            # the model the node predicts with: the best of personal, local and group on val
             "personal_test_accuracy": status[spec.name].get("personal_test_accuracy"),
             "uses_personal": status[spec.name].get("uses_personal"),
+            "predicts_with": status[spec.name].get("predicts_with"),
         }
         for spec in run.specs
     ]

@@ -34,11 +34,13 @@ from mycelium.flower.protocol import (
     TRAIN_LOSS_KEY,
 )
 from mycelium.learning.personal import (
+    CHOICES,
     PersonalModel,
     adaptation_seed,
     check_personal,
+    choose,
+    local_seed,
     personal_model,
-    prefers,
 )
 from mycelium.learning.tasks.base import Hyper, get_weights, set_weights, spec_of
 from mycelium.learning.tasks.ops import log_prior_of
@@ -96,11 +98,13 @@ class FitParams:
 
 @dataclass(frozen=True)
 class PersonalScores:
-    """The node's personal model for the group model it received at ``fitted_at`` (round
-    ``round``): ``uses_personal`` when it scored better than the plain group model on the
-    node's val split (:func:`mycelium.learning.personal.prefers`). ``personal_val_accuracy``
-    is None when ``method`` made no model (``none``); ``val_accuracy``/``test_accuracy`` are
-    those of the model the node predicts with (personal or group), the group's are plain."""
+    """What the node predicts with for the group model it received at ``fitted_at`` (round
+    ``round``): ``predicts_with`` "group", "personal" or "local", whichever of the plain
+    group model, its personal model and its own local-only model scored best on the node's
+    val split (:func:`mycelium.learning.personal.choose`); ``uses_personal``: not the plain
+    group model. ``personal_val_accuracy`` and ``local_val_accuracy`` are None when
+    ``method`` made no such model (``none``); ``val_accuracy``/``test_accuracy`` are those of
+    the model the node predicts with, the group's are plain."""
 
     fitted_at: float
     round: int | None
@@ -111,6 +115,8 @@ class PersonalScores:
     val_accuracy: float
     test_accuracy: float
     group_test_accuracy: float
+    predicts_with: str = "group"
+    local_val_accuracy: float | None = None
 
 
 class LocalTrainer:
@@ -124,8 +130,10 @@ class LocalTrainer:
     accuracy are scored plain.
 
     ``personal`` (:mod:`mycelium.learning.personal`): :meth:`personalise` adapts the last
-    group model received into the node's personal model, on a module and lock of its own
-    (fits, probes and the fit replies are untouched by it).
+    group model received into the node's personal model and trains the node's own
+    local-only model one more round (a copy of the warmed-up local model: the placement's
+    local model and score stay those of the warm-up), on a module and lock of its own (fits,
+    probes and the fit replies are untouched by it), and keeps the best of the three.
 
     Thread-safe: one lock serialises fits, probes and warm-up.
     """
@@ -174,6 +182,7 @@ class LocalTrainer:
         self._personal_lock = threading.Lock()
         self._personal: PersonalScores | None = None
         self._predicting: PersonalModel | None = None  # the model the node predicts with
+        self._own_local: list[np.ndarray] | None = None  # its local-only model, for the choice
         self._new_group_model = threading.Event()
 
     # -- read-only status (updated on each fit) ---------------------------------------
@@ -305,26 +314,47 @@ class LocalTrainer:
             method=self.personal_method,
             seed=seed,
         )
+        local = None if made is None else self._trained_local(rnd or 0)
         plain = PersonalModel(group)
         group_val = self._personal_accuracy(plain, data.x_val, data.y_val)
         group_test = self._personal_accuracy(plain, data.x_test, data.y_test)
         own_val = None if made is None else self._personal_accuracy(made, data.x_val, data.y_val)
-        uses = own_val is not None and bool(prefers([own_val], [group_val])[0])
+        local_val = (
+            None if local is None else self._personal_accuracy(local, data.x_val, data.y_val)
+        )
+        picked = int(choose([group_val], [own_val], [local_val])[0])
+        used, used_val = [(plain, group_val), (made, own_val), (local, local_val)][picked]
+        assert used is not None and used_val is not None  # a missing model is never chosen
         used_test = group_test
-        if uses and made is not None:
-            used_test = self._personal_accuracy(made, data.x_test, data.y_test)
+        if used is not plain:
+            used_test = self._personal_accuracy(used, data.x_test, data.y_test)
         scores = PersonalScores(
             fitted_at=fitted_at,
             round=rnd,
             method=self.personal_method,
-            uses_personal=uses,
+            uses_personal=used is not plain,
             personal_val_accuracy=own_val,
             group_val_accuracy=group_val,
-            val_accuracy=own_val if uses and own_val is not None else group_val,
+            val_accuracy=used_val,
             test_accuracy=used_test,
             group_test_accuracy=group_test,
+            predicts_with=CHOICES[picked],
+            local_val_accuracy=local_val,
         )
-        return scores, made if uses and made is not None else plain
+        return scores, used
+
+    def _trained_local(self, rnd: int) -> PersonalModel:
+        """The node's local-only model trained one more round (from the warmed-up local
+        model the first time) on the personal scratch module (its lock held)."""
+        if self._own_local is None:
+            self._own_local = self.local_arrays()
+        set_weights(self._personal_model, self._own_local)
+        hyper = self._defaults.hyper()
+        data = self._data
+        seed = local_seed(self._seed, rnd)
+        self._task.train(self._personal_model, data.x_train, data.y_train, hyper, seed=seed)
+        self._own_local = get_weights(self._personal_model)
+        return PersonalModel(self._own_local)
 
     def _personal_accuracy(self, model: PersonalModel, x: np.ndarray, y: np.ndarray) -> float:
         """Accuracy of ``model`` on (x, y) on the personal scratch module (its lock held)."""

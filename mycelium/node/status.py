@@ -1,7 +1,7 @@
 """``status.json`` in the node's work dir, written on its own timer (not on the heartbeat path).
 
 It compares the node's local-only model, its group's model and the model it predicts with
-(its personal model where that beat the group's on validation, mycelium.learning.personal)
+(the best of its personal, local-only and group models on validation, mycelium.learning.personal)
 on the node's own validation and test data; the demo reads it for its report. Scoring a model
 on the test split costs a torch forward pass, so the group model's test accuracy is computed
 once per received model, not once per write (the personal scores come computed).
@@ -31,14 +31,16 @@ class NodeStatus:
     local_test_accuracy: float | None
     group_val_accuracy: float | None
     group_test_accuracy: float | None
-    # The model the node predicts with for its group's latest model: its personal model
-    # when ``uses_personal``, else the plain group model (None before a round in the group).
+    # The model the node predicts with for its group's latest model: ``predicts_with`` its
+    # personal model, its own local-only model or the plain group model (``uses_personal``:
+    # not the group model), the best on its val split (None before a round in the group).
     personal_val_accuracy: float | None
     personal_test_accuracy: float | None
     uses_personal: bool | None
     round: int | None
     moves: int
     hosting_group_id: int | None
+    predicts_with: str | None = None
 
 
 class StatusReporter:
@@ -79,6 +81,7 @@ class StatusReporter:
             round=trainer.last_round,
             moves=moves,
             hosting_group_id=hosting_group_id,
+            predicts_with=personal.predicts_with if personal else None,
         )
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(status), indent=2))

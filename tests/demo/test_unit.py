@@ -174,6 +174,14 @@ def test_summary_shows_local_group_and_personal_accuracy_per_node() -> None:
             "personal_test_accuracy": None,
             "uses_personal": None,
         },
+        {
+            **node,
+            "name": "d",
+            "group_test_accuracy": 0.85,
+            "personal_test_accuracy": 0.9,
+            "uses_personal": True,
+            "predicts_with": "local",
+        },
     ]
     report = {
         "groups": [],
@@ -189,3 +197,4 @@ def test_summary_shows_local_group_and_personal_accuracy_per_node() -> None:
     assert "0.930" in rows["a"] and "0.950" in rows["a"] and "+0.050" in rows["a"]
     assert "0.940 (group)" in rows["b"] and "+0.040" in rows["b"]
     assert "0.900" in rows["c"] and "+" not in rows["c"]
+    assert "0.900 (local)" in rows["d"] and "+0.000" in rows["d"]

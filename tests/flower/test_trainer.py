@@ -208,12 +208,17 @@ def test_the_personal_model_is_used_only_where_it_beats_the_group_model() -> Non
     assert trainer.wait_for_group_model(0.0) and not trainer.wait_for_group_model(0.0)
     s = trainer.personalise()
     assert s is not None and s.personal_val_accuracy is not None
-    assert s.uses_personal == (s.personal_val_accuracy > s.group_val_accuracy)
+    assert s.local_val_accuracy is not None
+    best = max(s.group_val_accuracy, s.personal_val_accuracy, s.local_val_accuracy)
+    assert s.val_accuracy == best
+    assert s.uses_personal == (s.group_val_accuracy < best)
     assert s.group_test_accuracy == pytest.approx(
         trainer.test_accuracy(trainer.last_group_arrays or [])
     )
-    if s.uses_personal:
-        assert s.val_accuracy == s.personal_val_accuracy
+    if s.predicts_with == "personal":
+        assert s.val_accuracy == s.personal_val_accuracy > s.group_val_accuracy
+    elif s.predicts_with == "local":
+        assert s.val_accuracy == s.local_val_accuracy > s.group_val_accuracy
     else:
         assert (s.val_accuracy, s.test_accuracy) == (s.group_val_accuracy, s.group_test_accuracy)
     assert s.uses_personal  # one epoch on its skewed labels beats a one-epoch group model
@@ -224,6 +229,7 @@ def test_the_personal_model_is_used_only_where_it_beats_the_group_model() -> Non
     plain.fit(initial_arrays(5), {"local-epochs": 1}, round=1)
     p = plain.personalise()
     assert p is not None and not p.uses_personal and p.personal_val_accuracy is None
+    assert p.local_val_accuracy is None and p.predicts_with == "group"
     assert p.test_accuracy == p.group_test_accuracy == s.group_test_accuracy
     group = plain.predicting_model()
     assert group is not None and plain.last_group_arrays is not None
@@ -231,3 +237,26 @@ def test_the_personal_model_is_used_only_where_it_beats_the_group_model() -> Non
         np.testing.assert_array_equal(x, y)
     with pytest.raises(ValueError, match="unknown --personal"):
         _skewed_trainer("best")
+
+
+def test_a_node_falls_back_on_its_own_local_model_when_its_val_split_prefers_it() -> None:
+    """The node's local-only model (a copy of the warmed-up one, one more round per group
+    model) is a candidate: against a fresh group model it wins, and the local model the
+    placement uses (its score, the arrays a founder seeds a group with) is untouched."""
+    trainer = _skewed_trainer("ft")
+    trainer.warm_up(20)
+    warm, warm_score = trainer.local_arrays(), trainer.local_score()
+    seen = []
+    for rnd in (1, 2):
+        trainer.fit(initial_arrays(5), {"local-epochs": 1}, round=rnd)
+        s = trainer.personalise()
+        assert s is not None and s.predicts_with == "local" and s.uses_personal
+        assert s.local_val_accuracy == s.val_accuracy > s.group_val_accuracy
+        kept = trainer.predicting_model()
+        assert kept is not None and kept.log_prior is None
+        assert trainer.test_accuracy(kept.weights) == pytest.approx(s.test_accuracy)
+        seen.append(kept.weights)
+    assert not all(np.array_equal(a, b) for a, b in zip(*seen, strict=True))  # trains on
+    assert trainer.local_score() == warm_score
+    for a, b in zip(trainer.local_arrays(), warm, strict=True):
+        np.testing.assert_array_equal(a, b)

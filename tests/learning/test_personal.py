@@ -14,7 +14,8 @@ from bench import learning_bench
 from mycelium.learning import personal, sim
 from mycelium.learning.sim import personal as personal_mod
 from mycelium.learning.sim import policy as policy_mod
-from mycelium.learning.sim.federation import fedavg
+from mycelium.learning.sim.federation import LocalModels, fedavg
+from mycelium.learning.sim.metrics import effective_size, standard_error
 from mycelium.learning.sim.policy import PolicyRun
 from mycelium.learning.sim.run import below_local_share
 from mycelium.learning.tasks.base import ADAPT_EPOCHS, Hyper, ImageTask, adapt, adaptation_hyper
@@ -28,6 +29,23 @@ def test_below_local_share_by_hand() -> None:
     local = {0: 0.8, 1: 0.6, 2: 0.7}  # client 2 ties (not below); client 3 has no local
     assert below_local_share(final, local) == pytest.approx(1 / 3)
     assert below_local_share({}, local) == 0.0
+    # below by more than each client's noise: client 1 is 0.1 below, within 0.15 of noise
+    assert below_local_share(final, local, {0: 0.0, 1: 0.15, 2: 0.0}) == 0.0
+    assert below_local_share(final, local, {1: 0.05}) == pytest.approx(1 / 3)
+
+
+def test_the_noise_of_a_split_counts_each_repeated_image_by_its_weight() -> None:
+    distinct = np.arange(40, dtype=np.float32).reshape(10, 4)
+    assert effective_size(distinct) == 10.0
+    repeated = np.concatenate([distinct[:1].repeat(5, axis=0), distinct[1:6]])  # 10 rows
+    assert effective_size(repeated) == pytest.approx(100 / (25 + 5))
+    assert effective_size(distinct[:0]) == 0.0
+    assert standard_error(0.9, 100.0) == pytest.approx(0.03)
+    assert standard_error(1.0, 50.0) == 0.0 and standard_error(0.5, 0.0) == 0.0
+    fed = sim.Federation(SMALL)  # label-skewed: each test split repeats the pool's images
+    noise = sim.run.local_noise(fed, dict.fromkeys(range(6), 0.9))
+    sizes = [len(c.y_test) for c in fed.phase(0).clients]
+    assert all(0.3 / np.sqrt(n) < noise[i] < 0.3 for i, n in enumerate(sizes))
 
 
 def _run(fed: sim.Federation, personal: bool) -> tuple[PolicyRun, object]:
@@ -52,7 +70,7 @@ def test_personal_models_change_neither_the_groups_nor_the_placement(
         np.testing.assert_array_equal(scores, mine_run.net.scores[gid])
     # whatever the personal models score, the policy's decisions stay those of plain models
     monkeypatch.setattr(
-        policy_mod, "personal_accuracy", lambda _f, models, _p, _r: dict.fromkeys(models, 0.0)
+        policy_mod, "personal_accuracy", lambda _f, models, _p, _r, _l: dict.fromkeys(models, 0.0)
     )
     _, zeroed = _run(fed, personal=True)
     assert zeroed.history == plain.history and zeroed.group_curve == plain.curve
@@ -60,9 +78,9 @@ def test_personal_models_change_neither_the_groups_nor_the_placement(
 
 
 @pytest.mark.parametrize("method", ["ft", "prior"])
-def test_a_node_uses_its_personal_model_only_when_it_scores_better_on_validation(
-    method: str,
-) -> None:
+def test_a_node_uses_the_model_that_scores_best_on_its_validation_split(method: str) -> None:
+    """Group, personal or local-only model: the best on the node's val split, ties to the
+    group model, then the personal one; each scored on the node's own test split."""
     fed = sim.Federation(replace(SMALL, personal=method))
     who = list(range(6))
     updates = fed.train([fed.initial(3)] * 6, who, 0, salt=1)
@@ -70,19 +88,53 @@ def test_a_node_uses_its_personal_model_only_when_it_scores_better_on_validation
     trained = [group] * 6
     models = dict(enumerate(trained))
     plain = dict(zip(who, fed.own_accuracy(trained, who, 0).tolist(), strict=True))
-    used = personal_mod.personal_accuracy(fed, models, plain, 0)
+    mine = fed.train([fed.initial(4)] * 6, who, 0, salt=2)  # local-only models, 1 round
+    mine[1] = mine[4] = group  # these two nodes' local model ties with their group model
+    local = dict(enumerate(mine))
+    used = personal_mod.personal_accuracy(fed, models, plain, 0, local)
     if method == "ft":
-        mine, priors = fed.adapt(trained, who, 0), None
+        adapted, priors = fed.adapt(trained, who, 0), None
     else:
-        mine, priors = trained, fed.log_priors(0, who)
-    own_val = fed.own_accuracy(mine, who, 0, split="val", log_priors=priors)
+        adapted, priors = trained, fed.log_priors(0, who)
+    own_val = fed.own_accuracy(adapted, who, 0, split="val", log_priors=priors)
     group_val = fed.own_accuracy(trained, who, 0, split="val")
-    own_test = fed.own_accuracy(mine, who, 0, log_priors=priors)
-    expected = {i: own_test[i] if own_val[i] > group_val[i] else plain[i] for i in who}
+    local_val = fed.own_accuracy(mine, who, 0, split="val")
+    own_test = fed.own_accuracy(adapted, who, 0, log_priors=priors)
+    local_test = fed.own_accuracy(mine, who, 0)
+    expected = {}
+    for i in who:
+        best = max(group_val[i], own_val[i], local_val[i])
+        if group_val[i] == best:
+            expected[i] = plain[i]
+        elif own_val[i] == best:
+            expected[i] = own_test[i]
+        else:
+            expected[i] = local_test[i]
     assert used == pytest.approx(expected)
     assert any(own_val > group_val) and any(used[i] != plain[i] for i in who)
+    assert used[1] == plain[1] or own_val[1] > group_val[1]  # a tie with local keeps the group's
     none = replace(SMALL, personal="none")
-    assert personal_mod.personal_accuracy(sim.Federation(none), models, plain, 0) == plain
+    assert personal_mod.personal_accuracy(sim.Federation(none), models, plain, 0, local) == plain
+    # without local models (--no-local-fallback) the choice is between group and personal
+    alone = personal_mod.personal_accuracy(fed, models, plain, 0, {})
+    assert alone == pytest.approx(
+        {i: own_test[i] if own_val[i] > group_val[i] else plain[i] for i in who}
+    )
+
+
+def test_a_node_whose_val_split_prefers_its_local_model_gets_local_figures() -> None:
+    """A group model worse than every node's local model: every node falls back on its
+    local-only model and scores exactly what ``local`` scores, so none is below local."""
+    fed = sim.Federation(replace(SMALL, personal="prior"))
+    who = list(range(6))
+    bad = [np.zeros_like(a) for a in fed.initial(0)]  # predicts class 0 for everything
+    own, last = LocalModels(fed), SMALL.rounds - 1
+    local = {r: own.train(r) for r in range(SMALL.rounds)}[last]
+    plain = dict(zip(who, fed.own_accuracy([bad] * 6, who, last).tolist(), strict=True))
+    used = personal_mod.personal_accuracy(fed, dict.fromkeys(who, bad), plain, last, local)
+    alone = sim.run.run_local(fed).final
+    assert used == alone and below_local_share(used, alone) == 0.0
+    assert all(used[i] > plain[i] for i in who)
 
 
 class _UserTask(ImageTask):
@@ -127,6 +179,7 @@ def test_bench_json_has_the_fair_baselines_and_the_group_record(tmp_path: Path) 
     assert set(records) == {"local", "oracle", "mycelium", "mycelium-group", "oracle+ft"}
     assert records["local"]["below_local_share"] == 0.0
     assert all(0.0 <= r["below_local_share"] <= 1.0 for r in records.values())
+    assert all(r["below_local_se_share"] <= r["below_local_share"] for r in records.values())
     assert body["config"]["label_skew"] == 0.5 and body["config"]["personal"] == "ft"
     assert records["mycelium"]["accuracy"] >= records["mycelium-group"]["accuracy"] - 0.05
     with pytest.raises(ValueError, match="unknown --personal 'dito'"):
@@ -178,5 +231,16 @@ def test_the_nodes_personal_model_is_the_simulations() -> None:
         personal.check_personal("tuned")
 
 
-def test_ties_keep_the_group_model() -> None:
-    assert personal.prefers([0.9, 0.8, 0.7], [0.8, 0.8, 0.9]).tolist() == [True, False, False]
+def test_the_choice_is_the_best_on_validation_with_ties_to_the_group_then_personal() -> None:
+    picked = personal.choose(
+        [0.90, 0.80, 0.70, 0.80, 0.60, 0.50],
+        [0.80, 0.80, 0.90, 0.90, 0.70, 0.70],
+        [0.95, 0.80, 0.80, 0.90, 0.70, 0.75],
+    )
+    names = [personal.CHOICES[k] for k in picked]
+    assert names == ["local", "group", "personal", "personal", "personal", "local"]
+    # a missing model (None) never wins; without personal or local models the group's does
+    assert personal.choose([0.5, 0.5], [None, 0.6], [0.4, None]).tolist() == [0, 1]
+    assert personal.choose([0.5, 0.0]).tolist() == [0, 0]
+    assert personal.choose([0.5], None, [0.6]).tolist() == [2]
+    assert personal.choose([0.9, 0.8, 0.7], [0.8, 0.8, 0.9]).tolist() == [0, 0, 1]

@@ -207,6 +207,7 @@ def test_status_reports_the_last_received_group_model(api: TestClient, tmp_path:
         )
         written = json.loads((agent.config.work_dir / STATUS_FILE).read_text())
         assert written["personal_test_accuracy"] == third.personal_test_accuracy
+        assert written["predicts_with"] == personal.predicts_with in ("group", "personal", "local")
         assert (third.personal_val_accuracy, third.uses_personal) == (
             personal.val_accuracy,
             personal.uses_personal,

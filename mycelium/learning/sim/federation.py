@@ -17,7 +17,7 @@ import numpy as np
 
 from mycelium.config import MAX_CANDIDATES, PERSONAL, SEARCH_EVALUATIONS
 from mycelium.learning import data as data_mod
-from mycelium.learning.personal import ADAPT_SALT  # seeds of the personal fine-tuning
+from mycelium.learning.personal import ADAPT_SALT, LOCAL_SALT, round_seed
 from mycelium.learning.policy import PolicyConfig
 from mycelium.learning.sim.timeline import Drift, Timeline, make_timeline
 from mycelium.learning.strategy import StrategyConfig
@@ -62,6 +62,7 @@ class SimConfig:
     prior_shift: bool = True
     label_skew: float | None = None
     personal: str = PERSONAL
+    local_fallback: bool = True  # a personalising node may predict with its local-only model
 
 
 @dataclass
@@ -257,9 +258,29 @@ class Federation:
         return self._train_with(adaptation_hyper(self.task), models, who, round_, ADAPT_SALT)
 
 
+class LocalModels:
+    """Each present client's local-only model, trained one round at a time from the run's
+    fresh model on the client's own training split: the ``local`` algorithm's models (same
+    starts and seeds, so the same weights), also what a personalising node falls back on."""
+
+    def __init__(self, fed: Federation) -> None:
+        self.fed = fed
+        self.models: dict[int, Weights] = {}
+        self._start = fed.initial(fed.config.seed)
+
+    def train(self, round_: int) -> dict[int, Weights]:
+        """Train every client present in ``round_`` for one round; their models by client."""
+        who = self.fed.present(round_)
+        starts = [self.models.get(i, self._start) for i in who]
+        trained = self.fed.train(starts, who, round_, salt=LOCAL_SALT)
+        self.models.update(zip(who, trained, strict=True))
+        return {i: self.models[i] for i in who}
+
+
 def seed_of(seed: int, round_: int, client: int, salt: int) -> int:
-    """A seed for (run seed, round, client, purpose), independent across the four."""
-    return int(np.random.SeedSequence([seed, round_, client, salt]).generate_state(1)[0])
+    """A seed for (run seed, round, client, purpose), independent across the four (the
+    node agent's too: :func:`mycelium.learning.personal.round_seed`)."""
+    return round_seed(seed, round_, client, salt)
 
 
 def fedavg(results: list[tuple[Weights, int]]) -> Weights:

@@ -8,8 +8,11 @@ group between two rounds in both of which the client was placed.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
+
+import numpy as np
 
 History = Sequence[Mapping[int, int]]
 
@@ -77,3 +80,18 @@ def split_views(groups: Mapping[int, int], views: Sequence[int | None]) -> int:
         if view is not None:
             spread.setdefault(view, set()).add(group)
     return sum(len(g) > 1 for g in spread.values())
+
+
+def effective_size(x: np.ndarray) -> float:
+    """Kish's effective number of examples of a split whose rows may repeat: ``n**2 / sum
+    m**2`` over its distinct rows of multiplicity ``m`` (``n`` when none repeats)."""
+    if len(x) == 0:
+        return 0.0
+    _, counts = np.unique(x.reshape(len(x), -1), axis=0, return_counts=True)
+    return float(len(x) ** 2 / np.square(counts.astype(np.float64)).sum())
+
+
+def standard_error(accuracy: float, size: float) -> float:
+    """The binomial standard error of an ``accuracy`` measured on ``size`` (effective)
+    examples (0 without examples)."""
+    return math.sqrt(accuracy * (1.0 - accuracy) / size) if size > 0 else 0.0

@@ -2,9 +2,12 @@
 trains for (the rules are :mod:`mycelium.learning.personal`'s, shared with the node agent).
 
 After each round a node in a group may keep a *personal* model, the group model adapted to its
-own data, and predicts with it when it scores better than the plain group model on the node's
-own validation split (ties keep the group model). The adaptation is the run's ``personal``
-(``--personal``):
+own data, beside its own *local-only* model (trained every round on its own data, as the
+``local`` algorithm trains it: :class:`~mycelium.learning.sim.federation.LocalModels`), and
+predicts with whichever of the plain group model, the personal model and the local model
+scores best on the node's own validation split (:func:`mycelium.learning.personal.choose`:
+ties go to the group model, then the personal one). The adaptation is the run's
+``personal`` (``--personal``):
 
 * ``ft``: the group model fine-tuned on the node's training split with the task's adaptation
   budget (:func:`~mycelium.learning.tasks.base.adaptation_hyper`: one epoch of its own
@@ -12,7 +15,7 @@ own validation split (ties keep the group model). The adaptation is the run's ``
   algorithm;
 * ``prior``: the group model with the node's label log-prior added to its logits (the
   label-prior correction the probes already use; no training);
-* ``none``: the plain group model.
+* ``none``: the plain group model (no personal model, no fall-back on the local one).
 
 The personal model is never sent anywhere: groups keep aggregating their members' plain
 updates (members train from the group model, not from their personal one) and the placement
@@ -26,12 +29,28 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from mycelium.learning.personal import check_personal, prefers
-from mycelium.learning.sim.federation import Federation
+from mycelium.learning.personal import CHOICES, check_personal, choose
+from mycelium.learning.sim.federation import Federation, LocalModels
 from mycelium.learning.tasks.base import Weights
 from mycelium.learning.tasks.ops import log_prior_of
 
-__all__ = ["check_personal", "personal_accuracy"]
+__all__ = ["check_personal", "local_models", "personal_accuracy", "trained_local"]
+
+PERSONAL, LOCAL = CHOICES.index("personal"), CHOICES.index("local")
+
+
+def local_models(fed: Federation, personal: bool) -> LocalModels | None:
+    """The local-only models a ``personal``-ising run keeps for its nodes to fall back on
+    (None when the run does not personalise, its ``--personal`` is ``none`` or it runs
+    ``--no-local-fallback``)."""
+    config = fed.config
+    wanted = personal and config.personal != "none" and config.local_fallback
+    return LocalModels(fed) if wanted else None
+
+
+def trained_local(own: LocalModels | None, round_: int) -> dict[int, Weights]:
+    """``own``'s models trained for ``round_`` (none without ``own``)."""
+    return {} if own is None else own.train(round_)
 
 
 def personal_accuracy(
@@ -39,33 +58,62 @@ def personal_accuracy(
     models: Mapping[int, Weights],
     plain: Mapping[int, float],
     round_: int,
+    local: Mapping[int, Weights],
 ) -> dict[int, float]:
-    """Test accuracy of what each client ``i`` of ``models`` uses in ``round_``: its personal
-    model from ``models[i]`` (its group's) when that scores better on its validation split,
-    else the group model (whose test accuracy ``plain[i]`` the caller measured)."""
+    """Test accuracy of what each client ``i`` of ``models`` uses in ``round_``: the best on
+    its validation split of its group's model ``models[i]`` (whose test accuracy ``plain[i]``
+    the caller measured), its personal model from it and its local-only model ``local[i]``
+    (a client ``local`` lacks has none)."""
     who = sorted(models)
     method = fed.config.personal
     check_personal(method)
     if method == "none" or not who:
         return {i: plain[i] for i in who}
     group = [models[i] for i in who]
-    clients = fed.phase(round_).clients
-    priors: list[np.ndarray] | None = None
-    if method == "ft":
-        personal = fed.adapt(group, who, round_)
-    else:
-        found = [log_prior_of(fed.task, clients[i].y_train) for i in who]
-        if any(p is None for p in found):  # the task has no prior-shifted scores
-            return {i: plain[i] for i in who}
-        personal, priors = group, [p for p in found if p is not None]
-    own_val = fed.own_accuracy(personal, who, round_, split="val", log_priors=priors)
-    group_val = fed.own_accuracy(group, who, round_, split="val")
-    better = [i for i, b in zip(who, prefers(own_val, group_val), strict=True) if b]
+    personal, priors = _personal_models(fed, group, who, round_, method)
+    own_val = None
+    if personal is not None:
+        own_val = fed.own_accuracy(personal, who, round_, split="val", log_priors=priors)
+    picked = choose(
+        fed.own_accuracy(group, who, round_, split="val"),
+        own_val,
+        _local_val(fed, local, who, round_),
+    )
     used = {i: plain[i] for i in who}
-    if better:
-        index = {i: b for b, i in enumerate(who)}
-        chosen = [personal[index[i]] for i in better]
-        chosen_priors = None if priors is None else [priors[index[i]] for i in better]
-        acc = fed.own_accuracy(chosen, better, round_, log_priors=chosen_priors)
-        used.update(zip(better, acc.tolist(), strict=True))
+    rows = np.flatnonzero(picked == PERSONAL).tolist()
+    if personal is not None and rows:
+        shift = None if priors is None else [priors[b] for b in rows]
+        chosen = [personal[b] for b in rows]
+        acc = fed.own_accuracy(chosen, [who[b] for b in rows], round_, log_priors=shift)
+        used.update(zip([who[b] for b in rows], acc.tolist(), strict=True))
+    fallen = [who[b] for b in np.flatnonzero(picked == LOCAL).tolist()]
+    if fallen:  # scored as the ``local`` algorithm scores them: the same figures
+        acc_local = fed.test_accuracy(local, {i: i for i in fallen}, round_)
+        used.update(zip(fallen, acc_local, strict=True))
     return used
+
+
+def _local_val(
+    fed: Federation, local: Mapping[int, Weights], who: list[int], round_: int
+) -> list[float | None]:
+    """Each client's local-only model's accuracy on its val split (None without one)."""
+    have = [i for i in who if i in local]
+    if not have:
+        return [None] * len(who)
+    scores = fed.local_scores([local[i] for i in have], have, round_).tolist()
+    found: dict[int, float] = dict(zip(have, scores, strict=True))
+    return [found.get(i) for i in who]
+
+
+def _personal_models(
+    fed: Federation, group: list[Weights], who: list[int], round_: int, method: str
+) -> tuple[list[Weights] | None, list[np.ndarray] | None]:
+    """The ``method`` personal models of clients ``who`` from their group models, with the
+    log-priors added to their logits (``prior``); (None, None) when the task has no prior."""
+    if method == "ft":
+        return fed.adapt(group, who, round_), None
+    clients = fed.phase(round_).clients
+    found = [log_prior_of(fed.task, clients[i].y_train) for i in who]
+    if any(p is None for p in found):  # the task has no prior-shifted scores
+        return None, None
+    return group, [p for p in found if p is not None]

@@ -32,7 +32,7 @@ from mycelium.learning.sim.federation import (
     seed_of,
 )
 from mycelium.learning.sim.groups import GroupTraining
-from mycelium.learning.sim.personal import personal_accuracy
+from mycelium.learning.sim.personal import local_models, personal_accuracy, trained_local
 from mycelium.learning.sim.registry import RegistryView, claims_order
 from mycelium.learning.tasks.base import Weights
 
@@ -97,6 +97,9 @@ class PolicyRun:
         self.registry = RegistryView()
         self.training = GroupTraining(fed, salt=3)
         self.migrations = 0
+        # Each node's local-only model for its personal choice, apart from ``local``: the
+        # policy's local model stops training once the node joins a group.
+        self.own = local_models(fed, personal)
 
     def run(self) -> Trace:
         curve, group_curve, history = [], [], []
@@ -115,7 +118,8 @@ class PolicyRun:
                 grouped = {
                     i: self.net.models[g] for i in present if (g := self._group_of(i)) is not None
                 }
-                used = plain | personal_accuracy(self.fed, grouped, plain, round_)
+                own = trained_local(self.own, round_)
+                used = plain | personal_accuracy(self.fed, grouped, plain, round_, own)
             curve.append(mean(list(used.values())))
             group_curve.append(mean(list(plain.values())))
             history.append({i: g for i in present if (g := self._group_of(i)) is not None})

@@ -23,9 +23,9 @@ from typing import TypedDict
 import numpy as np
 
 from mycelium.learning.sim import metrics as sim_metrics
-from mycelium.learning.sim.federation import Federation, SimConfig, Trace, mean
+from mycelium.learning.sim.federation import Federation, LocalModels, SimConfig, Trace, mean
 from mycelium.learning.sim.groups import GroupTraining
-from mycelium.learning.sim.personal import personal_accuracy
+from mycelium.learning.sim.personal import local_models, personal_accuracy, trained_local
 from mycelium.learning.sim.policy import run_first_k, run_mycelium, run_naive
 from mycelium.learning.tasks.base import Weights
 
@@ -50,7 +50,9 @@ class RunResult:
     group after at most two decisions (None when the run has no newcomers / no drift);
     ``split_views``: data views whose clients end in more than one group;
     ``below_local_share``: share of the clients present at the end whose final accuracy is
-    below their own accuracy under ``local`` (None when ``local`` did not run)."""
+    below their own accuracy under ``local`` (None when ``local`` did not run);
+    ``below_local_se_share``: the same, below by more than the standard error of the
+    client's ``local`` accuracy on its test split (:func:`local_noise`)."""
 
     algorithm: str
     accuracy: float
@@ -65,6 +67,7 @@ class RunResult:
     drift_rehomed: float | None = None
     split_views: int = 0
     below_local_share: float | None = None
+    below_local_se_share: float | None = None
 
 
 # --- fixed-membership algorithms -------------------------------------------------------------
@@ -72,18 +75,15 @@ class RunResult:
 
 def run_local(fed: Federation) -> Trace:
     """Every client trains alone."""
-    n = fed.config.clients
-    models = [fed.initial(fed.config.seed)] * n
+    own = LocalModels(fed)
     curve, history = [], []
     final: dict[int, float] = {}
     for round_ in range(fed.config.rounds):
-        who = fed.present(round_)
-        trained = fed.train([models[i] for i in who], who, round_, salt=0)
-        for i, weights in zip(who, trained, strict=True):
-            models[i] = weights
-        final = dict(zip(who, fed.test_accuracy(models, {i: i for i in who}, round_), strict=True))
+        models = own.train(round_)
+        mine = {i: i for i in models}
+        final = dict(zip(models, fed.test_accuracy(models, mine, round_), strict=True))
         curve.append(mean(list(final.values())))
-        history.append({i: i for i in who})
+        history.append(mine)
     return Trace(curve, history, 0, final)
 
 
@@ -93,14 +93,16 @@ def _scored(
     assignment: dict[int, int],
     round_: int,
     personal: bool,
+    own: LocalModels | None,
 ) -> dict[int, float]:
     """Each assigned client's test accuracy with its group's model, or with what it uses
-    when it ``personal``-ises (:mod:`mycelium.learning.sim.personal`)."""
+    when it ``personal``-ises (``own``: its local-only models to fall back on, if any;
+    :mod:`mycelium.learning.sim.personal`)."""
     plain = dict(zip(assignment, fed.test_accuracy(models, assignment, round_), strict=True))
     if not personal:
         return plain
-    own = {i: models[g] for i, g in assignment.items()}
-    return personal_accuracy(fed, own, plain, round_)
+    grouped = {i: models[g] for i, g in assignment.items()}
+    return personal_accuracy(fed, grouped, plain, round_, trained_local(own, round_))
 
 
 def run_fixed_groups(
@@ -110,6 +112,7 @@ def run_fixed_groups(
     ``personal``: each client predicts with its personal model where it chose it."""
     init = fed.initial(fed.config.seed)
     training = GroupTraining(fed, salt=1)
+    own = local_models(fed, personal)
     models: dict[int, Weights] = {}
     curve, history = [], []
     final: dict[int, float] = {}
@@ -118,7 +121,7 @@ def run_fixed_groups(
         for g in assignment.values():
             models.setdefault(g, init)
         models = _group_round(training, models, assignment, round_)
-        final = _scored(fed, models, assignment, round_, personal)
+        final = _scored(fed, models, assignment, round_, personal, own)
         curve.append(mean(list(final.values())))
         history.append(assignment)
     return Trace(curve, history, 0, final)
@@ -155,6 +158,7 @@ def run_ifca(fed: Federation, personal: bool = False) -> Trace:
     k = fed.config.clusters
     models = {j: fed.initial(fed.config.seed + j) for j in range(k)}
     training = GroupTraining(fed, salt=1)
+    own = local_models(fed, personal)
     last: dict[int, int] = {}
     migrations = 0
     curve, history = [], []
@@ -171,7 +175,7 @@ def run_ifca(fed: Federation, personal: bool = False) -> Trace:
         migrations += sum(last[i] != j for i, j in choice.items() if i in last)
         last.update(choice)
         models = _group_round(training, models, choice, round_)
-        final = _scored(fed, models, choice, round_, personal)
+        final = _scored(fed, models, choice, round_, personal, own)
         curve.append(mean(list(final.values())))
         history.append(choice)
     return Trace(curve, history, migrations, final)
@@ -248,13 +252,31 @@ def _measure(fed: Federation, algorithm: str, trace: Trace, elapsed: float) -> R
     )
 
 
-def below_local_share(final: Mapping[int, float], local: Mapping[int, float]) -> float:
+def below_local_share(
+    final: Mapping[int, float],
+    local: Mapping[int, float],
+    noise: Mapping[int, float] | None = None,
+) -> float:
     """Share of the clients of ``final`` whose accuracy is strictly below their ``local``
-    one (clients ``local`` lacks do not count; 0.0 when none is left)."""
+    one, by more than their ``noise`` when given (clients ``local`` lacks do not count; 0.0
+    when none is left)."""
     shared = [i for i in final if i in local]
     if not shared:
         return 0.0
-    return sum(final[i] < local[i] for i in shared) / len(shared)
+    margin = noise or {}
+    return sum(final[i] < local[i] - margin.get(i, 0.0) for i in shared) / len(shared)
+
+
+def local_noise(fed: Federation, local: Mapping[int, float]) -> dict[int, float]:
+    """Per client of ``local``: the standard error of its ``local`` accuracy on its own test
+    split in the last round, whose effective size counts repeated images once per their
+    weight (:func:`~mycelium.learning.sim.metrics.effective_size`: a label-skewed client's
+    split repeats the pool's few images of its frequent labels)."""
+    clients = fed.phase(fed.config.rounds - 1).clients
+    return {
+        i: sim_metrics.standard_error(a, sim_metrics.effective_size(clients[i].x_test))
+        for i, a in local.items()
+    }
 
 
 class _LivingFigures(TypedDict, total=False):
@@ -300,11 +322,17 @@ def run_all(fed: Federation, algorithms: Sequence[str]) -> list[RunResult]:
     """:func:`simulate` on a federation already built (its timeline is the caller's too)."""
     traced = [pair for a in algorithms for pair in run_traced(fed, a)]
     local = next((final for r, final in traced if r.algorithm == "local"), None)
-    results = [
-        r if local is None else dataclasses.replace(r, below_local_share=_round(
-            below_local_share(final, local)))
-        for r, final in traced
-    ]  # fmt: skip
+    results = [r for r, _ in traced]
+    if local is not None:
+        noise = local_noise(fed, local)
+        results = [
+            dataclasses.replace(
+                r,
+                below_local_share=_round(below_local_share(final, local)),
+                below_local_se_share=_round(below_local_share(final, local, noise)),
+            )
+            for r, final in traced
+        ]
     oracle = next((r for r in results if r.algorithm == "oracle"), None)
     if oracle is None:
         return results
