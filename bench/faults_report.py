@@ -275,6 +275,14 @@ def _flat(value: Any, prefix: str = "") -> list[tuple[str, str]]:
     return [(prefix.strip().replace("_", " "), shown)]
 
 
+def check_lines(checks: Sequence[Check]) -> list[str]:
+    """One line per check: ``pass: NAME (DETAIL)`` or ``FAIL: ...``."""
+    return [
+        f"{'pass' if c.passed else 'FAIL'}: {c.name}" + (f" ({c.detail})" if c.detail else "")
+        for c in checks
+    ]
+
+
 def format_report(report: FaultsReport) -> str:
     s = report.settings
     minutes, seconds = divmod(round(report.wall_s), 60)
@@ -286,10 +294,7 @@ def format_report(report: FaultsReport) -> str:
     for result in report.scenarios:
         verdict = "pass" if result.passed else "FAIL"
         lines += ["", f"## {result.name}: {verdict} ({result.seconds:.0f} s)"]
-        lines += [
-            f"- {'pass' if c.passed else 'FAIL'}: {c.name}" + (f" ({c.detail})" if c.detail else "")
-            for c in result.checks
-        ]
+        lines += [f"- {line}" for line in check_lines(result.checks)]
         if result.error:
             lines.append(f"- stopped: {result.error}")
         if result.figures is not None:

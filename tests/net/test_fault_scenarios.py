@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from bench import faults_bench, faults_lab
-from bench.faults_report import Recorder, Settings
+from bench.faults_report import Recorder, Settings, check_lines
 from mycelium.lab.faults import unavailable_reason
 from tests.net.conftest import needs_nginx
 
@@ -33,7 +33,7 @@ SETTINGS = Settings(rounds=3, loss=0.02, outage_s=8, window_s=6, node_ttl_s=5, s
 
 
 def _report(rec: Recorder) -> str:
-    return "\n".join(f"{'pass' if c.passed else 'FAIL'}: {c.name} ({c.detail})" for c in rec.checks)
+    return "\n".join(check_lines(rec.checks))
 
 
 def test_partitions_a_registry_restart_then_the_host_killed_under_loss(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bench import faults_registry
-from bench.faults_report import Recorder
+from bench.faults_report import Recorder, check_lines
 from mycelium.lab.faults import unavailable_reason
 from tests.net.conftest import needs_nginx
 from tests.postgres import PgServer
@@ -33,8 +33,6 @@ def test_nodes_cut_from_one_registry_process_carry_on_through_the_other(
     figures = faults_registry.registry_partition_on(
         pg_server, tmp_path, rec, cut_s=2 * faults_registry.NODE_TTL_S
     )
-    report = "\n".join(
-        f"{'pass' if c.passed else 'FAIL'}: {c.name} ({c.detail})" for c in rec.checks
-    )
+    report = "\n".join(check_lines(rec.checks))
     print(report, figures, sep="\n")
     assert len(rec.checks) == 4 and all(c.passed for c in rec.checks), report

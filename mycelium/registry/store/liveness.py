@@ -83,6 +83,10 @@ def mark_swept(conn: sqlite3.Connection, now: float) -> None:
     )
 
 
+CREDITED = (("nodes", "last_seen"), ("groups", "last_alive"), ("groups", "last_live_at"))
+"""The signs of life an outage's credit moves (table, column)."""
+
+
 def credit_outage(conn: sqlite3.Connection, now: float, gap: float, cause: str) -> None:
     """Move every sign of life forward by the outage's ``gap`` seconds, none beyond ``now``.
 
@@ -91,21 +95,12 @@ def credit_outage(conn: sqlite3.Connection, now: float, gap: float, cause: str) 
     only the older ones left a group whose host and members had all spoken in that last
     interval (likely when the kill comes just before a sweep) a whole outage old."""
     params = {"gap": gap, "now": now}
-    conn.execute(
-        "UPDATE nodes SET last_seen = CASE WHEN last_seen + :gap > :now THEN :now "
-        "ELSE last_seen + :gap END WHERE last_seen < :now",
-        params,
-    )
-    conn.execute(
-        "UPDATE groups SET last_alive = CASE WHEN last_alive + :gap > :now THEN :now "
-        "ELSE last_alive + :gap END WHERE last_alive < :now",
-        params,
-    )
-    conn.execute(
-        "UPDATE groups SET last_live_at = CASE WHEN last_live_at + :gap > :now THEN :now "
-        "ELSE last_live_at + :gap END WHERE last_live_at < :now",
-        params,
-    )
+    for table, column in CREDITED:
+        conn.execute(
+            f"UPDATE {table} SET {column} = CASE WHEN {column} + :gap > :now THEN :now "
+            f"ELSE {column} + :gap END WHERE {column} < :now",
+            params,
+        )
     event(conn, "registry_resumed", now, away_s=round(gap, 3), cause=cause)
 
 
