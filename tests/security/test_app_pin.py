@@ -21,6 +21,7 @@ from mycelium.security.app_pin import (
     RefusedRun,
     app_fab_hash,
     load_client_app,
+    next_poll_wait,
 )
 from tests.security.conftest import APP_DIR, Lab
 
@@ -110,3 +111,13 @@ def test_a_tampered_clientapp_never_runs_on_a_pinned_member(lab: Lab, tmp_path: 
     finally:
         executor.stop()
         trainer.stop()
+
+
+def test_an_idle_executor_polls_less_and_less_and_fast_again_after_a_task() -> None:
+    waits = [0.1]
+    for _ in range(8):
+        waits.append(next_poll_wait(waits[-1], False, 0.1, 1.0))
+    assert waits[1] == pytest.approx(0.15)
+    assert all(a < b for a, b in zip(waits[:5], waits[1:6], strict=True))
+    assert waits[-1] == 1.0 and max(waits) == 1.0
+    assert next_poll_wait(1.0, True, 0.1, 1.0) == 0.1
