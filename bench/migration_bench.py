@@ -6,7 +6,7 @@ Migration latency = from the registry's ``migrated`` event (the decision, commit
 first round of ``b``'s group that completes with both members. Target: at most one of
 ``b``'s rounds plus 10 s. RSS is VmRSS, PSS the proportional set size (shared pages by
 their share), each summed over a process tree (/proc): a node = the
-agent with its SuperNode and ClientApps; a group = SuperLink, superexec and ServerApp.
+agent with its SuperNode and ClientApps; a group = SuperLink and ServerApp.
 Used as a section of ``python mycelium_net.py bench flower``.
 """
 
@@ -50,16 +50,18 @@ def _group_of(client: RegistryClient, name: str) -> int | None:
     return node.group_id if node and node.alive else None
 
 
-def _superlink_pid(host_pid: int | None) -> int | None:
-    """The SuperLink among the descendants of the agent that hosts the group."""
+def _group_pids(host_pid: int | None) -> list[int]:
+    """The group's SuperLink and ServerApp among the descendants of the agent hosting it
+    (the ServerApp is the agent's child beside the SuperLink: ``serverapp_exec``)."""
+    found = []
     for pid in [] if host_pid is None else descendant_pids(host_pid):
         try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
-        if b"flower-superlink" in cmd:
-            return pid
-    return None
+        if b"flower-superlink" in cmd or b"flwr-serverapp" in cmd:
+            found.append(pid)
+    return found
 
 
 def measure_migration(workdir: Path, url: str) -> dict[str, float]:
@@ -91,9 +93,9 @@ def measure_migration(workdir: Path, url: str) -> dict[str, float]:
         )
         node_rss = tree_rss_mb(mover.pid) if mover.pid else 0.0
         node_pss = tree_pss_mb(mover.pid) if mover.pid else 0.0
-        link = _superlink_pid(host_a.pid)
-        group_rss = tree_rss_mb(link) if link else 0.0
-        group_pss = tree_pss_mb(link) if link else 0.0
+        group = _group_pids(host_a.pid)
+        group_rss = sum(tree_rss_mb(pid) for pid in group)
+        group_pss = sum(tree_pss_mb(pid) for pid in group)
         times = [r.reported_at for r in _rounds_with(client, group_b, 2)]
     round_s = statistics.median(b - a for a, b in zip(times, times[1:], strict=False))
     latency = first.reported_at - event.at
@@ -102,9 +104,9 @@ def measure_migration(workdir: Path, url: str) -> dict[str, float]:
         "new group's median round s": round_s,
         "migration latency target s (one round + 10)": round_s + 10,
         "node RSS MB (agent + supernode tree)": node_rss,
-        "group RSS MB (superlink + superexec + serverapp)": group_rss,
+        "group RSS MB (superlink + serverapp)": group_rss,
         "node PSS MB (agent + supernode tree)": node_pss,
-        "group PSS MB (superlink + superexec + serverapp)": group_pss,
+        "group PSS MB (superlink + serverapp)": group_pss,
     }
 
 

@@ -45,6 +45,7 @@ KINDS = (
     ("superlink", "flower-superlink"),
     ("superexec", "flower-superexec"),
     ("serverapp", "flwr-serverapp"),
+    ("serverapp", "mycelium.flower.serverapp_exec"),  # the same process before its exec
     ("flwr-run", "/flwr run "),
     ("supernode", "flower-supernode"),
     ("supernode", "flwr-clientapp"),
@@ -205,7 +206,7 @@ class ScaleFigures:
     peak_pss_mb_by_kind: dict[str, float]
     anon_mb_at_peak_by_kind: dict[str, float]  # heap, stacks, arrays; the rest is files
     node_pss_mb: float  # (agent + supernode peaks) / N
-    group_pss_mb: float  # (superlink + superexec + serverapp peaks) / groups
+    group_pss_mb: float  # (superlink + serverapp peaks) / groups (no superexec)
     cpu_s_per_node_min: float
     cpu_s_by_kind: dict[str, float]
     routes: dict[str, dict[str, float]] = field(default_factory=dict)

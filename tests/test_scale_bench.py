@@ -18,6 +18,8 @@ def test_kinds_of_process_by_command_line() -> None:
     assert kind_of(py + "/venv/bin/flower-superlink --fleet-api-address x ") == "superlink"
     assert kind_of(py + "/venv/bin/flower-superexec --plugin-type serverapp ") == "superexec"
     assert kind_of(py + "/venv/bin/flwr-serverapp --serverappio-api-address x ") == "serverapp"
+    launcher = py + "-m mycelium.flower.serverapp_exec --runtime-api-address x "
+    assert kind_of(launcher) == "serverapp"
     assert kind_of(py + "/venv/bin/flower-supernode --superlink x ") == "supernode"
     assert kind_of(py + "/w/mycelium_net.py node --name n3 --work-dir /r/n3 ") == "agent"
     assert kind_of(py + "/w/mycelium_net.py registry --port 8000 ") == "registry"

@@ -16,9 +16,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -50,7 +52,6 @@ from mycelium.net.tls import (
 from mycelium.procs import (
     DeadlineExceeded,
     ManagedProcess,
-    descendant_pids,
     free_port,
     port_is_open,
 )
@@ -130,6 +131,7 @@ class GroupHost:
         )
         self._flwr_home = self.work_dir / "superlink.flwr"
         self._superlink: ManagedProcess | None = None
+        self._serverapp: ManagedProcess | None = None
         self._credentials: GroupCreated | None = None
         self._port: int | None = None  # the SuperLink's (behind the gate when TLS)
         self._public_port: int | None = None  # the Fleet proxy's (TLS)
@@ -137,7 +139,6 @@ class GroupHost:
         self._secret_dir: Path | None = None  # holds the token file for the ServerApp
         self.run_id: int | None = None
         self.superlink_ready_s: float | None = None
-        self._serverapp_seen = False
         self._stop = threading.Event()
         self._stopped = False
         self._heartbeat: threading.Thread | None = None
@@ -182,14 +183,9 @@ class GroupHost:
         return running and gated and not self._serverapp_ended()
 
     def _serverapp_ended(self) -> bool:
-        """True once the ServerApp process was seen under the SuperLink and is gone (it
-        ended: stopped, ``num-rounds`` reached, or the group failed/dissolved)."""
-        pid = self.superlink_pid
-        alive = pid is not None and any(
-            protocol.SERVERAPP_PROCESS in _cmdline(p) for p in descendant_pids(pid)
-        )
-        self._serverapp_seen = self._serverapp_seen or alive
-        return self._serverapp_seen and not alive
+        """True once the run's ServerApp process is gone (it ended: stopped, ``num-rounds``
+        reached, the group failed/dissolved, or it never got its task)."""
+        return self._serverapp is not None and not self._serverapp.is_running()
 
     def run_log(self, timeout: float = 30.0) -> str:
         """The ServerApp's log so far (``flwr log RUN --show``); one line per round."""
@@ -259,6 +255,8 @@ class GroupHost:
                     self.gate.stop()
             finally:
                 try:
+                    if self._serverapp is not None:  # its last output reaches the link
+                        self._serverapp.stop()
                     if self._superlink is not None:
                         self._superlink.stop()
                 finally:
@@ -279,6 +277,11 @@ class GroupHost:
             "--port",
             str(self._port),
             "--disable-runtime-dependency-installation",
+            # No flower-superexec: our launcher claims the run's task (serverapp_exec).
+            "--isolation",
+            "process",
+            "--superexec-auth-secret-file",
+            str(self._superexec_secret()),
         ]
         if self.tls is not None:
             args.append("--enable-supernode-auth")
@@ -312,6 +315,42 @@ class GroupHost:
         except DeadlineExceeded as exc:  # ChildExited (it died) propagates as it is
             raise FlowerTimeout(str(exc)) from None
         self.superlink_ready_s = time.monotonic() - started
+        self._start_serverapp()
+
+    def _superexec_secret(self) -> Path:
+        """A fresh secret (0600): only its holder, our ServerApp launcher, claims tasks."""
+        path = self._flwr_home / "superexec.secret"
+        write_private(path, secrets.token_hex(32).encode())
+        return path
+
+    def _start_serverapp(self) -> None:
+        """The process that claims the run's ServerApp task and becomes ``flwr-serverapp``
+        (``mycelium.flower.serverapp_exec``): one process where Flower's SuperExec made two."""
+        assert self._superlink is not None and self._superlink.pid is not None
+        tls = (
+            ["--insecure"]
+            if self.tls is None
+            else ["--root-certificates", str(self.tls.ca_certfile)]
+        )
+        args = [
+            sys.executable,
+            "-m",
+            "mycelium.flower.serverapp_exec",
+            "--runtime-api-address",
+            str(self.local_address),
+            *tls,
+            "--secret-file",
+            str(self._flwr_home / "superexec.secret"),
+            "--parent-pid",
+            str(self._superlink.pid),
+        ]
+        self._serverapp = ManagedProcess(
+            f"serverapp:{self.name}",
+            args,
+            log_path=self.work_dir / "serverapp.log",
+            env=flower_env(self._flwr_home),
+            cwd=self.work_dir,
+        ).start()
 
     def _start_gate(self, gate: GroupGate) -> None:
         try:
@@ -425,13 +464,6 @@ class GroupHost:
                 self._client.group_heartbeat(gid)
             except RegistryError as exc:
                 logger.warning("group %s heartbeat failed: %s", gid, exc)
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
 
 
 def initial_model(reference: str, seed: int) -> tuple[str, ModelSpec, bytes]:

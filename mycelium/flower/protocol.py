@@ -244,7 +244,6 @@ class FitReplyMeta:
 # -- what we read from Flower's own processes ---------------------------------------------
 NODE_ID_PATTERN = re.compile(r"SuperNode ID: (\d+)")  # flower-supernode's log
 RUN_ID_KEY = "run-id"  # `flwr run --format json` output
-SERVERAPP_PROCESS = "flwr-serverapp"  # command name of a run's ServerApp process
 CONNECTION = "group"  # our one connection name in $FLWR_HOME/config.toml
 
 # -- rendering configs for Flower ---------------------------------------------------------

@@ -13,7 +13,7 @@ from bench import scale_bench
 
 pytestmark = pytest.mark.slow
 
-KINDS = {"agent", "supernode", "superlink", "superexec", "serverapp", "registry"}
+KINDS = {"agent", "supernode", "superlink", "serverapp", "registry"}
 
 
 def test_twelve_nodes_settle_into_pure_groups_and_every_cost_is_measured(
@@ -25,6 +25,7 @@ def test_twelve_nodes_settle_into_pure_groups_and_every_cost_is_measured(
     assert result["final_purity"] == 1.0 and result["groups"] >= 2, table
     assert KINDS <= set(result["peak_pss_mb_by_kind"]), table
     assert all(result["peak_pss_mb_by_kind"][k] > 0 for k in KINDS), table
+    assert "superexec" not in result["peak_pss_mb_by_kind"], table  # serverapp_exec's work
     assert result["model_gets_200"] > 0 and result["median_round_s"] is not None, table
     assert result["routes"]["POST /nodes/{node_id}/heartbeat"]["requests_per_s"] > 0, table
     assert result["cpu_s_per_node_min"] > 0, table
