@@ -51,6 +51,7 @@ KINDS = (
     ("supernode", "flwr-clientapp"),
     ("registry", " registry "),
     ("agent", " node "),
+    ("agent", "multiprocessing.forkserver"),  # the zygote and the agents forked from it
 )
 
 

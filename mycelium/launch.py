@@ -20,7 +20,7 @@ from typing import TypedDict
 import httpx
 
 from mycelium import config
-from mycelium.procs import ManagedProcess, free_port, wait_for
+from mycelium.procs import ManagedProcess, Spawner, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 ENTRYPOINT = ROOT / "mycelium_net.py"
@@ -167,14 +167,20 @@ def registry_process(
 
 
 def start_agent(
-    work_dir: Path, *, name: str, log_path: Path | None = None, **options: Option
+    work_dir: Path,
+    *,
+    name: str,
+    log_path: Path | None = None,
+    spawner: Spawner | None = None,
+    **options: Option,
 ) -> ManagedProcess:
     """Start a node agent with its work dir ``WORK_DIR/NAME``; its output goes to
-    ``log_path`` (default ``WORK_DIR/NAME.log``)."""
+    ``log_path`` (default ``WORK_DIR/NAME.log``). ``spawner``: fork it from a
+    :class:`mycelium.zygote.Zygote` instead of starting a new interpreter."""
     work_dir = work_dir.resolve()
     args = node_command(name=name, work_dir=work_dir / name, **options)
     log = (log_path or work_dir / f"{name}.log").resolve()
-    return ManagedProcess(name, args, log_path=log).start()
+    return ManagedProcess(name, args, log_path=log, spawner=spawner).start()
 
 
 @contextmanager
@@ -187,7 +193,7 @@ def agent_process(
     **options: Option,
 ) -> Iterator[ManagedProcess]:
     """Run a node agent as a child (see :func:`start_agent`); SIGTERM it, and wait, on exit."""
-    proc = start_agent(work_dir, name=name, log_path=log_path, **options)
+    proc = start_agent(work_dir, name=name, log_path=log_path, spawner=None, **options)
     try:
         yield proc
     finally:

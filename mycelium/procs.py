@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, Protocol, TypeVar
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def _load_libc() -> ctypes.CDLL | None:
 _LIBC = _load_libc()  # loaded up front: the child must not import between fork and exec
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child before exec: get SIGTERM when the parent dies (Linux prctl), so a
     crashed agent (kill -9) does not leave its SuperLink or SuperNode behind."""
     if _LIBC is not None:
@@ -271,11 +271,38 @@ def _send(pid: int, sig: signal.Signals) -> None:
         pass
 
 
+class Child(Protocol):
+    """What :class:`ManagedProcess` needs of a started child (:class:`subprocess.Popen`,
+    or a forked agent: :class:`mycelium.zygote.ForkedChild`)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+    def kill(self) -> None: ...
+
+
+class Spawner(Protocol):
+    """Starts a child another way than fork + exec (:class:`mycelium.zygote.Zygote`); the
+    child must start a session of its own and write ``log_path``."""
+
+    def spawn(
+        self, args: Sequence[str], *, log_path: Path, env: Mapping[str, str], cwd: Path | None
+    ) -> Child: ...
+
+
 class ManagedProcess:
     """A child process with a name, a log file and a stop that always finishes.
 
     The child runs in its own session (process group), so :meth:`stop` also ends the
-    grandchildren it started (a SuperLink's superexec, a SuperNode's ClientApps).
+    grandchildren it started (a SuperLink's superexec, a SuperNode's ClientApps). A
+    ``spawner`` starts it instead of :class:`subprocess.Popen` (a forked node agent).
     """
 
     def __init__(
@@ -286,18 +313,26 @@ class ManagedProcess:
         log_path: Path,
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
+        spawner: Spawner | None = None,
     ) -> None:
         self.name = name
         self.args = list(args)
         self.log_path = log_path
         self._env = dict(env) if env is not None else child_env()
         self._cwd = cwd
-        self._popen: subprocess.Popen[bytes] | None = None
+        self._spawner = spawner
+        self._popen: Child | None = None
         self._log: IO[bytes] | None = None
         self._descendants: set[int] = set()
 
     def start(self) -> ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        if self._spawner is not None:
+            self._popen = self._spawner.spawn(
+                self.args, log_path=self.log_path, env=self._env, cwd=self._cwd
+            )
+            logger.debug("forked %s pid=%s", self.name, self._popen.pid)
+            return self
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self._popen = subprocess.Popen(
             self.args,
@@ -307,7 +342,7 @@ class ManagedProcess:
             env=self._env,
             cwd=self._cwd,
             start_new_session=True,
-            preexec_fn=_die_with_parent if _LIBC is not None else None,
+            preexec_fn=die_with_parent if _LIBC is not None else None,
         )
         # Not the arguments: a command line may carry an invite code.
         logger.debug("started %s pid=%s: %s", self.name, self._popen.pid, self.args[0])
@@ -380,5 +415,7 @@ class ManagedProcess:
         assert self._popen is not None
         try:
             os.killpg(self._popen.pid, sig)
-        except (ProcessLookupError, PermissionError):
+        except ProcessLookupError:  # a forked child not yet in its own session: itself
+            _send(self._popen.pid, sig)
+        except PermissionError:
             pass

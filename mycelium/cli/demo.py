@@ -34,6 +34,14 @@ def demo(
     keep_running: Annotated[
         bool, typer.Option(help="Leave the network up after the summary, until Ctrl-C.")
     ] = False,
+    fork_agents: Annotated[
+        bool,
+        typer.Option(
+            "--fork-agents/--separate-agents",
+            help="Fork the node agents from one process that imported torch once (shared "
+            "memory, no import per node); --separate-agents: one interpreter each.",
+        ),
+    ] = DEFAULTS.fork_agents,
     run_dir: Annotated[
         Path | None,
         typer.Option(
@@ -76,6 +84,7 @@ def demo(
         seed=seed,
         port=port,
         keep_running=keep_running,
+        fork_agents=fork_agents,
         run_dir=run_dir,
         report_path=report,
         plot_path=plot,

@@ -20,6 +20,9 @@ class DemoConfig:
     seed: int = 0
     port: int | None = None
     keep_running: bool = False
+    # Agents forked from one process that imported torch once (mycelium.zygote): shared
+    # pages, no import per agent. False: each agent its own interpreter.
+    fork_agents: bool = True
     run_dir: Path | None = None
     report_path: Path | None = None
     plot_path: Path | None = None

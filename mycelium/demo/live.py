@@ -182,7 +182,7 @@ def print_summary(console: Console, report: dict[str, Any]) -> None:
         )
     t = report["timings"]
     console.print(
-        f"wall time {t['wall_s']}s, peak memory {t['peak_rss_mb']} MB (all processes); "
+        f"wall time {t['wall_s']}s, peak memory {t['peak_pss_mb']} MB PSS (all processes); "
         f"report {report['report_path']}; figure {report['plot_path']}",
         soft_wrap=True,
     )

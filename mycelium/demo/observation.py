@@ -16,7 +16,8 @@ from mycelium import launch
 from mycelium.api import EventPublic, GroupDetail, NodePublic
 from mycelium.client import RegistryClient, RegistryError
 from mycelium.demo.config import DemoConfig, NodeSpec
-from mycelium.procs import ManagedProcess, tree_rss_mb
+from mycelium.procs import ManagedProcess, tree_pss_mb
+from mycelium.zygote import Zygote
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +125,9 @@ def _describe_exit(code: int | None) -> str:
     return f"exit code {code}"
 
 
+MEMORY_SAMPLE_S = 2.0  # PSS walks every mapping of every process: not at every poll
+
+
 @dataclass
 class DemoRun:
     """The state of a running demo: its processes and what it has observed."""
@@ -137,8 +141,10 @@ class DemoRun:
     started: float = field(default_factory=time.monotonic)
     started_unix: float = field(default_factory=time.time)
     timings: dict[str, float] = field(default_factory=dict)
-    peak_rss_mb: float = 0.0
+    peak_pss_mb: float = 0.0  # PSS: shared pages by their share (forked agents share)
+    _memory_sampled: float = -MEMORY_SAMPLE_S
     last: Snapshot | None = None
+    zygote: Zygote | None = None  # forks the agents (config.fork_agents)
     foreign: frozenset[int] = frozenset()
     """Children the calling process had before the demo (a test's database server, say):
     not the demo's to stop, nor are their descendants."""
@@ -155,8 +161,10 @@ class DemoRun:
     def poll(self, client: RegistryClient) -> Snapshot | None:
         """Check the children, sample memory, read the registry (None if it did not answer)."""
         self.check_children()
-        ours = tree_rss_mb(os.getpid()) - sum(tree_rss_mb(pid) for pid in self.foreign)
-        self.peak_rss_mb = max(self.peak_rss_mb, ours)
+        if self.elapsed() - self._memory_sampled >= MEMORY_SAMPLE_S:
+            self._memory_sampled = self.elapsed()
+            ours = tree_pss_mb(os.getpid()) - sum(tree_pss_mb(pid) for pid in self.foreign)
+            self.peak_pss_mb = max(self.peak_pss_mb, ours)
         try:
             self.last = observe(client, self.events, self.elapsed())
         except RegistryError as exc:

@@ -100,7 +100,7 @@ def build_report(
         "timings": {
             **run.timings,
             "wall_s": round(run.elapsed(), 1),
-            "peak_rss_mb": round(run.peak_rss_mb),
+            "peak_pss_mb": round(run.peak_pss_mb),
         },
     }
 

@@ -41,12 +41,13 @@ from mycelium.procs import (
     reap,
     terminate_pids,
 )
+from mycelium.zygote import Zygote
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_PORT = defaults.REGISTRY_PORT
 POLL_S = 1.0
-START_GAP_S = 3.0
+START_GAP_S = 2.0  # forked agents start in a fraction of a second (mycelium.zygote)
 MISPLACE_WAIT_S = 120.0
 STOP_BUDGET_S = 30.0  # a normal stop: agents leave their groups and say goodbye
 FAILED_STOP_BUDGET_S = 6.0  # after a failure everything must be down within seconds
@@ -108,6 +109,7 @@ def start_node(run: DemoRun, spec: NodeSpec, join_group: int | None) -> ManagedP
         cooldown=cfg.cooldown,
         max_capacity=max(2, cfg.nodes),
         join=join_group,
+        spawner=run.zygote,
     )
     run.processes.append(proc)
     return proc
@@ -128,6 +130,8 @@ def stop_all(run: DemoRun, budget: float = STOP_BUDGET_S, *, failed: bool = Fals
         _sigterm(pid)
     for proc in nodes:
         proc.stop(timeout=max(0.5, deadline - time.monotonic()))
+    if run.zygote is not None:  # after its agents: they get SIGTERM when it ends
+        run.zygote.close()
     for proc in run.processes:
         if proc.name == "registry":
             proc.stop(timeout=max(1.0, min(10.0, deadline - time.monotonic())))
@@ -250,9 +254,12 @@ def run_demo(config: DemoConfig, view: View | None = None) -> dict[str, Any]:
         run_dir=new_run_dir(config),
         specs=plan_nodes(config),
         foreign=frozenset(descendant_pids(os.getpid())),
+        zygote=Zygote() if config.fork_agents else None,
     )
     become_subreaper()
     try:
+        if run.zygote is not None:  # its imports overlap the registry's start
+            run.zygote.start()
         start_registry(run)
         if view is not None:
             view.started(run)

@@ -187,7 +187,7 @@ def test_summary_shows_local_group_and_personal_accuracy_per_node() -> None:
         "groups": [],
         "nodes": nodes,
         "migrations": [],
-        "timings": {"wall_s": 1.0, "peak_rss_mb": 1},
+        "timings": {"wall_s": 1.0, "peak_pss_mb": 1},
         "report_path": "r.json",
         "plot_path": "p.png",
     }
