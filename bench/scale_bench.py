@@ -1,5 +1,6 @@
 """Scale benchmark: the real stack (registry, node agents, their Flower groups) on loopback
-for each N in ``--nodes``, N/6 latent clusters (rotate digits, the demo's timers), each N
+for each N in ``--nodes``, N/6 latent clusters, at most 4 (rotate digits has four distinct
+rotations; the demo's timers), each N
 alone, started and watched by the demo's own code (:func:`mycelium.demo.run.run_demo`).
 
 Per N: time until settled (the demo's rule: everyone placed, no membership change for three
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from bench import BenchError
+from mycelium.learning.data import ROTATE_CLUSTERS
 from mycelium.procs import cmdline, cpu_seconds, descendant_pids, pss_split_kb
 
 if TYPE_CHECKING:
@@ -268,7 +270,9 @@ def measure(n: int, workdir: Path, *, seed: int, duration: float | None) -> Scal
     from mycelium.demo.run import run_demo
     from mycelium.procs import free_port
 
-    clusters = max(1, n // NODES_PER_CLUSTER)
+    # rotate has 4 distinct clusters: a fifth would repeat the first's data (issue 25's
+    # mixed group at N=32 was clusters 0 and 4, both unrotated, rightly trained together).
+    clusters = max(1, min(n // NODES_PER_CLUSTER, ROTATE_CLUSTERS))
     config = DemoConfig(
         nodes=n,
         clusters=clusters,

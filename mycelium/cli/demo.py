@@ -61,6 +61,12 @@ def demo(
     setup_logging(log_level)
     if scenario not in config.SCENARIOS:
         raise fail(f"--scenario must be rotate, permute or mixed, not {scenario!r}")
+    from mycelium.learning.data import check_scenario
+
+    try:
+        check_scenario(scenario, clusters)
+    except ValueError as exc:
+        raise fail(f"--clusters {clusters}: {exc}") from None
     if port is not None and not _port_free(port):
         raise fail(f"port {port} is already in use")
     import signal

@@ -199,6 +199,13 @@ def node(
         raise fail(f"--cluster must be in [0, {clusters}), got {cluster}")
     if data is not None and not data.is_file():
         raise fail(f"--data {data} is not a file")
+    if data is None:
+        from mycelium.learning.data import check_scenario
+
+        try:
+            check_scenario(scenario, clusters)
+        except ValueError as exc:
+            raise fail(str(exc)) from None
     index, count = _parse_partition(partition)
     from mycelium.flower.protocol import RunConfig
     from mycelium.node.agent import run_node

@@ -10,7 +10,7 @@ The split every process computes identically:
   the rest the training pool;
 * client ``index`` of ``num_clients`` belongs to cluster ``index % clusters`` unless a cluster
   is given explicitly; its *rank* is ``index // clusters`` (``index`` for ``mixed``);
-* ``rotate``: cluster ``c`` sees every image rotated by ``c x 90`` degrees (``c mod 4``);
+* ``rotate``: cluster ``c`` sees every image rotated by ``c x 90`` degrees (at most 4 clusters);
   ``permute``: cluster ``c`` relabels with its own fixed permutation of the 10 labels
   (cluster 0 keeps the identity); ``mixed``: no clusters, each client draws its labels from a
   Dirichlet(``DIRICHLET_ALPHA``) distribution (label skew) and ``cluster`` is ``None``;
@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 SCENARIOS = ("rotate", "permute", "mixed")
+ROTATE_CLUSTERS = 4  # rot90 by 0, 1, 2, 3 quarter turns: a fifth cluster repeats the first
 TEST_FRACTION = 0.2
 VAL_FRACTION = 0.2
 MIN_SHARD = 120
@@ -193,11 +194,23 @@ def _read_npz(path: Path, dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
     return x.astype(np.float32), y.astype(np.int64)
 
 
-def _check_args(scenario: str, clusters: int, num_clients: int, seed: int) -> None:
+def check_scenario(scenario: str, clusters: int) -> None:
+    """ValueError unless ``clusters`` clusters of ``scenario`` are all different data:
+    ``rotate`` has :data:`ROTATE_CLUSTERS` (cluster 4 would see cluster 0's images again,
+    and a network that rightly trains them together would read as impure)."""
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
     if clusters < 1:
         raise ValueError(f"clusters must be >= 1, got {clusters}")
+    if scenario == "rotate" and clusters > ROTATE_CLUSTERS:
+        raise ValueError(
+            f"rotate has {ROTATE_CLUSTERS} distinct clusters (0, 90, 180, 270 degrees), not "
+            f"{clusters}: more would repeat a rotation; use permute for more clusters"
+        )
+
+
+def _check_args(scenario: str, clusters: int, num_clients: int, seed: int) -> None:
+    check_scenario(scenario, clusters)
     if num_clients < 1:
         raise ValueError(f"num_clients must be >= 1, got {num_clients}")
     if seed < 0:
@@ -246,7 +259,7 @@ def _transform(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cluster ``cluster``'s view of (images (n, H, W), labels) as (x (n, H*W), y)."""
     if scenario == "rotate":
-        images = np.rot90(images, k=cluster % 4, axes=(1, 2))
+        images = np.rot90(images, k=cluster % ROTATE_CLUSTERS, axes=(1, 2))
     elif scenario == "permute" and cluster > 0:
         permutation = np.random.default_rng([seed, cluster]).permutation(dataset.num_classes)
         labels = permutation[labels]

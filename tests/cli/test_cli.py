@@ -62,6 +62,8 @@ def test_unreadable_data_file_is_a_one_line_error(tmp_path: Path) -> None:
         (["node", "--join-policy", "closed"], "--join-policy"),
         (["node", "--data", "/nonexistent.npz"], "is not a file"),
         (["demo", "--scenario", "spiral"], "--scenario"),
+        (["demo", "--clusters", "5"], "4 distinct clusters"),
+        (["node", "--clusters", "5", "--registry-url", "http://127.0.0.1:9"], "4 distinct"),
         (["node", "--scenario", "spiral", "--registry-url", "http://127.0.0.1:9"], "scenario"),
     ],
 )
