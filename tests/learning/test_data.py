@@ -209,7 +209,8 @@ def test_digits_are_read_without_importing_scikit_learn() -> None:
 def test_rotate_refuses_a_fifth_cluster_that_would_repeat_the_first() -> None:
     with pytest.raises(ValueError, match="4 distinct clusters"):
         part(clusters=5, num_clients=30)
-    a, b = part("permute", index=0, clusters=5, num_clients=30), part(
-        "permute", index=4, clusters=5, num_clients=30
+    a, b = (
+        part("permute", index=0, clusters=5, num_clients=30),
+        part("permute", index=4, clusters=5, num_clients=30),
     )
     assert a.cluster == 0 and b.cluster == 4  # permute has as many clusters as asked
