@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import runpy
 import signal
 import subprocess
 import sys
@@ -138,12 +139,12 @@ class Zygote:
         env: Mapping[str, str],
         cwd: Path | None = None,
     ) -> ForkedChild:
-        """Fork an agent running the CLI command in ``args`` (a ``launch.node_command``
-        argv: interpreter, entry point, ``node``, options)."""
+        """Fork an agent running the command line ``args`` (a ``launch.node_command`` argv:
+        interpreter, then a script or ``-m MODULE``, then its arguments)."""
         self._ensure_server()
         process = self._ctx.Process(
             target=run_forked_cli,
-            args=(list(args[2:]), str(log_path), dict(env), str(cwd) if cwd else None),
+            args=(list(args[1:]), str(log_path), dict(env), str(cwd) if cwd else None),
             daemon=False,
         )
         process.start()
@@ -151,7 +152,8 @@ class Zygote:
 
 
 def run_forked_cli(argv: list[str], log_path: str, env: dict[str, str], cwd: str | None) -> None:
-    """In the forked child: become a process of its own, then run ``mycelium <argv>``."""
+    """In the forked child: become a process of its own, then run what ``python <argv>``
+    would (``SCRIPT ARGS...`` or ``-m MODULE ARGS...``) as ``__main__``."""
     os.setsid()  # its own session: a stop signals it and its Flower children together
     procs.die_with_parent()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -166,7 +168,9 @@ def run_forked_cli(argv: list[str], log_path: str, env: dict[str, str], cwd: str
     os.environ.update(env)
     if cwd is not None:
         os.chdir(cwd)
-    from mycelium.cli import app
-
-    sys.argv = ["mycelium_net.py", *argv]
-    app(args=argv, prog_name="mycelium_net.py")  # Typer exits with the command's code
+    if argv[0] == "-m":
+        sys.argv = [argv[1], *argv[2:]]
+        runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+    else:
+        sys.argv = list(argv)
+        runpy.run_path(argv[0], run_name="__main__")  # Typer exits with the command's code
