@@ -84,13 +84,28 @@ def text_of(driver: Any, element_id: str) -> str:
     return driver.execute_script(f"return document.getElementById('{element_id}').innerText;")
 
 
+def feed_ids(driver: Any) -> list[int]:
+    """The ids of the event list's rows, top (newest) first."""
+    ids = driver.execute_script(
+        "return [...document.querySelectorAll('#feed li')].map(li => Number(li.dataset.id));"
+    )
+    return list(ids)
+
+
 def test_dashboard_shows_the_network_and_a_live_migration(tmp_path: Path) -> None:
     with start_registry(tmp_path) as (url, _proc), chromium() as driver:
         net = build_network(url)
+        log = httpx.get(f"{url}/events", params={"limit": 1000}).json()["events"]
         driver.get(f"{url}/")  # redirects to the dashboard
         assert driver.current_url == f"{url}/dashboard"
         until(driver, "document.querySelectorAll('#groups tbody tr').length === 3",
               timeout=15, what="three group rows")  # fmt: skip
+        # Opened from the snapshot, then the stream after its last event (not from id 0);
+        # the event list is the log, newest first, each event once.
+        until(driver, "window.myceliumDashboard.model.live", timeout=10, what="caught up")
+        stream = driver.execute_script("return window.myceliumDashboard.streamUrl()")
+        assert stream == f"{url}/events/stream?after={log[-1]['id']}", stream
+        assert feed_ids(driver) == [e["id"] for e in reversed(log)]
         groups_text = text_of(driver, "groups")
         assert "upright #1" in groups_text and "3 / 4" in groups_text, groups_text
         assert "rotated #2" in groups_text and "1 / 4" in groups_text, groups_text
@@ -140,6 +155,9 @@ def test_dashboard_shows_the_network_and_a_live_migration(tmp_path: Path) -> Non
         assert driver.execute_script(
             "return window.myceliumDashboard.cy.edges('.move').length"
         ) == 1  # fmt: skip
+        assert feed_ids(driver) == [log[-1]["id"] + 1] + [e["id"] for e in reversed(log)]
+        summary = text_of(driver, "summary")
+        assert "1 migration" in summary and f"last event #{log[-1]['id'] + 1}" in summary
 
         shot = save_screenshot(driver, _screenshot_dir(tmp_path) / "dashboard.png")
         assert shot.stat().st_size > 20_000

@@ -1,14 +1,17 @@
 // Mycelium Net dashboard: a read-only live view of one registry.
 //
-// One server-sent event stream (events/stream) brings the events log (ids, replayed from
-// the start, resumed with Last-Event-ID by the browser after a drop), a "caught-up"
-// marker, and "state" messages (groups and nodes) whenever they changed. The only other
-// requests are GET groups/{id} once per group, for the accuracy of its recent rounds.
+// It opens from one snapshot (GET dashboard/snapshot: groups, nodes, the last events, the
+// nodes' histories, the migration count, up to last_event_id), then follows one
+// server-sent event stream (events/stream?after=last_event_id) with the events after it
+// (resumed with Last-Event-ID by the browser after a drop), a "caught-up" marker, and
+// "state" messages (groups and nodes) whenever they changed. The only other requests are
+// GET groups/{id} once per group, for the accuracy of its recent rounds.
 // Every URL is relative to the page. Text from the registry goes in with textContent only.
 "use strict";
 
 (() => {
-  const FEED_ROWS = 200;
+  const FEED_ROWS = 200; // the snapshot's default number of recent events
+  const RETRY_MS = 2000;
   const CURVE_POINTS = 30;
   const MOVE_SHOWN_MS = 12000;
   const MOVE_MS = 900;
@@ -379,6 +382,13 @@
 
   // ---------------------------------------------------------------- applying the stream
   const pending = []; // events read before caught-up, shown all at once
+  // The events of a node's history (the snapshot's history holds the same types).
+  const HISTORY_TYPES = ["node_registered", "node_deleted", "joined", "left", "migrated", "evicted"];
+
+  function addHistory(e) {
+    if (!model.history.has(e.node_id)) model.history.set(e.node_id, []);
+    model.history.get(e.node_id).push(e);
+  }
 
   function applyEvent(e) {
     if (e.id <= model.lastId) return; // already seen (a resumed stream starts after it)
@@ -388,10 +398,7 @@
     if (e.type === "group_created") model.groupNames.set(e.group_id, d.name);
     if (e.type === "migrated") model.migrations += 1;
     if (e.type.startsWith("self_preservation_")) showPreservation(e);
-    if (e.node_id !== null && ["node_registered", "node_deleted", "joined", "left", "migrated", "evicted"].includes(e.type)) {
-      if (!model.history.has(e.node_id)) model.history.set(e.node_id, []);
-      model.history.get(e.node_id).push(e);
-    }
+    if (e.node_id !== null && HISTORY_TYPES.includes(e.type)) addHistory(e);
     if (!model.live) {
       pending.push(e);
       return;
@@ -427,12 +434,23 @@
     renderSummary();
   }
 
+  // The stream does not know the id the page follows from (the registry has another
+  // database now): forget everything and open again from a new snapshot.
   function reset() {
-    model.history.clear();
+    source.close();
+    for (const plot of plots.values()) plot.destroy();
+    for (const map of [plots, rows, model.history, model.nodeNames, model.groupNames, model.curves]) map.clear();
+    detailsAsked.clear();
+    model.groups = new Map();
+    model.nodes = new Map();
     model.lastId = 0;
     model.migrations = 0;
     model.live = false;
+    pending.length = 0;
     $("feed").replaceChildren();
+    $("groups").tBodies[0].replaceChildren();
+    $("preservation").hidden = true;
+    open();
   }
 
   // The banner follows the log: the last self_preservation_* event says whether it holds.
@@ -458,8 +476,39 @@
     c.className = `connection ${state}`;
   }
 
-  function connect() {
-    const source = new EventSource("events/stream");
+  // ---------------------------------------------------------------- opening
+  // What the log showed up to the snapshot's last event; the stream brings the rest.
+  function applySnapshot(s) {
+    model.lastId = s.last_event_id;
+    model.migrations = s.migrations;
+    for (const [id, name] of Object.entries(s.node_names)) model.nodeNames.set(Number(id), name);
+    for (const e of s.history) addHistory(e);
+    if (s.preservation) showPreservation(s.preservation);
+    applyState({ groups: s.groups, nodes: s.nodes });
+    prepend(s.recent_events.map(feedItem));
+  }
+
+  let source = null;
+
+  async function open() {
+    setConnection("connecting");
+    let snapshot;
+    try {
+      const r = await fetch("dashboard/snapshot", { headers: { Accept: "application/json" } });
+      if (!r.ok) throw new Error(`HTTP ${r.status}`);
+      snapshot = await r.json();
+    } catch (err) {
+      console.warn("snapshot", err);
+      setConnection("reconnecting");
+      setTimeout(open, RETRY_MS);
+      return;
+    }
+    applySnapshot(snapshot);
+    connect(snapshot.last_event_id);
+  }
+
+  function connect(after) {
+    source = new EventSource(`events/stream?after=${after}`);
     source.onopen = () => setConnection("live");
     source.onerror = () => setConnection("reconnecting");
     source.onmessage = (m) => applyEvent(JSON.parse(m.data));
@@ -471,8 +520,8 @@
   function start() {
     makeMap();
     // For the browser test and the console: what the map draws, read-only.
-    window.myceliumDashboard = { cy, model, moving };
-    connect();
+    window.myceliumDashboard = { cy, model, moving, streamUrl: () => source?.url };
+    open();
   }
 
   document.addEventListener("DOMContentLoaded", start);
