@@ -219,3 +219,91 @@ def test_dashboard_shows_self_preservation(tmp_path: Path) -> None:
         until(driver, f"{banner}.hidden", timeout=LIVE_WITHIN_S, what="the banner gone")
         assert httpx.get(f"{url}/health").json()["self_preservation"] is False
         assert console_problems(driver) == []
+
+
+def build_large_network(url: str) -> dict[str, int]:
+    """32 nodes (two without a group) in five groups of 12, 7, 5, 4 and 2, one group and
+    one node with a long name, and a node that migrated 20 times: what issue 25's 32-node
+    run shows, made through the API. Returns the wanderer's node id."""
+    sizes = (12, 7, 5, 4, 2)
+    names = ("a-group-with-a-long-descriptive-name", "beta", "gamma", "delta", "epsilon")
+    groups = []
+    for name, size in zip(names, sizes, strict=True):
+        creds, client = create_group(url, name=name, max_capacity=16)
+        client.report_round(creds.group_id, round=3, accuracy=0.5 + size / 30, loss=0.4,
+                            num_nodes=size, num_examples=100 * size)  # fmt: skip
+        groups += [creds.group_id] * size
+    nodes = []
+    for i in range(32):
+        name = "a-node-with-a-very-long-descriptive-name" if i == 5 else f"worker-{i:02d}"
+        node = register_node(url, name=name)
+        gid = groups[i] if i < len(groups) else None
+        if gid is not None:
+            node.client.join_group(gid, node.node_id)
+        node.client.heartbeat(node.node_id, group_id=gid, accuracy=0.5 + (i % 10) / 20, round=3)
+        nodes.append(node)
+    wanderer = nodes[13]  # in the second group
+    home, away = groups[13], groups[0]
+    for k in range(20):
+        to = away if k % 2 == 0 else home
+        wanderer.client.migrate(
+            wanderer.node_id, to_group_id=to, reason="probe", expected_gain=0.01
+        )
+    return {"wanderer": wanderer.node_id}
+
+
+OVERLAPS = """
+const boxes = (sel, opts) => window.myceliumDashboard.cy.nodes(sel).map(
+  n => [n.id(), n.renderedBoundingBox(opts)]);
+const meet = (a, b) => a.x1 < b.x2 && b.x1 < a.x2 && a.y1 < b.y2 && b.y1 < a.y2;
+const pairs = (list) => list.flatMap(([i, a], k) =>
+  list.slice(k + 1).filter(([, b]) => meet(a, b)).map(([j]) => [i, j]));
+return {
+  groups: pairs(boxes('.group', {includeLabels: true})),
+  members: pairs(boxes('.member', {includeLabels: false})),
+};
+"""
+
+
+def test_dashboard_stays_readable_with_32_nodes_in_5_groups(tmp_path: Path) -> None:
+    """No group box over another, no node over another, nodes big enough to click, long
+    names cut (with the whole name in a title), and the panels scroll instead of growing."""
+    with start_registry(tmp_path) as (url, _proc), chromium() as driver:
+        ids = build_large_network(url)
+        driver.get(f"{url}/dashboard")
+        until(driver, "window.myceliumDashboard && window.myceliumDashboard.model.live"
+              " && window.myceliumDashboard.cy.nodes('.member').length === 32"
+              " && document.querySelectorAll('#groups tbody tr').length === 5",
+              timeout=20, what="32 nodes and 5 groups drawn")  # fmt: skip
+        until(driver, "!window.myceliumDashboard.moving()", timeout=10, what="the map still")
+        overlaps = driver.execute_script(OVERLAPS)
+        assert overlaps == {"groups": [], "members": []}, overlaps
+        smallest = driver.execute_script(
+            "return Math.min(...window.myceliumDashboard.cy.nodes('.member')"
+            ".map(n => n.renderedWidth()));"
+        )
+        assert smallest >= 14, f"nodes drawn {smallest:.1f} px wide: too small to read or click"
+        inside = driver.execute_script(
+            "const cy = window.myceliumDashboard.cy, b = cy.elements().renderedBoundingBox();"
+            "return b.x1 >= -1 && b.y1 >= -1 && b.x2 <= cy.width() + 1 && b.y2 <= cy.height() + 1;"
+        )
+        assert inside, "the map does not show every node"
+        cut = driver.execute_script(
+            "const td = document.querySelector('#groups td.name');"
+            "return [td.scrollWidth > td.clientWidth, td.title];"
+        )
+        assert cut == [True, "a-group-with-a-long-descriptive-name #1"], cut
+
+        click_node(driver, ids["wanderer"])
+        until(driver, "document.querySelectorAll('#node-detail .history tr').length === 23",
+              timeout=5, what="the wanderer's history: registered, joined, 20 moves")  # fmt: skip
+        heights = driver.execute_script(
+            "const box = document.querySelector('#node-detail .history-box');"
+            "return [box.scrollHeight > box.clientHeight,"
+            " document.getElementById('node-panel').offsetHeight,"
+            " document.getElementById('map-panel').offsetHeight];"
+        )
+        scrolls, node_panel, map_panel = heights
+        assert scrolls and node_panel <= map_panel, heights
+        save_screenshot(driver, _screenshot_dir(tmp_path) / "dashboard-32.png")
+        assert console_problems(driver) == []
