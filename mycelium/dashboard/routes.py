@@ -1,9 +1,9 @@
-"""The dashboard's routes: the page and its files, the event stream, the metrics.
+"""The dashboard's routes: the page and its files, its snapshot, the event stream, the metrics.
 
-Everything here is read-only and public: the page and the stream carry the same public
-fields as ``GET /groups`` and ``GET /nodes`` (no token, no invite code), and the page's
-Content-Security-Policy allows only its own files and same-origin requests. All URLs in the
-page are relative, so it works behind TLS and under a path prefix.
+Everything here is read-only and public: the page, the snapshot and the stream carry the
+same public fields as ``GET /groups`` and ``GET /nodes`` (no token, no invite code), and the
+page's Content-Security-Policy allows only its own files and same-origin requests. All URLs
+in the page are relative, so it works behind TLS and under a path prefix.
 """
 
 from __future__ import annotations

@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 from contextlib import aclosing
 from typing import Any
 
 from fastapi.testclient import TestClient
 
 from mycelium.dashboard.models import HISTORY_PER_NODE, RECENT_EVENTS, Snapshot
+from mycelium.dashboard.routes import STATIC
 from mycelium.dashboard.sources import snapshot_reader, state_reader
 from mycelium.dashboard.stream import EventFeed
 from mycelium.registry.app import storage_sources
-from tests.conftest import FakeClock, auth, sweep
+from tests.conftest import ROOT, FakeClock, auth, sweep
 from tests.registry.test_api import NODE_TTL, api, clock, new_group, new_node
 
 __all__ = ["api", "clock"]  # fixtures shared with the registry's API tests
@@ -193,3 +195,14 @@ def test_an_event_logged_while_the_snapshot_is_built_reaches_the_page_once(
     assert [e.id for e in s.recent_events] + [e["id"] for e in followed] == [
         e["id"] for e in all_events(api)
     ]
+
+
+def test_the_cap_is_one_number_for_the_page_the_route_and_the_docs() -> None:
+    """The page's event list holds as many rows as a snapshot sends, and docs/dashboard.md
+    states that default."""
+    script = (STATIC / "dashboard.js").read_text()
+    rows = re.search(r"const FEED_ROWS = (\d+);", script)
+    assert rows is not None and int(rows.group(1)) == RECENT_EVENTS
+    doc = (ROOT / "docs" / "dashboard.md").read_text()
+    assert f"by default and at most **{RECENT_EVENTS}**, `RECENT_EVENTS`" in doc
+    assert f"last {HISTORY_PER_NODE} history entries (`HISTORY_PER_NODE`)" in doc
