@@ -25,7 +25,7 @@ from typing import Any
 
 from mycelium import config
 from mycelium.dashboard.sources import LogDigest, NetworkStats
-from mycelium.registry.store import liveness, reads, writes
+from mycelium.registry.store import digest, liveness, reads, writes
 from mycelium.registry.store.engine import Clock, Engine
 from mycelium.registry.store.errors import (
     ConflictError,
@@ -509,8 +509,8 @@ class Store:
         return await self._engine.read(reads.select_events, since, limit)
 
     async def log_digest(self, *, recent: int, per_node: int) -> LogDigest:
-        """The dashboard's digest of the events log (:func:`reads.select_log_digest`)."""
-        return await self._engine.read(reads.select_log_digest, recent, per_node)
+        """The dashboard's digest of the events log (:func:`digest.select_log_digest`)."""
+        return await self._engine.read(digest.select_log_digest, recent, per_node)
 
     async def stats(self) -> NetworkStats:
         """Counts of nodes, groups, members and stored models (for ``/metrics``)."""
