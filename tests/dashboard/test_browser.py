@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from mycelium.client import RegistryClient
+from mycelium.procs import free_port
 from tests.conftest import create_group, register_node, start_registry
 from tests.dashboard.browser import (
     chromium,
@@ -307,3 +308,38 @@ def test_dashboard_stays_readable_with_32_nodes_in_5_groups(tmp_path: Path) -> N
         assert scrolls and node_panel <= map_panel, heights
         save_screenshot(driver, _screenshot_dir(tmp_path) / "dashboard-32.png")
         assert console_problems(driver) == []
+
+
+def test_a_page_that_follows_an_id_the_registry_does_not_know_opens_again(
+    tmp_path: Path,
+) -> None:
+    """The registry comes back on the same address with another database: the stream does
+    not know the page's id (reset), and the page opens again from a fresh snapshot instead
+    of keeping the old network or replaying from id 0."""
+    port = free_port()
+    with chromium() as driver:
+        with start_registry(tmp_path, db_path=tmp_path / "old.db", port=port) as (url, _):
+            create_group(url, name="old-group")
+            for i in range(5):
+                register_node(url, name=f"old-{i}")
+            driver.get(f"{url}/dashboard")
+            until(driver, "window.myceliumDashboard && window.myceliumDashboard.model.live"
+                  " && document.querySelectorAll('#groups tbody tr').length === 1",
+                  timeout=15, what="the page following the old registry")  # fmt: skip
+            assert feed_ids(driver) == [6, 5, 4, 3, 2, 1]
+        with start_registry(tmp_path, db_path=tmp_path / "new.db", port=port, name="new"):
+            register_node(url, name="new-0")
+            until(driver, "window.myceliumDashboard.model.live"
+                  " && window.myceliumDashboard.model.nodes.size === 1"
+                  " && document.querySelectorAll('#feed li').length === 1",
+                  timeout=20, what="the page opened again on the new registry")  # fmt: skip
+            assert feed_ids(driver) == [1]
+            assert "new-0 registered" in text_of(driver, "feed")
+            names = driver.execute_script(
+                "return [...window.myceliumDashboard.model.nodes.values()].map(n => n.name)"
+            )
+            assert names == ["new-0"]
+            assert text_of(driver, "groups").count("old-group") == 0
+            stream = driver.execute_script("return window.myceliumDashboard.streamUrl()")
+            assert stream in {f"{url}/events/stream?after={i}" for i in (0, 1)}, stream
+            assert console_problems(driver) == [], console_problems(driver)

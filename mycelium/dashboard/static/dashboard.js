@@ -469,7 +469,7 @@
     $("feed").replaceChildren();
     $("groups").tBodies[0].replaceChildren();
     $("preservation").hidden = true;
-    open();
+    openFromSnapshot();
   }
 
   // The banner follows the log: the last self_preservation_* event says whether it holds.
@@ -509,7 +509,7 @@
 
   let source = null;
 
-  async function open() {
+  async function openFromSnapshot() {
     setConnection("connecting");
     let snapshot;
     try {
@@ -519,7 +519,7 @@
     } catch (err) {
       console.warn("snapshot", err);
       setConnection("reconnecting");
-      setTimeout(open, RETRY_MS);
+      setTimeout(openFromSnapshot, RETRY_MS);
       return;
     }
     applySnapshot(snapshot);
@@ -540,7 +540,7 @@
     makeMap();
     // For the browser test and the console: what the map draws, read-only.
     window.myceliumDashboard = { cy, model, moving, streamUrl: () => source?.url };
-    open();
+    openFromSnapshot();
   }
 
   document.addEventListener("DOMContentLoaded", start);
