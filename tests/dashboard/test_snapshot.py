@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
-from contextlib import aclosing
+import sqlite3
+from contextlib import aclosing, closing
+from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -17,7 +19,8 @@ from mycelium.dashboard.routes import STATIC
 from mycelium.dashboard.sources import snapshot_reader, state_reader
 from mycelium.dashboard.stream import EventFeed
 from mycelium.registry.app import storage_sources
-from tests.conftest import ROOT, FakeClock, auth, sweep
+from mycelium.registry.store.digest import select_log_digest
+from tests.conftest import ROOT, FakeClock, auth, registry_app, sweep
 from tests.registry.test_api import NODE_TTL, api, clock, new_group, new_node
 
 __all__ = ["api", "clock"]  # fixtures shared with the registry's API tests
@@ -206,3 +209,42 @@ def test_the_cap_is_one_number_for_the_page_the_route_and_the_docs() -> None:
     doc = (ROOT / "docs" / "dashboard.md").read_text()
     assert f"by default and at most **{RECENT_EVENTS}**, `RECENT_EVENTS`" in doc
     assert f"last {HISTORY_PER_NODE} history entries (`HISTORY_PER_NODE`)" in doc
+
+
+class Recording:
+    """A sqlite3 connection that keeps every statement run on it (to explain them)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.statements: list[tuple[str, tuple[Any, ...]]] = []
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        self.statements.append((sql, params))
+        return self.conn.execute(sql, params)
+
+
+def test_the_digest_reads_index_ranges_not_the_whole_log(tmp_path: Path) -> None:
+    """Every statement of the log digest reads the log's end or ranges of its indexes
+    (SQLite's query plans), never the log by id or whole: opening the page does not cost
+    the log's age."""
+    db = tmp_path / "registry.db"
+    with registry_app(db) as api:
+        group = new_group(api, name="g")
+        nodes = [new_node(api, f"n{i}") for i in range(3)]
+        for node in nodes:
+            join(api, group, node)
+    with closing(sqlite3.connect(db)) as conn:
+        conn.row_factory = sqlite3.Row
+        recording = Recording(conn)
+        digest = select_log_digest(recording, 0.0, RECENT_EVENTS, HISTORY_PER_NODE)  # type: ignore[arg-type]
+        assert digest.last_id == 7 and len(digest.history) == 6
+        assert len(recording.statements) >= 6
+        for sql, params in recording.statements:
+            plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
+            # The log's last id, and its last events by id, are reads of its end.
+            tail = sql.startswith("SELECT COALESCE(MAX(id)") or sql.endswith(
+                "FROM events WHERE id <= ? ORDER BY id DESC LIMIT ?"
+            )
+            reads = [step for step in plan if re.match(r"(SCAN|SEARCH) (events|e|x)\b", step)]
+            assert reads, (sql, plan)
+            assert tail or all("INDEX events_" in step for step in reads), (sql, plan)
