@@ -66,8 +66,10 @@ def start_registry(
     group_ttl: float | None = None,
     max_model_mb: float | None = None,
     name: str = "registry",
+    port: int | None = None,
 ) -> Iterator[tuple[str, ManagedProcess]]:
-    """Run the REAL registry on a free port; yield ``(url, process)``, stop it on exit.
+    """Run the REAL registry on ``port`` (default: a free one); yield ``(url, process)``,
+    stop it on exit.
 
     The database defaults to ``tmp_path / "registry.db"``; the log goes to
     ``tmp_path / f"{name}.log"``; the operator token is :data:`OPERATOR_TOKEN`. A registry
@@ -78,6 +80,7 @@ def start_registry(
             db=db_path if db_path is not None else tmp_path / "registry.db",
             log_path=tmp_path / f"{name}.log",
             name=name,
+            port=port,
             node_ttl=node_ttl,
             group_ttl=group_ttl,
             max_model_mb=max_model_mb,

@@ -10,8 +10,9 @@ from typing import Any
 from fastapi import FastAPI
 
 from mycelium.dashboard.metrics import Metrics, MetricsMiddleware
+from mycelium.dashboard.models import HISTORY_PER_NODE
 from mycelium.dashboard.routes import STREAM_PATH, dashboard_router
-from mycelium.dashboard.sources import Sources, state_reader
+from mycelium.dashboard.sources import Sources, snapshot_reader, state_reader
 from mycelium.dashboard.stream import EventFeed, FeedConfig
 
 
@@ -29,9 +30,13 @@ def install_dashboard(
     The metrics middleware goes outermost, so it times every layer of a request. The
     feed is reopened by the app's lifespan and closed when it ends.
     """
-    feed = EventFeed(sources.events_after, state_reader(sources), feed_config)
+    read_state = state_reader(sources)
+    feed = EventFeed(sources.events_after, read_state, feed_config)
     metrics = Metrics(streams=lambda: feed.clients)
-    app.include_router(dashboard_router(feed=feed, metrics=metrics, sources=sources))
+    read_snapshot = snapshot_reader(sources, read_state, per_node=HISTORY_PER_NODE)
+    app.include_router(
+        dashboard_router(feed=feed, metrics=metrics, sources=sources, read_snapshot=read_snapshot)
+    )
     app.add_middleware(MetricsMiddleware, metrics=metrics, untimed=frozenset({STREAM_PATH}))
     inner = app.router.lifespan_context
 

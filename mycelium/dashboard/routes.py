@@ -1,15 +1,15 @@
-"""The dashboard's routes: the page and its files, the event stream, the metrics.
+"""The dashboard's routes: the page and its files, its snapshot, the event stream, the metrics.
 
-Everything here is read-only and public: the page and the stream carry the same public
-fields as ``GET /groups`` and ``GET /nodes`` (no token, no invite code), and the page's
-Content-Security-Policy allows only its own files and same-origin requests. All URLs in the
-page are relative, so it works behind TLS and under a path prefix.
+Everything here is read-only and public: the page, the snapshot and the stream carry the
+same public fields as ``GET /groups`` and ``GET /nodes`` (no token, no invite code), and the
+page's Content-Security-Policy allows only its own files and same-origin requests. All URLs
+in the page are relative, so it works behind TLS and under a path prefix.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,11 +18,13 @@ from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from mycelium.dashboard.metrics import CONTENT_TYPE, Metrics, process_identity
+from mycelium.dashboard.models import RECENT_EVENTS, Snapshot
 from mycelium.dashboard.sources import Sources
 from mycelium.dashboard.stream import EventFeed, FeedItem
 
 STATIC = Path(__file__).resolve().parent / "static"
 STREAM_PATH = "/events/stream"
+SNAPSHOT_PATH = "/dashboard/snapshot"
 EVENT_ID_MAX = 2**63 - 1
 RETRY_MS = 2000
 CSP = "; ".join(
@@ -56,9 +58,25 @@ ASSETS = {
 }
 
 
-def dashboard_router(*, feed: EventFeed, metrics: Metrics, sources: Sources) -> APIRouter:
+def dashboard_router(
+    *,
+    feed: EventFeed,
+    metrics: Metrics,
+    sources: Sources,
+    read_snapshot: Callable[[int], Awaitable[Snapshot]],
+) -> APIRouter:
     router = APIRouter()
     _page_routes(router)
+
+    @router.get(SNAPSHOT_PATH, response_model=Snapshot)
+    async def snapshot(
+        recent: Annotated[int, Query(ge=0, le=RECENT_EVENTS)] = RECENT_EVENTS,
+    ) -> Snapshot:
+        """What the page opens from: groups, nodes and what it shows of the events log
+        (the last ``recent`` events, node histories, the migration count, the
+        self-preservation mark), up to ``last_event_id``; then it follows
+        ``GET /events/stream?after=last_event_id``, which sends exactly the later events."""
+        return await read_snapshot(recent)
 
     @router.get(STREAM_PATH, response_class=EventSourceResponse)
     async def event_stream(

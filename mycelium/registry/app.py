@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 
 from mycelium.api import INT64_MAX, UINT64_MAX
 from mycelium.dashboard.install import install_dashboard
-from mycelium.dashboard.sources import NetworkStats, Row, Sources
+from mycelium.dashboard.sources import LogDigest, NetworkStats, Row, Sources
 from mycelium.registry.deps import Unauthorized
 from mycelium.registry.middleware import BodyRules
 from mycelium.registry.routers import events, groups, models, nodes
@@ -87,7 +87,12 @@ def storage_sources(get_storage: Callable[[], RegistryStore]) -> Sources:
     async def stats() -> NetworkStats:
         return await get_storage().stats()
 
-    return Sources(events_after=events_after, groups=groups, nodes=nodes, stats=stats)
+    async def log_digest(recent: int, per_node: int) -> LogDigest:
+        return await get_storage().log_digest(recent=recent, per_node=per_node)
+
+    return Sources(
+        events_after=events_after, groups=groups, nodes=nodes, stats=stats, log_digest=log_digest
+    )
 
 
 def _add_routes(app: FastAPI, router: APIRouter) -> None:

@@ -1,18 +1,23 @@
 // Mycelium Net dashboard: a read-only live view of one registry.
 //
-// One server-sent event stream (events/stream) brings the events log (ids, replayed from
-// the start, resumed with Last-Event-ID by the browser after a drop), a "caught-up"
-// marker, and "state" messages (groups and nodes) whenever they changed. The only other
-// requests are GET groups/{id} once per group, for the accuracy of its recent rounds.
+// It opens from one snapshot (GET dashboard/snapshot: groups, nodes, the last events, the
+// nodes' histories, the migration count, up to last_event_id), then follows one
+// server-sent event stream (events/stream?after=last_event_id) with the events after it
+// (resumed with Last-Event-ID by the browser after a drop), a "caught-up" marker, and
+// "state" messages (groups and nodes) whenever they changed. The only other requests are
+// GET groups/{id} once per group, for the accuracy of its recent rounds.
 // Every URL is relative to the page. Text from the registry goes in with textContent only.
 "use strict";
 
 (() => {
-  const FEED_ROWS = 200;
+  const FEED_ROWS = 200; // the snapshot's default number of recent events
+  const RETRY_MS = 2000;
   const CURVE_POINTS = 30;
   const MOVE_SHOWN_MS = 12000;
   const MOVE_MS = 900;
-  const CELL = 250;
+  const CELL_WIDTH = 250; // least width of a column of groups (a group label is cut at 230)
+  const CELL_HEIGHT = 170; // least height of a row of groups
+  const LOOSE_GAP = 60; // between nodes without a group
 
   const model = {
     groups: new Map(), // group_id -> public group fields
@@ -70,13 +75,15 @@
         { selector: "node.group", style: {
           shape: "round-rectangle", "background-color": "#edf5ec", "border-color": "#5b8c5a",
           "border-width": 2, label: "data(label)", "text-valign": "top", "text-halign": "center",
-          "font-size": 13, "font-weight": 600, color: "#213821", padding: 22,
+          "font-size": 14, "font-weight": 600, color: "#213821", padding: 22,
+          "text-wrap": "ellipsis", "text-max-width": 230,
           "min-width": 70, "min-height": 50 } },
         { selector: "node.group.failed", style: {
           "border-color": "#b03a2e", "border-style": "dashed", "background-color": "#fbecea" } },
         { selector: "node.member", style: {
           width: 28, height: 28, "background-color": "data(colour)", label: "data(label)",
-          "font-size": 11, "text-valign": "bottom", "text-margin-y": 4, color: "#1d2a1d",
+          "font-size": 12, "text-valign": "bottom", "text-margin-y": 4, color: "#1d2a1d",
+          "text-wrap": "ellipsis", "text-max-width": 72,
           "border-width": 1, "border-color": "#ffffff" } },
         { selector: "node.member.dead", style: { opacity: 0.35 } },
         { selector: "node.member.moved", style: { "border-width": 5, "border-color": "#d35400" } },
@@ -100,33 +107,44 @@
   }
 
   // Target positions: groups on a grid, each group's members on a ring around its centre,
-  // nodes without a group in a row underneath.
+  // nodes without a group in rows underneath. Each column is as wide and each row as tall
+  // as its largest group's box needs (and a column at least as wide as a cut group label),
+  // so boxes never overlap and small groups take little room.
+  const ring = (count) => (count < 2 ? 0 : 30 + 8 * count);
+  const offsets = (sizes) => sizes.map((size, i) => sizes.slice(0, i).reduce((a, b) => a + b, 0) + size / 2);
+
   function positions() {
     const groups = visibleGroups();
     const cols = Math.max(1, Math.ceil(Math.sqrt(groups.length)));
-    const centres = new Map();
-    groups.forEach((g, i) => centres.set(g.group_id, { x: (i % cols) * CELL, y: Math.floor(i / cols) * CELL }));
-    const members = new Map();
+    const members = new Map(groups.map((g) => [g.group_id, []]));
     const loose = [];
     for (const n of [...model.nodes.values()].sort((a, b) => a.node_id - b.node_id)) {
-      if (centres.has(n.group_id)) {
-        if (!members.has(n.group_id)) members.set(n.group_id, []);
-        members.get(n.group_id).push(n);
-      } else {
-        loose.push(n);
-      }
+      if (members.has(n.group_id)) members.get(n.group_id).push(n);
+      else loose.push(n);
     }
+    const widths = new Array(Math.min(cols, groups.length)).fill(CELL_WIDTH);
+    const heights = new Array(Math.ceil(groups.length / cols)).fill(CELL_HEIGHT);
+    groups.forEach((g, i) => {
+      const span = 2 * ring(members.get(g.group_id).length) + 150; // box, labels, a gap
+      widths[i % cols] = Math.max(widths[i % cols], span);
+      heights[Math.floor(i / cols)] = Math.max(heights[Math.floor(i / cols)], span);
+    });
+    const xs = offsets(widths);
+    const ys = offsets(heights);
+    const centres = new Map();
+    groups.forEach((g, i) => centres.set(g.group_id, { x: xs[i % cols], y: ys[Math.floor(i / cols)] }));
     const at = new Map();
     for (const [gid, list] of members) {
       const c = centres.get(gid);
-      const r = list.length < 2 ? 0 : 30 + 8 * list.length;
+      const r = ring(list.length);
       list.forEach((n, k) => {
         const a = (2 * Math.PI * k) / list.length - Math.PI / 2;
         at.set(n.node_id, { x: c.x + r * Math.cos(a), y: c.y + r * Math.sin(a) });
       });
     }
-    const below = groups.length ? (Math.ceil(groups.length / cols) - 1) * CELL + 150 : 0;
-    loose.forEach((n, k) => at.set(n.node_id, { x: k * 60, y: below }));
+    const below = heights.reduce((a, b) => a + b, 0) + 30;
+    const perRow = Math.max(8, Math.floor(widths.reduce((a, b) => a + b, 0) / LOOSE_GAP));
+    loose.forEach((n, k) => at.set(n.node_id, { x: 30 + (k % perRow) * LOOSE_GAP, y: below + Math.floor(k / perRow) * LOOSE_GAP }));
     return { centres, at };
   }
 
@@ -270,6 +288,7 @@
       }
       const cells = row.cells;
       cells[0].textContent = `${g.name} #${g.group_id}`;
+      cells[0].title = cells[0].textContent; // the whole name when the cell cuts it
       cells[1].textContent = g.task;
       cells[2].textContent = `${g.num_members} / ${g.max_capacity}`;
       cells[3].textContent = g.join_policy;
@@ -316,6 +335,7 @@
     const dl = el("dl");
     const add = (k, v) => dl.append(el("dt", k), el("dd", v));
     add("node", `${n.name} (#${n.node_id})`);
+    dl.lastElementChild.title = dl.lastElementChild.textContent;
     add("group", groupName(n.group_id));
     add("accuracy", fmt(n.accuracy)); // its group's model (or its local one) on its validation data
     add("personal", fmt(n.personal_accuracy)); // what it predicts with, on its own test data
@@ -323,6 +343,7 @@
     add("task", n.task);
     add("alive", n.alive ? "yes" : "no");
     box.append(dl, el("h3", "History"));
+    const scroll = el("div", null, "history-box");
     const table = el("table");
     table.className = "history";
     table.append(headRow(["time", "what", "gain", "reason"]));
@@ -333,7 +354,8 @@
       tr.append(el("td", clock(e.at)), el("td", describeMove(e)), el("td", gain, "gain"), el("td", e.type === "migrated" ? e.data.reason : ""));
       table.append(tr);
     }
-    box.append(table);
+    scroll.append(table);
+    box.append(scroll);
   }
 
   function headRow(names) {
@@ -379,6 +401,13 @@
 
   // ---------------------------------------------------------------- applying the stream
   const pending = []; // events read before caught-up, shown all at once
+  // The events of a node's history (the snapshot's history holds the same types).
+  const HISTORY_TYPES = ["node_registered", "node_deleted", "joined", "left", "migrated", "evicted"];
+
+  function addHistory(e) {
+    if (!model.history.has(e.node_id)) model.history.set(e.node_id, []);
+    model.history.get(e.node_id).push(e);
+  }
 
   function applyEvent(e) {
     if (e.id <= model.lastId) return; // already seen (a resumed stream starts after it)
@@ -388,10 +417,7 @@
     if (e.type === "group_created") model.groupNames.set(e.group_id, d.name);
     if (e.type === "migrated") model.migrations += 1;
     if (e.type.startsWith("self_preservation_")) showPreservation(e);
-    if (e.node_id !== null && ["node_registered", "node_deleted", "joined", "left", "migrated", "evicted"].includes(e.type)) {
-      if (!model.history.has(e.node_id)) model.history.set(e.node_id, []);
-      model.history.get(e.node_id).push(e);
-    }
+    if (e.node_id !== null && HISTORY_TYPES.includes(e.type)) addHistory(e);
     if (!model.live) {
       pending.push(e);
       return;
@@ -427,12 +453,23 @@
     renderSummary();
   }
 
+  // The stream does not know the id the page follows from (the registry has another
+  // database now): forget everything and open again from a new snapshot.
   function reset() {
-    model.history.clear();
+    source.close();
+    for (const plot of plots.values()) plot.destroy();
+    for (const map of [plots, rows, model.history, model.nodeNames, model.groupNames, model.curves]) map.clear();
+    detailsAsked.clear();
+    model.groups = new Map();
+    model.nodes = new Map();
     model.lastId = 0;
     model.migrations = 0;
     model.live = false;
+    pending.length = 0;
     $("feed").replaceChildren();
+    $("groups").tBodies[0].replaceChildren();
+    $("preservation").hidden = true;
+    openFromSnapshot();
   }
 
   // The banner follows the log: the last self_preservation_* event says whether it holds.
@@ -458,8 +495,39 @@
     c.className = `connection ${state}`;
   }
 
-  function connect() {
-    const source = new EventSource("events/stream");
+  // ---------------------------------------------------------------- opening
+  // What the log showed up to the snapshot's last event; the stream brings the rest.
+  function applySnapshot(s) {
+    model.lastId = s.last_event_id;
+    model.migrations = s.migrations;
+    for (const [id, name] of Object.entries(s.node_names)) model.nodeNames.set(Number(id), name);
+    for (const e of s.history) addHistory(e);
+    if (s.preservation) showPreservation(s.preservation);
+    applyState({ groups: s.groups, nodes: s.nodes });
+    prepend(s.recent_events.map(feedItem));
+  }
+
+  let source = null;
+
+  async function openFromSnapshot() {
+    setConnection("connecting");
+    let snapshot;
+    try {
+      const r = await fetch("dashboard/snapshot", { headers: { Accept: "application/json" } });
+      if (!r.ok) throw new Error(`HTTP ${r.status}`);
+      snapshot = await r.json();
+    } catch (err) {
+      console.warn("snapshot", err);
+      setConnection("reconnecting");
+      setTimeout(openFromSnapshot, RETRY_MS);
+      return;
+    }
+    applySnapshot(snapshot);
+    connect(snapshot.last_event_id);
+  }
+
+  function connect(after) {
+    source = new EventSource(`events/stream?after=${after}`);
     source.onopen = () => setConnection("live");
     source.onerror = () => setConnection("reconnecting");
     source.onmessage = (m) => applyEvent(JSON.parse(m.data));
@@ -471,8 +539,8 @@
   function start() {
     makeMap();
     // For the browser test and the console: what the map draws, read-only.
-    window.myceliumDashboard = { cy, model, moving };
-    connect();
+    window.myceliumDashboard = { cy, model, moving, streamUrl: () => source?.url };
+    openFromSnapshot();
   }
 
   document.addEventListener("DOMContentLoaded", start);

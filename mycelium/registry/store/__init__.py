@@ -11,6 +11,7 @@
 - ``engine``: connections, one-writer transactions on the event loop, the heartbeat queue,
   WAL checkpoints and blobs on a helper thread.
 - ``writes`` / ``reads``: the statements, as plain functions ``fn(conn, now, ...)``.
+- ``digest``: the dashboard's digest of the events log (a read, like ``reads``).
 - ``store``: :class:`Store`, the keyword-only async API the registry's routes call.
 """
 

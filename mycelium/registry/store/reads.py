@@ -246,12 +246,18 @@ def select_model(conn: sqlite3.Connection, now: float, group_id: int) -> Model |
     return Model(sha256=row[0], data=bytes(row[1])) if row is not None else None
 
 
+EVENT_COLUMNS = "id, type, at, node_id, group_id, data"
+
+
+def event_rows(rows: Any) -> list[Row]:
+    return [{**dict(r), "data": json.loads(r["data"])} for r in rows]
+
+
 def select_events(conn: sqlite3.Connection, now: float, since: int, limit: int) -> list[Row]:
     rows = conn.execute(
-        "SELECT id, type, at, node_id, group_id, data FROM events WHERE id > ? ORDER BY id LIMIT ?",
-        (since, limit),
+        f"SELECT {EVENT_COLUMNS} FROM events WHERE id > ? ORDER BY id LIMIT ?", (since, limit)
     )
-    return [{**dict(r), "data": json.loads(r["data"])} for r in rows]
+    return event_rows(rows)
 
 
 def load_mirror(conn: sqlite3.Connection) -> tuple[list[sqlite3.Row], list[sqlite3.Row]]:

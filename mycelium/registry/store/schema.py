@@ -121,6 +121,9 @@ INDEXES_ON_ADDED = """
 CREATE INDEX IF NOT EXISTS groups_creator ON groups(creator_node_id);
 CREATE UNIQUE INDEX IF NOT EXISTS groups_idempotency ON groups(idempotency_hash);
 CREATE UNIQUE INDEX IF NOT EXISTS nodes_idempotency ON nodes(idempotency_hash);
+-- The dashboard's digest of the log (store/digest.py): a node's history, a type's events.
+CREATE INDEX IF NOT EXISTS events_node ON events(node_id, id);
+CREATE INDEX IF NOT EXISTS events_type ON events(type, id);
 UPDATE groups SET last_alive = last_report WHERE last_alive IS NULL;
 """
 

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from mycelium import config
-from mycelium.dashboard.sources import NetworkStats
-from mycelium.registry.store import liveness, reads, writes
+from mycelium.dashboard.sources import LogDigest, NetworkStats
+from mycelium.registry.store import digest, liveness, reads, writes
 from mycelium.registry.store.engine import Clock, Engine
 from mycelium.registry.store.errors import (
     ConflictError,
@@ -507,6 +507,10 @@ class Store:
 
     async def events(self, *, since: int, limit: int) -> list[Row]:
         return await self._engine.read(reads.select_events, since, limit)
+
+    async def log_digest(self, *, recent: int, per_node: int) -> LogDigest:
+        """The dashboard's digest of the events log (:func:`digest.select_log_digest`)."""
+        return await self._engine.read(digest.select_log_digest, recent, per_node)
 
     async def stats(self) -> NetworkStats:
         """Counts of nodes, groups, members and stored models (for ``/metrics``)."""
