@@ -294,8 +294,10 @@ def measure(n: int, workdir: Path, *, seed: int, duration: float | None) -> Scal
 
 
 def default_duration(n: int) -> float:
-    """Nodes start 3 s apart (the demo's gap); then three minutes to settle."""
-    return 3.0 * n + 180.0
+    """The demo's own default for ``n`` nodes."""
+    from mycelium.demo.config import default_duration as demo_default
+
+    return demo_default(n)
 
 
 def _figures(config: Any, report: dict[str, Any], view: ScaleView) -> ScaleFigures:

@@ -22,8 +22,11 @@ def demo(
         int, typer.Option(help="Latent clusters.", min=1, max=8)
     ] = DEFAULTS.clusters,
     duration: Annotated[
-        float, typer.Option(help="Stop after this many seconds at most.", min=10)
-    ] = DEFAULTS.duration,
+        float | None,
+        typer.Option(
+            help="Stop after this many seconds at most (default: 180 + 3 per node).", min=10
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the data split.")] = DEFAULTS.seed,
     port: Annotated[
         int | None,

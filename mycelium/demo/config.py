@@ -8,6 +8,13 @@ from pathlib import Path
 from mycelium import config as defaults
 
 
+def default_duration(nodes: int) -> float:
+    """Three minutes to settle after 3 s per node for the start (nodes start 2 s apart;
+    the rest is slack for a busy machine): 198 s for 6 nodes, 276 s for 32 (which settled
+    in 240 s in ``bench scale``)."""
+    return 3.0 * nodes + 180.0
+
+
 @dataclass(frozen=True)
 class DemoConfig:
     """A demo run; every path is made absolute when the config is created."""
@@ -16,7 +23,7 @@ class DemoConfig:
     task: str = defaults.TASK  # a task reference (docs/tasks.md), passed to every node
     scenario: str = defaults.SCENARIO
     clusters: int = defaults.CLUSTERS
-    duration: float = 180.0
+    duration: float | None = None  # None: default_duration(nodes)
     seed: int = 0
     port: int | None = None
     keep_running: bool = False
@@ -35,6 +42,11 @@ class DemoConfig:
     # Each node holds 1/(shards_per_node x nodes) of the digits: scarce local data is
     # where federation pays off (with 6 nodes a node's local-only model is ~0.8, not ~0.96).
     shards_per_node: int = 4
+
+    @property
+    def time_budget(self) -> float:
+        """``duration``, or :func:`default_duration` of the node count."""
+        return default_duration(self.nodes) if self.duration is None else self.duration
 
     def __post_init__(self) -> None:
         for f in fields(self):

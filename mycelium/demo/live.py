@@ -71,7 +71,7 @@ def render(run: DemoRun, snap: Snapshot) -> Group:
     recent = snap.events[-EVENT_ROWS:]
     events = "\n".join(f"#{e.id:>4} {_describe(e, names)}" for e in recent)
     header = (
-        f"Mycelium Net demo  |  elapsed {snap.at:5.0f}s / {run.config.duration:.0f}s  |  "
+        f"Mycelium Net demo  |  elapsed {snap.at:5.0f}s / {run.config.time_budget:.0f}s  |  "
         f"dashboard: {run.registry_url}/dashboard"
     )
     return Group(Panel(header), groups, nodes, Panel(events or "(no events yet)", title="events"))

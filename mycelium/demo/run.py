@@ -200,7 +200,7 @@ def watch(run: DemoRun, client: RegistryClient, tick: Callable[[], None]) -> Non
     """Poll until the network is stable and everyone placed, or the duration is over."""
     window = STABLE_CYCLES * run.config.evaluation_interval
     names = [s.name for s in run.specs]
-    while run.elapsed() < run.config.duration:
+    while run.elapsed() < run.config.time_budget:
         tick()
         last = run.last
         if (
