@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group
@@ -10,10 +11,11 @@ from rich.panel import Panel
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from mycelium.api import EventPublic
+    from mycelium.api import EventPublic, NodePublic
     from mycelium.demo.observation import DemoRun, Snapshot
 
 EVENT_ROWS = 8
+NODE_ROWS = 12  # more nodes: the live view groups them by latent cluster
 PLAIN_EVERY_S = 10.0
 
 
@@ -43,26 +45,23 @@ def _describe(event: EventPublic, names: dict[int, str]) -> str:
 
 def render(run: DemoRun, snap: Snapshot) -> Group:
     clusters = {s.name: s.cluster for s in run.specs}
+    many = len(snap.nodes) > NODE_ROWS
     groups = Table(title="groups", expand=True)
     for col in ("id", "name", "members (cluster)", "round", "accuracy", "status"):
         groups.add_column(col)
     for g in snap.groups:
-        members = ", ".join(f"{m.name}({clusters.get(m.name, '?')})" for m in g.members)
+        member_names = [m.name for m in g.members]
         groups.add_row(
-            str(g.group_id), g.name, members, str(g.round or "-"), _fmt(g.accuracy), g.status
+            str(g.group_id),
+            g.name,
+            _members_by_cluster(member_names, clusters)
+            if many
+            else _members(member_names, clusters),
+            str(g.round or "-"),
+            _fmt(g.accuracy),
+            g.status,
         )
-    nodes = Table(title="nodes", expand=True)
-    for col in ("name", "cluster", "group", "accuracy on own data", "round", "alive"):
-        nodes.add_column(col)
-    for n in snap.nodes:
-        nodes.add_row(
-            n.name,
-            str(clusters.get(n.name, "?")),
-            str(n.group_id or "-"),
-            _fmt(n.accuracy),
-            str(n.round or "-"),
-            str(n.alive),
-        )
+    nodes = _clusters_table(snap, clusters) if many else _nodes_table(snap, clusters)
     names = {
         e.node_id: str(e.data.get("name", "?"))
         for e in snap.events
@@ -75,6 +74,55 @@ def render(run: DemoRun, snap: Snapshot) -> Group:
         f"dashboard: {run.registry_url}/dashboard"
     )
     return Group(Panel(header), groups, nodes, Panel(events or "(no events yet)", title="events"))
+
+
+def _members(names: list[str], clusters: dict[str, int]) -> str:
+    return ", ".join(f"{name}({clusters.get(name, '?')})" for name in names)
+
+
+def _members_by_cluster(names: list[str], clusters: dict[str, int]) -> str:
+    """``8: c3 x8`` or ``9: c0 x5, c3 x4``: how many members, from which clusters."""
+    counts = Counter(clusters.get(name, -1) for name in names)
+    parts = [f"c{c if c >= 0 else '?'} x{n}" for c, n in sorted(counts.items())]
+    return f"{len(names)}: " + ", ".join(parts)
+
+
+def _nodes_table(snap: Snapshot, clusters: dict[str, int]) -> Table:
+    nodes = Table(title="nodes", expand=True)
+    for col in ("name", "cluster", "group", "accuracy on own data", "round", "alive"):
+        nodes.add_column(col)
+    for n in snap.nodes:
+        nodes.add_row(
+            n.name,
+            str(clusters.get(n.name, "?")),
+            str(n.group_id or "-"),
+            _fmt(n.accuracy),
+            str(n.round or "-"),
+            str(n.alive),
+        )
+    return nodes
+
+
+def _clusters_table(snap: Snapshot, clusters: dict[str, int]) -> Table:
+    """More nodes than :data:`NODE_ROWS`: one row per latent cluster (where its nodes are,
+    their mean accuracy), so that the view fits a terminal at 32 nodes."""
+    table = Table(title=f"{len(snap.nodes)} nodes by latent cluster", expand=True)
+    for col in ("cluster", "nodes", "in groups", "no group", "mean accuracy on own data"):
+        table.add_column(col)
+    by_cluster: dict[int, list[NodePublic]] = {}
+    for n in snap.nodes:
+        by_cluster.setdefault(clusters.get(n.name, -1), []).append(n)
+    for cluster, members in sorted(by_cluster.items()):
+        placed = Counter(n.group_id for n in members if n.group_id is not None)
+        accs = [n.accuracy for n in members if n.accuracy is not None]
+        table.add_row(
+            str(cluster if cluster >= 0 else "?"),
+            str(len(members)),
+            ", ".join(f"#{gid} x{count}" for gid, count in sorted(placed.items())) or "-",
+            str(len(members) - sum(placed.values())),
+            _fmt(sum(accs) / len(accs) if accs else None),
+        )
+    return table
 
 
 def plain_line(snap: Snapshot) -> str:

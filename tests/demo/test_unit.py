@@ -198,3 +198,26 @@ def test_summary_shows_local_group_and_personal_accuracy_per_node() -> None:
     assert "0.940 (group)" in rows["b"] and "+0.040" in rows["b"]
     assert "0.900" in rows["c"] and "+" not in rows["c"]
     assert "0.900 (local)" in rows["d"] and "+0.000" in rows["d"]
+
+
+def test_the_live_view_groups_many_nodes_by_cluster_and_lists_a_few_by_name() -> None:
+    from rich.console import Console
+
+    from mycelium.demo.live import NODE_ROWS, render
+    from mycelium.demo.observation import Snapshot
+
+    def shown(n: int) -> str:
+        config = DemoConfig(nodes=n, clusters=4, run_dir=Path("/tmp/unused"))
+        run = DemoRun(config=config, run_dir=Path("/tmp/unused"), specs=plan_nodes(config))
+        members = [node(f"n{i}") for i in range(n)]
+        snap = Snapshot(at=1.0, groups=[group([0.9], members=n)], nodes=members, events=[])
+        snap.groups[0].members[:] = members
+        console = Console(width=120, record=True)
+        console.print(render(run, snap))
+        return console.export_text()
+
+    few, many = shown(NODE_ROWS), shown(32)
+    assert "n11(3)" in few and "nodes by latent cluster" not in few
+    assert "32 nodes by latent cluster" in many and "n31" not in many
+    assert "32: c0 x8, c1 x8, c2 x8, c3 x8" in many and "#1 x8" in many
+    assert len(many.splitlines()) < len(few.splitlines()) + 10  # 32 nodes fit a terminal
