@@ -151,10 +151,45 @@ class Zygote:
         return ForkedChild(process)
 
 
+def show_command_line(args: Sequence[str]) -> bool:
+    """Make ``/proc/self/cmdline`` (what ``ps`` and the tests read) show ``args`` instead of
+    the fork server's command line, in the space the kernel gave that line (no privilege
+    needed: the process writes its own memory through ``/proc/self/mem``); cut to fit.
+    False where the kernel refuses; the process runs the same either way."""
+    try:
+        stat = Path("/proc/self/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()  # fields[0] is field 3 (state)
+        start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end: fields 48, 49
+        line = b"\0".join(a.encode() for a in args)[: end - start - 1]
+        with open("/proc/self/mem", "r+b", buffering=0) as mem:
+            mem.seek(start)
+            mem.write(line.ljust(end - start, b"\0"))
+    except (OSError, ValueError, IndexError) as exc:
+        logger.debug("cannot set the command line: %s", exc)
+        return False
+    return True
+
+
+def _let_the_server_die() -> None:
+    """Close this child's copy of the fork server's "alive" pipe (multiprocessing hands one
+    to every child, so that it could fork more): otherwise the server outlives a caller
+    killed with SIGKILL as long as any child runs, and the children, which die with the
+    server (``die_with_parent``), would then never be told to stop."""
+    from multiprocessing import forkserver
+
+    server = getattr(forkserver, "_forkserver", None)
+    fd = getattr(server, "_forkserver_alive_fd", None)
+    if server is not None and fd is not None:
+        os.close(fd)
+        server._forkserver_alive_fd = None
+
+
 def run_forked_cli(argv: list[str], log_path: str, env: dict[str, str], cwd: str | None) -> None:
     """In the forked child: become a process of its own, then run what ``python <argv>``
     would (``SCRIPT ARGS...`` or ``-m MODULE ARGS...``) as ``__main__``."""
     os.setsid()  # its own session: a stop signals it and its Flower children together
+    _let_the_server_die()
+    show_command_line([sys.executable, *argv])  # ps shows the agent, not the fork server
     procs.die_with_parent()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)

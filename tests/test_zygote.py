@@ -4,6 +4,8 @@ environment and exit code, stopped like any child (``ManagedProcess``)."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -63,8 +65,50 @@ def test_a_forked_registry_serves_in_its_own_session_and_stops(
         pid = proc.pid
         assert pid is not None and os.getpgid(pid) == pid  # a stop ends its whole group
         assert (tmp_path / "from-env.db").is_file()
+        shown = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        assert b"registry" in shown and str(port).encode() in shown  # ps tells it apart
         assert Path(f"/proc/{pid}/cwd").resolve() == tmp_path.resolve()
     finally:
         code = proc.stop(timeout=15)
     assert code is not None and not proc.is_running()
     assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
+
+
+def test_forked_agents_stop_when_their_caller_is_killed(tmp_path: Path) -> None:
+    """The demo killed with SIGKILL: its fork server ends, and with it every agent."""
+    port = free_port()
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from mycelium import launch\n"
+        "from mycelium.procs import ManagedProcess\n"
+        "from mycelium.zygote import Zygote\n"
+        "z = Zygote(preload=['mycelium.cli'])\n"
+        f"args = launch.registry_command(port={port}, db=Path({str(tmp_path / 'r.db')!r}))\n"
+        f"p = ManagedProcess('r', args, log_path=Path({str(tmp_path / 'r.log')!r}), spawner=z)\n"
+        "print(p.start().pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    caller = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    pid = -1
+    try:
+        assert caller.stdout is not None
+        pid = int(caller.stdout.readline())
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: launch.registry_is_healthy(url), timeout=60, what="forked registry")
+        caller.kill()
+        caller.wait(timeout=10)
+        wait_for(lambda: not _running(pid), timeout=30, what="the forked child to stop")
+    finally:
+        if caller.poll() is None:
+            caller.kill()
+        if _running(pid):
+            os.kill(pid, 9)
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
