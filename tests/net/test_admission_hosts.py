@@ -36,7 +36,7 @@ from mycelium.lab.netns import Network
 from mycelium.lab.stack import agent_in, https_registry
 from mycelium.net.tls import flwr_connection_toml
 from mycelium.node.actions import REFUSED_LOG
-from mycelium.procs import ManagedProcess, wait_for
+from mycelium.procs import ManagedProcess, cmdline, descendant_pids, wait_for
 from tests.net.conftest import needs_nginx
 from tests.net.hosts import supernode_argv
 from tests.security.conftest import APP_DIR
@@ -73,6 +73,27 @@ def supernode_in(
     proc = ManagedProcess(
         name, network.command(host, args), log_path=work / f"{name}.log",
         env=flower_env(work / f"{name}.flwr"),
+    )  # fmt: skip
+    return proc.start()
+
+
+def evil_launcher(
+    network: Network, work: Path, host: ManagedProcess, home: Path, cert: Path
+) -> ManagedProcess:
+    """A second ServerApp launcher on the group's host, for a run the host submitted."""
+    link = next(
+        p for p in descendant_pids(host.pid or 0) if "flower-superlink" in (cmdline(p) or "")
+    )
+    address = re.search(r'address = "([^"]+)"', (home / "config.toml").read_text())
+    assert address is not None
+    args = [
+        sys.executable, "-m", "mycelium.flower.serverapp_exec",
+        "--runtime-api-address", address.group(1), "--root-certificates", cert,
+        "--secret-file", home / "superexec.secret", "--parent-pid", link,
+    ]  # fmt: skip
+    proc = ManagedProcess(
+        "evil-serverapp", network.command("hostA", args), log_path=work / "evil-serverapp.log",
+        env=flower_env(home),
     )  # fmt: skip
     return proc.start()
 
@@ -200,6 +221,9 @@ def test_admission_exposure_and_pinning_across_hosts(network: Network, tmp_path:
         run_args = ("run", bad, "group", "--run-config", format_config(bad_config))
         _, out = flwr_in(network, "hostA", host_home, *run_args, "--format", "json")
         assert json.loads(out[out.index("{") :]).get("success") is True, out[-1500:]
+        # Our host claims only its own run's ServerApp (serverapp_exec, docs/security.md): a
+        # malicious host also starts a launcher of its own, with its SuperExec secret.
+        stack.callback(evil_launcher(network, tmp_path, a0, host_home, cert).stop)
         for name in ("a0", "b0"):
             record = tmp_path / name / REFUSED_LOG
             wait_for(record.exists, timeout=180, interval=1, what=f"{name} refuses the run")

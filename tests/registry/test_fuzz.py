@@ -191,6 +191,7 @@ def test_every_operation_answers_within_its_schema(
 
 def test_the_fuzzed_operations_are_all_of_them() -> None:
     labels = _labels()
-    assert len(labels) == 23 and "POST /nodes/{node_id}/heartbeat" in labels
+    assert len(labels) == 24 and "POST /nodes/{node_id}/heartbeat" in labels
+    assert "GET /dashboard/snapshot" in labels  # how the dashboard opens (docs/dashboard.md)
     assert "GET /groups/{group_id}/members" in labels  # admission (docs/security.md)
     assert "GET /metrics" in labels
