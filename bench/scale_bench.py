@@ -278,7 +278,7 @@ def measure(n: int, workdir: Path, *, seed: int, duration: float | None) -> Scal
         clusters=clusters,
         seed=seed,
         port=free_port(),
-        duration=duration or default_duration(n),
+        duration=duration,  # None: the demo's own default for n nodes
         run_dir=workdir / f"n{n}",
     )
     view = ScaleView()
@@ -291,13 +291,6 @@ def measure(n: int, workdir: Path, *, seed: int, duration: float | None) -> Scal
     if view.first is None or view.last is None:
         raise BenchError(f"N={n}: the registry's /metrics was not read")
     return _figures(config, report, view)
-
-
-def default_duration(n: int) -> float:
-    """The demo's own default for ``n`` nodes."""
-    from mycelium.demo.config import default_duration as demo_default
-
-    return demo_default(n)
 
 
 def _figures(config: Any, report: dict[str, Any], view: ScaleView) -> ScaleFigures:

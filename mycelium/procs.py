@@ -245,20 +245,21 @@ def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def _alive(pid: int) -> bool:
+def is_alive(pid: int) -> bool:
+    """``pid`` exists and is not a zombie (any process, not only our children)."""
     fields = stat_fields(pid)
     return fields is not None and fields[0] != "Z"
 
 
 def terminate_pids(pids: Sequence[int], *, timeout: float) -> None:
     """SIGTERM the still-living ``pids``, wait up to ``timeout``, then SIGKILL the rest."""
-    living = [p for p in pids if _alive(p)]
+    living = [p for p in pids if is_alive(p)]
     for pid in living:
         _send(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while living and time.monotonic() < deadline:
         time.sleep(0.1)
-        living = [p for p in living if _alive(p)]
+        living = [p for p in living if is_alive(p)]
     for pid in living:
         logger.warning("pid %s ignored SIGTERM; killing it", pid)
         _send(pid, signal.SIGKILL)

@@ -157,8 +157,7 @@ def show_command_line(args: Sequence[str]) -> bool:
     needed: the process writes its own memory through ``/proc/self/mem``); cut to fit.
     False where the kernel refuses; the process runs the same either way."""
     try:
-        stat = Path("/proc/self/stat").read_text()
-        fields = stat[stat.rindex(")") + 2 :].split()  # fields[0] is field 3 (state)
+        fields = procs.stat_fields(os.getpid()) or []  # [0] is the state, stat's field 3
         start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end: fields 48, 49
         line = b"\0".join(a.encode() for a in args)[: end - start - 1]
         with open("/proc/self/mem", "r+b", buffering=0) as mem:

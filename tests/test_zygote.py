@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mycelium import launch
-from mycelium.procs import ManagedProcess, child_env, free_port, wait_for
+from mycelium.procs import ManagedProcess, child_env, free_port, is_alive, wait_for
 from mycelium.zygote import Zygote
 
 pytestmark = pytest.mark.slow
@@ -98,17 +98,9 @@ def test_forked_agents_stop_when_their_caller_is_killed(tmp_path: Path) -> None:
         wait_for(lambda: launch.registry_is_healthy(url), timeout=60, what="forked registry")
         caller.kill()
         caller.wait(timeout=10)
-        wait_for(lambda: not _running(pid), timeout=30, what="the forked child to stop")
+        wait_for(lambda: not is_alive(pid), timeout=30, what="the forked child to stop")
     finally:
         if caller.poll() is None:
             caller.kill()
-        if _running(pid):
+        if is_alive(pid):
             os.kill(pid, 9)
-
-
-def _running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"

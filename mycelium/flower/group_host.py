@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import secrets
 import shutil
 import signal
 import subprocess
@@ -37,7 +36,12 @@ from mycelium.client import (
 from mycelium.fingerprint import ModelSpec
 from mycelium.flower import protocol
 from mycelium.flower.errors import FlowerNotInstalled, FlowerTimeout, GroupHostError
-from mycelium.flower.procs import flower_env, flower_executable, wait_while_running
+from mycelium.flower.procs import (
+    flower_env,
+    flower_executable,
+    new_superexec_secret,
+    wait_while_running,
+)
 from mycelium.flower.protocol import CONNECTION, RunConfig, format_config
 from mycelium.learning.strategy import StrategyConfig
 from mycelium.net.addresses import AddressError, host_port
@@ -48,6 +52,7 @@ from mycelium.net.tls import (
     make_group_tls,
     plan_group_exposure,
     superlink_tls_args,
+    supernode_tls_args,
 )
 from mycelium.procs import (
     DeadlineExceeded,
@@ -269,6 +274,7 @@ class GroupHost:
         self.tls = make_group_tls(self.work_dir / "tls", self.exposure)
         bind = SUPERLINK_HOST if self.tls else self.exposure.bind_host
         self._port = free_port(bind)
+        _, secret_file = new_superexec_secret(self._flwr_home)  # our launcher's alone
         args = [
             flower_executable("flower-superlink"),
             *superlink_tls_args(self.tls),
@@ -281,7 +287,7 @@ class GroupHost:
             "--isolation",
             "process",
             "--superexec-auth-secret-file",
-            str(self._superexec_secret()),
+            str(secret_file),
         ]
         if self.tls is not None:
             args.append("--enable-supernode-auth")
@@ -315,32 +321,21 @@ class GroupHost:
         except DeadlineExceeded as exc:  # ChildExited (it died) propagates as it is
             raise FlowerTimeout(str(exc)) from None
         self.superlink_ready_s = time.monotonic() - started
-        self._start_serverapp()
+        self._start_serverapp(secret_file)
 
-    def _superexec_secret(self) -> Path:
-        """A fresh secret (0600): only its holder, our ServerApp launcher, claims tasks."""
-        path = self._flwr_home / "superexec.secret"
-        write_private(path, secrets.token_hex(32).encode())
-        return path
-
-    def _start_serverapp(self) -> None:
+    def _start_serverapp(self, secret_file: Path) -> None:
         """The process that claims the run's ServerApp task and becomes ``flwr-serverapp``
         (``mycelium.flower.serverapp_exec``): one process where Flower's SuperExec made two."""
         assert self._superlink is not None and self._superlink.pid is not None
-        tls = (
-            ["--insecure"]
-            if self.tls is None
-            else ["--root-certificates", str(self.tls.ca_certfile)]
-        )
         args = [
             sys.executable,
             "-m",
             "mycelium.flower.serverapp_exec",
             "--runtime-api-address",
             str(self.local_address),
-            *tls,
+            *supernode_tls_args(self.tls.ca_certfile if self.tls else None),
             "--secret-file",
-            str(self._flwr_home / "superexec.secret"),
+            str(secret_file),
             "--parent-pid",
             str(self._superlink.pid),
         ]

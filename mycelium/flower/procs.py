@@ -4,6 +4,7 @@ for one to become ready while it may die."""
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import sys
 import sysconfig
@@ -41,6 +42,17 @@ def _script_dirs() -> list[Path]:
         if folder and Path(folder) not in folders:
             folders.append(Path(folder))
     return folders
+
+
+def new_superexec_secret(flwr_home: Path) -> tuple[bytes, Path]:
+    """A fresh SuperExec secret in ``FLWR_HOME/superexec.secret`` (0600): only its holder,
+    our executor or launcher, may claim that Flower process's tasks. (secret, file)."""
+    from mycelium.net.certs import write_private
+
+    secret = secrets.token_hex(32).encode()
+    path = flwr_home / "superexec.secret"
+    write_private(path, secret)
+    return secret, path
 
 
 def flower_env(flwr_home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mycelium.flower.procs import flower_executable
+from mycelium.net.tls import supernode_tls_args
+from mycelium.procs import is_alive
 
 if TYPE_CHECKING:
     from flwr.supercore.runtime import RuntimeHttpClient
@@ -49,16 +51,6 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--secret-file", type=Path, required=True)
     parser.add_argument("--parent-pid", type=int, required=True)
     return parser.parse_args(argv)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _client(args: argparse.Namespace, secret: bytes) -> RuntimeHttpClient:
@@ -87,7 +79,7 @@ def acquire_token(client: RuntimeHttpClient, parent_pid: int) -> str | None:
     from flwr.proto.runtime_pb2 import AcquireTaskRequest
 
     request = AcquireTaskRequest(supported_task_types=[SERVER_APP_TASK])
-    while _alive(parent_pid):
+    while is_alive(parent_pid):
         try:
             res = client.AcquireTask(request)
         except Exception as exc:  # noqa: BLE001 - the SuperLink may still be starting
@@ -102,12 +94,11 @@ def acquire_token(client: RuntimeHttpClient, parent_pid: int) -> str | None:
 def serverapp_command(args: argparse.Namespace) -> list[str]:
     """Flower's ``flwr-serverapp`` for the claimed task, as its SuperExec would start it
     (minus the token: :func:`become_serverapp` adds it)."""
-    tls = ["--insecure"] if args.insecure else ["--root-certificates", str(args.root_certificates)]
     return [
         flower_executable("flwr-serverapp"),
         "--runtime-api-address",
         args.runtime_api_address,
-        *tls,
+        *supernode_tls_args(args.root_certificates),
         "--parent-pid",
         str(args.parent_pid),
     ]

@@ -10,14 +10,17 @@ for the runtime address of each start) serves its tasks (docs/security.md)."""
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from mycelium.flower.procs import flower_env, flower_executable, wait_while_running
+from mycelium.flower.procs import (
+    flower_env,
+    flower_executable,
+    new_superexec_secret,
+    wait_while_running,
+)
 from mycelium.flower.protocol import NODE_ID_PATTERN, SuperNodeConfig, format_config
-from mycelium.net.certs import write_private
 from mycelium.net.tls import supernode_tls_args
 from mycelium.procs import ManagedProcess, free_port
 
@@ -111,7 +114,7 @@ class SuperNode:
             args += ["--auth-supernode-private-key", str(self.auth_private_key)]
         secret = b""
         if self.pin is not None:
-            secret, secret_file = self._superexec_secret(flwr_home)
+            secret, secret_file = new_superexec_secret(flwr_home)
             args += ["--isolation", "process", "--superexec-auth-secret-file", str(secret_file)]
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         self._flower_node_id = None
@@ -126,13 +129,6 @@ class SuperNode:
                 raise
         logger.debug("supernode %s -> %s (pid %s)", self.name, self.superlink_address, self.pid)
         return self
-
-    @staticmethod
-    def _superexec_secret(flwr_home: Path) -> tuple[bytes, Path]:
-        """A fresh secret (0600 file): only its holder, our executor, may claim tasks."""
-        secret = secrets.token_hex(32).encode()
-        write_private(flwr_home / "superexec.secret", secret)
-        return secret, flwr_home / "superexec.secret"
 
     def _read_node_id(self) -> int | None:
         with self.log_path.open("rb") as f:
