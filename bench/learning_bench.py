@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from mycelium import config
 from mycelium.learning import sim
 from mycelium.learning.data import check_label_skew
 from mycelium.learning.sim.federation import Federation, SimConfig
@@ -43,7 +44,7 @@ class _Flags:
     strategies: tuple[StrategyConfig, ...] = (StrategyConfig(),)
     prior_shift: bool = True
     label_skew: float | None = None
-    personal: str = "ft"
+    personal: str = config.PERSONAL
     local_fallback: bool = True
 
     def config(self, scenario: str, strategy: StrategyConfig) -> SimConfig:
@@ -103,7 +104,7 @@ def _validate(
     strategies: Sequence[StrategyConfig],
     prior_shift: bool = True,
     label_skew: float | None = None,
-    personal: str = "ft",
+    personal: str = config.PERSONAL,
     local_fallback: bool = True,
 ) -> _Flags:
     parsed = None if drift is None else parse_drift(drift)
@@ -164,7 +165,7 @@ def run_cli(
     strategies: Sequence[StrategyConfig] = (),
     prior_shift: bool = True,
     label_skew: float | None = None,
-    personal: str = "ft",
+    personal: str = config.PERSONAL,
     local_fallback: bool = True,
 ) -> str:
     """Run the benchmark; write JSON / PNG if asked; return the markdown report.

@@ -131,15 +131,16 @@ def bench_learning(
     personal: Annotated[
         str,
         typer.Option(
-            help="Personal models of mycelium's nodes and of the +ft baselines: ft "
-            "(fine-tune), prior (label-prior correction) or none."
+            help="Personal models of mycelium's nodes and of the +ft baselines: ens "
+            "(ensemble of the group, fine-tuned and local-only models chosen on the val "
+            "loss), ft (fine-tune), prior (label-prior correction) or none."
         ),
     ] = config.PERSONAL,
     local_fallback: Annotated[
         bool,
         typer.Option(
-            help="A personalising node predicts with the best of its group, personal and "
-            "local-only models on its val split; --no-local-fallback: of the first two."
+            help="A personalising node may predict with its local-only model (ens: as a "
+            "member of its ensemble); --no-local-fallback: group and personal models only."
         ),
     ] = True,
     json_path: Annotated[

@@ -89,9 +89,11 @@ def node(
     personal: Annotated[
         str,
         typer.Option(
-            help="This node's personal model beside its group's: ft (the group model "
-            "fine-tuned on its data), prior (label-prior correction) or none; used where it "
-            "beats the group model on the node's validation split.",
+            help="This node's personal model beside its group's: ens (the group model, "
+            "plus its copy fine-tuned on the node's data, plus the node's local-only model, "
+            "averaged, each kept where it lowers the validation loss), ft (the fine-tuned "
+            "copy), prior (label-prior correction) or none; ft and prior are used where they "
+            "beat the group model on the node's validation split.",
             envvar="MYCELIUM_PERSONAL",
         ),
     ] = config.PERSONAL,

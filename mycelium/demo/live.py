@@ -241,9 +241,12 @@ def _personal_cell(
 ) -> str:
     """The accuracy of what the node predicts with; "(group)" when that is the group model
     (neither its personal nor its local model beat it on the node's validation split),
-    "(local)" when it is the node's own local-only model."""
+    "(local)" when it is the node's own local-only model, "(+local)" when its ensemble
+    (``--personal ens``) holds its local-only model beside the group and personal ones."""
     if accuracy is None:
         return "-"
     if predicts_with == "local":
         return _fmt(accuracy) + " (local)"
+    if predicts_with == "group+personal+local":
+        return _fmt(accuracy) + " (+local)"
     return _fmt(accuracy) + ("" if uses_personal else " (group)")

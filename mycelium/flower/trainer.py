@@ -35,14 +35,18 @@ from mycelium.flower.protocol import (
 )
 from mycelium.learning.personal import (
     CHOICES,
+    ENSEMBLES,
     PersonalModel,
     adaptation_seed,
     check_personal,
     choose,
+    choose_ensemble,
+    ensemble_members,
+    hits,
     local_seed,
     personal_model,
 )
-from mycelium.learning.tasks.base import Hyper, get_weights, set_weights, spec_of
+from mycelium.learning.tasks.base import Hyper, get_weights, log_probs, set_weights, spec_of
 from mycelium.learning.tasks.ops import log_prior_of
 
 logger = logging.getLogger(__name__)
@@ -101,10 +105,13 @@ class PersonalScores:
     """What the node predicts with for the group model it received at ``fitted_at`` (round
     ``round``): ``predicts_with`` "group", "personal" or "local", whichever of the plain
     group model, its personal model and its own local-only model scored best on the node's
-    val split (:func:`mycelium.learning.personal.choose`); ``uses_personal``: not the plain
-    group model. ``personal_val_accuracy`` and ``local_val_accuracy`` are None when
-    ``method`` made no such model (``none``); ``val_accuracy``/``test_accuracy`` are those of
-    the model the node predicts with, the group's are plain."""
+    val split (:func:`mycelium.learning.personal.choose`), or for ``ens`` one of
+    :data:`~mycelium.learning.personal.ENSEMBLES` ("group", "group+personal",
+    "group+personal+local", :func:`~mycelium.learning.personal.choose_ensemble`);
+    ``uses_personal``: not the plain group model. ``personal_val_accuracy`` and
+    ``local_val_accuracy`` are None when ``method`` made no such model (``none``);
+    ``val_accuracy``/``test_accuracy`` are those of the model the node predicts with, the
+    group's are plain."""
 
     fitted_at: float
     round: int | None
@@ -181,7 +188,8 @@ class LocalTrainer:
         self._personal_model = task.create_model(seed)
         self._personal_lock = threading.Lock()
         self._personal: PersonalScores | None = None
-        self._predicting: PersonalModel | None = None  # the model the node predicts with
+        # the models the node predicts with (the mean of their class probabilities)
+        self._predicting: tuple[PersonalModel, ...] | None = None
         self._own_local: list[np.ndarray] | None = None  # its local-only model, for the choice
         self._new_group_model = threading.Event()
 
@@ -218,9 +226,11 @@ class LocalTrainer:
         """The personal model's scores for the latest group model :meth:`personalise` saw."""
         return self._personal
 
-    def predicting_model(self) -> PersonalModel | None:
-        """The model this node predicts with for the latest group model :meth:`personalise`
-        saw: its personal model where chosen, else the plain group model (None before)."""
+    def predicting_models(self) -> tuple[PersonalModel, ...] | None:
+        """The models this node predicts with for the latest group model
+        :meth:`personalise` saw (None before): one (its personal or local-only model where
+        chosen, else the plain group model), or for ``ens`` the group model and the members
+        its ensemble added, whose class probabilities it averages."""
         return self._predicting
 
     @property
@@ -302,7 +312,7 @@ class LocalTrainer:
 
     def _personalise(
         self, group: list[np.ndarray], fitted_at: float, rnd: int | None
-    ) -> tuple[PersonalScores, PersonalModel]:
+    ) -> tuple[PersonalScores, tuple[PersonalModel, ...]]:
         data, scratch = self._data, self._personal_model
         seed = adaptation_seed(self._seed, rnd or 0)
         made = personal_model(
@@ -316,6 +326,8 @@ class LocalTrainer:
         )
         local = None if made is None else self._trained_local(rnd or 0)
         plain = PersonalModel(group)
+        if made is not None and self.personal_method == "ens":
+            return self._ensemble(plain, made, local, fitted_at, rnd)
         group_val = self._personal_accuracy(plain, data.x_val, data.y_val)
         group_test = self._personal_accuracy(plain, data.x_test, data.y_test)
         own_val = None if made is None else self._personal_accuracy(made, data.x_val, data.y_val)
@@ -341,7 +353,45 @@ class LocalTrainer:
             predicts_with=CHOICES[picked],
             local_val_accuracy=local_val,
         )
-        return scores, used
+        return scores, (used,)
+
+    def _ensemble(
+        self,
+        plain: PersonalModel,
+        made: PersonalModel,
+        local: PersonalModel | None,
+        fitted_at: float,
+        rnd: int | None,
+    ) -> tuple[PersonalScores, tuple[PersonalModel, ...]]:
+        """``ens``: the ensemble of the group, personal and local-only models that
+        :func:`~mycelium.learning.personal.choose_ensemble` picks on the val split."""
+        data = self._data
+        models = (plain, made) if local is None else (plain, made, local)
+        val = [self._log_probs(m, data.x_val) for m in models]
+        test = [self._log_probs(m, data.x_test) for m in models]
+        members_val = ensemble_members(val[0], val[1], val[2] if local is not None else None)
+        members_test = ensemble_members(test[0], test[1], test[2] if local is not None else None)
+        picked = choose_ensemble(members_val, data.y_val)
+        scores = PersonalScores(
+            fitted_at=fitted_at,
+            round=rnd,
+            method=self.personal_method,
+            uses_personal=picked > 0,
+            personal_val_accuracy=hits(val[1], data.y_val),
+            group_val_accuracy=hits(val[0], data.y_val),
+            val_accuracy=hits(members_val[picked], data.y_val),
+            test_accuracy=hits(members_test[picked], data.y_test),
+            group_test_accuracy=hits(test[0], data.y_test),
+            predicts_with=ENSEMBLES[picked],
+            local_val_accuracy=None if local is None else hits(val[2], data.y_val),
+        )
+        return scores, models[: picked + 1]
+
+    def _log_probs(self, model: PersonalModel, x: np.ndarray) -> np.ndarray:
+        """Log class probabilities of ``model`` on ``x`` on the personal scratch module (its
+        lock held)."""
+        set_weights(self._personal_model, model.weights)
+        return log_probs(self._task, self._personal_model, x)
 
     def _trained_local(self, rnd: int) -> PersonalModel:
         """The node's local-only model trained one more round (from the warmed-up local

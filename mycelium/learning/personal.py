@@ -6,7 +6,13 @@ three scores best on its own validation split (:func:`choose`: ties keep the gro
 then the personal one). The adaptation is ``personal`` (the bench's and the node's
 ``--personal``):
 
-* ``ft`` (default): the group model fine-tuned on the node's training split with the task's
+* ``ens`` (default): the ``ft`` model below, but the node predicts with an *ensemble*: the
+  mean of the class probabilities of its group model, its fine-tuned copy and its own
+  local-only model (:data:`ENSEMBLES`), members added in that order while they lower the
+  loss on the node's validation split (:func:`choose_ensemble`: greedy ensemble selection
+  from the group model; the loss, not the accuracy, since a split of a few dozen images
+  ties on accuracy and picks its winner by noise);
+* ``ft``: the group model fine-tuned on the node's training split with the task's
   adaptation budget (:func:`~mycelium.learning.tasks.base.adaptation_hyper`: one epoch of its
   own ``train`` unless the task sets ``adapt_hyper``), seeded by :func:`adaptation_seed`;
 * ``prior``: the group model with the node's label log-prior added to its logits (no
@@ -37,7 +43,7 @@ from mycelium.learning.tasks.ops import log_prior_of
 if TYPE_CHECKING:
     from torch import nn
 
-METHODS = ("ft", "prior", "none")
+METHODS = ("ens", "ft", "prior", "none")
 ADAPT_SALT = 5  # seeds of the fine-tuning, apart from those of the rounds
 LOCAL_SALT = 0  # seeds of the local-only models' rounds (the simulation's ``local``)
 assert PERSONAL in METHODS
@@ -82,6 +88,46 @@ def choose(
     rows = [group] + [_scores(v, len(group)) for v in (personal_val, local_val)]
     picked: np.ndarray = np.argmax(np.stack(rows), axis=0)  # the first of equal maxima
     return picked
+
+
+ENSEMBLES = ("group", "group+personal", "group+personal+local")  # an ``ens`` node's choices
+
+
+def mixture(members: Sequence[np.ndarray]) -> np.ndarray:
+    """Log of the mean of the members' class probabilities; each member is log class
+    probabilities ``(n, classes)`` (:func:`~mycelium.learning.tasks.base.log_probs`)."""
+    stacked = np.stack([np.asarray(m, np.float64) for m in members])
+    top = stacked.max(axis=0)
+    result: np.ndarray = top + np.log(np.exp(stacked - top).mean(axis=0))
+    return result
+
+
+def nll(log_probs: np.ndarray, y: np.ndarray) -> float:
+    """Mean negative log-likelihood of labels ``y`` under ``log_probs`` ``(n, classes)``."""
+    return float(-np.asarray(log_probs)[np.arange(len(y)), np.asarray(y, np.int64)].mean())
+
+
+def hits(log_probs: np.ndarray, y: np.ndarray) -> float:
+    """Accuracy of the argmax of ``log_probs`` ``(n, classes)`` on labels ``y``."""
+    return float((np.asarray(log_probs).argmax(axis=1) == np.asarray(y)).mean())
+
+
+def ensemble_members(
+    group: np.ndarray, personal: np.ndarray, local: np.ndarray | None
+) -> list[np.ndarray]:
+    """The log class probabilities of each of :data:`ENSEMBLES` on one split, from those of
+    the group model, the personal (fine-tuned) one and the local-only one (the last ensemble
+    left out without a local model)."""
+    found = [group, mixture([group, personal])]
+    return found if local is None else [*found, mixture([group, personal, local])]
+
+
+def choose_ensemble(members: Sequence[np.ndarray], y_val: np.ndarray) -> int:
+    """The index in :data:`ENSEMBLES` of the ensemble a node predicts with: the lowest loss
+    on its validation labels ``y_val`` among ``members`` (:func:`ensemble_members` on that
+    split); ties go to the smaller ensemble, so a member joins only when it helps."""
+    losses = [nll(m, y_val) for m in members]
+    return int(np.argmin(losses))  # the first of equal minima
 
 
 def _scores(values: Sequence[float | None] | np.ndarray | None, n: int) -> np.ndarray:

@@ -181,15 +181,18 @@ def _skewed_trainer(personal: str) -> LocalTrainer:
     return LocalTrainer(data, seed=3, personal=personal)
 
 
-def test_personalisation_changes_neither_the_fit_reply_nor_the_placement_scores() -> None:
+@pytest.mark.parametrize("method", ["ft", "ens"])
+def test_personalisation_changes_neither_the_fit_reply_nor_the_placement_scores(
+    method: str,
+) -> None:
     """The group aggregates plain updates and placement scores plain group models: a node
     that personalises between rounds replies and probes exactly as one that does not."""
-    on, off = _skewed_trainer("ft"), _skewed_trainer("none")
+    on, off = _skewed_trainer(method), _skewed_trainer("none")
     model = initial_arrays(5)
     for rnd in (1, 2):
         replies = [t.fit(model, {}, round=rnd) for t in (on, off)]
         scores = on.personalise()
-        assert scores is not None and scores.round == rnd and scores.method == "ft"
+        assert scores is not None and scores.round == rnd and scores.method == method
         assert on.personalise() is None  # at most once per group model
         assert off.personalise() is not None
         a, b = replies
@@ -222,8 +225,10 @@ def test_the_personal_model_is_used_only_where_it_beats_the_group_model() -> Non
     else:
         assert (s.val_accuracy, s.test_accuracy) == (s.group_val_accuracy, s.group_test_accuracy)
     assert s.uses_personal  # one epoch on its skewed labels beats a one-epoch group model
-    kept = trainer.predicting_model()  # kept beside the group model, for its predictions
-    assert kept is not None and kept.log_prior is None
+    models = trainer.predicting_models()  # kept beside the group model, for its predictions
+    assert models is not None and len(models) == 1
+    kept = models[0]
+    assert kept.log_prior is None
     assert trainer.test_accuracy(kept.weights) == pytest.approx(s.test_accuracy)
     plain = _skewed_trainer("none")
     plain.fit(initial_arrays(5), {"local-epochs": 1}, round=1)
@@ -231,12 +236,52 @@ def test_the_personal_model_is_used_only_where_it_beats_the_group_model() -> Non
     assert p is not None and not p.uses_personal and p.personal_val_accuracy is None
     assert p.local_val_accuracy is None and p.predicts_with == "group"
     assert p.test_accuracy == p.group_test_accuracy == s.group_test_accuracy
-    group = plain.predicting_model()
-    assert group is not None and plain.last_group_arrays is not None
-    for x, y in zip(group.weights, plain.last_group_arrays, strict=True):
+    only = plain.predicting_models()
+    assert only is not None and len(only) == 1 and plain.last_group_arrays is not None
+    for x, y in zip(only[0].weights, plain.last_group_arrays, strict=True):
         np.testing.assert_array_equal(x, y)
     with pytest.raises(ValueError, match="unknown --personal"):
         _skewed_trainer("best")
+
+
+def test_an_ens_node_predicts_with_the_ensemble_of_lowest_validation_loss() -> None:
+    """``ens``: the node keeps the group model, plus its fine-tuned copy, plus its own
+    local-only model, as far as each lowers its val loss; its figures are those of the mean
+    of the kept models' class probabilities (recomputed here from their weights)."""
+    from mycelium.learning.personal import ENSEMBLES, mixture, nll
+
+    trainer = _skewed_trainer("ens")
+    trainer.warm_up(20)
+    data = make_partition(
+        scenario="rotate", clusters=2, index=1, num_clients=4, seed=3, label_skew=0.3
+    )
+    model = initial_arrays(5)
+    for rnd in (1, 2, 3):
+        model = trainer.fit(model, {"local-epochs": 1}, round=rnd).arrays
+        s = trainer.personalise()
+        kept = trainer.predicting_models()
+        assert s is not None and kept is not None and s.method == "ens"
+        assert s.predicts_with == ENSEMBLES[len(kept) - 1]
+        assert s.uses_personal == (len(kept) > 1)
+        for m, expected in zip(kept[0].weights, trainer.last_group_arrays or [], strict=True):
+            np.testing.assert_array_equal(m, expected)
+        probs = {split: [_log_probs(m.weights, x) for m in kept] for split, x in
+                 (("val", data.x_val), ("test", data.x_test))}  # fmt: skip
+        ensemble = mixture(probs["test"])
+        assert s.test_accuracy == pytest.approx(float((ensemble.argmax(1) == data.y_test).mean()))
+        assert s.group_test_accuracy == pytest.approx(trainer.test_accuracy(kept[0].weights))
+        kept_loss = nll(mixture(probs["val"]), data.y_val)
+        assert kept_loss <= nll(probs["val"][0], data.y_val)
+    assert s.predicts_with != "group"  # a two-round group model gains from the node's models
+
+
+def _log_probs(weights: list[np.ndarray], x: np.ndarray) -> np.ndarray:
+    import torch
+
+    model = model_lib.create_model(0)
+    model_lib.set_weights(model, weights)
+    with torch.no_grad():
+        return torch.log_softmax(model(torch.from_numpy(np.asarray(x, np.float32))), 1).numpy()
 
 
 def test_a_node_falls_back_on_its_own_local_model_when_its_val_split_prefers_it() -> None:
@@ -252,8 +297,10 @@ def test_a_node_falls_back_on_its_own_local_model_when_its_val_split_prefers_it(
         s = trainer.personalise()
         assert s is not None and s.predicts_with == "local" and s.uses_personal
         assert s.local_val_accuracy == s.val_accuracy > s.group_val_accuracy
-        kept = trainer.predicting_model()
-        assert kept is not None and kept.log_prior is None
+        models = trainer.predicting_models()
+        assert models is not None and len(models) == 1
+        kept = models[0]
+        assert kept.log_prior is None
         assert trainer.test_accuracy(kept.weights) == pytest.approx(s.test_accuracy)
         seen.append(kept.weights)
     assert not all(np.array_equal(a, b) for a, b in zip(*seen, strict=True))  # trains on

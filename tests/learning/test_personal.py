@@ -180,7 +180,7 @@ def test_bench_json_has_the_fair_baselines_and_the_group_record(tmp_path: Path) 
     assert records["local"]["below_local_share"] == 0.0
     assert all(0.0 <= r["below_local_share"] <= 1.0 for r in records.values())
     assert all(r["below_local_se_share"] <= r["below_local_share"] for r in records.values())
-    assert body["config"]["label_skew"] == 0.5 and body["config"]["personal"] == "ft"
+    assert body["config"]["label_skew"] == 0.5 and body["config"]["personal"] == "ens"
     assert records["mycelium"]["accuracy"] >= records["mycelium-group"]["accuracy"] - 0.05
     with pytest.raises(ValueError, match="unknown --personal 'dito'"):
         learning_bench.run_cli(
@@ -227,7 +227,7 @@ def test_the_nodes_personal_model_is_the_simulations() -> None:
     assert prior is not None and prior.log_prior is not None
     np.testing.assert_array_equal(prior.log_prior, fed.log_priors(round_, [0])[0])
     assert made(0, "none") is None
-    with pytest.raises(ValueError, match="unknown --personal 'tuned'; choose from ft, prior"):
+    with pytest.raises(ValueError, match="unknown --personal 'tuned'; choose from ens, ft, prior"):
         personal.check_personal("tuned")
 
 
@@ -244,3 +244,89 @@ def test_the_choice_is_the_best_on_validation_with_ties_to_the_group_then_person
     assert personal.choose([0.5, 0.0]).tolist() == [0, 0]
     assert personal.choose([0.5], None, [0.6]).tolist() == [2]
     assert personal.choose([0.9, 0.8, 0.7], [0.8, 0.8, 0.9]).tolist() == [0, 0, 1]
+
+
+def test_an_ensemble_is_the_mean_of_its_members_probabilities() -> None:
+    a = np.log(np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]]))
+    b = np.log(np.array([[0.1, 0.6, 0.3], [0.2, 0.2, 0.6]]))
+    np.testing.assert_allclose(
+        np.exp(personal.mixture([a, b])), [[0.4, 0.4, 0.2], [0.15, 0.15, 0.7]]
+    )
+    np.testing.assert_allclose(personal.mixture([a, a, a]), a)
+    y = np.array([0, 2])
+    assert personal.nll(a, y) == pytest.approx(-(np.log(0.7) + np.log(0.8)) / 2)
+    assert personal.hits(b, y) == 0.5 and personal.hits(a, y) == 1.0
+
+
+def test_a_node_adds_a_member_to_its_ensemble_only_when_it_lowers_the_val_loss() -> None:
+    y = np.array([0, 1])
+    sure = np.log(np.array([[0.9, 0.1], [0.1, 0.9]]))
+    unsure = np.log(np.array([[0.6, 0.4], [0.4, 0.6]]))
+    wrong = np.log(np.array([[0.2, 0.8], [0.8, 0.2]]))
+    members = personal.ensemble_members(unsure, sure, sure)
+    assert len(members) == 3
+    assert personal.ENSEMBLES[personal.choose_ensemble(members, y)] == "group+personal+local"
+    assert personal.choose_ensemble(personal.ensemble_members(unsure, sure, wrong), y) == 1
+    assert personal.choose_ensemble(personal.ensemble_members(sure, wrong, wrong), y) == 0
+    assert personal.choose_ensemble(personal.ensemble_members(sure, sure, sure), y) == 0  # ties
+    assert len(personal.ensemble_members(sure, sure, None)) == 2
+
+
+def test_an_ens_node_predicts_with_the_ensemble_of_lowest_validation_loss() -> None:
+    """``ens`` in the simulation: per node, of its group model alone, with its fine-tuned
+    copy, and with its local-only model too, the lowest loss on its val split; scored on its
+    own test split (here recomputed from each model's class probabilities by hand)."""
+    fed = sim.Federation(replace(SMALL, personal="ens"))
+    who = list(range(6))
+    updates = fed.train([fed.initial(3)] * 6, who, 0, salt=1)
+    group = fedavg([(w, 1) for w in updates])
+    models = dict.fromkeys(who, group)
+    plain = dict(zip(who, fed.own_accuracy([group] * 6, who, 0).tolist(), strict=True))
+    mine = fed.train([fed.initial(4)] * 6, who, 0, salt=2)
+    tuned = fed.adapt([group] * 6, who, 0)
+    clients = fed.phase(0).clients
+
+    def by_hand(local: bool) -> dict[int, float]:
+        found = {}
+        for i in who:
+            probs = {}
+            for split in ("val", "test"):
+                g, t = (fed.log_probs([m], [i], 0, split)[0] for m in (group, tuned[i]))
+                p = [np.exp(g), (np.exp(g) + np.exp(t)) / 2]
+                if local:
+                    own = np.exp(fed.log_probs([mine[i]], [i], 0, split)[0])
+                    p.append((np.exp(g) + np.exp(t) + own) / 3)
+                probs[split] = p
+            yv, yt = clients[i].y_val, clients[i].y_test
+            losses = [-np.log(q[np.arange(len(yv)), yv]).mean() for q in probs["val"]]
+            k = int(np.argmin(np.round(losses, 9)))
+            found[i] = plain[i] if k == 0 else float((probs["test"][k].argmax(1) == yt).mean())
+        return found
+
+    used = personal_mod.personal_accuracy(fed, models, plain, 0, dict(enumerate(mine)))
+    assert used == pytest.approx(by_hand(local=True))
+    assert any(used[i] != plain[i] for i in who)  # a one-round group model is beaten
+    alone = personal_mod.personal_accuracy(fed, models, plain, 0, {})  # --no-local-fallback
+    assert alone == pytest.approx(by_hand(local=False))
+
+
+class _ProbaTask(_UserTask):
+    """A user's task with its own predictive distribution (here: tempered logits)."""
+
+    def log_probs(self, model, x):  # type: ignore[no-untyped-def]
+        import torch
+
+        with torch.no_grad():
+            return torch.log_softmax(model(torch.from_numpy(x)) / 4.0, dim=-1).numpy()
+
+
+def test_class_probabilities_come_from_the_task_or_its_modules_logits() -> None:
+    from mycelium.learning.tasks.base import log_probs
+
+    model = DigitsTask().create_model(0)
+    x = np.random.default_rng(0).random((5, 64), np.float32)
+    plain = log_probs(_UserTask(), model, x)
+    np.testing.assert_allclose(np.exp(plain).sum(axis=1), 1.0, rtol=1e-5)
+    tempered = log_probs(_ProbaTask(), model, x)
+    assert tempered.shape == (5, 10) and not np.allclose(tempered, plain)
+    np.testing.assert_array_equal(tempered.argmax(1), plain.argmax(1))

@@ -27,6 +27,8 @@ from mycelium.learning.tasks.base import (
     Weights,
     adaptation_hyper,
     get_weights,
+    log_probs,
+    set_weights,
 )
 from mycelium.learning.tasks.loader import load_task
 from mycelium.learning.tasks.ops import batched, log_prior_of
@@ -106,6 +108,7 @@ class Federation:
         self.config = config
         self.task = load_task(config.task)
         self.ops = batched(self.task)
+        self._scratch = self.task.create_model(config.seed)  # for log_probs, reloaded per call
         rotate = config.scenario == "rotate"
         base = [self._client(i) for i in range(config.clients)]
         self.timeline: Timeline = make_timeline(
@@ -250,6 +253,19 @@ class Federation:
         xs = [getattr(clients[i], f"x_{split}") for i in who]
         ys = [getattr(clients[i], f"y_{split}") for i in who]
         return self.ops.evaluate_pairs(models, xs, ys, log_priors=log_priors)[1]
+
+    def log_probs(
+        self, models: Sequence[Weights], who: Sequence[int], round_: int, split: str
+    ) -> list[np.ndarray]:
+        """Log class probabilities of ``models[b]`` on client ``who[b]``'s own ``split``
+        ("val" or "test"), through the task's :func:`~mycelium.learning.tasks.base.log_probs`
+        (its hook, or ``log_softmax`` of the module) one model at a time."""
+        clients = self.phase(round_).clients
+        found = []
+        for weights, i in zip(models, who, strict=True):
+            set_weights(self._scratch, weights)
+            found.append(log_probs(self.task, self._scratch, getattr(clients[i], f"x_{split}")))
+        return found
 
     def adapt(self, models: Sequence[Weights], who: Sequence[int], round_: int) -> list[Weights]:
         """``models[b]`` fine-tuned on client ``who[b]``'s training split with the task's

@@ -9,6 +9,9 @@ scores best on the node's own validation split (:func:`mycelium.learning.persona
 ties go to the group model, then the personal one). The adaptation is the run's
 ``personal`` (``--personal``):
 
+* ``ens``: the ``ft`` model, with the node predicting through the ensemble of its group,
+  fine-tuned and local-only models that :func:`mycelium.learning.personal.choose_ensemble`
+  picks on its validation split (:func:`ensemble_accuracy`);
 * ``ft``: the group model fine-tuned on the node's training split with the task's adaptation
   budget (:func:`~mycelium.learning.tasks.base.adaptation_hyper`: one epoch of its own
   ``train`` unless the task sets ``adapt_hyper``), seeded per (round, client) alike for every
@@ -29,7 +32,14 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from mycelium.learning.personal import CHOICES, check_personal, choose
+from mycelium.learning.personal import (
+    CHOICES,
+    check_personal,
+    choose,
+    choose_ensemble,
+    ensemble_members,
+    hits,
+)
 from mycelium.learning.sim.federation import Federation, LocalModels
 from mycelium.learning.tasks.base import Weights
 from mycelium.learning.tasks.ops import log_prior_of
@@ -70,6 +80,8 @@ def personal_accuracy(
     if method == "none" or not who:
         return {i: plain[i] for i in who}
     group = [models[i] for i in who]
+    if method == "ens":
+        return ensemble_accuracy(fed, who, group, plain, (round_, local))
     personal, priors = _personal_models(fed, group, who, round_, method)
     own_val = None
     if personal is not None:
@@ -93,6 +105,40 @@ def personal_accuracy(
     return used
 
 
+def ensemble_accuracy(
+    fed: Federation,
+    who: list[int],
+    group: list[Weights],
+    plain: Mapping[int, float],
+    when: tuple[int, Mapping[int, Weights]],
+) -> dict[int, float]:
+    """``ens``: test accuracy of the ensemble each client ``who[b]`` predicts with in round
+    ``when[0]`` (:func:`~mycelium.learning.personal.choose_ensemble` on its val split) over
+    its group's model ``group[b]`` (test accuracy ``plain[who[b]]``), that model fine-tuned,
+    and its local-only model ``when[1][who[b]]`` when it has one."""
+    round_, local = when
+    tuned = fed.adapt(group, who, round_)
+    have = [i for i in who if i in local]
+    own = [local[i] for i in have]
+    splits = {}
+    for split in ("val", "test"):
+        mine = dict(zip(have, fed.log_probs(own, have, round_, split), strict=True))
+        pairs = zip(
+            fed.log_probs(group, who, round_, split),
+            fed.log_probs(tuned, who, round_, split),
+            strict=True,
+        )
+        splits[split] = [
+            ensemble_members(g, t, mine.get(i)) for i, (g, t) in zip(who, pairs, strict=True)
+        ]
+    clients = fed.phase(round_).clients
+    used = {}
+    for b, i in enumerate(who):
+        picked = choose_ensemble(splits["val"][b], clients[i].y_val)
+        used[i] = plain[i] if picked == 0 else hits(splits["test"][b][picked], clients[i].y_test)
+    return used
+
+
 def _local_val(
     fed: Federation, local: Mapping[int, Weights], who: list[int], round_: int
 ) -> list[float | None]:
@@ -110,7 +156,7 @@ def _personal_models(
 ) -> tuple[list[Weights] | None, list[np.ndarray] | None]:
     """The ``method`` personal models of clients ``who`` from their group models, with the
     log-priors added to their logits (``prior``); (None, None) when the task has no prior."""
-    if method == "ft":
+    if method in ("ft", "ens"):
         return fed.adapt(group, who, round_), None
     clients = fed.phase(round_).clients
     found = [log_prior_of(fed.task, clients[i].y_train) for i in who]

@@ -11,7 +11,10 @@ for the simulation; :func:`mycelium.learning.tasks.ops.batched` runs models one 
 A task may also offer the *prior-shifted score* of :class:`PriorTask`: ``label_log_prior(y)``,
 and ``log_prior=`` on ``evaluate`` (``log_priors=`` on the batched ones) to add a node's own
 label log-prior to every model's logits before counting; nodes score groups that way (see
-docs/learning.md, "prior-shifted scores"). Every :class:`ImageTask` has it.
+docs/learning.md, "prior-shifted scores"). Every :class:`ImageTask` has it. A task whose
+module does not map a batch of features to class logits gives its own predictive
+distribution through :class:`ProbaTask`'s ``log_probs``; :func:`log_probs` is the default
+every other task gets (a node's ensemble of its group and personal models needs it).
 :class:`ImageTask`, :class:`BatchedImageTask` and
 :class:`~mycelium.learning.tasks.batched.StackedTask` are base classes that leave a task little
 more than its model to write.
@@ -159,6 +162,29 @@ def adapt(task: Task, model: nn.Module, x: np.ndarray, y: np.ndarray, *, seed: i
     """Fine-tune ``model`` (a copy of the group model) in place on a node's own (x, y) with
     :func:`adaptation_hyper`, through the task's ``train``; the mean mini-batch loss."""
     return task.train(model, x, y, adaptation_hyper(task), seed=seed)
+
+
+@runtime_checkable
+class ProbaTask(Task, Protocol):
+    """A task with its own predictive distribution: ``log_probs(model, x)``, the log class
+    probabilities ``(len(x), classes)``. Optional: :func:`log_probs` gives every other task
+    ``log_softmax(model(x))``."""
+
+    def log_probs(self, model: nn.Module, x: np.ndarray) -> np.ndarray: ...
+
+
+def log_probs(task: Task, model: nn.Module, x: np.ndarray) -> np.ndarray:
+    """Log class probabilities ``(len(x), classes)`` of ``model`` on features ``x``: the
+    task's own ``log_probs`` when it has one, else ``log_softmax`` of ``model(x)`` (a module
+    mapping a float32 batch to logits, as every :class:`ImageTask`'s does), float32."""
+    if isinstance(task, ProbaTask):
+        return np.asarray(task.log_probs(model, x), np.float32)
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        logits = model(torch.from_numpy(np.array(x, np.float32)))
+        return torch.log_softmax(logits, dim=-1).numpy()
 
 
 def label_log_prior(y: np.ndarray, num_classes: int) -> np.ndarray:
