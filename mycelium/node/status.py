@@ -32,8 +32,9 @@ class NodeStatus:
     group_val_accuracy: float | None
     group_test_accuracy: float | None
     # The model the node predicts with for its group's latest model: ``predicts_with`` its
-    # personal model, its own local-only model or the plain group model (``uses_personal``:
-    # not the group model), the best on its val split (None before a round in the group).
+    # personal model, its own local-only model or the plain group model, or (``ens``) the
+    # ensemble "group", "group+personal" or "group+personal+local" (``uses_personal``: not the
+    # group model alone), chosen on its val split (None before a round in the group).
     personal_val_accuracy: float | None
     personal_test_accuracy: float | None
     uses_personal: bool | None

@@ -182,6 +182,14 @@ def test_summary_shows_local_group_and_personal_accuracy_per_node() -> None:
             "uses_personal": True,
             "predicts_with": "local",
         },
+        {
+            **node,
+            "name": "e",
+            "group_test_accuracy": 0.91,
+            "personal_test_accuracy": 0.96,
+            "uses_personal": True,
+            "predicts_with": "group+personal+local",
+        },
     ]
     report = {
         "groups": [],
@@ -198,6 +206,7 @@ def test_summary_shows_local_group_and_personal_accuracy_per_node() -> None:
     assert "0.940 (group)" in rows["b"] and "+0.040" in rows["b"]
     assert "0.900" in rows["c"] and "+" not in rows["c"]
     assert "0.900 (local)" in rows["d"] and "+0.000" in rows["d"]
+    assert "0.960 (+local)" in rows["e"] and "+0.060" in rows["e"]
 
 
 def test_the_live_view_groups_many_nodes_by_cluster_and_lists_a_few_by_name() -> None:

@@ -23,6 +23,7 @@ from fastapi.testclient import TestClient
 from mycelium.client import RegistryClient, RegistryEndpoints
 from mycelium.flower.protocol import SuperNodeConfig
 from mycelium.flower.supernode import SuperNode
+from mycelium.learning.personal import ENSEMBLES
 from mycelium.node.agent import REHOME_RETRY_S, NodeAgent
 from mycelium.node.config import FatalNodeError, NodeConfig
 from mycelium.node.membership import Membership
@@ -201,13 +202,13 @@ def test_status_reports_the_last_received_group_model(api: TestClient, tmp_path:
         assert second.personal_test_accuracy is None  # the agent passes none: not in a group
         # The agent's own thread personalises each new group model, off the loop.
         personal = wait_for(lambda: _personal_of(trainer, trainer.last_fit_at))
-        assert personal.round == 4 and personal.method == "ft"
+        assert personal.round == 4 and personal.method == "ens"  # the default
         third = agent.status.write(
             name="unit", node_id=1, group_id=7, moves=0, hosting_group_id=7, personal=personal
         )
         written = json.loads((agent.config.work_dir / STATUS_FILE).read_text())
         assert written["personal_test_accuracy"] == third.personal_test_accuracy
-        assert written["predicts_with"] == personal.predicts_with in ("group", "personal", "local")
+        assert written["predicts_with"] == personal.predicts_with in ENSEMBLES
         assert (third.personal_val_accuracy, third.uses_personal) == (
             personal.val_accuracy,
             personal.uses_personal,
