@@ -44,6 +44,7 @@ from mycelium.learning.personal import (
     ensemble_members,
     hits,
     local_seed,
+    mixture,
     personal_model,
 )
 from mycelium.learning.tasks.base import Hyper, get_weights, log_probs, set_weights, spec_of
@@ -368,10 +369,9 @@ class LocalTrainer:
         data = self._data
         models = (plain, made) if local is None else (plain, made, local)
         val = [self._log_probs(m, data.x_val) for m in models]
-        test = [self._log_probs(m, data.x_test) for m in models]
         members_val = ensemble_members(val[0], val[1], val[2] if local is not None else None)
-        members_test = ensemble_members(test[0], test[1], test[2] if local is not None else None)
         picked = choose_ensemble(members_val, data.y_val)
+        test = [self._log_probs(m, data.x_test) for m in models[: picked + 1]]  # chosen only
         scores = PersonalScores(
             fitted_at=fitted_at,
             round=rnd,
@@ -380,7 +380,7 @@ class LocalTrainer:
             personal_val_accuracy=hits(val[1], data.y_val),
             group_val_accuracy=hits(val[0], data.y_val),
             val_accuracy=hits(members_val[picked], data.y_val),
-            test_accuracy=hits(members_test[picked], data.y_test),
+            test_accuracy=hits(test[0] if picked == 0 else mixture(test), data.y_test),
             group_test_accuracy=hits(test[0], data.y_test),
             predicts_with=ENSEMBLES[picked],
             local_val_accuracy=None if local is None else hits(val[2], data.y_val),

@@ -39,6 +39,7 @@ from mycelium.learning.personal import (
     choose_ensemble,
     ensemble_members,
     hits,
+    mixture,
 )
 from mycelium.learning.sim.federation import Federation, LocalModels
 from mycelium.learning.tasks.base import Weights
@@ -118,24 +119,20 @@ def ensemble_accuracy(
     and its local-only model ``when[1][who[b]]`` when it has one."""
     round_, local = when
     tuned = fed.adapt(group, who, round_)
-    have = [i for i in who if i in local]
-    own = [local[i] for i in have]
-    splits = {}
-    for split in ("val", "test"):
-        mine = dict(zip(have, fed.log_probs(own, have, round_, split), strict=True))
-        pairs = zip(
-            fed.log_probs(group, who, round_, split),
-            fed.log_probs(tuned, who, round_, split),
-            strict=True,
-        )
-        splits[split] = [
-            ensemble_members(g, t, mine.get(i)) for i, (g, t) in zip(who, pairs, strict=True)
-        ]
     clients = fed.phase(round_).clients
     used = {}
-    for b, i in enumerate(who):
-        picked = choose_ensemble(splits["val"][b], clients[i].y_val)
-        used[i] = plain[i] if picked == 0 else hits(splits["test"][b][picked], clients[i].y_test)
+    for i, mine in zip(who, zip(group, tuned, strict=True), strict=True):
+        models = [*mine, local[i]] if i in local else list(mine)
+        val = fed.log_probs(models, [i] * len(models), round_, "val")
+        picked = choose_ensemble(
+            ensemble_members(val[0], val[1], val[2] if len(val) > 2 else None), clients[i].y_val
+        )
+        if picked == 0:  # the group model alone: its test accuracy is measured already
+            used[i] = plain[i]
+            continue
+        kept = models[: picked + 1]  # only the chosen members are scored on the test split
+        test = mixture(fed.log_probs(kept, [i] * len(kept), round_, "test"))
+        used[i] = hits(test, clients[i].y_test)
     return used
 
 
